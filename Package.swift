@@ -1,0 +1,43 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// Settings every target shares: Swift 6 strict concurrency, explicit imports, warnings as errors.
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .treatAllWarnings(as: .error),
+]
+
+let package = Package(
+    name: "evbus",
+    products: [
+        .library(name: "Evbus", targets: ["Evbus"]),
+        .executable(name: "evbus", targets: ["evbus"]),
+    ],
+    targets: [
+        // Headers and one-line wrappers for what glibc hides from Swift (epoll, eventfd, timerfd, ucred, accept4).
+        .target(name: "CEvbusLinux"),
+        // Frames, codec, error codes, topic rules: pure values, no I/O.
+        .target(name: "EvbusWire", swiftSettings: strict),
+        // The epoll reactor, Unix sockets, write queues and timers. Knows bytes, not frames.
+        .target(name: "EvbusIO", dependencies: ["CEvbusLinux"], swiftSettings: strict),
+        // Routing core (pure) and the server glue between it and EvbusIO.
+        .target(name: "EvbusBroker", dependencies: ["EvbusWire", "EvbusIO"], swiftSettings: strict),
+        // The peer library applications import.
+        .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO"], swiftSettings: strict),
+        // Starts real brokers (the `evbus` binary or in-process) for tests.
+        .target(name: "EvbusTestSupport", dependencies: ["Evbus", "EvbusBroker", "EvbusIO"], swiftSettings: strict),
+        .executableTarget(name: "evbus", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire"], swiftSettings: strict),
+
+        .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),
+        .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
+        .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO"], swiftSettings: strict),
+        .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO"], swiftSettings: strict),
+        .testTarget(
+            name: "EndToEndTests",
+            dependencies: ["Evbus", "EvbusTestSupport", "EvbusBroker", "evbus"],
+            swiftSettings: strict
+        ),
+    ]
+)

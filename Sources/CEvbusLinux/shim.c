@@ -1,0 +1,31 @@
+#define _GNU_SOURCE
+#include <sys/socket.h>
+#include <string.h>
+#include <pthread.h>
+#include "CEvbusLinux.h"
+
+_Static_assert(sizeof(struct ucred) == sizeof(CEvbus_ucred), "CEvbus_ucred must mirror struct ucred");
+
+int CEvbus_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
+    return accept4(fd, addr, len, flags);
+}
+
+int CEvbus_peercred(int fd, CEvbus_ucred *out) {
+    socklen_t len = sizeof(struct ucred);
+    return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, &len);
+}
+
+ssize_t CEvbus_sendv(int fd, const struct iovec *iov, int count) {
+    struct msghdr msg;
+    memset(&msg, 0, sizeof msg);
+    msg.msg_iov = (struct iovec *)iov;
+    msg.msg_iovlen = (size_t)count;
+    return sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
+void CEvbus_setThreadName(const char *name) {
+    char cut[16];
+    strncpy(cut, name, 15);
+    cut[15] = 0;
+    pthread_setname_np(pthread_self(), cut);
+}

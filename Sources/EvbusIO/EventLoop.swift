@@ -1,0 +1,291 @@
+import CEvbusLinux
+import Glibc
+import Synchronization
+
+/// Something registered with an event loop that reacts to epoll readiness. Called on the loop thread only.
+public protocol Selectable: AnyObject {
+    func ready(_ events: UInt32)
+}
+
+/// An epoll reactor on one thread: sockets, one eventfd for cross-thread wake-ups, one timerfd for all timers.
+///
+/// Everything registered with a loop (streams, listeners, timers, deferred work) is touched only on its
+/// thread; `execute` is the one door in from other threads. After each `epoll_wait` the loop handles the
+/// ready fds, runs submitted tasks and deferred work, then flushes every stream written during that
+/// iteration, so many frames leave in one `sendmsg`.
+///
+/// `@unchecked Sendable` proof: the only state other threads touch is `tasks` (a `Mutex`), `threadID`
+/// (an `Atomic`) and the eventfd (`write(2)` is thread-safe). Every other stored property is read and
+/// written only on the loop thread: the methods touching them are documented "loop thread only" and
+/// check it with `assertInLoop()` in debug builds.
+public final class EventLoop: @unchecked Sendable {
+    let epfd: Int32
+    let wakeFD: Int32
+    let timerFD: Int32
+
+    private let tasks = Mutex<(queue: [@Sendable () -> Void], wakePending: Bool)>(([], false))
+    private let threadID = Atomic<UInt>(0)
+    private let thread = Mutex<pthread_t?>(nil)
+
+    // Loop-thread state.
+    private var running = false
+    private var slots: [Slot] = []
+    private var freeSlots: [Int] = []
+    private var deferred: [() -> Void] = []
+    var dirty: [Stream] = []
+    var timers = TimerHeap()
+    private let events: UnsafeMutablePointer<epoll_event>
+    private static let maxEvents = 256
+
+    /// Reused by every stream on this loop for reads (streams keep only partial frames).
+    var readBuffer: UnsafeMutableRawBufferPointer
+    /// Reused for gathering writes.
+    let iovecs: UnsafeMutableBufferPointer<iovec>
+
+    private struct Slot {
+        var handler: (any Selectable)?
+        var generation: UInt32
+    }
+
+    private static let wakeToken = UInt64.max
+    private static let timerToken = UInt64.max - 1
+
+    public init() throws(IOError) {
+        epfd = try syscallNoWait("epoll_create1") { epoll_create1(Int32(EPOLL_CLOEXEC)) }
+        wakeFD = try syscallNoWait("eventfd") { eventfd(0, CEvbus_EFD_NONBLOCK | CEvbus_EFD_CLOEXEC) }
+        timerFD = try syscallNoWait("timerfd_create") {
+            timerfd_create(CLOCK_MONOTONIC, CEvbus_TFD_NONBLOCK | CEvbus_TFD_CLOEXEC)
+        }
+        events = .allocate(capacity: Self.maxEvents)
+        readBuffer = .allocate(byteCount: 256 * 1024, alignment: 16)
+        iovecs = .allocate(capacity: 64)
+        try addToEpoll(wakeFD, token: Self.wakeToken)
+        try addToEpoll(timerFD, token: Self.timerToken)
+    }
+
+    deinit {
+        Glibc.close(epfd)
+        Glibc.close(wakeFD)
+        Glibc.close(timerFD)
+        events.deallocate()
+        readBuffer.deallocate()
+        iovecs.deallocate()
+    }
+
+    private func addToEpoll(_ fd: Int32, token: UInt64) throws(IOError) {
+        var ev = epoll_event()
+        ev.events = CEvbus_EPOLLIN
+        ev.data.u64 = token
+        try syscallNoWait("epoll_ctl(ADD)") { epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) }
+    }
+
+    // MARK: Threads
+
+    /// Starts a new thread running this loop and returns once it runs.
+    public static func startThread(name: String) throws(IOError) -> EventLoop {
+        let loop = try EventLoop()
+        let started = StartFlag()
+        let box = Unmanaged.passRetained(ThreadBody {
+            CEvbus_setThreadName(name)
+            loop.run(onStart: { started.value.store(true, ordering: .releasing) })
+        }).toOpaque()
+        var tid = pthread_t()
+        let r = pthread_create(&tid, nil, { arg in
+            Unmanaged<ThreadBody>.fromOpaque(arg!).takeRetainedValue().body()
+            return nil
+        }, box)
+        precondition(r == 0, "pthread_create failed: \(r)")
+        loop.thread.withLock { $0 = tid }
+        while !started.value.load(ordering: .acquiring) { sched_yield() }
+        return loop
+    }
+
+    /// True on this loop's thread.
+    public var inEventLoop: Bool { threadID.load(ordering: .relaxed) == pthread_self() }
+
+    @inline(__always)
+    func assertInLoop(_ function: StaticString = #function) {
+        assert(inEventLoop, "\(function) must be called on the event loop thread")
+    }
+
+    // MARK: Cross-thread work
+
+    /// Runs `task` on the loop thread soon. Safe from any thread; wakes the loop only when no wake-up
+    /// is already pending. Tasks submitted after the loop stopped are dropped.
+    public func execute(_ task: @escaping @Sendable () -> Void) {
+        let wake = tasks.withLock { state -> Bool in
+            state.queue.append(task)
+            if state.wakePending { return false }
+            state.wakePending = true
+            return true
+        }
+        if wake { signalWake() }
+    }
+
+    private func signalWake() {
+        var one: UInt64 = 1
+        _ = Glibc.write(wakeFD, &one, 8)
+    }
+
+    /// Runs `work` on the loop thread after the current event has been handled (loop thread only).
+    /// Used where doing the work right away would re-enter the caller.
+    public func deferWork(_ work: @escaping () -> Void) {
+        assertInLoop()
+        deferred.append(work)
+    }
+
+    /// Asks the loop to stop after the current iteration. Safe from any thread.
+    public func stop() {
+        execute { [self] in running = false }
+    }
+
+    /// Stops the loop and waits for its thread (started by `startThread`) to end.
+    /// Must not be called on the loop thread.
+    public func stopAndJoin() {
+        precondition(!inEventLoop, "stopAndJoin() on the loop's own thread would wait forever")
+        stop()
+        if let tid = thread.withLock({ t -> pthread_t? in defer { t = nil }; return t }) {
+            pthread_join(tid, nil)
+        }
+    }
+
+    // MARK: Registration (loop thread only)
+
+    public struct Registration: Hashable, Sendable {
+        let slot: Int
+        let generation: UInt32
+        var token: UInt64 { UInt64(slot) | UInt64(generation) << 32 }
+    }
+
+    /// Registers `fd` for `events` (CEvbus_EPOLLIN/OUT...). The handler is kept alive until deregistered.
+    public func register(_ fd: Int32, events: UInt32, handler: any Selectable) throws(IOError) -> Registration {
+        assertInLoop()
+        let slot: Int
+        if let reused = freeSlots.popLast() {
+            slot = reused
+            slots[slot].handler = handler
+        } else {
+            slot = slots.count
+            slots.append(Slot(handler: handler, generation: 0))
+        }
+        let registration = Registration(slot: slot, generation: slots[slot].generation)
+        var ev = epoll_event()
+        ev.events = events
+        ev.data.u64 = registration.token
+        do {
+            try syscallNoWait("epoll_ctl(ADD)") { epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) }
+        } catch {
+            release(slot)
+            throw error
+        }
+        return registration
+    }
+
+    public func modify(_ fd: Int32, _ registration: Registration, events: UInt32) throws(IOError) {
+        assertInLoop()
+        var ev = epoll_event()
+        ev.events = events
+        ev.data.u64 = registration.token
+        try syscallNoWait("epoll_ctl(MOD)") { epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) }
+    }
+
+    /// Removes `fd`; events already returned by this `epoll_wait` for it are dropped (the generation
+    /// changes), even if the fd number is reused at once.
+    public func deregister(_ fd: Int32, _ registration: Registration) {
+        assertInLoop()
+        _ = epoll_ctl(epfd, EPOLL_CTL_DEL, fd, nil)
+        if slots[registration.slot].generation == registration.generation {
+            release(registration.slot)
+        }
+    }
+
+    private func release(_ slot: Int) {
+        slots[slot].handler = nil
+        slots[slot].generation &+= 1
+        freeSlots.append(slot)
+    }
+
+    /// Number of live registrations (tests and stats).
+    public var registrationCount: Int { slots.count - freeSlots.count }
+
+    func markDirty(_ stream: Stream) {
+        dirty.append(stream)
+    }
+
+    // MARK: The loop
+
+    /// Runs the loop on the calling thread until `stop()`.
+    public func run(onStart: () -> Void = {}) {
+        threadID.store(pthread_self(), ordering: .relaxed)
+        running = true
+        onStart()
+        while running {
+            let n = epoll_wait(epfd, events, Int32(Self.maxEvents), -1)
+            if n < 0 {
+                if errno == EINTR { continue }
+                fatalError("epoll_wait failed: \(IOError("epoll_wait", errno: errno))")
+            }
+            for i in 0..<Int(n) {
+                let token = events[i].data.u64
+                let mask = events[i].events
+                switch token {
+                case Self.wakeToken: runTasks()
+                case Self.timerToken: fireTimers()
+                default:
+                    let slot = Int(truncatingIfNeeded: token & 0xFFFF_FFFF)
+                    let generation = UInt32(truncatingIfNeeded: token >> 32)
+                    guard slot < slots.count, slots[slot].generation == generation,
+                        let handler = slots[slot].handler
+                    else { continue }
+                    handler.ready(mask)
+                }
+            }
+            finishIteration()
+        }
+        threadID.store(0, ordering: .relaxed)
+    }
+
+    /// Deferred work, then one flush of every stream written this iteration (repeat while either adds more).
+    private func finishIteration() {
+        while !deferred.isEmpty || !dirty.isEmpty {
+            while !deferred.isEmpty {
+                let work = deferred
+                deferred.removeAll(keepingCapacity: true)
+                for w in work { w() }
+            }
+            if !dirty.isEmpty {
+                let streams = dirty
+                dirty.removeAll(keepingCapacity: true)
+                for s in streams { s.flushFromLoop() }
+            }
+        }
+    }
+
+    private func runTasks() {
+        var count: UInt64 = 0
+        _ = Glibc.read(wakeFD, &count, 8)
+        let batch = tasks.withLock { state -> [@Sendable () -> Void] in
+            state.wakePending = false
+            defer { state.queue.removeAll(keepingCapacity: true) }
+            return state.queue
+        }
+        for task in batch { task() }
+    }
+
+    /// Grows the shared read buffer to at least `capacity` bytes (loop thread only).
+    func ensureReadCapacity(_ capacity: Int) {
+        guard readBuffer.count < capacity else { return }
+        let bigger = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 16)
+        readBuffer.deallocate()
+        readBuffer = bigger
+    }
+}
+
+private final class ThreadBody {
+    let body: () -> Void
+    init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+private final class StartFlag: Sendable {
+    let value = Atomic<Bool>(false)
+}

@@ -1,0 +1,241 @@
+import CEvbusLinux
+import Glibc
+
+/// What a stream's owner hears about it. All calls arrive on the loop thread.
+public protocol StreamDelegate: AnyObject {
+    /// New bytes (with any partial frame kept from before in front). Return how many were used; the
+    /// rest is kept and offered again with the next bytes. Returning less than all while reading is
+    /// paused is how a delegate stops mid-buffer.
+    func streamReceived(_ stream: Stream, _ bytes: UnsafeRawBufferPointer) -> Int
+    /// The write queue drained below the low watermark after having gone over the high one.
+    func streamBecameWritable(_ stream: Stream)
+    /// The stream closed (by either side); it is already deregistered and its fd closed.
+    func streamClosed(_ stream: Stream, _ reason: Stream.CloseReason)
+}
+
+/// One connected non-blocking socket on an event loop: reads into the loop's shared buffer, queues
+/// writes and flushes them once per loop iteration, and tracks high/low watermarks.
+///
+/// Loop-bound: every method must be called on the loop thread.
+public final class Stream: Selectable {
+    public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
+        /// The other side closed the connection.
+        case endOfFile
+        /// A read or write failed.
+        case error(IOError)
+        /// `close()` was called on this side.
+        case local
+
+        public var description: String {
+            switch self {
+            case .endOfFile: "closed by peer"
+            case .error(let e): e.description
+            case .local: "closed locally"
+            }
+        }
+    }
+
+    public let fd: Int32
+    public unowned let loop: EventLoop
+    /// Strong while open (the loop's registration keeps the stream, the stream keeps its owner);
+    /// cleared on close, which breaks the cycle.
+    public var delegate: (any StreamDelegate)?
+    public let highWatermark: Int
+    public let lowWatermark: Int
+
+    @usableFromInline var outbound = WriteQueue()
+    /// A partial frame left over from the last read; empty (unallocated) for an idle connection.
+    private var pending: [UInt8] = []
+    private var registration: EventLoop.Registration?
+    private var interest: UInt32
+    private var isDirty = false
+    public private(set) var isClosed = false
+    public private(set) var isClosing = false
+    public private(set) var isReadingPaused = false
+    /// False from the moment the write queue passes `highWatermark` until it drains below `lowWatermark`.
+    public private(set) var isWritable = true
+
+    /// Wraps a connected fd (non-blocking) and registers it with `loop`. Loop thread only.
+    public init(fd: Int32, loop: EventLoop, highWatermark: Int = 1 << 20, lowWatermark: Int = 256 << 10) throws(IOError) {
+        precondition(lowWatermark <= highWatermark, "low watermark above high watermark")
+        self.fd = fd
+        self.loop = loop
+        self.highWatermark = highWatermark
+        self.lowWatermark = lowWatermark
+        self.interest = CEvbus_EPOLLIN | CEvbus_EPOLLRDHUP
+        registration = try loop.register(fd, events: interest, handler: self)
+    }
+
+    /// Bytes queued for writing and not yet accepted by the kernel.
+    public var bufferedBytes: Int { outbound.count }
+
+    // MARK: Reading
+
+    public func ready(_ events: UInt32) {
+        if events & CEvbus_EPOLLOUT != 0 { flushNow() }
+        if isClosed { return }
+        if events & (CEvbus_EPOLLIN | CEvbus_EPOLLHUP | CEvbus_EPOLLERR | CEvbus_EPOLLRDHUP) != 0 && !isReadingPaused {
+            readOnce()
+        }
+    }
+
+    private func readOnce() {
+        let kept = pending.count
+        loop.ensureReadCapacity(kept + 64 * 1024)
+        let buffer = loop.readBuffer
+        if kept > 0 {
+            pending.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: kept) }
+            pending.removeAll(keepingCapacity: false)
+        }
+        let n: Int?
+        do {
+            n = try syscall("read") { Glibc.read(fd, buffer.baseAddress! + kept, buffer.count - kept) }
+        } catch {
+            close(.error(error))
+            return
+        }
+        guard let n else {
+            keep(UnsafeRawBufferPointer(rebasing: buffer[0..<kept]))
+            return
+        }
+        if n == 0 {
+            if kept > 0 { deliver(UnsafeRawBufferPointer(rebasing: buffer[0..<kept])) }
+            close(.endOfFile)
+            return
+        }
+        deliver(UnsafeRawBufferPointer(rebasing: buffer[0..<(kept + n)]))
+    }
+
+    private func deliver(_ bytes: UnsafeRawBufferPointer) {
+        guard let delegate, !isClosing else { return }
+        let used = delegate.streamReceived(self, bytes)
+        if isClosed || isClosing { return }
+        if used < bytes.count { keep(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
+    }
+
+    private func keep(_ bytes: UnsafeRawBufferPointer) {
+        if !bytes.isEmpty { pending = Array(bytes) }
+    }
+
+    /// Stops reading from the socket (the kernel buffer then fills and the sender blocks).
+    public func pauseReading() {
+        guard !isReadingPaused, !isClosed else { return }
+        isReadingPaused = true
+        setInterest(interest & ~(CEvbus_EPOLLIN | CEvbus_EPOLLRDHUP))
+    }
+
+    /// Resumes reading; bytes kept while paused are offered again before anything new is read.
+    public func resumeReading() {
+        guard isReadingPaused, !isClosed, !isClosing else { return }
+        isReadingPaused = false
+        setInterest(interest | CEvbus_EPOLLIN | CEvbus_EPOLLRDHUP)
+        if !pending.isEmpty {
+            loop.deferWork { [self] in
+                guard !isReadingPaused, !isClosed, !pending.isEmpty else { return }
+                let bytes = pending
+                pending = []
+                bytes.withUnsafeBytes { deliver($0) }
+            }
+        }
+    }
+
+    private func setInterest(_ events: UInt32) {
+        guard events != interest, let registration else { return }
+        interest = events
+        do { try loop.modify(fd, registration, events: events) } catch { close(.error(error)) }
+    }
+
+    // MARK: Writing
+
+    /// Contiguous space for `n` bytes of output; call `commit` with what was written into it.
+    @inlinable
+    public func reserve(_ n: Int) -> UnsafeMutableRawPointer { outbound.reserve(n) }
+
+    /// Queues bytes written at `reserve`'s pointer; they leave at the end of this loop iteration.
+    public func commit(_ n: Int) {
+        outbound.commit(n)
+        noteQueued()
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) {
+        outbound.append(bytes)
+        noteQueued()
+    }
+
+    public func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    @inline(__always)
+    private func noteQueued() {
+        if !isDirty && !isClosed {
+            isDirty = true
+            loop.markDirty(self)
+        }
+        if isWritable && outbound.count > highWatermark { isWritable = false }
+    }
+
+    func flushFromLoop() {
+        isDirty = false
+        if !isClosed { flushNow() }
+    }
+
+    /// Writes as much of the queue as the kernel takes now; waits for EPOLLOUT for the rest.
+    private func flushNow() {
+        while !outbound.isEmpty {
+            let count = outbound.gather(into: loop.iovecs)
+            let written: Int?
+            do {
+                written = try syscall("sendmsg") { CEvbus_sendv(fd, loop.iovecs.baseAddress, Int32(count)) }
+            } catch {
+                close(.error(error))
+                return
+            }
+            guard let written else {
+                setInterest(interest | CEvbus_EPOLLOUT)
+                return
+            }
+            outbound.consume(written)
+        }
+        setInterest(interest & ~CEvbus_EPOLLOUT)
+        if isClosing {
+            close(.local)
+            return
+        }
+        if !isWritable && outbound.count <= lowWatermark {
+            isWritable = true
+            delegate?.streamBecameWritable(self)
+        }
+    }
+
+    // MARK: Closing
+
+    /// Closes now; queued output is discarded. The delegate hears `streamClosed` once.
+    public func close(_ reason: CloseReason = .local) {
+        guard !isClosed else { return }
+        isClosed = true
+        if let registration { loop.deregister(fd, registration) }
+        registration = nil
+        Glibc.close(fd)
+        pending = []
+        let d = delegate
+        delegate = nil
+        d?.streamClosed(self, reason)
+    }
+
+    /// Stops reading, writes what is queued, then closes. Closes anyway after `graceNanos`.
+    public func closeAfterFlush(graceNanos: UInt64 = 2_000_000_000) {
+        guard !isClosed, !isClosing else { return }
+        pauseReading()
+        isClosing = true
+        if outbound.isEmpty {
+            close(.local)
+            return
+        }
+        if !isDirty {
+            isDirty = true
+            loop.markDirty(self)
+        }
+        loop.scheduleTimer(afterNanos: graceNanos) { [weak self] in self?.close(.local) }
+    }
+}

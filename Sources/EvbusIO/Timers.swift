@@ -1,0 +1,123 @@
+import CEvbusLinux
+import Glibc
+
+/// Identifies a scheduled timer so it can be cancelled or re-timed.
+public struct TimerID: Hashable, Sendable {
+    let raw: UInt64
+}
+
+/// All of a loop's timers in one min-heap; the timerfd is armed for the earliest deadline only.
+/// Cancelled timers are removed from `actions` and their heap entries skipped when they surface.
+struct TimerHeap {
+    struct Entry {
+        var deadline: UInt64
+        var id: UInt64
+    }
+    struct Action {
+        var interval: UInt64?
+        var deadline: UInt64
+        var body: () -> Void
+    }
+
+    var heap: [Entry] = []
+    var actions: [UInt64: Action] = [:]
+    var nextID: UInt64 = 1
+
+    mutating func push(_ e: Entry) {
+        heap.append(e)
+        var i = heap.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            if heap[parent].deadline <= heap[i].deadline { break }
+            heap.swapAt(parent, i)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard !heap.isEmpty else { return nil }
+        heap.swapAt(0, heap.count - 1)
+        let top = heap.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < heap.count && heap[l].deadline < heap[m].deadline { m = l }
+            if r < heap.count && heap[r].deadline < heap[m].deadline { m = r }
+            if m == i { break }
+            heap.swapAt(i, m)
+            i = m
+        }
+        return top
+    }
+
+    /// The earliest live deadline, dropping cancelled or re-timed entries from the top.
+    mutating func earliest() -> UInt64? {
+        while let top = heap.first {
+            if let action = actions[top.id], action.deadline == top.deadline { return top.deadline }
+            _ = pop()
+        }
+        return nil
+    }
+}
+
+extension EventLoop {
+    /// Runs `body` on the loop after `delay` nanoseconds, and then every `interval` nanoseconds if given.
+    /// Loop thread only.
+    @discardableResult
+    public func scheduleTimer(afterNanos delay: UInt64, everyNanos interval: UInt64? = nil, _ body: @escaping () -> Void) -> TimerID {
+        assertInLoop()
+        let id = timers.nextID
+        timers.nextID += 1
+        let deadline = monotonicNanos() &+ delay
+        timers.actions[id] = TimerHeap.Action(interval: interval, deadline: deadline, body: body)
+        timers.push(.init(deadline: deadline, id: id))
+        armTimerFD()
+        return TimerID(raw: id)
+    }
+
+    /// Changes a repeating timer's interval (the next run is `interval` from now). Loop thread only.
+    public func retime(_ timer: TimerID, everyNanos interval: UInt64) {
+        assertInLoop()
+        guard var action = timers.actions[timer.raw] else { return }
+        action.interval = interval
+        action.deadline = monotonicNanos() &+ interval
+        timers.actions[timer.raw] = action
+        timers.push(.init(deadline: action.deadline, id: timer.raw))
+        armTimerFD()
+    }
+
+    /// Cancels a timer; harmless if it already ran or was cancelled. Loop thread only.
+    public func cancelTimer(_ timer: TimerID) {
+        assertInLoop()
+        timers.actions[timer.raw] = nil
+    }
+
+    func armTimerFD() {
+        var spec = itimerspec()
+        if let deadline = timers.earliest() {
+            // Absolute time; a deadline already past fires at once (0 would disarm, so use 1 ns).
+            let at = max(deadline, 1)
+            spec.it_value = timespec(tv_sec: Int(at / 1_000_000_000), tv_nsec: Int(at % 1_000_000_000))
+        }
+        _ = timerfd_settime(timerFD, Int32(TFD_TIMER_ABSTIME), &spec, nil)
+    }
+
+    func fireTimers() {
+        var expirations: UInt64 = 0
+        _ = Glibc.read(timerFD, &expirations, 8)
+        let now = monotonicNanos()
+        while let deadline = timers.earliest(), deadline <= now, let entry = timers.pop() {
+            guard var action = timers.actions[entry.id] else { continue }
+            if let interval = action.interval {
+                action.deadline = now &+ interval
+                timers.actions[entry.id] = action
+                timers.push(.init(deadline: action.deadline, id: entry.id))
+            } else {
+                timers.actions[entry.id] = nil
+            }
+            action.body()
+        }
+        armTimerFD()
+    }
+}

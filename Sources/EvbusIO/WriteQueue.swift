@@ -1,0 +1,99 @@
+public import Glibc
+
+/// Bytes waiting to be written to one socket: a list of heap chunks, flushed many frames per `sendmsg`.
+///
+/// Frames are encoded straight into the tail chunk (`reserve` then `commit`), so nothing is copied twice.
+/// A drained queue frees its chunks, so an idle connection holds no write memory at all.
+public struct WriteQueue: ~Copyable {
+    @usableFromInline
+    struct Chunk {
+        @usableFromInline var base: UnsafeMutableRawPointer
+        @usableFromInline var capacity: Int
+        @usableFromInline var start: Int
+        @usableFromInline var end: Int
+    }
+
+    /// The size of an ordinary chunk; a larger frame gets a chunk of its own size.
+    public static let chunkSize = 64 * 1024
+
+    @usableFromInline var chunks: [Chunk] = []
+    /// Bytes queued and not yet written.
+    public var count: Int { _count }
+    @usableFromInline var _count: Int = 0
+
+    public init() {}
+
+    deinit {
+        for chunk in chunks { free(chunk.base) }
+    }
+
+    public var isEmpty: Bool { count == 0 }
+
+    /// Contiguous space for `n` bytes at the tail; valid until the next call on this queue.
+    @inlinable
+    public mutating func reserve(_ n: Int) -> UnsafeMutableRawPointer {
+        if let last = chunks.last, last.capacity - last.end >= n {
+            return last.base + last.end
+        }
+        return grow(n)
+    }
+
+    @usableFromInline
+    mutating func grow(_ n: Int) -> UnsafeMutableRawPointer {
+        let capacity = max(n, Self.chunkSize)
+        guard let base = malloc(capacity) else { fatalError("out of memory allocating \(capacity) bytes") }
+        chunks.append(Chunk(base: base, capacity: capacity, start: 0, end: 0))
+        return base
+    }
+
+    /// Marks `n` bytes written at the pointer `reserve` returned as queued.
+    @inlinable
+    public mutating func commit(_ n: Int) {
+        chunks[chunks.count - 1].end += n
+        _count += n
+    }
+
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        guard let src = bytes.baseAddress, bytes.count > 0 else { return }
+        reserve(bytes.count).copyMemory(from: src, byteCount: bytes.count)
+        commit(bytes.count)
+    }
+
+    public mutating func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { append($0) }
+    }
+
+    /// Fills `iov` with up to `iov.count` pending regions; returns how many.
+    public func gather(into iov: UnsafeMutableBufferPointer<iovec>) -> Int {
+        var n = 0
+        for chunk in chunks where n < iov.count && chunk.end > chunk.start {
+            iov[n] = iovec(iov_base: chunk.base + chunk.start, iov_len: chunk.end - chunk.start)
+            n += 1
+        }
+        return n
+    }
+
+    /// Drops `n` bytes from the head after they were written; frees chunks that emptied.
+    public mutating func consume(_ n: Int) {
+        _count -= n
+        if count == 0 {
+            for chunk in chunks { free(chunk.base) }
+            chunks.removeAll(keepingCapacity: false)
+            return
+        }
+        var left = n
+        var drained = 0
+        while left > 0 {
+            let available = chunks[drained].end - chunks[drained].start
+            if left >= available {
+                left -= available
+                drained += 1
+            } else {
+                chunks[drained].start += left
+                left = 0
+            }
+        }
+        for i in 0..<drained { free(chunks[i].base) }
+        chunks.removeFirst(drained)
+    }
+}

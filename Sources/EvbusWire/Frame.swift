@@ -1,0 +1,192 @@
+/// One named counter in a STATS_REPLY.
+public struct StatEntry: Hashable, Sendable {
+    public var name: String
+    public var value: UInt64
+    public init(_ name: String, _ value: UInt64) {
+        self.name = name
+        self.value = value
+    }
+}
+
+/// Every frame of protocol version 1 as an owned value. The broker's publish/deliver hot path uses
+/// the zero-copy views in `HotFrames.swift` instead; this type serves everything else and the tests.
+public enum Frame: Hashable, Sendable {
+    case hello(clientName: String)
+    case welcome(version: UInt16, maxFrame: UInt32, connectionID: UInt64, brokerName: String)
+    case ping(token: UInt64)
+    case pong(token: UInt64)
+    case close(code: UInt16, reason: String)
+    case error(code: ErrorCode, requestID: UInt32, message: String)
+    case ok(requestID: UInt32)
+    case publish(topic: String, payload: [UInt8])
+    case subscribe(subscriptionID: UInt32, pattern: String)
+    case unsubscribe(subscriptionID: UInt32)
+    case deliver(subscriptionID: UInt32, publisher: UInt64, topic: String, payload: [UInt8])
+    case stats(requestID: UInt32)
+    case statsReply(requestID: UInt32, entries: [StatEntry])
+
+    public var type: FrameType {
+        switch self {
+        case .hello: .hello
+        case .welcome: .welcome
+        case .ping: .ping
+        case .pong: .pong
+        case .close: .close
+        case .error: .error
+        case .ok: .ok
+        case .publish: .publish
+        case .subscribe: .subscribe
+        case .unsubscribe: .unsubscribe
+        case .deliver: .deliver
+        case .stats: .stats
+        case .statsReply: .statsReply
+        }
+    }
+}
+
+// MARK: - Encoding
+
+extension Frame {
+    /// The complete frame (header and body) as bytes.
+    public func encoded() -> [UInt8] {
+        var body = BodyBuilder()
+        switch self {
+        case .hello(let name):
+            body.string(name)
+        case .welcome(let version, let maxFrame, let id, let name):
+            body.u16(version)
+            body.u32(maxFrame)
+            body.u64(id)
+            body.string(name)
+        case .ping(let token), .pong(let token):
+            body.u64(token)
+        case .close(let code, let reason):
+            body.u16(code)
+            body.string(reason)
+        case .error(let code, let requestID, let message):
+            body.u16(code.rawValue)
+            body.u32(requestID)
+            body.string(message)
+        case .ok(let requestID), .stats(let requestID):
+            body.u32(requestID)
+        case .publish(let topic, let payload):
+            body.string(topic)
+            body.bytes.append(contentsOf: payload)
+        case .subscribe(let id, let pattern):
+            body.u32(id)
+            body.string(pattern)
+        case .unsubscribe(let id):
+            body.u32(id)
+        case .deliver(let id, let publisher, let topic, let payload):
+            body.u32(id)
+            body.u64(publisher)
+            body.string(topic)
+            body.bytes.append(contentsOf: payload)
+        case .statsReply(let requestID, let entries):
+            body.u32(requestID)
+            body.u16(UInt16(truncatingIfNeeded: entries.count))
+            for entry in entries {
+                body.string(entry.name)
+                body.u64(entry.value)
+            }
+        }
+        var frame = BodyBuilder()
+        frame.u32(UInt32(truncatingIfNeeded: body.bytes.count + 1))
+        frame.bytes.append(type.rawValue)
+        frame.bytes.append(contentsOf: body.bytes)
+        return frame.bytes
+    }
+}
+
+/// Little-endian appends to an array; used for the cold frames only.
+struct BodyBuilder {
+    var bytes: [UInt8] = []
+    mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
+    /// Strings longer than the u16 length can say are cut to fit (callers validate limits first).
+    mutating func string(_ s: String) {
+        let utf8 = Array(s.utf8.prefix(Int(UInt16.max)))
+        u16(UInt16(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+}
+
+// MARK: - Decoding
+
+extension Frame {
+    /// Decodes the body of a frame whose header was already split off (see `FrameSplitter`).
+    /// Field-level damage throws `malformed-frame`; topic/pattern *rules* are checked by the broker,
+    /// so that a bad topic refuses one request instead of the connection.
+    public static func decode(type: FrameType, body: UnsafeRawBufferPointer) throws(WireError) -> Frame {
+        var r = ByteReader(body)
+        let frame: Frame
+        switch type {
+        case .hello:
+            frame = .hello(clientName: try r.string("client name", maxBytes: WireFormat.maxNameBytes))
+        case .welcome:
+            frame = .welcome(
+                version: try r.u16("version"), maxFrame: try r.u32("max frame"),
+                connectionID: try r.u64("connection id"),
+                brokerName: try r.string("broker name", maxBytes: WireFormat.maxNameBytes))
+        case .ping:
+            frame = .ping(token: try r.u64("token"))
+        case .pong:
+            frame = .pong(token: try r.u64("token"))
+        case .close:
+            frame = .close(code: try r.u16("code"), reason: try r.string("reason"))
+        case .error:
+            frame = .error(
+                code: ErrorCode(rawValue: try r.u16("code")), requestID: try r.u32("request id"),
+                message: try r.string("message"))
+        case .ok:
+            frame = .ok(requestID: try r.u32("request id"))
+        case .publish:
+            let topic = try r.string("topic")
+            frame = .publish(topic: topic, payload: Array(r.rest()))
+        case .subscribe:
+            frame = .subscribe(subscriptionID: try r.u32("subscription id"), pattern: try r.string("pattern"))
+        case .unsubscribe:
+            frame = .unsubscribe(subscriptionID: try r.u32("subscription id"))
+        case .deliver:
+            let id = try r.u32("subscription id")
+            let publisher = try r.u64("publisher")
+            let topic = try r.string("topic")
+            frame = .deliver(subscriptionID: id, publisher: publisher, topic: topic, payload: Array(r.rest()))
+        case .stats:
+            frame = .stats(requestID: try r.u32("request id"))
+        case .statsReply:
+            let id = try r.u32("request id")
+            let count = Int(try r.u16("entry count"))
+            var entries: [StatEntry] = []
+            entries.reserveCapacity(count)
+            for _ in 0..<count {
+                entries.append(StatEntry(try r.string("entry name"), try r.u64("entry value")))
+            }
+            frame = .statsReply(requestID: id, entries: entries)
+        }
+        try r.expectEnd(type.name)
+        return frame
+    }
+}
+
+extension FrameType {
+    /// The name used in PROTOCOL.md and in error messages.
+    public var name: StaticString {
+        switch self {
+        case .hello: "HELLO"
+        case .welcome: "WELCOME"
+        case .ping: "PING"
+        case .pong: "PONG"
+        case .close: "CLOSE"
+        case .error: "ERROR"
+        case .ok: "OK"
+        case .publish: "PUBLISH"
+        case .subscribe: "SUBSCRIBE"
+        case .unsubscribe: "UNSUBSCRIBE"
+        case .deliver: "DELIVER"
+        case .stats: "STATS"
+        case .statsReply: "STATS_REPLY"
+        }
+    }
+}
