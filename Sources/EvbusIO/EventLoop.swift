@@ -1,6 +1,7 @@
 import CEvbusLinux
 import Glibc
 import Synchronization
+import Dispatch
 
 /// Something registered with an event loop that reacts to epoll readiness. Called on the loop thread only.
 public protocol Selectable: AnyObject {
@@ -288,4 +289,21 @@ private final class ThreadBody {
 
 private final class StartFlag: Sendable {
     let value = Atomic<Bool>(false)
+}
+
+extension EventLoop {
+    /// Runs `body` on the loop and blocks the calling thread until it returns (never call it on the
+    /// loop itself: that would wait forever, so it traps instead).
+    public func runAndWait<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
+        precondition(!inEventLoop, "runAndWait called on its own event loop would deadlock")
+        let done = DispatchSemaphore(value: 0)
+        let result = Mutex<Result<T, any Error>?>(nil)
+        execute {
+            let r = Result { try body() }
+            result.withLock { $0 = r }
+            done.signal()
+        }
+        done.wait()
+        return try result.withLock { $0! }.get()
+    }
 }

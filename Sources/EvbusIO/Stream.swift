@@ -162,6 +162,13 @@ public final class Stream: Selectable {
         noteQueued()
     }
 
+    /// Queues all of `queue`'s bytes without copying them.
+    public func write(contentsOf queue: consuming WriteQueue) {
+        guard !queue.isEmpty else { return }
+        outbound.append(contentsOf: queue)
+        noteQueued()
+    }
+
     public func write(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { write($0) }
     }

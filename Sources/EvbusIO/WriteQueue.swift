@@ -63,6 +63,25 @@ public struct WriteQueue: ~Copyable {
         bytes.withUnsafeBytes { append($0) }
     }
 
+    /// Moves everything out of this queue into a new one (no bytes are copied).
+    public mutating func take() -> WriteQueue {
+        var out = WriteQueue()
+        out.chunks = chunks
+        out._count = _count
+        chunks = []
+        _count = 0
+        return out
+    }
+
+    /// Appends `other`'s chunks after this queue's (no bytes are copied).
+    public mutating func append(contentsOf other: consuming WriteQueue) {
+        var moved = other.take()
+        chunks.append(contentsOf: moved.chunks)
+        _count += moved._count
+        moved.chunks = []
+        moved._count = 0
+    }
+
     /// Fills `iov` with up to `iov.count` pending regions; returns how many.
     public func gather(into iov: UnsafeMutableBufferPointer<iovec>) -> Int {
         var n = 0

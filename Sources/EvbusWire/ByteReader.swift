@@ -2,7 +2,7 @@
 /// of the body throws `malformed-frame` naming the field, so truncation never reads out of bounds.
 public struct ByteReader {
     public let bytes: UnsafeRawBufferPointer
-    public private(set) var offset: Int = 0
+    public var offset: Int = 0
 
     @inlinable
     public init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }

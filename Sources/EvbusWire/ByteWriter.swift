@@ -2,7 +2,7 @@
 /// connection's write queue). The caller computes the size first; the writer never checks bounds.
 public struct ByteWriter {
     public let base: UnsafeMutableRawPointer
-    public private(set) var offset: Int = 0
+    public var offset: Int = 0
 
     @inlinable
     public init(_ base: UnsafeMutableRawPointer) { self.base = base }

@@ -3,6 +3,12 @@
 public struct RawFrame {
     public var type: FrameType
     public var body: UnsafeRawBufferPointer
+
+    @inlinable
+    public init(type: FrameType, body: UnsafeRawBufferPointer) {
+        self.type = type
+        self.body = body
+    }
 }
 
 /// Finds frame boundaries in received bytes without copying.

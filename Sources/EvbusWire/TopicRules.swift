@@ -42,12 +42,12 @@ public enum TopicRules {
 
     public static func validateTopic(_ topic: String) throws(WireError) {
         var copy = topic
-        try copy.withUTF8 { (b) throws(WireError) in try validateTopic(UnsafeRawBufferPointer(b)) }
+        try copy.withUTF8 { b in Result { () throws(WireError) in try validateTopic(UnsafeRawBufferPointer(b)) } }.get()
     }
 
     public static func validatePattern(_ pattern: String) throws(WireError) {
         var copy = pattern
-        try copy.withUTF8 { (b) throws(WireError) in try validatePattern(UnsafeRawBufferPointer(b)) }
+        try copy.withUTF8 { b in Result { () throws(WireError) in try validatePattern(UnsafeRawBufferPointer(b)) } }.get()
     }
 
     /// The first rule `bytes` breaks, or nil.

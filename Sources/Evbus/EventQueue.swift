@@ -1,0 +1,104 @@
+import EvbusWire
+import Synchronization
+
+/// The bounded buffer behind a `Subscription`'s async iteration.
+///
+/// The peer's loop pushes; one consumer task pops. When `capacity` events wait unread, the loop
+/// stops reading the socket (so the broker applies its slow-consumer policy) instead of buffering
+/// without bound; reading resumes once the consumer has taken half of them.
+final class EventQueue: Sendable {
+    struct State {
+        var buffer: [Event] = []
+        var head = 0
+        var waiter: CheckedContinuation<Event?, any Error>?
+        /// Set once: nil = normal end, an error = the connection failed.
+        var end: EvbusError??
+        /// The loop paused reading because of this queue.
+        var pausedReading = false
+        var count: Int { buffer.count - head }
+    }
+
+    let state = Mutex(State())
+    let capacity: Int
+    /// Called (on the consumer's thread) once the queue has room again after it paused reading.
+    let onRoom: @Sendable () -> Void
+
+    init(capacity: Int, onRoom: @escaping @Sendable () -> Void) {
+        self.capacity = capacity
+        self.onRoom = onRoom
+    }
+
+    /// Loop side. Returns true when the queue is now full and reading should pause.
+    func push(_ event: Event) -> Bool {
+        let (waiter, full) = state.withLock { s -> (CheckedContinuation<Event?, any Error>?, Bool) in
+            if s.end != nil { return (nil, false) }
+            if let w = s.waiter {
+                s.waiter = nil
+                return (w, false)
+            }
+            s.buffer.append(event)
+            if s.count >= capacity && !s.pausedReading {
+                s.pausedReading = true
+                return (nil, true)
+            }
+            return (nil, false)
+        }
+        waiter?.resume(returning: event)
+        return full
+    }
+
+    /// Ends iteration after the buffered events: normally (`nil`) or with `error`.
+    func finish(_ error: EvbusError?) {
+        let waiter = state.withLock { s -> CheckedContinuation<Event?, any Error>? in
+            if s.end == nil { s.end = .some(error) }
+            defer { s.waiter = nil }
+            return s.count == 0 ? s.waiter : nil
+        }
+        if let error { waiter?.resume(throwing: error) } else { waiter?.resume(returning: nil) }
+    }
+
+    func next() async throws -> Event? {
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Event?, any Error>) in
+                enum Outcome { case event(Event, room: Bool), end(EvbusError?), wait }
+                let outcome = state.withLock { s -> Outcome in
+                    if s.count > 0 {
+                        let e = s.buffer[s.head]
+                        s.head += 1
+                        if s.head == s.buffer.count {
+                            s.buffer.removeAll(keepingCapacity: true)
+                            s.head = 0
+                        } else if s.head >= 1024 && s.head * 2 >= s.buffer.count {
+                            s.buffer.removeFirst(s.head)
+                            s.head = 0
+                        }
+                        var room = false
+                        if s.pausedReading && s.count <= capacity / 2 {
+                            s.pausedReading = false
+                            room = true
+                        }
+                        return .event(e, room: room)
+                    }
+                    if let end = s.end { return .end(end) }
+                    if Task.isCancelled { return .end(nil) }
+                    s.waiter = c
+                    return .wait
+                }
+                switch outcome {
+                case .event(let e, let room):
+                    if room { onRoom() }
+                    c.resume(returning: e)
+                case .end(let error?): c.resume(throwing: error)
+                case .end(nil): c.resume(returning: nil)
+                case .wait: break
+                }
+            }
+        } onCancel: {
+            let waiter = state.withLock { s -> CheckedContinuation<Event?, any Error>? in
+                defer { s.waiter = nil }
+                return s.waiter
+            }
+            waiter?.resume(returning: nil)
+        }
+    }
+}

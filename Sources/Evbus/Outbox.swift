@@ -1,0 +1,89 @@
+import EvbusIO
+import EvbusWire
+import Synchronization
+
+/// Publishes from any thread land here, encoded, under one lock; the peer's loop moves the whole
+/// batch into the socket's write queue (no copy) and flushes it with one `sendmsg`.
+///
+/// Backpressure: when more than `highWatermark` bytes wait here, `publish` suspends until the loop
+/// has moved them to the socket, which it only does while the socket's own queue is below its
+/// high watermark. Memory stays bounded however fast the caller publishes.
+final class Outbox: Sendable {
+    struct State: ~Copyable {
+        var queue = WriteQueue()
+        /// A drain task is queued on the loop (or the socket is full and will drain when writable).
+        var drainScheduled = false
+        var closed: EvbusError?
+        var waiters: [CheckedContinuation<Void, any Error>] = []
+    }
+
+    enum Admission {
+        /// Queued; `scheduleDrain` says a drain must be submitted to the loop, `full` that the caller must wait.
+        case queued(scheduleDrain: Bool, full: Bool)
+        case closed(EvbusError)
+    }
+
+    let state = Mutex(State())
+    let highWatermark: Int
+    let lowWatermark: Int
+
+    init(highWatermark: Int, lowWatermark: Int) {
+        self.highWatermark = highWatermark
+        self.lowWatermark = lowWatermark
+    }
+
+    /// Encodes a frame of `size` bytes with `encode` straight into the queue.
+    @inline(__always)
+    func append(size: Int, _ encode: (UnsafeMutableRawPointer) -> Void) -> Admission {
+        state.withLock { s in
+            if let closed = s.closed { return .closed(closed) }
+            encode(s.queue.reserve(size))
+            s.queue.commit(size)
+            let schedule = !s.drainScheduled
+            s.drainScheduled = true
+            return .queued(scheduleDrain: schedule, full: s.queue.count > highWatermark)
+        }
+    }
+
+    /// Suspends until the queue is back under the low watermark (or the peer closed).
+    func waitForRoom() async throws {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            let resumeNow: Result<Void, any Error>? = state.withLock { s in
+                if let closed = s.closed { return .failure(closed) }
+                if s.queue.count <= lowWatermark { return .success(()) }
+                s.waiters.append(c)
+                return nil
+            }
+            if let resumeNow { c.resume(with: resumeNow) }
+        }
+    }
+
+    /// Loop side: takes everything queued and wakes waiting publishers.
+    func take() -> WriteQueue {
+        var waiters: [CheckedContinuation<Void, any Error>] = []
+        let queue = state.withLock { s in
+            s.drainScheduled = false
+            swap(&waiters, &s.waiters)
+            return s.queue.take()
+        }
+        for w in waiters { w.resume() }
+        return queue
+    }
+
+    /// Loop side: the socket is full; keep `drainScheduled` set so publishers stop submitting
+    /// drain tasks until the socket's writable callback drains.
+    func holdWhileSocketFull() {
+        state.withLock { $0.drainScheduled = true }
+    }
+
+    /// Refuses all further publishes with `error` and fails waiting publishers.
+    func close(_ error: EvbusError) {
+        let waiters = state.withLock { s in
+            if s.closed == nil { s.closed = error }
+            let w = s.waiters
+            s.waiters.removeAll()
+            return w
+        }
+        for w in waiters { w.resume(throwing: error) }
+    }
+}

@@ -1,0 +1,237 @@
+public import EvbusIO
+public import EvbusWire
+import Glibc
+import Synchronization
+
+/// A connection to an evbus broker: publish, subscribe, and (in later layers) queues and RPC.
+///
+/// All methods are safe from any thread or task. Publishing does not wait for the broker: frames are
+/// batched and written by the peer's event loop; `flush()` waits until the broker has handled
+/// everything sent before it. Events for handler-based subscriptions are delivered on the peer's
+/// event loop thread, in order; keep handlers short.
+public final class Peer: Sendable {
+    /// The socket this peer is connected to.
+    public let socketPath: String
+    public let name: String
+    /// The broker's id for this connection (DELIVER frames carry it as the publisher).
+    public let connectionID: UInt64
+    /// The largest frame the broker accepts (type byte + body).
+    public let maxFrameBytes: Int
+    public let brokerName: String
+    public let loop: EventLoop
+
+    let core: LoopBound<PeerConnection>
+    let outbox: Outbox
+    private let nextID = Atomic<UInt32>(1)
+
+    /// The loop every peer uses unless told otherwise: one I/O thread per process.
+    public static let sharedLoop: EventLoop = {
+        do { return try EventLoop.startThread(name: "evbus-peer") } catch { fatalError("cannot start the evbus peer loop: \(error)") }
+    }()
+
+    /// Tuning for one peer.
+    public struct Options: Sendable {
+        /// Bytes of unsent publishes after which `publish` waits (backpressure).
+        public var outboxHighWatermark = 4 << 20
+        public var outboxLowWatermark = 1 << 20
+        /// Events a subscription buffers unread before the peer stops reading from the broker.
+        public var subscriptionBuffer = 10_000
+        /// Errors the broker reports for fire-and-forget frames (e.g. a refused publish).
+        public var onAsyncError: (@Sendable (EvbusError) -> Void)? = nil
+        public init() {}
+    }
+
+    private let subscriptionBuffer: Int
+
+    private init(
+        socketPath: String, name: String, welcome: Welcome, loop: EventLoop, core: LoopBound<PeerConnection>,
+        outbox: Outbox, subscriptionBuffer: Int
+    ) {
+        self.subscriptionBuffer = subscriptionBuffer
+        self.socketPath = socketPath
+        self.name = name
+        self.connectionID = welcome.connectionID
+        self.maxFrameBytes = welcome.maxFrame
+        self.brokerName = welcome.brokerName
+        self.loop = loop
+        self.core = core
+        self.outbox = outbox
+    }
+
+    deinit {
+        // Dropped without close(): end the connection abruptly (the broker cleans up on EOF).
+        let core = self.core
+        loop.execute { if !core.value.stream.isClosed { core.value.stream.close(.local) } }
+    }
+
+    /// Connects and completes the handshake.
+    /// - Parameters:
+    ///   - socketPath: nil resolves `$EVBUS_SOCKET`, then `$XDG_RUNTIME_DIR/evbus.sock`, then `/tmp/evbus-<uid>.sock`.
+    ///   - name: shown in the broker's logs.
+    ///   - loop: the event loop to use; nil uses `Peer.sharedLoop`.
+    /// - Throws: `EvbusError` with code `cannotConnect` if no broker answers.
+    public static func connect(
+        to socketPath: String? = nil, name: String? = nil, loop: EventLoop? = nil, options: Options = Options()
+    ) async throws -> Peer {
+        let path = SocketPath.resolve(socketPath)
+        let name = name ?? "pid-\(getpid())"
+        guard name.utf8.count <= WireFormat.maxNameBytes else {
+            throw EvbusError(.invalidArgument, "peer name is \(name.utf8.count) bytes; the limit is \(WireFormat.maxNameBytes)")
+        }
+        let loop = loop ?? sharedLoop
+        let fd: Int32
+        do {
+            fd = try UnixSocket.connect(path: path)
+        } catch let error as IOError {
+            let hint = error.errno == ENOENT || error.errno == ECONNREFUSED ? " (is `evbus broker` running?)" : ""
+            throw EvbusError(.cannotConnect, "cannot reach the broker at \(path): \(String(cString: strerror(error.errno)))\(hint)")
+        } catch {
+            throw EvbusError(.cannotConnect, "cannot reach the broker at \(path): \(error)")
+        }
+        let outbox = Outbox(highWatermark: options.outboxHighWatermark, lowWatermark: options.outboxLowWatermark)
+        let onAsyncError = options.onAsyncError
+        let (core, welcome) = try await withCheckedThrowingContinuation {
+            (c: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) in
+            loop.execute {
+                do {
+                    let stream = try Stream(fd: fd, loop: loop, highWatermark: 1 << 20, lowWatermark: 256 << 10)
+                    let connection = PeerConnection(stream: stream, outbox: outbox, onAsyncError: onAsyncError)
+                    stream.delegate = connection
+                    connection.start(name: name, waiter: c)
+                } catch {
+                    Glibc.close(fd)
+                    c.resume(throwing: EvbusError(.cannotConnect, "cannot register the connection: \(error)"))
+                }
+            }
+        }
+        return Peer(
+            socketPath: path, name: name, welcome: welcome, loop: loop, core: core, outbox: outbox,
+            subscriptionBuffer: options.subscriptionBuffer)
+    }
+
+    // MARK: Publishing
+
+    /// Publishes `payload` to `topic`. Returns once queued (suspending only while the outbox is full).
+    /// - Throws: `invalidArgument` for a bad topic or a payload over the frame limit (nothing is sent);
+    ///   `closed`/`connectionLost` once the connection is gone.
+    public func publish(_ topic: String, _ payload: [UInt8]) async throws {
+        let mustWait = try payload.withUnsafeBytes { try enqueuePublish(topic, $0) }
+        if mustWait { try await outbox.waitForRoom() }
+    }
+
+    /// Publishes UTF-8 text.
+    public func publish(_ topic: String, _ text: String) async throws {
+        var text = text
+        let mustWait = try text.withUTF8 { try enqueuePublish(topic, UnsafeRawBufferPointer($0)) }
+        if mustWait { try await outbox.waitForRoom() }
+    }
+
+    /// Queues one PUBLISH; true if the caller should wait for room.
+    private func enqueuePublish(_ topic: String, _ payload: UnsafeRawBufferPointer) throws -> Bool {
+        var topic = topic
+        return try topic.withUTF8 { t in
+            let topicBytes = UnsafeRawBufferPointer(t)
+            try Self.check { () throws(WireError) in try TopicRules.validateTopic(topicBytes) }
+            let size = PublishEncoder.size(topicCount: topicBytes.count, payloadCount: payload.count)
+            guard size - 4 <= maxFrameBytes else {
+                throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
+                    "a \(payload.count)-byte payload makes a \(size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
+            }
+            switch outbox.append(size: size, { PublishEncoder.write(into: $0, topic: topicBytes, payload: payload) }) {
+            case .closed(let error):
+                throw error
+            case .queued(let scheduleDrain, let full):
+                if scheduleDrain {
+                    let core = self.core
+                    loop.execute { core.value.drainOutbox() }
+                }
+                return full
+            }
+        }
+    }
+
+    /// Runs a local check of a broker rule; a violation becomes `invalidArgument` with the wire code.
+    private static func check(_ rule: () throws(WireError) -> Void) throws(EvbusError) {
+        do {
+            try rule()
+        } catch {
+            throw EvbusError(.invalidArgument, wireCode: error.code, error.message)
+        }
+    }
+
+    /// Waits until the broker has handled everything this peer sent before the call.
+    public func flush() async throws {
+        let core = self.core
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            loop.execute { core.value.ping(c) }
+        }
+    }
+
+    // MARK: Subscribing
+
+    /// Subscribes to one or more patterns (`*` = one word, `#` = zero or more); iterate the result.
+    /// - Throws: `invalidArgument` for a malformed pattern (checked before sending), or `refused`.
+    public func subscribe(_ patterns: String...) async throws -> Subscription {
+        try await subscribe(patterns)
+    }
+
+    public func subscribe(_ patterns: [String]) async throws -> Subscription {
+        let core = self.core
+        let loop = self.loop
+        let queue = EventQueue(capacity: subscriptionBuffer) {
+            loop.execute { core.value.queueHasRoom() }
+        }
+        return try await subscribe(patterns, sink: .queue(queue), queue: queue)
+    }
+
+    /// Subscribes with a handler called on the peer's event loop for each event, in order.
+    public func subscribe(_ patterns: String..., handler: @escaping @Sendable (Event) -> Void) async throws -> Subscription {
+        try await subscribe(patterns, sink: .handler(handler), queue: nil)
+    }
+
+    private func subscribe(_ patterns: [String], sink: Sink, queue: EventQueue?) async throws -> Subscription {
+        guard !patterns.isEmpty else { throw EvbusError(.invalidArgument, "subscribe needs at least one pattern") }
+        for pattern in patterns {
+            try Self.check { () throws(WireError) in try TopicRules.validatePattern(pattern) }
+        }
+        let ids = patterns.map { _ in nextID.add(1, ordering: .relaxed).oldValue }
+        let core = self.core
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            loop.execute { core.value.subscribe(ids, patterns: patterns, sink: sink, c) }
+        }
+        return Subscription(patterns: patterns, ids: ids, queue: queue, peer: self)
+    }
+
+    /// Stops a subscription: no more events are delivered to it and its iteration ends.
+    public func unsubscribe(_ subscription: Subscription) async throws {
+        let core = self.core
+        let ids = subscription.ids
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            loop.execute { core.value.unsubscribe(ids, c) }
+        }
+    }
+
+    // MARK: Stats and close
+
+    /// The broker's counters (see PROTOCOL.md, STATS_REPLY).
+    public func brokerStats() async throws -> [StatEntry] {
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        let core = self.core
+        let reply = try await withCheckedThrowingContinuation { (c: CheckedContinuation<Frame, any Error>) in
+            loop.execute { core.value.request(.stats(requestID: id), id: id, c) }
+        }
+        guard case .statsReply(_, let entries) = reply else {
+            throw EvbusError(.protocolViolation, "expected STATS_REPLY, got \(reply.type.name)")
+        }
+        return entries
+    }
+
+    /// Sends everything queued, says goodbye, and waits until the broker has closed its end (so
+    /// everything published before `close()` has been routed). Iterations end normally.
+    public func close() async {
+        let core = self.core
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            loop.execute { core.value.close(c) }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+import EvbusIO
+import EvbusWire
+
+/// What the broker said in WELCOME.
+struct Welcome: Sendable {
+    var connectionID: UInt64
+    var maxFrame: Int
+    var brokerName: String
+}
+
+/// Where a subscription's events go.
+enum Sink: Sendable {
+    case queue(EventQueue)
+    case handler(@Sendable (Event) -> Void)
+}
+
+/// The peer's side of the protocol on its event loop: handshake, control requests and their
+/// replies, and turning DELIVER frames into events. Loop-bound.
+final class PeerConnection: StreamDelegate {
+    let stream: Stream
+    let outbox: Outbox
+    private var welcomeWaiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>?
+    private var welcomed = false
+    private var requests: [UInt32: CheckedContinuation<Frame, any Error>] = [:]
+    private var pings: [UInt64: CheckedContinuation<Void, any Error>] = [:]
+    private var nextPing: UInt64 = 1
+    private var sinks: [UInt32: Sink] = [:]
+    /// Queues that asked the loop to stop reading; reading resumes when none is full.
+    private var fullQueues = 0
+    private var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    private(set) var failure: EvbusError?
+    private var isClosing = false
+    let onAsyncError: (@Sendable (EvbusError) -> Void)?
+
+    init(stream: Stream, outbox: Outbox, onAsyncError: (@Sendable (EvbusError) -> Void)?) {
+        self.stream = stream
+        self.outbox = outbox
+        self.onAsyncError = onAsyncError
+    }
+
+    /// Sends the preamble and HELLO; `waiter` resumes on WELCOME.
+    func start(name: String, waiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) {
+        welcomeWaiter = waiter
+        stream.write(WireFormat.preamble)
+        stream.write(Frame.hello(clientName: name).encoded())
+    }
+
+    // MARK: Output
+
+    /// Moves published frames to the socket, unless the socket is over its high watermark.
+    func drainOutbox() {
+        guard stream.isWritable else {
+            outbox.holdWhileSocketFull()
+            return
+        }
+        stream.write(contentsOf: outbox.take())
+    }
+
+    /// Control frames go after everything published before them, so order is what the caller wrote.
+    private func send(_ frame: Frame) {
+        stream.write(contentsOf: outbox.take())
+        stream.write(frame.encoded())
+    }
+
+    func request(_ frame: Frame, id: UInt32, _ waiter: CheckedContinuation<Frame, any Error>) {
+        if let failure { return waiter.resume(throwing: failure) }
+        requests[id] = waiter
+        send(frame)
+    }
+
+    func subscribe(_ ids: [UInt32], patterns: [String], sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
+        if let failure { return waiter.resume(throwing: failure) }
+        for id in ids { sinks[id] = sink }
+        var remaining = ids.count
+        var firstError: (any Error)?
+        for (id, pattern) in zip(ids, patterns) {
+            let reply = Reply { [self] result in
+                if case .failure(let e) = result {
+                    sinks[id] = nil
+                    firstError = firstError ?? e
+                }
+                remaining -= 1
+                if remaining == 0 {
+                    if let firstError {
+                        // All or nothing: undo the patterns that did succeed.
+                        for other in ids where sinks[other] != nil {
+                            sinks[other] = nil
+                            send(.unsubscribe(subscriptionID: other))
+                        }
+                        waiter.resume(throwing: firstError)
+                    } else {
+                        waiter.resume()
+                    }
+                }
+            }
+            localReplies[id] = reply
+            send(.subscribe(subscriptionID: id, pattern: pattern))
+        }
+    }
+
+    /// Replies handled on the loop itself (multi-pattern subscribe), by request id.
+    private var localReplies: [UInt32: Reply] = [:]
+
+    final class Reply {
+        let body: (Result<Frame, any Error>) -> Void
+        init(_ body: @escaping (Result<Frame, any Error>) -> Void) { self.body = body }
+    }
+
+    /// Stops deliveries for `ids` at once and tells the broker.
+    func unsubscribe(_ ids: [UInt32], _ waiter: CheckedContinuation<Void, any Error>) {
+        var queues: [EventQueue] = []
+        for id in ids {
+            if case .queue(let q)? = sinks.removeValue(forKey: id) { queues.append(q) }
+        }
+        for q in queues { q.finish(nil) }  // finishing twice (two patterns, one queue) is harmless
+        if let failure { return waiter.resume(throwing: failure) }
+        var remaining = ids.count
+        for id in ids {
+            localReplies[id] = Reply { result in
+                remaining -= 1
+                // An unknown-subscription reply means it is already gone: the goal is reached.
+                if remaining == 0 { waiter.resume() }
+                _ = result
+            }
+            send(.unsubscribe(subscriptionID: id))
+        }
+    }
+
+    /// PING; resumes when the PONG comes back, so the broker has handled everything sent before.
+    func ping(_ waiter: CheckedContinuation<Void, any Error>) {
+        if let failure { return waiter.resume(throwing: failure) }
+        let token = nextPing
+        nextPing += 1
+        pings[token] = waiter
+        send(.ping(token: token))
+    }
+
+    /// Graceful close: send what is queued and CLOSE, then wait for the broker to close its end
+    /// (which it does after handling everything before CLOSE).
+    func close(_ waiter: CheckedContinuation<Void, Never>) {
+        if stream.isClosed {
+            return waiter.resume()
+        }
+        closeWaiters.append(waiter)
+        guard !isClosing else { return }
+        isClosing = true
+        send(.close(code: 0, reason: "client closing"))
+        outbox.close(EvbusError(.closed, "the peer was closed"))
+        stream.loop.scheduleTimer(afterNanos: 2_000_000_000) { [weak self] in self?.stream.close(.local) }
+    }
+
+    // MARK: Input
+
+    func streamReceived(_ stream: Stream, _ bytes: UnsafeRawBufferPointer) -> Int {
+        var offset = 0
+        while offset < bytes.count && !stream.isClosed {
+            let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
+            do {
+                switch try FrameSplitter.next(rest, maxFrame: WireFormat.maxMaxFrame + 64) {
+                case .needMore:
+                    return offset
+                case .frame(let frame, let consumed):
+                    offset += consumed
+                    try handle(frame)
+                }
+            } catch {
+                fail(EvbusError(.protocolViolation, "bad frame from the broker: \(error)"))
+                return bytes.count
+            }
+            if fullQueues > 0 { return offset }
+        }
+        return offset
+    }
+
+    private func handle(_ frame: RawFrame) throws(WireError) {
+        if frame.type == .deliver {
+            var r = ByteReader(frame.body)
+            let id = try r.u32("subscription id")
+            let publisher = try r.u64("publisher")
+            let topic = try r.stringBytes("topic")
+            let payload = r.rest()
+            guard let sink = sinks[id] else { return }  // unsubscribed while in flight
+            let event = Event(
+                topic: String(decoding: topic, as: UTF8.self), payload: Array(payload),
+                publisher: publisher, subscriptionID: id)
+            switch sink {
+            case .handler(let h): h(event)
+            case .queue(let q):
+                if q.push(event) {
+                    fullQueues += 1
+                    stream.pauseReading()
+                }
+            }
+            return
+        }
+        switch try Frame.decode(type: frame.type, body: frame.body) {
+        case .welcome(_, let maxFrame, let connectionID, let brokerName):
+            welcomed = true
+            let info = Welcome(connectionID: connectionID, maxFrame: Int(maxFrame), brokerName: brokerName)
+            welcomeWaiter?.resume(returning: (LoopBound(self, loop: stream.loop), info))
+            welcomeWaiter = nil
+        case .ok(let id):
+            resolve(id, .success(.ok(requestID: id)))
+        case .statsReply(let id, let entries):
+            resolve(id, .success(.statsReply(requestID: id, entries: entries)))
+        case .error(let code, let id, let message):
+            let error = EvbusError(refused: WireError(code, message))
+            if code.closesConnection {
+                fail(error)
+            } else if id != 0 && (requests[id] != nil || localReplies[id] != nil) {
+                resolve(id, .failure(error))
+            } else {
+                onAsyncError?(error)
+            }
+        case .pong(let token):
+            pings.removeValue(forKey: token)?.resume()
+        case .ping(let token):
+            send(.pong(token: token))
+        case .close(let code, let reason):
+            let text = code == ErrorCode.shuttingDown.rawValue ? "the broker is shutting down" : "the broker closed the connection"
+            fail(EvbusError(.connectionLost, "\(text): \(reason)"))
+        default:
+            throw WireError(.unexpectedFrame, "\(frame.type.name) is not sent by brokers")
+        }
+    }
+
+    private func resolve(_ id: UInt32, _ result: Result<Frame, any Error>) {
+        if let reply = localReplies.removeValue(forKey: id) {
+            reply.body(result)
+        } else if let waiter = requests.removeValue(forKey: id) {
+            waiter.resume(with: result)
+        }
+    }
+
+    /// Called (via the loop) when a full queue has room again.
+    func queueHasRoom() {
+        fullQueues -= 1
+        if fullQueues == 0 { stream.resumeReading() }
+    }
+
+    // MARK: Failure and close
+
+    /// The connection is unusable: remember why and close the socket.
+    private func fail(_ error: EvbusError) {
+        if failure == nil { failure = error }
+        stream.close(.local)
+    }
+
+    func streamBecameWritable(_ stream: Stream) {
+        drainOutbox()
+    }
+
+    func streamClosed(_ stream: Stream, _ reason: Stream.CloseReason) {
+        let error: EvbusError
+        if let failure {
+            error = failure
+        } else if isClosing {
+            error = EvbusError(.closed, "the peer was closed")
+        } else {
+            error = EvbusError(.connectionLost, "the connection to the broker ended: \(reason)")
+        }
+        failure = error
+        outbox.close(error)
+        if !welcomed {
+            welcomeWaiter?.resume(throwing: error)
+            welcomeWaiter = nil
+        }
+        for (_, w) in requests { w.resume(throwing: error) }
+        requests.removeAll()
+        let replies = localReplies
+        localReplies.removeAll()
+        for (_, r) in replies { r.body(.failure(error)) }
+        for (_, w) in pings { w.resume(throwing: error) }
+        pings.removeAll()
+        // A deliberate close ends iteration normally; a lost connection makes it throw.
+        let endError: EvbusError? = isClosing && error.code == .closed ? nil : error
+        for (_, sink) in sinks { if case .queue(let q) = sink { q.finish(endError) } }
+        sinks.removeAll()
+        for w in closeWaiters { w.resume() }
+        closeWaiters.removeAll()
+    }
+}

@@ -1,0 +1,34 @@
+public import EvbusIO
+
+/// What the broker does when a subscriber's write queue passes the high watermark.
+public enum SlowConsumerPolicy: String, Sendable, CaseIterable, Codable {
+    /// Stop reading from the publishers feeding it until it drains below the low watermark. Nothing is lost.
+    case backpressure
+    /// Discard deliveries to it until it drains below the low watermark; each discard is counted.
+    case drop
+    /// Send it `slow-consumer` and close its connection; counted.
+    case disconnect
+}
+
+/// Every broker setting, each with a default, so `evbus broker` runs with no file at all.
+/// `Configs/broker.json` lists them with their defaults; `docs/CONFIG.md` explains each.
+public struct BrokerConfig: Sendable, Equatable {
+    /// The socket to listen on; nil means the usual resolution (`$EVBUS_SOCKET`, `$XDG_RUNTIME_DIR`, /tmp).
+    public var socketPath: String? = nil
+    /// File mode of the socket; 0600 lets only the broker's user connect.
+    public var socketMode: UInt32 = 0o600
+    /// Largest frame (type byte + body) a client may send, and the limit announced in WELCOME.
+    public var maxFrameBytes: Int = 1 << 20
+    /// A connection's write queue above this is "slow" (see `slowConsumerPolicy`).
+    public var highWatermarkBytes: Int = 4 << 20
+    /// ...until it drains to this.
+    public var lowWatermarkBytes: Int = 1 << 20
+    public var slowConsumerPolicy: SlowConsumerPolicy = .backpressure
+    /// Subscriptions one connection may hold at once.
+    public var maxSubscriptionsPerConnection: Int = 10_000
+    public var logLevel: LogLevel = .info
+    /// The name the broker gives in WELCOME.
+    public var brokerName: String = "evbus"
+
+    public init() {}
+}

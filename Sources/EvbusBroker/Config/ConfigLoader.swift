@@ -1,0 +1,144 @@
+public import Foundation
+import EvbusIO
+
+/// A config file that cannot be used: which file, which key, and why.
+public struct ConfigError: Error, CustomStringConvertible, Equatable {
+    public var file: String
+    public var keyPath: String
+    public var reason: String
+
+    public var description: String {
+        keyPath.isEmpty ? "config \(file): \(reason)" : "config \(file): at '\(keyPath)': \(reason)"
+    }
+}
+
+extension BrokerConfig {
+    /// Reads and checks a JSON config file. Missing keys keep their defaults; unknown keys, wrong
+    /// types and out-of-range values are refused with the key path.
+    public static func load(file: String) throws(ConfigError) -> BrokerConfig {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw ConfigError(file: file, keyPath: "", reason: "cannot read the file (does it exist, and is it readable?)")
+        }
+        return try decode(data, file: file)
+    }
+
+    public static func decode(_ data: Data, file: String = "<memory>") throws(ConfigError) -> BrokerConfig {
+        let config: BrokerConfig
+        do {
+            config = try JSONDecoder().decode(BrokerConfig.self, from: data)
+        } catch let error as DecodingError {
+            throw ConfigError(file: file, keyPath: Self.path(of: error), reason: Self.reason(of: error))
+        } catch let error as ConfigError {
+            throw ConfigError(file: file, keyPath: error.keyPath, reason: error.reason)
+        } catch {
+            throw ConfigError(file: file, keyPath: "", reason: "\(error)")
+        }
+        do {
+            try config.validate()
+        } catch {
+            throw ConfigError(file: file, keyPath: error.keyPath, reason: error.reason)
+        }
+        return config
+    }
+
+    /// Cross-field and range checks (also used for configs built in code).
+    public func validate() throws(ConfigError) {
+        func fail(_ key: String, _ reason: String) -> ConfigError { ConfigError(file: "", keyPath: key, reason: reason) }
+        if let socketPath, socketPath.utf8.count > 107 {
+            throw fail("socketPath", "is \(socketPath.utf8.count) bytes; Unix socket paths hold at most 107")
+        }
+        if socketMode > 0o777 { throw fail("socketMode", "must be a file mode between 0000 and 0777") }
+        if maxFrameBytes < 1024 || maxFrameBytes > 64 << 20 {
+            throw fail("maxFrameBytes", "must be between 1024 and 67108864, got \(maxFrameBytes)")
+        }
+        if lowWatermarkBytes < 0 { throw fail("lowWatermarkBytes", "must not be negative") }
+        if highWatermarkBytes < 4096 { throw fail("highWatermarkBytes", "must be at least 4096, got \(highWatermarkBytes)") }
+        if lowWatermarkBytes >= highWatermarkBytes {
+            throw fail("lowWatermarkBytes", "must be below highWatermarkBytes (\(lowWatermarkBytes) >= \(highWatermarkBytes))")
+        }
+        if maxSubscriptionsPerConnection < 1 { throw fail("maxSubscriptionsPerConnection", "must be at least 1") }
+        if brokerName.isEmpty || brokerName.utf8.count > 255 { throw fail("brokerName", "must be 1 to 255 bytes") }
+    }
+
+    static func path(of error: DecodingError) -> String {
+        let context: DecodingError.Context
+        switch error {
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .keyNotFound(_, let c), .dataCorrupted(let c): context = c
+        @unknown default: return ""
+        }
+        var path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        if case .keyNotFound(let key, _) = error { path += (path.isEmpty ? "" : ".") + key.stringValue }
+        return path
+    }
+
+    static func reason(of error: DecodingError) -> String {
+        switch error {
+        case .typeMismatch(let type, _): "expected \(describe(type))"
+        case .valueNotFound(let type, _): "expected \(describe(type)), found null"
+        case .keyNotFound: "is required"
+        case .dataCorrupted(let c):
+            if let underlying = c.underlyingError { "not valid JSON: \((underlying as NSError).userInfo[NSDebugDescriptionErrorKey] ?? underlying)" }
+            else { c.debugDescription }
+        @unknown default: "\(error)"
+        }
+    }
+
+    static func describe(_ type: Any.Type) -> String {
+        if type == String.self { return "a string" }
+        if type == Int.self || type == UInt32.self { return "a whole number" }
+        if type == Bool.self { return "true or false" }
+        return "\(type)"
+    }
+}
+
+extension BrokerConfig: Decodable {
+    enum Key: String, CodingKey, CaseIterable {
+        case socketPath, socketMode, maxFrameBytes, highWatermarkBytes, lowWatermarkBytes
+        case slowConsumerPolicy, maxSubscriptionsPerConnection, logLevel, brokerName
+    }
+
+    /// Any key, to find the ones that are not settings.
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
+    }
+
+    public init(from decoder: any Decoder) throws {
+        self.init()
+        let all = try decoder.container(keyedBy: AnyKey.self)
+        for key in all.allKeys where Key(rawValue: key.stringValue) == nil {
+            let known = Key.allCases.map(\.rawValue).joined(separator: ", ")
+            throw ConfigError(file: "", keyPath: key.stringValue, reason: "unknown setting (known settings: \(known))")
+        }
+        let c = try decoder.container(keyedBy: Key.self)
+        if c.contains(.socketPath), try !c.decodeNil(forKey: .socketPath) {
+            socketPath = try c.decode(String.self, forKey: .socketPath)
+        }
+        if let mode = try c.decodeIfPresent(String.self, forKey: .socketMode) {
+            guard let parsed = UInt32(mode, radix: 8), !mode.isEmpty else {
+                throw ConfigError(file: "", keyPath: "socketMode", reason: "expected an octal file mode string such as \"0600\", got \"\(mode)\"")
+            }
+            socketMode = parsed
+        }
+        maxFrameBytes = try c.decodeIfPresent(Int.self, forKey: .maxFrameBytes) ?? maxFrameBytes
+        highWatermarkBytes = try c.decodeIfPresent(Int.self, forKey: .highWatermarkBytes) ?? highWatermarkBytes
+        lowWatermarkBytes = try c.decodeIfPresent(Int.self, forKey: .lowWatermarkBytes) ?? lowWatermarkBytes
+        slowConsumerPolicy = try Self.decodeEnum(c, .slowConsumerPolicy) ?? slowConsumerPolicy
+        maxSubscriptionsPerConnection = try c.decodeIfPresent(Int.self, forKey: .maxSubscriptionsPerConnection) ?? maxSubscriptionsPerConnection
+        logLevel = try Self.decodeEnum(c, .logLevel) ?? logLevel
+        brokerName = try c.decodeIfPresent(String.self, forKey: .brokerName) ?? brokerName
+    }
+
+    /// Decodes a string enum, naming the allowed values when the string is not one of them.
+    static func decodeEnum<E: RawRepresentable & CaseIterable>(_ c: KeyedDecodingContainer<Key>, _ key: Key) throws -> E?
+    where E.RawValue == String {
+        guard let raw = try c.decodeIfPresent(String.self, forKey: key) else { return nil }
+        guard let value = E(rawValue: raw) else {
+            let allowed = E.allCases.map { "\"\($0.rawValue)\"" }.joined(separator: ", ")
+            throw ConfigError(file: "", keyPath: key.rawValue, reason: "expected one of \(allowed), got \"\(raw)\"")
+        }
+        return value
+    }
+}

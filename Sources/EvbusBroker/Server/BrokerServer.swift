@@ -1,0 +1,152 @@
+public import EvbusIO
+public import EvbusWire
+import Glibc
+
+/// The broker on its event loop: accepts connections, owns the routing table, delivers.
+/// The only place where routing meets I/O. Loop-bound: create and use it on `loop`'s thread.
+public final class BrokerServer {
+    public let config: BrokerConfig
+    public let socketPath: String
+    let loop: EventLoop
+    let log: Logger
+    var stats = BrokerStats()
+    var router = TopicRouter()
+
+    private var listener: Listener?
+    /// Indexed by slot, the number routing targets use; freed slots are reused.
+    private(set) var connections: [BrokerConnection?] = []
+    private var freeSlots: [UInt32] = []
+    private var liveConnections = 0
+    private var nextConnectionID: UInt64 = 1
+    private var onShutdownComplete: (() -> Void)?
+
+    /// Binds the socket and starts accepting. Refuses to start over a live broker; replaces a stale
+    /// socket file; refuses to replace a file that is not a socket. Loop thread only.
+    public init(config: BrokerConfig, loop: EventLoop, log: Logger) throws {
+        self.config = config
+        self.loop = loop
+        self.log = log
+        socketPath = SocketPath.resolve(config.socketPath)
+        try Self.clearStaleSocket(socketPath, log: log)
+        listener = try Listener(
+            path: socketPath, mode: config.socketMode, loop: loop,
+            onAccept: { [unowned self] fd in accept(fd) },
+            onError: { [log] error in log.error("accept: \(error)") })
+        log.info("listening on \(socketPath) (policy \(config.slowConsumerPolicy.rawValue), max frame \(config.maxFrameBytes) bytes)")
+    }
+
+    /// Why the broker cannot start.
+    public struct StartError: Error, CustomStringConvertible {
+        public var description: String
+    }
+
+    static func clearStaleSocket(_ path: String, log: Logger) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard info.st_mode & S_IFMT == S_IFSOCK else {
+            throw StartError(description: "\(path) exists and is not a socket; refusing to replace it")
+        }
+        if UnixSocket.isLive(path: path) {
+            throw StartError(description: "another broker is already listening on \(path)")
+        }
+        unlink(path)
+        log.info("replaced stale socket file \(path)")
+    }
+
+    // MARK: Connections
+
+    private func accept(_ fd: Int32) {
+        let credentials = try? UnixSocket.peerCredentials(fd)
+        let stream: Stream
+        do {
+            stream = try Stream(fd: fd, loop: loop, highWatermark: config.highWatermarkBytes, lowWatermark: config.lowWatermarkBytes)
+        } catch {
+            log.error("cannot register connection: \(error)")
+            close(fd)
+            return
+        }
+        let slot: UInt32
+        if let reused = freeSlots.popLast() {
+            slot = reused
+        } else {
+            slot = UInt32(connections.count)
+            connections.append(nil)
+        }
+        let connection = BrokerConnection(id: nextConnectionID, slot: slot, stream: stream, credentials: credentials, server: self)
+        nextConnectionID += 1
+        connections[Int(slot)] = connection
+        liveConnections += 1
+        stats.connectionsTotal += 1
+        stream.delegate = connection
+        if onShutdownComplete != nil { goAway(connection) }
+    }
+
+    func connectionClosed(_ c: BrokerConnection, reason: Stream.CloseReason) {
+        guard connections[Int(c.slot)] === c else { return }
+        router.removeAll(connection: c.slot, subscriptions: c.subscriptions)
+        c.subscriptions.removeAll()
+        releasePublishers(blockedOn: c)
+        connections[Int(c.slot)] = nil
+        freeSlots.append(c.slot)
+        liveConnections -= 1
+        log.debug("\(c.label) closed: \(reason)")
+        if liveConnections == 0, let done = onShutdownComplete {
+            onShutdownComplete = nil
+            done()
+        }
+    }
+
+    public var connectionCount: Int { liveConnections }
+
+    // MARK: Subscriptions
+
+    func subscribe(_ c: BrokerConnection, id: UInt32, pattern: String) throws(WireError) {
+        guard c.subscriptions.count < config.maxSubscriptionsPerConnection || c.subscriptions.contains(id) else {
+            throw WireError(.tooManySubscriptions, "this connection already holds \(c.subscriptions.count) subscriptions, the limit")
+        }
+        try router.subscribe(pattern, SubscriptionTarget(connection: c.slot, subscription: id))
+        c.subscriptions.insert(id)
+    }
+
+    func unsubscribe(_ c: BrokerConnection, id: UInt32) throws(WireError) {
+        try router.unsubscribe(SubscriptionTarget(connection: c.slot, subscription: id))
+        c.subscriptions.remove(id)
+    }
+
+    func statEntries() -> [StatEntry] {
+        stats.entries(connections: liveConnections, subscriptions: router.subscriptionCount)
+    }
+
+    /// The counters, for tests and the CLI (loop thread only).
+    public var statistics: [StatEntry] { statEntries() }
+
+    // MARK: Shutdown
+
+    /// Stops accepting (removing the socket file), tells every client the broker is going away,
+    /// flushes what each can take, and calls `done` once all connections are closed (or after the
+    /// grace period). Loop thread only.
+    public func shutdown(graceNanos: UInt64 = 1_000_000_000, done: @escaping () -> Void) {
+        listener?.close()
+        listener = nil
+        var finished = false
+        let finish = { if !finished { finished = true; done() } }
+        onShutdownComplete = finish
+        for case let c? in connections { goAway(c, graceNanos: graceNanos) }
+        if liveConnections == 0 {
+            onShutdownComplete = nil
+            finish()
+            return
+        }
+        loop.scheduleTimer(afterNanos: graceNanos + 200_000_000) { [weak self] in
+            self?.onShutdownComplete = nil
+            finish()
+        }
+    }
+
+    private func goAway(_ c: BrokerConnection, graceNanos: UInt64 = 1_000_000_000) {
+        guard c.phase != .closing else { return }
+        c.send(.close(code: ErrorCode.shuttingDown.rawValue, reason: "broker shutting down"))
+        c.phase = .closing
+        c.stream.closeAfterFlush(graceNanos: graceNanos)
+    }
+}

@@ -1,0 +1,37 @@
+public import EvbusWire
+
+/// The broker's counters. Kept on the loop thread; sent to clients in STATS_REPLY.
+public struct BrokerStats: Sendable, Equatable {
+    public var connectionsTotal: UInt64 = 0
+    public var published: UInt64 = 0
+    public var delivered: UInt64 = 0
+    /// Published messages no subscription matched.
+    public var unroutable: UInt64 = 0
+    /// Deliveries discarded by the `drop` policy.
+    public var dropped: UInt64 = 0
+    /// Connections closed by the `disconnect` policy.
+    public var slowConsumerDisconnects: UInt64 = 0
+    /// Times a publisher was paused by the `backpressure` policy.
+    public var backpressurePauses: UInt64 = 0
+    /// Connections closed for breaking the protocol.
+    public var protocolErrors: UInt64 = 0
+    /// Single requests refused (invalid topic, unknown subscription, ...).
+    public var rejectedRequests: UInt64 = 0
+
+    /// The counters with the live gauges, under the names PROTOCOL.md documents for STATS_REPLY.
+    public func entries(connections: Int, subscriptions: Int) -> [StatEntry] {
+        [
+            StatEntry("connections", UInt64(connections)),
+            StatEntry("connections_total", connectionsTotal),
+            StatEntry("subscriptions", UInt64(subscriptions)),
+            StatEntry("published", published),
+            StatEntry("delivered", delivered),
+            StatEntry("unroutable", unroutable),
+            StatEntry("dropped", dropped),
+            StatEntry("slow_consumer_disconnects", slowConsumerDisconnects),
+            StatEntry("backpressure_pauses", backpressurePauses),
+            StatEntry("protocol_errors", protocolErrors),
+            StatEntry("rejected_requests", rejectedRequests),
+        ]
+    }
+}
