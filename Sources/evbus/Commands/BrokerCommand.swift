@@ -1,0 +1,108 @@
+import Dispatch
+import EvbusBroker
+import EvbusIO
+import Glibc
+import Synchronization
+
+/// `evbus broker`: runs the broker in the foreground until SIGINT or SIGTERM.
+struct BrokerCommand: EvbusCommand {
+    static let spec = CommandSpec(
+        name: "broker",
+        abstract: "Run the broker in the foreground (logs to stderr; stop with Ctrl-C or SIGTERM).",
+        discussion: """
+            Settings come from --config (JSON; see Configs/broker.json and docs/CONFIG.md), then the
+            flags below. With neither, every setting has its default.
+            """,
+        options: [
+            CommandSpec.socketOption,
+            .init(long: "config", short: "c", valueName: "file", help: "A JSON config file."),
+            .init(long: "log-level", short: nil, valueName: "level", help: "error, warning, info (default) or debug."),
+        ])
+
+    var socket: String?
+    var configFile: String?
+    var logLevel: LogLevel?
+
+    init(_ a: ParsedArguments) throws(UsageError) {
+        socket = a.value("socket")
+        configFile = a.value("config")
+        if let raw = a.value("log-level") {
+            guard let level = LogLevel(rawValue: raw) else {
+                throw UsageError("The value '\(raw)' is invalid for '--log-level <level>': expected error, warning, info or debug")
+            }
+            logLevel = level
+        }
+    }
+
+    func run() async throws -> Int32 {
+        var config = BrokerConfig()
+        if let configFile {
+            do {
+                config = try BrokerConfig.load(file: configFile)
+            } catch {
+                Terminal.err("Error: \(error)\n")
+                return ExitCode.config
+            }
+        }
+        if let socket { config.socketPath = socket }
+        if let logLevel { config.logLevel = logLevel }
+        let log = Logger(label: "evbus-broker", level: config.logLevel)
+
+        // Signals arrive on a dispatch queue; the handler only wakes the waiting task.
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let broker: Broker
+        do {
+            broker = try Broker.start(config: config, log: log)
+        } catch {
+            Terminal.err("Error: cannot start the broker: \(error)\n")
+            return ExitCode.failure
+        }
+        let signalName = await waitForTerminationSignal()
+        log.info("\(signalName) received: shutting down")
+        broker.shutdown()
+        log.info("stopped")
+        return ExitCode.success
+    }
+}
+
+/// Suspends until SIGINT or SIGTERM; returns the signal's name.
+func waitForTerminationSignal() async -> String {
+    let queue = DispatchQueue(label: "evbus.signals")
+    let waiter = SignalWaiter()
+    var sources: [any DispatchSourceSignal] = []
+    for (number, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
+        let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+        source.setEventHandler { @Sendable in waiter.fire(name) }
+        source.resume()
+        sources.append(source)
+    }
+    let name = await waiter.wait()
+    withExtendedLifetime(sources) {}
+    return name
+}
+
+/// Hands the first signal to whoever waits (before or after it arrives).
+final class SignalWaiter: Sendable {
+    private let state = Mutex<(fired: String?, waiter: CheckedContinuation<String, Never>?)>((nil, nil))
+
+    func fire(_ name: String) {
+        let waiter = state.withLock { s -> CheckedContinuation<String, Never>? in
+            guard s.fired == nil else { return nil }
+            s.fired = name
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(returning: name)
+    }
+
+    func wait() async -> String {
+        await withCheckedContinuation { c in
+            let fired = state.withLock { s -> String? in
+                if s.fired == nil { s.waiter = c }
+                return s.fired
+            }
+            if let fired { c.resume(returning: fired) }
+        }
+    }
+}

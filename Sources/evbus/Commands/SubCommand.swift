@@ -1,0 +1,79 @@
+import Evbus
+import Foundation
+
+/// `evbus sub PATTERN...`: prints matching events until N arrived or Ctrl-C.
+struct SubCommand: EvbusCommand {
+    static let spec = CommandSpec(
+        name: "sub",
+        abstract: "Print events whose topics match the patterns.",
+        discussion: """
+            Each event is one line: TOPIC<TAB>PAYLOAD. In the payload, backslash, tab, newline and
+            carriage return are written \\\\, \\t, \\n and \\r so an event is always one line.
+            With --json each line is {"topic":..., "payload":..., "publisher":...}.
+            Patterns: '*' matches exactly one word, '#' zero or more, e.g. sensors.*.temp or logs.#.
+            """,
+        positionals: [.init(name: "pattern", help: "A topic pattern.", isRepeating: true)],
+        options: [
+            CommandSpec.socketOption,
+            .init(long: "count", short: "n", valueName: "n", help: "Exit after <n> events."),
+            .init(long: "json", short: nil, valueName: nil, help: "Print one JSON object per line."),
+        ])
+
+    var patterns: [String]
+    var count: Int?
+    var json: Bool
+    var socket: String?
+
+    init(_ a: ParsedArguments) throws(UsageError) {
+        patterns = a.positionals
+        count = try a.int("count", in: 1...Int.max, spec: Self.spec)
+        json = a.flag("json")
+        socket = a.value("socket")
+    }
+
+    func run() async throws -> Int32 {
+        let peer = try await Peer.connect(to: socket, name: "evbus sub")
+        let subscription: Subscription
+        do {
+            subscription = try await peer.subscribe(patterns)
+        } catch let error as EvbusError where error.code == .invalidArgument {
+            await peer.close()
+            throw UsageError(error.message)
+        }
+        var seen = 0
+        for try await event in subscription {
+            Terminal.out(json ? Self.jsonLine(event) : Self.textLine(event))
+            seen += 1
+            if let count, seen >= count { break }
+        }
+        await peer.close()
+        return ExitCode.success
+    }
+
+    static func textLine(_ event: Event) -> String {
+        var out = event.topic + "\t"
+        for ch in event.text.unicodeScalars {
+            switch ch {
+            case "\\": out += "\\\\"
+            case "\t": out += "\\t"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            default: out.unicodeScalars.append(ch)
+            }
+        }
+        return out + "\n"
+    }
+
+    struct JSONEvent: Encodable {
+        var topic: String
+        var payload: String
+        var publisher: UInt64
+    }
+
+    static func jsonLine(_ event: Event) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(JSONEvent(topic: event.topic, payload: event.text, publisher: event.publisher))) ?? Data()
+        return String(decoding: data, as: UTF8.self) + "\n"
+    }
+}
