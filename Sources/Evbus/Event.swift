@@ -18,3 +18,21 @@ public struct Event: Sendable, Hashable {
     /// The payload as UTF-8 text (invalid bytes become U+FFFD).
     public var text: String { String(decoding: payload, as: UTF8.self) }
 }
+
+/// A delivered event seen in place, without copying: for handlers that must not allocate per event.
+/// Its buffers point into the peer's read buffer and are valid only during the handler call; call
+/// `event()` to keep a copy.
+public struct EventView {
+    public let topicBytes: UnsafeRawBufferPointer
+    public let payload: UnsafeRawBufferPointer
+    public let publisher: UInt64
+    public let subscriptionID: UInt32
+
+    /// The topic as a String (allocates for topics over 15 bytes).
+    public var topic: String { String(decoding: topicBytes, as: UTF8.self) }
+
+    /// An owned copy.
+    public func event() -> Event {
+        Event(topic: topic, payload: Array(payload), publisher: publisher, subscriptionID: subscriptionID)
+    }
+}

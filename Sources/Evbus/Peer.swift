@@ -189,6 +189,12 @@ public final class Peer: Sendable {
         try await subscribe(patterns, sink: .handler(handler), queue: nil)
     }
 
+    /// Subscribes with a zero-copy handler: no allocation per event. The `EventView`'s buffers are
+    /// valid only during the call. Called on the peer's event loop, in order.
+    public func subscribeViews(_ patterns: String..., handler: @escaping @Sendable (EventView) -> Void) async throws -> Subscription {
+        try await subscribe(patterns, sink: .view(handler), queue: nil)
+    }
+
     private func subscribe(_ patterns: [String], sink: Sink, queue: EventQueue?) async throws -> Subscription {
         guard !patterns.isEmpty else { throw EvbusError(.invalidArgument, "subscribe needs at least one pattern") }
         for pattern in patterns {

@@ -12,6 +12,7 @@ struct Welcome: Sendable {
 enum Sink: Sendable {
     case queue(EventQueue)
     case handler(@Sendable (Event) -> Void)
+    case view(@Sendable (EventView) -> Void)
 }
 
 /// The peer's side of the protocol on its event loop: handshake, control requests and their
@@ -24,7 +25,13 @@ final class PeerConnection: StreamDelegate {
     private var requests: [UInt32: CheckedContinuation<Frame, any Error>] = [:]
     private var pings: [UInt64: CheckedContinuation<Void, any Error>] = [:]
     private var nextPing: UInt64 = 1
-    private var sinks: [UInt32: Sink] = [:]
+    private var sinks: [UInt32: Sink] = [:] {
+        didSet { cachedSink = nil }
+    }
+    /// The last sink looked up: most connections deliver to one subscription over and over.
+    @exclusivity(unchecked) private var cachedSink: (id: UInt32, sink: Sink)?
+    /// The last topic decoded, reused while the same topic repeats (saves validation and allocation).
+    @exclusivity(unchecked) private var lastTopic: (bytes: [UInt8], text: String) = ([], "")
     /// Queues that asked the loop to stop reading; reading resumes when none is full.
     private var fullQueues = 0
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
@@ -179,13 +186,14 @@ final class PeerConnection: StreamDelegate {
             let publisher = try r.u64("publisher")
             let topic = try r.stringBytes("topic")
             let payload = r.rest()
-            guard let sink = sinks[id] else { return }  // unsubscribed while in flight
-            let event = Event(
-                topic: String(decoding: topic, as: UTF8.self), payload: Array(payload),
-                publisher: publisher, subscriptionID: id)
+            guard let sink = sink(for: id) else { return }  // unsubscribed while in flight
             switch sink {
-            case .handler(let h): h(event)
+            case .view(let h):
+                h(EventView(topicBytes: topic, payload: payload, publisher: publisher, subscriptionID: id))
+            case .handler(let h):
+                h(Event(topic: topicString(topic), payload: Array(payload), publisher: publisher, subscriptionID: id))
             case .queue(let q):
+                let event = Event(topic: topicString(topic), payload: Array(payload), publisher: publisher, subscriptionID: id)
                 if q.push(event) {
                     fullQueues += 1
                     stream.pauseReading()
@@ -222,6 +230,21 @@ final class PeerConnection: StreamDelegate {
         default:
             throw WireError(.unexpectedFrame, "\(frame.type.name) is not sent by brokers")
         }
+    }
+
+    @inline(__always)
+    private func sink(for id: UInt32) -> Sink? {
+        if let cachedSink, cachedSink.id == id { return cachedSink.sink }
+        guard let sink = sinks[id] else { return nil }
+        cachedSink = (id, sink)
+        return sink
+    }
+
+    @inline(__always)
+    private func topicString(_ bytes: UnsafeRawBufferPointer) -> String {
+        let same = lastTopic.bytes.count == bytes.count && lastTopic.bytes.withUnsafeBytes { $0.elementsEqual(bytes) }
+        if !same { lastTopic = (Array(bytes), String(decoding: bytes, as: UTF8.self)) }
+        return lastTopic.text
     }
 
     private func resolve(_ id: UInt32, _ result: Result<Frame, any Error>) {

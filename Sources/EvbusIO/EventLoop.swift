@@ -33,7 +33,7 @@ public final class EventLoop: @unchecked Sendable {
     private var slots: [Slot] = []
     private var freeSlots: [Int] = []
     private var deferred: [() -> Void] = []
-    var dirty: [Stream] = []
+    @exclusivity(unchecked) var dirty: [Stream] = []
     var timers = TimerHeap()
     private let events: UnsafeMutablePointer<epoll_event>
     private static let maxEvents = 256

@@ -1,4 +1,5 @@
-public import Glibc
+import CEvbusLinux
+import Glibc
 
 /// Bytes waiting to be written to one socket: a list of heap chunks, flushed many frames per `sendmsg`.
 ///
@@ -83,7 +84,7 @@ public struct WriteQueue: ~Copyable {
     }
 
     /// Fills `iov` with up to `iov.count` pending regions; returns how many.
-    public func gather(into iov: UnsafeMutableBufferPointer<iovec>) -> Int {
+    func gather(into iov: UnsafeMutableBufferPointer<iovec>) -> Int {
         var n = 0
         for chunk in chunks where n < iov.count && chunk.end > chunk.start {
             iov[n] = iovec(iov_base: chunk.base + chunk.start, iov_len: chunk.end - chunk.start)

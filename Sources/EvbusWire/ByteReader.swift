@@ -9,11 +9,15 @@ public struct ByteReader {
 
     public var remaining: Int { bytes.count - offset }
 
-    @inlinable
+    /// Built out of line so the field readers stay small enough to inline.
+    @usableFromInline @inline(never)
+    func truncated(_ field: StaticString, needs n: Int) -> WireError {
+        WireError(.malformedFrame, "truncated field '\(field)': needs \(n) bytes, \(bytes.count - offset) left")
+    }
+
+    @inlinable @inline(__always)
     mutating func take(_ n: Int, _ field: StaticString) throws(WireError) -> UnsafeRawBufferPointer {
-        guard n <= bytes.count - offset else {
-            throw WireError(.malformedFrame, "truncated field '\(field)': needs \(n) bytes, \(bytes.count - offset) left")
-        }
+        guard n <= bytes.count - offset else { throw truncated(field, needs: n) }
         let slice = UnsafeRawBufferPointer(rebasing: bytes[offset..<offset + n])
         offset += n
         return slice

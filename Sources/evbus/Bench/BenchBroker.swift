@@ -1,0 +1,50 @@
+import EvbusIO
+import Foundation
+
+/// A real `evbus broker` child process on a temporary socket, for the benchmark.
+final class BenchBroker {
+    let process = Process()
+    let socketPath: String
+    let directory: String
+
+    init(extraArguments: [String] = []) throws {
+        directory = NSTemporaryDirectory() + "evbus-bench-\(getpid())"
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        socketPath = directory + "/b.sock"
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        process.arguments = ["broker", "--socket", socketPath, "--log-level", "warning"] + extraArguments
+        try process.run()
+        let deadline = monotonicNanos() + 10_000_000_000
+        while !UnixSocket.isLive(path: socketPath) {
+            guard process.isRunning, monotonicNanos() < deadline else {
+                throw BenchError("the benchmark broker did not start")
+            }
+            usleep(10_000)
+        }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// Resident memory of the broker process, in bytes.
+    var residentBytes: Int { Self.residentBytes(pid: pid) }
+
+    static func residentBytes(pid: Int32) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            let digits = line.split(separator: " ").dropFirst().first ?? "0"
+            return (Int(digits) ?? 0) * 1024
+        }
+        return 0
+    }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+struct BenchError: Error, CustomStringConvertible {
+    var description: String
+    init(_ d: String) { description = d }
+}
