@@ -27,7 +27,7 @@ let package = Package(
         // The peer library applications import.
         .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO"], swiftSettings: strict),
         // Starts real brokers (the `evbus` binary or in-process) for tests.
-        .target(name: "EvbusTestSupport", dependencies: ["Evbus", "EvbusBroker", "EvbusIO"], swiftSettings: strict),
+        .target(name: "EvbusTestSupport", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire"], swiftSettings: strict),
         .executableTarget(name: "evbus", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire"], swiftSettings: strict),
 
         .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),

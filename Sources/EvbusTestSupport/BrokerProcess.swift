@@ -1,0 +1,68 @@
+import EvbusIO
+import EvbusWire
+import Foundation
+
+/// The real `evbus broker` binary on a fresh socket.
+public final class BrokerProcess: Sendable {
+    public let socketPath: String
+    public let process: RunningProcess
+
+    /// Starts `evbus broker --socket <fresh path>` plus `arguments`, and waits until it accepts connections.
+    public init(arguments: [String] = [], socketPath: String = TestPaths.socket("bp")) async throws {
+        self.socketPath = socketPath
+        process = try RunningProcess.evbus(["broker", "--socket", socketPath] + arguments)
+        let up = await eventually(30) { UnixSocket.isLive(path: socketPath) || !process.isRunning }
+        guard up, process.isRunning else {
+            throw TestSupportError("evbus broker did not start: \(process.stderr)")
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    @discardableResult
+    public func stop() async -> Int32 {
+        process.signal(SIGTERM)
+        return await process.waitForExit()
+    }
+}
+
+/// A broker in this process, on its own loop thread, with its log lines captured.
+public final class InProcessBroker: Sendable {
+    public let broker: Broker
+    public let logLines: LogCapture
+    public var socketPath: String { broker.socketPath }
+
+    public init(configure: (inout BrokerConfig) -> Void = { _ in }) throws {
+        var config = BrokerConfig()
+        config.socketPath = TestPaths.socket("ip")
+        config.logLevel = .info
+        configure(&config)
+        let capture = LogCapture()
+        logLines = capture
+        broker = try Broker.start(config: config, log: Logger(label: "test-broker", level: config.logLevel, sink: { capture.append($0) }))
+    }
+
+    /// A counter from the broker's statistics.
+    public func stat(_ name: String) -> UInt64 {
+        broker.statistics().first { $0.name == name }?.value ?? 0
+    }
+
+    public func shutdown() { broker.shutdown() }
+}
+
+import Synchronization
+
+/// Log lines collected from a broker.
+public final class LogCapture: Sendable {
+    private let lines = Mutex<[String]>([])
+    public init() {}
+    public func append(_ line: String) { lines.withLock { $0.append(line) } }
+    public var all: [String] { lines.withLock { $0 } }
+    public func contains(_ text: String) -> Bool { all.contains { $0.contains(text) } }
+}
+
+public struct TestSupportError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ d: String) { description = d }
+}
+
+@_exported public import EvbusBroker

@@ -1,0 +1,35 @@
+import Foundation
+import Synchronization
+
+/// Short, unique socket paths (Unix sockets allow 107 bytes) under /tmp.
+public enum TestPaths {
+    private static let counter = Atomic<Int>(0)
+
+    public static func socket(_ tag: String = "t") -> String {
+        let n = counter.add(1, ordering: .relaxed).oldValue
+        return "/tmp/evbt-\(getpid())-\(tag)-\(n).sock"
+    }
+
+    /// The built `evbus` executable: it sits beside the test bundle in the build folder.
+    public static var evbusBinary: String {
+        let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        var dir = exe.deletingLastPathComponent()
+        // swift test runs <build>/evbusPackageTests.xctest; look beside it (and one level up, to be safe).
+        for _ in 0..<3 {
+            let candidate = dir.appendingPathComponent("evbus").path
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+            dir = dir.deletingLastPathComponent()
+        }
+        return exe.deletingLastPathComponent().appendingPathComponent("evbus").path
+    }
+}
+
+/// Polls `condition` until it holds or `seconds` pass (tests never assert on speed, only on eventually).
+public func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try await condition() { return true }
+        try? await Task.sleep(nanoseconds: 10_000_000)
+    }
+    return try await condition()
+}

@@ -1,0 +1,175 @@
+import EvbusWire
+import Testing
+
+/// One of every frame, with awkward values (empty strings, non-ASCII, zero and max integers).
+let sampleFrames: [Frame] = [
+    .hello(clientName: "sensor-daemon"),
+    .hello(clientName: ""),
+    .welcome(version: 1, maxFrame: 1 << 20, connectionID: 42, brokerName: "evbus"),
+    .ping(token: 0),
+    .pong(token: .max),
+    .close(code: 0, reason: "bye"),
+    .error(code: .invalidTopic, requestID: 7, message: "invalid topic 'a..b'"),
+    .ok(requestID: 9),
+    .publish(topic: "sensors.kitchen.temp", payload: Array("21.5".utf8)),
+    .publish(topic: "a", payload: []),
+    .publish(topic: "température.cuisine", payload: [0, 255, 10, 13]),
+    .subscribe(subscriptionID: 1, pattern: "sensors.*.temp"),
+    .unsubscribe(subscriptionID: 1),
+    .deliver(subscriptionID: 3, publisher: 12, topic: "logs.app.error", payload: Array(repeating: 0xAB, count: 300)),
+    .stats(requestID: 4),
+    .statsReply(requestID: 4, entries: [StatEntry("published", 10), StatEntry("delivered", 20)]),
+    .statsReply(requestID: 5, entries: []),
+]
+
+/// Splits a byte stream into owned frames the way a reader does; nil entries mean "need more".
+func decodeAll(_ bytes: [UInt8], maxFrame: Int = WireFormat.maxMaxFrame) throws -> (frames: [Frame], leftover: Int) {
+    var frames: [Frame] = []
+    var offset = 0
+    try bytes.withUnsafeBytes { raw in
+        while true {
+            let rest = UnsafeRawBufferPointer(rebasing: raw[offset...])
+            guard case .frame(let f, let consumed) = try FrameSplitter.next(rest, maxFrame: maxFrame) else { return }
+            frames.append(try Frame.decode(type: f.type, body: f.body))
+            offset += consumed
+        }
+    }
+    return (frames, bytes.count - offset)
+}
+
+@Suite struct FrameCodecTests {
+    @Test(arguments: sampleFrames)
+    func roundTrip(_ frame: Frame) throws {
+        let (frames, leftover) = try decodeAll(frame.encoded())
+        #expect(frames == [frame])
+        #expect(leftover == 0)
+    }
+
+    @Test func headerLayoutIsLengthThenType() {
+        let bytes = Frame.ping(token: 0x0102030405060708).encoded()
+        // length 9 (type + 8), little-endian; type 0x03; token little-endian.
+        #expect(bytes == [9, 0, 0, 0, 0x03, 8, 7, 6, 5, 4, 3, 2, 1])
+    }
+
+    @Test func publishLayoutMatchesProtocolDoc() {
+        let bytes = Frame.publish(topic: "a.b", payload: [0x68, 0x69]).encoded()
+        #expect(bytes == [8, 0, 0, 0, 0x10, 3, 0, 0x61, 0x2E, 0x62, 0x68, 0x69])
+    }
+
+    @Test func dripFeedingOneByteAtATimeYieldsEveryFrame() throws {
+        let stream = sampleFrames.flatMap { $0.encoded() }
+        var received: [UInt8] = []
+        var decoded: [Frame] = []
+        for byte in stream {
+            received.append(byte)
+            let (frames, leftover) = try decodeAll(received)
+            decoded.append(contentsOf: frames)
+            received = Array(received.suffix(leftover))
+        }
+        #expect(decoded == sampleFrames)
+        #expect(received.isEmpty)
+    }
+
+    @Test func splittingTheStreamAtEveryOffsetYieldsEveryFrame() throws {
+        let stream = sampleFrames.flatMap { $0.encoded() }
+        for cut in 0...stream.count {
+            let (first, leftover) = try decodeAll(Array(stream[..<cut]))
+            let (second, rest) = try decodeAll(Array(stream[(cut - leftover)...]))
+            #expect(first + second == sampleFrames, "cut at \(cut)")
+            #expect(rest == 0)
+        }
+    }
+
+    @Test func hotPathEncodersMatchTheOwnedEncoding() {
+        let topic = Array("x.y".utf8), payload: [UInt8] = [1, 2, 3]
+        var deliver = [UInt8](repeating: 0, count: DeliverEncoder.size(topicCount: 3, payloadCount: 3))
+        var publish = [UInt8](repeating: 0, count: PublishEncoder.size(topicCount: 3, payloadCount: 3))
+        topic.withUnsafeBytes { t in
+            payload.withUnsafeBytes { p in
+                deliver.withUnsafeMutableBytes {
+                    DeliverEncoder.write(into: $0.baseAddress!, subscriptionID: 5, publisher: 6, topic: t, payload: p)
+                }
+                publish.withUnsafeMutableBytes { PublishEncoder.write(into: $0.baseAddress!, topic: t, payload: p) }
+            }
+        }
+        #expect(deliver == Frame.deliver(subscriptionID: 5, publisher: 6, topic: "x.y", payload: payload).encoded())
+        #expect(publish == Frame.publish(topic: "x.y", payload: payload).encoded())
+    }
+}
+
+/// The WireError `body` throws, or nil if it succeeds.
+func wireError(_ body: () throws -> Void) -> WireError? {
+    do {
+        try body()
+        return nil
+    } catch {
+        return error as? WireError
+    }
+}
+
+@Suite struct FrameRefusalTests {
+    func splitError(_ bytes: [UInt8], maxFrame: Int = 1024) -> WireError? {
+        wireError { _ = try bytes.withUnsafeBytes { try FrameSplitter.next($0, maxFrame: maxFrame) } }
+    }
+
+    func decodeError(_ type: FrameType, _ body: [UInt8]) -> WireError? {
+        wireError { _ = try body.withUnsafeBytes { try Frame.decode(type: type, body: $0) } }
+    }
+
+    @Test func oversizedLengthIsRefusedFromTheLengthAlone() {
+        // Only the 4 length bytes have arrived: the refusal must not wait for (or allocate) the body.
+        let error = splitError([0x01, 0x10, 0x00, 0x00], maxFrame: 4096)
+        #expect(error?.code == .frameTooLarge)
+        #expect(error?.message.contains("4097") == true)
+    }
+
+    @Test func zeroLengthIsMalformed() {
+        #expect(splitError([0, 0, 0, 0, 0x03])?.code == .malformedFrame)
+    }
+
+    @Test func unknownTypeIsRefused() {
+        let error = splitError([1, 0, 0, 0, 0x7F])
+        #expect(error?.code == .unknownFrameType)
+        #expect(error?.message.contains("0x7f") == true)
+    }
+
+    @Test func truncatedFieldIsMalformedAndNamesTheField() {
+        // SUBSCRIBE whose pattern length says 10 bytes but only 2 follow.
+        let body: [UInt8] = [1, 0, 0, 0, 10, 0, 0x61, 0x62]
+        let error = decodeError(.subscribe, body)
+        #expect(error?.code == .malformedFrame)
+        #expect(error?.message.contains("pattern") == true)
+    }
+
+    @Test func trailingBytesAreMalformed() {
+        let body: [UInt8] = [1, 0, 0, 0, 0xFF]  // UNSUBSCRIBE id 1 + a stray byte
+        let error = decodeError(.unsubscribe, body)
+        #expect(error?.code == .malformedFrame)
+    }
+
+    @Test func invalidUTF8InAStringFieldIsMalformed() {
+        let body: [UInt8] = [2, 0, 0xC3, 0x28]  // HELLO name: invalid UTF-8
+        let error = decodeError(.hello, body)
+        #expect(error?.code == .malformedFrame)
+        #expect(error?.message.contains("UTF-8") == true)
+    }
+
+    @Test func preambleChecks() throws {
+        let good = WireFormat.preamble
+        #expect(try good.withUnsafeBytes { try Preamble.check($0) } == 1)
+        #expect(try Array(good.prefix(5)).withUnsafeBytes { try Preamble.check($0) } == nil)
+        let http = Array("GET / HTTP/1.1\r\n".utf8)
+        #expect(wireError { _ = try http.withUnsafeBytes { try Preamble.check($0) } }?.code == .badMagic)
+        let v2 = WireFormat.magic + [2, 0]
+        let error = wireError { _ = try v2.withUnsafeBytes { try Preamble.check($0) } }
+        #expect(error?.code == .unsupportedVersion)
+        #expect(error?.message.contains("version 2") == true)
+    }
+
+    @Test func errorCodesSayWhetherTheConnectionCloses() {
+        #expect(ErrorCode.frameTooLarge.closesConnection)
+        #expect(ErrorCode.slowConsumer.closesConnection)
+        #expect(!ErrorCode.invalidTopic.closesConnection)
+        #expect(!ErrorCode.unknownSubscription.closesConnection)
+    }
+}
