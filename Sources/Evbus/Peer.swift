@@ -61,7 +61,7 @@ public final class Peer: Sendable {
     deinit {
         // Dropped without close(): end the connection abruptly (the broker cleans up on EOF).
         let core = self.core
-        loop.execute { if !core.value.stream.isClosed { core.value.stream.close(.local) } }
+        loop.execute { if !core.value.channel.isClosed { core.value.channel.close(.local) } }
     }
 
     /// Connects and completes the handshake.
@@ -94,9 +94,9 @@ public final class Peer: Sendable {
             (c: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) in
             loop.execute {
                 do {
-                    let stream = try Stream(fd: fd, loop: loop, highWatermark: 1 << 20, lowWatermark: 256 << 10)
-                    let connection = PeerConnection(stream: stream, outbox: outbox, onAsyncError: onAsyncError)
-                    stream.delegate = connection
+                    let channel = try Channel(fd: fd, loop: loop, highWatermark: 1 << 20, lowWatermark: 256 << 10)
+                    let connection = PeerConnection(channel: channel, outbox: outbox, onAsyncError: onAsyncError)
+                    channel.delegate = connection
                     connection.start(name: name, waiter: c)
                 } catch {
                     Glibc.close(fd)

@@ -17,8 +17,8 @@ enum Sink: Sendable {
 
 /// The peer's side of the protocol on its event loop: handshake, control requests and their
 /// replies, and turning DELIVER frames into events. Loop-bound.
-final class PeerConnection: StreamDelegate {
-    let stream: Stream
+final class PeerConnection: ChannelDelegate {
+    let channel: Channel
     let outbox: Outbox
     private var welcomeWaiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>?
     private var welcomed = false
@@ -39,8 +39,8 @@ final class PeerConnection: StreamDelegate {
     private var isClosing = false
     let onAsyncError: (@Sendable (EvbusError) -> Void)?
 
-    init(stream: Stream, outbox: Outbox, onAsyncError: (@Sendable (EvbusError) -> Void)?) {
-        self.stream = stream
+    init(channel: Channel, outbox: Outbox, onAsyncError: (@Sendable (EvbusError) -> Void)?) {
+        self.channel = channel
         self.outbox = outbox
         self.onAsyncError = onAsyncError
     }
@@ -48,25 +48,25 @@ final class PeerConnection: StreamDelegate {
     /// Sends the preamble and HELLO; `waiter` resumes on WELCOME.
     func start(name: String, waiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) {
         welcomeWaiter = waiter
-        stream.write(WireFormat.preamble)
-        stream.write(Frame.hello(clientName: name).encoded())
+        channel.write(WireFormat.preamble)
+        channel.write(Frame.hello(clientName: name).encoded())
     }
 
     // MARK: Output
 
     /// Moves published frames to the socket, unless the socket is over its high watermark.
     func drainOutbox() {
-        guard stream.isWritable else {
+        guard channel.isWritable else {
             outbox.holdWhileSocketFull()
             return
         }
-        stream.write(contentsOf: outbox.take())
+        channel.write(contentsOf: outbox.take())
     }
 
     /// Control frames go after everything published before them, so order is what the caller wrote.
     private func send(_ frame: Frame) {
-        stream.write(contentsOf: outbox.take())
-        stream.write(frame.encoded())
+        channel.write(contentsOf: outbox.take())
+        channel.write(frame.encoded())
     }
 
     func request(_ frame: Frame, id: UInt32, _ waiter: CheckedContinuation<Frame, any Error>) {
@@ -145,7 +145,7 @@ final class PeerConnection: StreamDelegate {
     /// Graceful close: send what is queued and CLOSE, then wait for the broker to close its end
     /// (which it does after handling everything before CLOSE).
     func close(_ waiter: CheckedContinuation<Void, Never>) {
-        if stream.isClosed {
+        if channel.isClosed {
             return waiter.resume()
         }
         closeWaiters.append(waiter)
@@ -153,14 +153,14 @@ final class PeerConnection: StreamDelegate {
         isClosing = true
         send(.close(code: 0, reason: "client closing"))
         outbox.close(EvbusError(.closed, "the peer was closed"))
-        stream.loop.scheduleTimer(afterNanos: 2_000_000_000) { [weak self] in self?.stream.close(.local) }
+        channel.loop.scheduleTimer(afterNanos: 2_000_000_000) { [weak self] in self?.channel.close(.local) }
     }
 
     // MARK: Input
 
-    func streamReceived(_ stream: Stream, _ bytes: UnsafeRawBufferPointer) -> Int {
+    func channelReceived(_ channel: Channel, _ bytes: UnsafeRawBufferPointer) -> Int {
         var offset = 0
-        while offset < bytes.count && !stream.isClosed {
+        while offset < bytes.count && !channel.isClosed {
             let rest = UnsafeRawBufferPointer(rebasing: bytes[offset...])
             do {
                 switch try FrameSplitter.next(rest, maxFrame: WireFormat.maxMaxFrame + 64) {
@@ -196,7 +196,7 @@ final class PeerConnection: StreamDelegate {
                 let event = Event(topic: topicString(topic), payload: Array(payload), publisher: publisher, subscriptionID: id)
                 if q.push(event) {
                     fullQueues += 1
-                    stream.pauseReading()
+                    channel.pauseReading()
                 }
             }
             return
@@ -205,7 +205,7 @@ final class PeerConnection: StreamDelegate {
         case .welcome(_, let maxFrame, let connectionID, let brokerName):
             welcomed = true
             let info = Welcome(connectionID: connectionID, maxFrame: Int(maxFrame), brokerName: brokerName)
-            welcomeWaiter?.resume(returning: (LoopBound(self, loop: stream.loop), info))
+            welcomeWaiter?.resume(returning: (LoopBound(self, loop: channel.loop), info))
             welcomeWaiter = nil
         case .ok(let id):
             resolve(id, .success(.ok(requestID: id)))
@@ -258,7 +258,7 @@ final class PeerConnection: StreamDelegate {
     /// Called (via the loop) when a full queue has room again.
     func queueHasRoom() {
         fullQueues -= 1
-        if fullQueues == 0 { stream.resumeReading() }
+        if fullQueues == 0 { channel.resumeReading() }
     }
 
     // MARK: Failure and close
@@ -266,14 +266,14 @@ final class PeerConnection: StreamDelegate {
     /// The connection is unusable: remember why and close the socket.
     private func fail(_ error: EvbusError) {
         if failure == nil { failure = error }
-        stream.close(.local)
+        channel.close(.local)
     }
 
-    func streamBecameWritable(_ stream: Stream) {
+    func channelBecameWritable(_ channel: Channel) {
         drainOutbox()
     }
 
-    func streamClosed(_ stream: Stream, _ reason: Stream.CloseReason) {
+    func channelClosed(_ channel: Channel, _ reason: Channel.CloseReason) {
         let error: EvbusError
         if let failure {
             error = failure

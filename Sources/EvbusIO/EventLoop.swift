@@ -10,9 +10,9 @@ public protocol Selectable: AnyObject {
 
 /// An epoll reactor on one thread: sockets, one eventfd for cross-thread wake-ups, one timerfd for all timers.
 ///
-/// Everything registered with a loop (streams, listeners, timers, deferred work) is touched only on its
+/// Everything registered with a loop (channels, listeners, timers, deferred work) is touched only on its
 /// thread; `execute` is the one door in from other threads. After each `epoll_wait` the loop handles the
-/// ready fds, runs submitted tasks and deferred work, then flushes every stream written during that
+/// ready fds, runs submitted tasks and deferred work, then flushes every channel written during that
 /// iteration, so many frames leave in one `sendmsg`.
 ///
 /// `@unchecked Sendable` proof: the only state other threads touch is `tasks` (a `Mutex`), `threadID`
@@ -33,12 +33,12 @@ public final class EventLoop: @unchecked Sendable {
     private var slots: [Slot] = []
     private var freeSlots: [Int] = []
     private var deferred: [() -> Void] = []
-    @exclusivity(unchecked) var dirty: [Stream] = []
+    @exclusivity(unchecked) var dirty: [Channel] = []
     var timers = TimerHeap()
     private let events: UnsafeMutablePointer<epoll_event>
     private static let maxEvents = 256
 
-    /// Reused by every stream on this loop for reads (streams keep only partial frames).
+    /// Reused by every channel on this loop for reads (channels keep only partial frames).
     var readBuffer: UnsafeMutableRawBufferPointer
     /// Reused for gathering writes.
     let iovecs: UnsafeMutableBufferPointer<iovec>
@@ -209,8 +209,8 @@ public final class EventLoop: @unchecked Sendable {
     /// Number of live registrations (tests and stats).
     public var registrationCount: Int { slots.count - freeSlots.count }
 
-    func markDirty(_ stream: Stream) {
-        dirty.append(stream)
+    func markDirty(_ channel: Channel) {
+        dirty.append(channel)
     }
 
     // MARK: The loop
@@ -246,7 +246,7 @@ public final class EventLoop: @unchecked Sendable {
         threadID.store(0, ordering: .relaxed)
     }
 
-    /// Deferred work, then one flush of every stream written this iteration (repeat while either adds more).
+    /// Deferred work, then one flush of every channel written this iteration (repeat while either adds more).
     private func finishIteration() {
         while !deferred.isEmpty || !dirty.isEmpty {
             while !deferred.isEmpty {
@@ -255,9 +255,9 @@ public final class EventLoop: @unchecked Sendable {
                 for w in work { w() }
             }
             if !dirty.isEmpty {
-                let streams = dirty
+                let channels = dirty
                 dirty.removeAll(keepingCapacity: true)
-                for s in streams { s.flushFromLoop() }
+                for s in channels { s.flushFromLoop() }
             }
         }
     }

@@ -9,7 +9,7 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
     public var description: String { "pid=\(pid) uid=\(uid) gid=\(gid)" }
 }
 
-/// Unix stream socket system calls. Every fd returned is non-blocking and close-on-exec.
+/// Unix channel socket system calls. Every fd returned is non-blocking and close-on-exec.
 public enum UnixSocket {
     /// The longest path a `sockaddr_un` holds (108 bytes including the NUL).
     public static let maxPathBytes = 107

@@ -57,10 +57,10 @@ func decodeAll(_ bytes: [UInt8], maxFrame: Int = WireFormat.maxMaxFrame) throws 
     }
 
     @Test func dripFeedingOneByteAtATimeYieldsEveryFrame() throws {
-        let stream = sampleFrames.flatMap { $0.encoded() }
+        let channel = sampleFrames.flatMap { $0.encoded() }
         var received: [UInt8] = []
         var decoded: [Frame] = []
-        for byte in stream {
+        for byte in channel {
             received.append(byte)
             let (frames, leftover) = try decodeAll(received)
             decoded.append(contentsOf: frames)
@@ -71,10 +71,10 @@ func decodeAll(_ bytes: [UInt8], maxFrame: Int = WireFormat.maxMaxFrame) throws 
     }
 
     @Test func splittingTheStreamAtEveryOffsetYieldsEveryFrame() throws {
-        let stream = sampleFrames.flatMap { $0.encoded() }
-        for cut in 0...stream.count {
-            let (first, leftover) = try decodeAll(Array(stream[..<cut]))
-            let (second, rest) = try decodeAll(Array(stream[(cut - leftover)...]))
+        let channel = sampleFrames.flatMap { $0.encoded() }
+        for cut in 0...channel.count {
+            let (first, leftover) = try decodeAll(Array(channel[..<cut]))
+            let (second, rest) = try decodeAll(Array(channel[(cut - leftover)...]))
             #expect(first + second == sampleFrames, "cut at \(cut)")
             #expect(rest == 0)
         }

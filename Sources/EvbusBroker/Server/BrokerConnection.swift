@@ -3,12 +3,12 @@ import EvbusWire
 
 /// One client connection in the broker: its handshake state, subscriptions and backpressure links.
 /// Turns bytes into frames (Wire) and hands them to the server (routing). Loop-bound.
-final class BrokerConnection: StreamDelegate {
+final class BrokerConnection: ChannelDelegate {
     enum Phase { case preamble, hello, open, closing }
 
     let id: UInt64
     let slot: UInt32
-    let stream: Stream
+    let channel: Channel
     let credentials: PeerCredentials?
     unowned let server: BrokerServer
     var phase = Phase.preamble
@@ -20,10 +20,10 @@ final class BrokerConnection: StreamDelegate {
     /// Publishers paused because this connection is slow: (slot, id) so a reused slot is not confused.
     var blockedPublishers: [(slot: UInt32, id: UInt64)] = []
 
-    init(id: UInt64, slot: UInt32, stream: Stream, credentials: PeerCredentials?, server: BrokerServer) {
+    init(id: UInt64, slot: UInt32, channel: Channel, credentials: PeerCredentials?, server: BrokerServer) {
         self.id = id
         self.slot = slot
-        self.stream = stream
+        self.channel = channel
         self.credentials = credentials
         self.server = server
     }
@@ -36,7 +36,7 @@ final class BrokerConnection: StreamDelegate {
 
     // MARK: Bytes to frames
 
-    func streamReceived(_ stream: Stream, _ bytes: UnsafeRawBufferPointer) -> Int {
+    func channelReceived(_ channel: Channel, _ bytes: UnsafeRawBufferPointer) -> Int {
         var offset = 0
         do {
             while offset < bytes.count && phase != .closing && blockedBy == 0 {
@@ -113,7 +113,7 @@ final class BrokerConnection: StreamDelegate {
             send(.statsReply(requestID: requestID, entries: server.statEntries()))
         case .close:
             phase = .closing
-            stream.closeAfterFlush()
+            channel.closeAfterFlush()
         default:
             break
         }
@@ -122,7 +122,7 @@ final class BrokerConnection: StreamDelegate {
     // MARK: Output
 
     func send(_ frame: Frame) {
-        stream.write(frame.encoded())
+        channel.write(frame.encoded())
     }
 
     /// Refuses one request; the connection stays open.
@@ -139,16 +139,16 @@ final class BrokerConnection: StreamDelegate {
         server.log.warning("\(label): closing: \(error)")
         send(.error(code: error.code, requestID: 0, message: error.message))
         phase = .closing
-        stream.closeAfterFlush()
+        channel.closeAfterFlush()
     }
 
-    // MARK: Stream events
+    // MARK: Channel events
 
-    func streamBecameWritable(_ stream: Stream) {
+    func channelBecameWritable(_ channel: Channel) {
         server.releasePublishers(blockedOn: self)
     }
 
-    func streamClosed(_ stream: Stream, _ reason: Stream.CloseReason) {
+    func channelClosed(_ channel: Channel, _ reason: Channel.CloseReason) {
         phase = .closing
         server.connectionClosed(self, reason: reason)
     }

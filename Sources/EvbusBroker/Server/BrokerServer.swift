@@ -59,9 +59,9 @@ public final class BrokerServer {
 
     private func accept(_ fd: Int32) {
         let credentials = try? UnixSocket.peerCredentials(fd)
-        let stream: Stream
+        let channel: Channel
         do {
-            stream = try Stream(fd: fd, loop: loop, highWatermark: config.highWatermarkBytes, lowWatermark: config.lowWatermarkBytes)
+            channel = try Channel(fd: fd, loop: loop, highWatermark: config.highWatermarkBytes, lowWatermark: config.lowWatermarkBytes)
         } catch {
             log.error("cannot register connection: \(error)")
             close(fd)
@@ -74,16 +74,16 @@ public final class BrokerServer {
             slot = UInt32(connections.count)
             connections.append(nil)
         }
-        let connection = BrokerConnection(id: nextConnectionID, slot: slot, stream: stream, credentials: credentials, server: self)
+        let connection = BrokerConnection(id: nextConnectionID, slot: slot, channel: channel, credentials: credentials, server: self)
         nextConnectionID += 1
         connections[Int(slot)] = connection
         liveConnections += 1
         stats.connectionsTotal += 1
-        stream.delegate = connection
+        channel.delegate = connection
         if onShutdownComplete != nil { goAway(connection) }
     }
 
-    func connectionClosed(_ c: BrokerConnection, reason: Stream.CloseReason) {
+    func connectionClosed(_ c: BrokerConnection, reason: Channel.CloseReason) {
         guard connections[Int(c.slot)] === c else { return }
         router.removeAll(connection: c.slot, subscriptions: c.subscriptions)
         c.subscriptions.removeAll()
@@ -149,6 +149,6 @@ public final class BrokerServer {
         guard c.phase != .closing else { return }
         c.send(.close(code: ErrorCode.shuttingDown.rawValue, reason: "broker shutting down"))
         c.phase = .closing
-        c.stream.closeAfterFlush(graceNanos: graceNanos)
+        c.channel.closeAfterFlush(graceNanos: graceNanos)
     }
 }

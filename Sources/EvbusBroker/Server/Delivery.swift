@@ -20,17 +20,17 @@ extension BrokerServer {
         let size = DeliverEncoder.size(topicCount: view.topic.count, payloadCount: view.payload.count)
         for target in targets {
             guard let receiver = connections[Int(target.connection)], receiver.phase == .open else { continue }
-            let stream = receiver.stream
-            if config.slowConsumerPolicy == .drop && !stream.isWritable {
+            let channel = receiver.channel
+            if config.slowConsumerPolicy == .drop && !channel.isWritable {
                 stats.dropped &+= 1
                 continue
             }
             DeliverEncoder.write(
-                into: stream.reserve(size), subscriptionID: target.subscription, publisher: publisher.id,
+                into: channel.reserve(size), subscriptionID: target.subscription, publisher: publisher.id,
                 topic: view.topic, payload: view.payload)
-            stream.commit(size)
+            channel.commit(size)
             stats.delivered &+= 1
-            if !stream.isWritable { overHighWatermark(receiver, publisher: publisher) }
+            if !channel.isWritable { overHighWatermark(receiver, publisher: publisher) }
         }
     }
 
@@ -41,18 +41,18 @@ extension BrokerServer {
             break  // later deliveries are dropped until it drains
         case .disconnect:
             stats.slowConsumerDisconnects &+= 1
-            log.warning("\(receiver.label): disconnected as a slow consumer (\(receiver.stream.bufferedBytes) bytes queued)")
+            log.warning("\(receiver.label): disconnected as a slow consumer (\(receiver.channel.bufferedBytes) bytes queued)")
             receiver.send(.error(code: .slowConsumer, requestID: 0,
                 message: "more than \(config.highWatermarkBytes) bytes queued for this connection; it is not reading fast enough"))
             receiver.phase = .closing
-            receiver.stream.closeAfterFlush(graceNanos: 500_000_000)
+            receiver.channel.closeAfterFlush(graceNanos: 500_000_000)
         case .backpressure:
             if receiver.blockedPublishers.contains(where: { $0.slot == publisher.slot && $0.id == publisher.id }) { return }
             receiver.blockedPublishers.append((publisher.slot, publisher.id))
             publisher.blockedBy += 1
             if publisher.blockedBy == 1 {
                 stats.backpressurePauses &+= 1
-                publisher.stream.pauseReading()
+                publisher.channel.pauseReading()
             }
         }
     }
@@ -64,7 +64,7 @@ extension BrokerServer {
         for (slot, id) in blocked {
             guard let publisher = connections[Int(slot)], publisher.id == id else { continue }
             publisher.blockedBy -= 1
-            if publisher.blockedBy == 0 { publisher.stream.resumeReading() }
+            if publisher.blockedBy == 0 { publisher.channel.resumeReading() }
         }
     }
 }

@@ -1,23 +1,23 @@
 import CEvbusLinux
 import Glibc
 
-/// What a stream's owner hears about it. All calls arrive on the loop thread.
-public protocol StreamDelegate: AnyObject {
+/// What a channel's owner hears about it. All calls arrive on the loop thread.
+public protocol ChannelDelegate: AnyObject {
     /// New bytes (with any partial frame kept from before in front). Return how many were used; the
     /// rest is kept and offered again with the next bytes. Returning less than all while reading is
     /// paused is how a delegate stops mid-buffer.
-    func streamReceived(_ stream: Stream, _ bytes: UnsafeRawBufferPointer) -> Int
+    func channelReceived(_ channel: Channel, _ bytes: UnsafeRawBufferPointer) -> Int
     /// The write queue drained below the low watermark after having gone over the high one.
-    func streamBecameWritable(_ stream: Stream)
-    /// The stream closed (by either side); it is already deregistered and its fd closed.
-    func streamClosed(_ stream: Stream, _ reason: Stream.CloseReason)
+    func channelBecameWritable(_ channel: Channel)
+    /// The channel closed (by either side); it is already deregistered and its fd closed.
+    func channelClosed(_ channel: Channel, _ reason: Channel.CloseReason)
 }
 
 /// One connected non-blocking socket on an event loop: reads into the loop's shared buffer, queues
 /// writes and flushes them once per loop iteration, and tracks high/low watermarks.
 ///
 /// Loop-bound: every method must be called on the loop thread.
-public final class Stream: Selectable {
+public final class Channel: Selectable {
     public enum CloseReason: Sendable, Equatable, CustomStringConvertible {
         /// The other side closed the connection.
         case endOfFile
@@ -37,9 +37,9 @@ public final class Stream: Selectable {
 
     public let fd: Int32
     public unowned let loop: EventLoop
-    /// Strong while open (the loop's registration keeps the stream, the stream keeps its owner);
+    /// Strong while open (the loop's registration keeps the channel, the channel keeps its owner);
     /// cleared on close, which breaks the cycle.
-    public var delegate: (any StreamDelegate)?
+    public var delegate: (any ChannelDelegate)?
     public let highWatermark: Int
     public let lowWatermark: Int
 
@@ -110,7 +110,7 @@ public final class Stream: Selectable {
 
     private func deliver(_ bytes: UnsafeRawBufferPointer) {
         guard let delegate, !isClosing else { return }
-        let used = delegate.streamReceived(self, bytes)
+        let used = delegate.channelReceived(self, bytes)
         if isClosed || isClosing { return }
         if used < bytes.count { keep(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
     }
@@ -213,13 +213,13 @@ public final class Stream: Selectable {
         }
         if !isWritable && outbound.count <= lowWatermark {
             isWritable = true
-            delegate?.streamBecameWritable(self)
+            delegate?.channelBecameWritable(self)
         }
     }
 
     // MARK: Closing
 
-    /// Closes now; queued output is discarded. The delegate hears `streamClosed` once.
+    /// Closes now; queued output is discarded. The delegate hears `channelClosed` once.
     public func close(_ reason: CloseReason = .local) {
         guard !isClosed else { return }
         isClosed = true
@@ -229,7 +229,7 @@ public final class Stream: Selectable {
         pending = []
         let d = delegate
         delegate = nil
-        d?.streamClosed(self, reason)
+        d?.channelClosed(self, reason)
     }
 
     /// Stops reading, writes what is queued, then closes. Closes anyway after `graceNanos`.
