@@ -32,7 +32,7 @@ let package = Package(
 
         .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),
         .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
-        .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO"], swiftSettings: strict),
+        .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO", "Evbus"], swiftSettings: strict),
         .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",

@@ -1,0 +1,52 @@
+import EvbusBroker
+import Foundation
+import Testing
+
+@Suite struct ConfigTests {
+    static let configsDirectory = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Configs")
+
+    @Test func everyFileInConfigsLoads() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.configsDirectory.path).filter { $0.hasSuffix(".json") }
+        #expect(files.contains("broker.json"))
+        for file in files {
+            _ = try BrokerConfig.load(file: Self.configsDirectory.appendingPathComponent(file).path)
+        }
+    }
+
+    @Test func brokerJSONShowsExactlyTheDefaults() throws {
+        var loaded = try BrokerConfig.load(file: Self.configsDirectory.appendingPathComponent("broker.json").path)
+        loaded.socketPath = nil  // broker.json spells out the usual resolution as null
+        #expect(loaded == BrokerConfig())
+    }
+
+    @Test func anEmptyObjectMeansAllDefaults() throws {
+        #expect(try BrokerConfig.decode(Data("{}".utf8)) == BrokerConfig())
+    }
+
+    @Test(arguments: [
+        (#"{"maxFrameBytes": "big"}"#, "maxFrameBytes", "expected a whole number"),
+        (#"{"slowConsumerPolicy": "yolo"}"#, "slowConsumerPolicy", #"expected one of "backpressure", "drop", "disconnect""#),
+        (#"{"highWaterMark": 5}"#, "highWaterMark", "unknown setting"),
+        (#"{"lowWatermarkBytes": 9000000}"#, "lowWatermarkBytes", "must be below highWatermarkBytes"),
+        (#"{"maxFrameBytes": 10}"#, "maxFrameBytes", "between 1024 and 67108864"),
+        (#"{"socketMode": "0999"}"#, "socketMode", "octal file mode"),
+        (#"{"logLevel": "loud"}"#, "logLevel", "expected one of"),
+        (#"{"maxFrameBytes": 1024,"#, "", "not valid JSON"),
+    ])
+    func badSettingsAreRefusedWithTheKeyPath(_ json: String, _ key: String, _ reason: String) {
+        do {
+            _ = try BrokerConfig.decode(Data(json.utf8), file: "test.json")
+            Issue.record("accepted \(json)")
+        } catch {
+            #expect(error.keyPath == key, "\(error)")
+            #expect(error.description.contains(reason), "\(error)")
+            #expect(error.description.hasPrefix("config test.json"))
+        }
+    }
+
+    @Test func aMissingFileIsRefusedNamingIt() {
+        #expect(throws: ConfigError.self) { try BrokerConfig.load(file: "/nonexistent/evbus.json") }
+    }
+}

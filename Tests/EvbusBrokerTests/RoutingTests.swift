@@ -1,0 +1,89 @@
+import EvbusBroker
+import EvbusWire
+import Testing
+
+/// The routing core alone: no sockets.
+@Suite struct RoutingTests {
+    static let patterns = ["a.b.c", "a.*.c", "a.#", "#", "*", "#.c", "a.#.c", "*.b.*", "x.y", "a.*.#", "#.#", "a.b.#.c"]
+    static let topics = ["a", "a.b", "a.b.c", "a.x.c", "a.b.b.c", "x.y", "c", "a.b.c.d", "q.b.r", "x.y.z"]
+
+    @Test func trieAgreesWithTheReferenceMatcherOnEveryPair() throws {
+        var router = TopicRouter()
+        for (i, p) in Self.patterns.enumerated() {
+            try router.subscribe(p, SubscriptionTarget(connection: 0, subscription: UInt32(i)))
+        }
+        for topic in Self.topics {
+            let expected = Set(Self.patterns.indices.filter { TopicRules.matches(pattern: Self.patterns[$0], topic: topic) }.map(UInt32.init))
+            let routed = try router.route(topic).map(\.subscription)
+            #expect(Set(routed) == expected, "topic \(topic)")
+            #expect(routed.count == expected.count, "no duplicates for \(topic)")
+        }
+    }
+
+    @Test func randomizedPatternsAgreeWithTheReferenceMatcher() throws {
+        var rng = SystemRandomNumberGenerator()
+        let words = ["a", "b", "c"]
+        for _ in 0..<30 {
+            var router = TopicRouter()
+            var patterns: [String] = []
+            for i in 0..<20 {
+                let n = Int.random(in: 1...4, using: &rng)
+                let p = (0..<n).map { _ in (words + ["*", "#"]).randomElement(using: &rng)! }.joined(separator: ".")
+                patterns.append(p)
+                try router.subscribe(p, SubscriptionTarget(connection: 1, subscription: UInt32(i)))
+            }
+            for _ in 0..<20 {
+                let n = Int.random(in: 1...5, using: &rng)
+                let topic = (0..<n).map { _ in words.randomElement(using: &rng)! }.joined(separator: ".")
+                let expected = patterns.indices.filter { TopicRules.matches(pattern: patterns[$0], topic: topic) }.count
+                #expect(try router.route(topic).count == expected, "\(topic) vs \(patterns)")
+            }
+        }
+    }
+
+    @Test func everyOverlappingSubscriptionGetsItsOwnCopy() throws {
+        var router = TopicRouter()
+        let a = SubscriptionTarget(connection: 1, subscription: 1)
+        let b = SubscriptionTarget(connection: 1, subscription: 2)
+        let c = SubscriptionTarget(connection: 2, subscription: 1)
+        try router.subscribe("logs.#", a)
+        try router.subscribe("logs.*.error", b)
+        try router.subscribe("logs.app.error", c)
+        #expect(Set(try router.route("logs.app.error")) == [a, b, c])
+        #expect(Set(try router.route("logs.app.info")) == [a])
+    }
+
+    @Test func cachedRoutesFollowSubscriptionChanges() throws {
+        var router = TopicRouter()
+        let t = SubscriptionTarget(connection: 3, subscription: 9)
+        #expect(try router.route("a.b").isEmpty)  // cached as "nobody"
+        try router.subscribe("a.*", t)
+        #expect(try router.route("a.b") == [t])  // cache invalidated by the subscribe
+        try router.unsubscribe(t)
+        #expect(try router.route("a.b").isEmpty)
+        #expect(router.subscriptionCount == 0)
+    }
+
+    @Test func refusalsCarryTheirCodes() throws {
+        var router = TopicRouter()
+        let t = SubscriptionTarget(connection: 0, subscription: 1)
+        try router.subscribe("a", t)
+        #expect(throws: WireError(.duplicateSubscription, "subscription id 1 is already in use on this connection")) {
+            try router.subscribe("b", t)
+        }
+        #expect(throws: WireError.self) { try router.subscribe("a..b", SubscriptionTarget(connection: 0, subscription: 2)) }
+        #expect(throws: WireError(.unknownSubscription, "no subscription with id 7 on this connection")) {
+            try router.unsubscribe(SubscriptionTarget(connection: 0, subscription: 7))
+        }
+        #expect(throws: WireError.self) { _ = try router.route("a.*") }
+    }
+
+    @Test func removingAConnectionRemovesAllItsSubscriptions() throws {
+        var router = TopicRouter()
+        for i in 0..<5 { try router.subscribe("t.\(i)", SubscriptionTarget(connection: 4, subscription: UInt32(i))) }
+        try router.subscribe("t.0", SubscriptionTarget(connection: 5, subscription: 0))
+        router.removeAll(connection: 4, subscriptions: 0..<5)
+        #expect(router.subscriptionCount == 1)
+        #expect(try router.route("t.0") == [SubscriptionTarget(connection: 5, subscription: 0)])
+    }
+}
