@@ -1,0 +1,61 @@
+import EvbusTestSupport
+import Foundation
+import Testing
+
+/// Misuse of the command line: `Error: ...`, the usage line, a hint, exit code 64.
+@Suite struct CLIUsageTests {
+    @Test(arguments: [
+        (["pub"], "Missing expected argument '<topic>'"),
+        (["pub", "a", "b", "c"], "Unexpected argument 'c'"),
+        (["sub"], "Missing expected argument '<pattern>'"),
+        (["sub", "a", "--count", "zero"], "The value 'zero' is invalid for '--count <n>'"),
+        (["sub", "a", "--count"], "Missing value for '--count <n>'"),
+        (["sub", "a", "--bogus"], "Unknown option '--bogus'"),
+        (["broker", "--log-level", "loud"], "The value 'loud' is invalid for '--log-level <level>'"),
+        (["stats", "--json=yes"], "The flag '--json' does not take a value"),
+        (["bench", "--scenario", "warp"], "Unknown scenario 'warp'"),
+        (["frobnicate"], "Unknown subcommand 'frobnicate'"),
+        ([], "Missing subcommand"),
+    ])
+    func misuseExits64WithErrorAndUsage(_ args: [String], _ message: String) async throws {
+        let r = try await RunningProcess.runEvbus(args)
+        #expect(r.status == 64, "\(args): \(r.stderr)")
+        #expect(r.stderr.contains("Error: \(message)"), "\(r.stderr)")
+        #expect(r.stderr.contains("Usage: evbus") || r.stderr.contains("USAGE: evbus"))
+        #expect(r.stdout.isEmpty)
+    }
+
+    @Test(arguments: ["broker", "pub", "sub", "stats", "bench"])
+    func everyCommandHasHelp(_ command: String) async throws {
+        let r = try await RunningProcess.runEvbus([command, "--help"])
+        #expect(r.status == 0)
+        #expect(r.stdout.contains("USAGE: evbus \(command)"))
+        #expect(r.stdout.contains("--socket") || command == "bench")
+        let viaHelp = try await RunningProcess.runEvbus(["help", command])
+        #expect(viaHelp.stdout == r.stdout)
+    }
+
+    @Test func topLevelHelpListsCommands() async throws {
+        let r = try await RunningProcess.runEvbus(["--help"])
+        #expect(r.status == 0)
+        for c in ["broker", "pub", "sub", "stats", "bench"] { #expect(r.stdout.contains("  \(c)")) }
+    }
+
+    @Test func invalidTopicFromTheCLIIsAUsageError() async throws {
+        let broker = try await BrokerProcess()
+        let r = try await RunningProcess.runEvbus(["pub", "a..b", "x", "--socket", broker.socketPath])
+        #expect(r.status == 64)
+        #expect(r.stderr.contains("invalid topic 'a..b'"))
+        await broker.stop()
+    }
+
+    @Test(arguments: [["pub", "t", "m"], ["sub", "t"], ["stats"]])
+    func unreachableBrokerIsOneLineNamingThePath(_ args: [String]) async throws {
+        let path = TestPaths.socket("nobroker")
+        let r = try await RunningProcess.runEvbus(args + ["--socket", path])
+        #expect(r.status == 1)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1)
+        #expect(r.stderr.contains("cannot reach the broker at \(path)"))
+    }
+}
