@@ -1,0 +1,58 @@
+import EvbusWire
+import Foundation
+import Testing
+
+/// docs/PROTOCOL.md is a public contract: its worked example must be what the codec produces.
+@Suite struct ProtocolDocTests {
+    static let doc = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("docs/PROTOCOL.md")
+
+    /// The hex bytes of §9's session, split by direction, in order.
+    func sessionBytes() throws -> (client: [UInt8], broker: [UInt8]) {
+        let text = try String(contentsOf: Self.doc, encoding: .utf8)
+        let section = text.components(separatedBy: "## 9.")[1].components(separatedBy: "```")[1]
+        var client: [UInt8] = [], broker: [UInt8] = []
+        var toClient = true
+        for line in section.split(separator: "\n") {
+            var tokens = line.split(separator: " ").map(String.init)
+            if tokens.first == "client" { toClient = true; tokens.removeFirst(2) }
+            else if tokens.first == "broker" { toClient = false; tokens.removeFirst(2) }
+            for t in tokens {
+                guard t.count == 2, let b = UInt8(t, radix: 16) else { break }
+                if toClient { client.append(b) } else { broker.append(b) }
+            }
+        }
+        return (client, broker)
+    }
+
+    @Test func workedSessionMatchesTheCodec() throws {
+        let (client, broker) = try sessionBytes()
+        let expectedClient = WireFormat.preamble
+            + Frame.hello(clientName: "c1").encoded()
+            + Frame.subscribe(subscriptionID: 1, pattern: "a.*").encoded()
+            + Frame.publish(topic: "a.b", payload: Array("hi".utf8)).encoded()
+            + Frame.close(code: 0, reason: "").encoded()
+        let expectedBroker = Frame.welcome(version: 1, maxFrame: 1 << 20, connectionID: 1, brokerName: "evbus").encoded()
+            + Frame.ok(requestID: 1).encoded()
+            + Frame.deliver(subscriptionID: 1, publisher: 1, topic: "a.b", payload: Array("hi".utf8)).encoded()
+        #expect(client == expectedClient)
+        #expect(broker == expectedBroker)
+    }
+
+    @Test func everyFrameTypeAndErrorCodeIsDocumented() throws {
+        let text = try String(contentsOf: Self.doc, encoding: .utf8)
+        for type in FrameType.allCases {
+            let hex = "0x" + String(type.rawValue, radix: 16, uppercase: false).leftPadded(to: 2)
+            #expect(text.contains("`\(hex)` | \(type.name)"), "frame \(type.name) (\(hex)) missing from PROTOCOL.md")
+        }
+        for code in [ErrorCode.badMagic, .unsupportedVersion, .frameTooLarge, .unknownFrameType, .malformedFrame,
+                     .unexpectedFrame, .slowConsumer, .shuttingDown, .invalidTopic, .invalidPattern,
+                     .unknownSubscription, .duplicateSubscription, .tooManySubscriptions] {
+            #expect(text.contains("| \(code.rawValue) | `\(code.name)` |"), "error \(code) missing from PROTOCOL.md")
+        }
+    }
+}
+
+extension String {
+    func leftPadded(to n: Int) -> String { String(repeating: "0", count: max(0, n - count)) + self }
+}
