@@ -21,11 +21,16 @@ struct BenchCommand: EvbusCommand {
             .init(long: "scenario", short: nil, valueName: "names", help: "Comma-separated scenarios (default: all)."),
             .init(long: "messages", short: "m", valueName: "n", help: "Messages per throughput scenario (default: 2,000,000; 500,000 for pubsub-1k and fanout)."),
             .init(long: "connections", short: nil, valueName: "n", help: "Connections for the idle scenario (default: 1000)."),
+            .init(long: "against", short: nil, valueName: "broker", help: "Measure nats or redis instead (started by you; see docs/BENCHMARKS.md)."),
+            .init(long: "address", short: nil, valueName: "address", help: "With --against: host:port (nats, default 127.0.0.1:4222) or a Unix socket path (redis)."),
+            .init(long: "server-pid", short: nil, valueName: "pid", help: "With --against: the server's pid, for the idle scenario's memory figure."),
         ])
 
     var scenarios: [String]
     var messages: Int?
     var connections: Int
+    var foreign: ForeignBus?
+    var serverPID: Int32?
 
     init(_ a: ParsedArguments) throws(UsageError) {
         scenarios = a.value("scenario").map { $0.split(separator: ",").map(String.init) } ?? Self.allScenarios
@@ -34,12 +39,46 @@ struct BenchCommand: EvbusCommand {
         }
         messages = try a.int("messages", in: 1...1_000_000_000, spec: Self.spec)
         connections = try a.int("connections", in: 1...100_000, spec: Self.spec) ?? 1000
+        serverPID = try a.int("server-pid", in: 1...Int(Int32.max), spec: Self.spec).map { Int32($0) }
+        if let against = a.value("against") {
+            guard let kind = ForeignKind(rawValue: against) else {
+                throw UsageError("The value '\(against)' is invalid for '--against <broker>': expected nats or redis")
+            }
+            let address = a.value("address") ?? (kind == .nats ? "127.0.0.1:4222" : "/tmp/redis-bench.sock")
+            foreign = ForeignBus(kind: kind, address: address)
+            if a.value("scenario") == nil { scenarios = ["pubsub", "pubsub-1k", "fanout", "idle"] }
+            for s in scenarios where s.hasSuffix("-event") || s == "latency" {
+                throw UsageError("Scenario '\(s)' is evbus-only; with --against use pubsub, pubsub-1k, fanout or idle")
+            }
+        }
+    }
+
+    func runForeign(_ bus: ForeignBus) throws -> Int32 {
+        Terminal.out("evbus bench --against \(bus.kind.rawValue) at \(bus.address)\n")
+        var lost = 0
+        for s in scenarios {
+            let line: String
+            switch s {
+            case "pubsub", "pubsub-1k", "fanout":
+                let r = try ForeignScenarios.pubsub(
+                    bus, name: s, messages: messages ?? (s == "pubsub" ? 2_000_000 : 500_000),
+                    size: s == "pubsub-1k" ? 1024 : 16, subscribers: s == "fanout" ? 10 : 1)
+                lost += r.lost
+                line = r.line
+            default:
+                guard let serverPID else { throw UsageError("the idle scenario needs --server-pid") }
+                line = try ForeignScenarios.idle(bus, connections: connections, serverPID: serverPID)
+            }
+            Terminal.out(line + "\n")
+        }
+        return lost == 0 ? ExitCode.success : ExitCode.failure
     }
 
     func run() async throws -> Int32 {
         #if DEBUG
         Terminal.err("warning: this is a debug build; run `swift run -c release evbus bench` for real figures\n")
         #endif
+        if let foreign { return try runForeign(foreign) }
         let broker = try BenchBroker()
         defer { broker.stop() }
         Terminal.out("evbus bench: broker pid \(broker.pid) on \(broker.socketPath)\n")

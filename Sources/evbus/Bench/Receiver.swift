@@ -19,7 +19,7 @@ final class Receiver: Sendable {
 
     func handle(_ view: EventView) { handle(payload: view.payload) }
 
-    private func handle(payload p: UnsafeRawBufferPointer) {
+    func handle(payload p: UnsafeRawBufferPointer) {
         do {
             let seq = p.loadUnaligned(fromByteOffset: 0, as: UInt64.self)
             if seq != expectedSeq.load(ordering: .relaxed) { outOfOrder.add(1, ordering: .relaxed) }

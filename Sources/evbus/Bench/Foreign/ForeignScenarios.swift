@@ -1,0 +1,54 @@
+import EvbusIO
+import Synchronization
+import Foundation
+
+/// The evbus scenarios, run against NATS or Redis with the same payloads and measurements.
+enum ForeignScenarios {
+    static func pubsub(_ bus: ForeignBus, name: String, messages: Int, size: Int, subscribers: Int) throws -> BenchResult {
+        let subject = "bench.\(name).\(getpid())"
+        let receivers = (0..<subscribers).map { _ in Receiver() }
+        let sockets = try receivers.map { try bus.subscriber(subject, $0) }
+        let start = monotonicNanos()
+        try bus.publish(subject: subject, count: messages, size: size)
+        var end = start
+        for r in receivers { end = max(end, r.waitForBlocking(messages)) }
+        withExtendedLifetime(sockets) {}
+        var latencies = receivers.flatMap { $0.sortedLatencies() }
+        latencies.sort()
+        return BenchResult(
+            name: "\(bus.kind.rawValue) \(name)", messages: messages, deliveries: messages * subscribers,
+            received: receivers.reduce(0) { $0 + $1.count.load(ordering: .acquiring) }, nanos: end - start,
+            latencies: latencies, outOfOrder: receivers.reduce(0) { $0 + $1.outOfOrder.load(ordering: .relaxed) })
+    }
+
+    static func idle(_ bus: ForeignBus, connections: Int, serverPID: Int32) throws -> String {
+        let before = BenchBroker.residentBytes(pid: serverPID)
+        var sockets: [RawSocket] = []
+        for i in 0..<connections { sockets.append(try bus.subscriber("idle.\(i).\(getpid())", Receiver())) }
+        usleep(500_000)
+        let after = BenchBroker.residentBytes(pid: serverPID)
+        withExtendedLifetime(sockets) {}
+        return "\(bus.kind.rawValue) idle    \(connections) connections  server RSS \(before / 1024) KiB -> \(after / 1024) KiB  "
+            + "= \(BenchReport.format(Double(after - before) / Double(connections) / 1024, 2)) KiB per connection"
+    }
+}
+
+extension Receiver {
+    /// `waitFor` for threads outside Swift concurrency.
+    func waitForBlocking(_ expected: Int, stallNanos: UInt64 = 3_000_000_000) -> UInt64 {
+        var last = count.load(ordering: .acquiring)
+        var lastChange = monotonicNanos()
+        while true {
+            let now = count.load(ordering: .acquiring)
+            let t = monotonicNanos()
+            if now >= expected { return t }
+            if now != last {
+                last = now
+                lastChange = t
+            } else if t - lastChange > stallNanos {
+                return lastChange
+            }
+            usleep(200)
+        }
+    }
+}
