@@ -1,5 +1,6 @@
 import EvbusIO
 import EvbusWire
+import Glibc
 
 /// What the broker said in WELCOME.
 struct Welcome: Sendable {
@@ -123,11 +124,10 @@ final class PeerConnection: ChannelDelegate {
         if let failure { return waiter.resume(throwing: failure) }
         var remaining = ids.count
         for id in ids {
-            localReplies[id] = Reply { result in
+            // OK or unknown-subscription: either way the subscription is gone, which is the goal.
+            localReplies[id] = Reply { _ in
                 remaining -= 1
-                // An unknown-subscription reply means it is already gone: the goal is reached.
                 if remaining == 0 { waiter.resume() }
-                _ = result
             }
             send(.unsubscribe(subscriptionID: id))
         }
@@ -242,7 +242,8 @@ final class PeerConnection: ChannelDelegate {
 
     @inline(__always)
     private func topicString(_ bytes: UnsafeRawBufferPointer) -> String {
-        let same = lastTopic.bytes.count == bytes.count && lastTopic.bytes.withUnsafeBytes { $0.elementsEqual(bytes) }
+        let same = lastTopic.bytes.count == bytes.count
+            && lastTopic.bytes.withUnsafeBytes { bytes.isEmpty || memcmp($0.baseAddress!, bytes.baseAddress!, bytes.count) == 0 }
         if !same { lastTopic = (Array(bytes), String(decoding: bytes, as: UTF8.self)) }
         return lastTopic.text
     }

@@ -25,7 +25,13 @@ public struct WriteQueue: ~Copyable {
     public init() {}
 
     deinit {
-        for chunk in chunks { free(chunk.base) }
+        for chunk in chunks { Self.release(chunk) }
+    }
+
+    /// Standard chunks go back to the pool; oversized ones (a single large frame) are freed.
+    @usableFromInline
+    static func release(_ chunk: Chunk) {
+        if chunk.capacity == chunkSize { ChunkPool.give(chunk.base) } else { free(chunk.base) }
     }
 
     public var isEmpty: Bool { count == 0 }
@@ -42,7 +48,13 @@ public struct WriteQueue: ~Copyable {
     @usableFromInline
     mutating func grow(_ n: Int) -> UnsafeMutableRawPointer {
         let capacity = max(n, Self.chunkSize)
-        guard let base = malloc(capacity) else { fatalError("out of memory allocating \(capacity) bytes") }
+        let base: UnsafeMutableRawPointer
+        if capacity == Self.chunkSize {
+            base = ChunkPool.take()
+        } else {
+            guard let big = malloc(capacity) else { fatalError("out of memory allocating \(capacity) bytes") }
+            base = big
+        }
         chunks.append(Chunk(base: base, capacity: capacity, start: 0, end: 0))
         return base
     }
@@ -97,7 +109,7 @@ public struct WriteQueue: ~Copyable {
     public mutating func consume(_ n: Int) {
         _count -= n
         if count == 0 {
-            for chunk in chunks { free(chunk.base) }
+            for chunk in chunks { Self.release(chunk) }
             chunks.removeAll(keepingCapacity: false)
             return
         }
@@ -113,7 +125,7 @@ public struct WriteQueue: ~Copyable {
                 left = 0
             }
         }
-        for i in 0..<drained { free(chunks[i].base) }
+        for i in 0..<drained { Self.release(chunks[i]) }
         chunks.removeFirst(drained)
     }
 }

@@ -1,3 +1,5 @@
+import Glibc
+
 /// Remembers which targets each recently published topic reaches, keyed by the topic's raw bytes, so a
 /// publish to a known topic costs one hash and one compare instead of a trie walk.
 ///
@@ -38,7 +40,7 @@ struct RouteCache {
         for _ in 0..<Self.probes {
             guard let e = entries[i] else { return nil }
             if e.hash == h && e.generation == generation && e.key.count == topic.count
-                && e.key.withUnsafeBytes({ $0.elementsEqual(topic) })
+                && e.key.withUnsafeBytes({ topic.isEmpty || memcmp($0.baseAddress!, topic.baseAddress!, topic.count) == 0 })
             {
                 return e.targets
             }

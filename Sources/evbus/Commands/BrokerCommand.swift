@@ -48,6 +48,7 @@ struct BrokerCommand: EvbusCommand {
         if let logLevel { config.logLevel = logLevel }
         let log = Logger(label: "evbus-broker", level: config.logLevel)
 
+        raiseOpenFileLimit(log: log)
         // Signals arrive on a dispatch queue; the handler only wakes the waiting task.
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
@@ -63,6 +64,16 @@ struct BrokerCommand: EvbusCommand {
         broker.shutdown()
         log.info("stopped")
         return ExitCode.success
+    }
+}
+
+/// Every connection is a file descriptor: lift the soft limit (often 1024) to the hard limit.
+func raiseOpenFileLimit(log: Logger) {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+    limit.rlim_cur = limit.rlim_max
+    if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 {
+        log.debug("open file limit raised to \(limit.rlim_max)")
     }
 }
 
