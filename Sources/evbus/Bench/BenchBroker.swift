@@ -1,5 +1,6 @@
 import EvbusIO
 import Foundation
+import Synchronization
 
 /// A real `evbus broker` child process on a temporary socket, for the benchmark.
 final class BenchBroker {
@@ -7,8 +8,10 @@ final class BenchBroker {
     let socketPath: String
     let directory: String
 
+    private static let started = Atomic<Int>(0)
+
     init(extraArguments: [String] = []) throws {
-        directory = NSTemporaryDirectory() + "evbus-bench-\(getpid())"
+        directory = NSTemporaryDirectory() + "evbus-bench-\(getpid())-\(Self.started.add(1, ordering: .relaxed).oldValue)"
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socketPath = directory + "/b.sock"
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()

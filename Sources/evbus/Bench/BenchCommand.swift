@@ -112,7 +112,10 @@ struct BenchCommand: EvbusCommand {
                 lost += r.lost
                 line = r.line
             default:
-                line = try await Scenarios.idle(broker: broker, connections: connections)
+                // A fresh broker: one whose heap already grew in earlier scenarios would hide the cost.
+                let fresh = try BenchBroker()
+                defer { fresh.stop() }
+                line = try await Scenarios.idle(broker: fresh, connections: connections)
             }
             Terminal.out(line + "\n")
         }

@@ -100,6 +100,7 @@ enum Scenarios {
         defer { loop.stopAndJoin() }
         try await Task.sleep(nanoseconds: 200_000_000)
         let before = broker.residentBytes
+        guard before > 0 else { throw BenchError("cannot read the broker's memory from /proc/\(broker.pid)/status") }
         var peers: [Peer] = []
         var subscriptions: [Subscription] = []
         for i in 0..<connections {
