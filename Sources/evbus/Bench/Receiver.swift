@@ -1,5 +1,6 @@
 import Evbus
 import EvbusIO
+import Glibc
 import Synchronization
 
 /// Counts what a benchmark subscriber receives, checks order, and samples one-way latency.
@@ -35,21 +36,50 @@ final class Receiver: Sendable {
 
     func sortedLatencies() -> [UInt64] { samples.withLock { $0.sorted() } }
 
-    /// Waits until `expected` events arrived, or nothing new came for `stallNanos`; returns when the last arrived.
-    func waitFor(_ expected: Int, stallNanos: UInt64 = 3_000_000_000) async -> UInt64 {
-        var last = count.load(ordering: .acquiring)
-        var lastChange = monotonicNanos()
+    /// Waits until `expected` events arrived, or nothing new came for 3 s; returns when the last arrived.
+    func waitFor(_ expected: Int) async -> UInt64 {
+        var watch = StallWatch(self, expected)
         while true {
-            let now = count.load(ordering: .acquiring)
+            if let done = watch.check() { return done }
+            try? await Task.sleep(nanoseconds: 200_000)
+        }
+    }
+
+    /// `waitFor` for threads outside Swift concurrency.
+    func waitForBlocking(_ expected: Int) -> UInt64 {
+        var watch = StallWatch(self, expected)
+        while true {
+            if let done = watch.check() { return done }
+            usleep(200)
+        }
+    }
+
+    /// Tells when a count reached its goal or stopped moving (a lost message must not hang the bench).
+    struct StallWatch {
+        let receiver: Receiver
+        let expected: Int
+        var last: Int
+        var lastChange = monotonicNanos()
+        static let stallNanos: UInt64 = 3_000_000_000
+
+        init(_ receiver: Receiver, _ expected: Int) {
+            self.receiver = receiver
+            self.expected = expected
+            last = receiver.count.load(ordering: .acquiring)
+        }
+
+        /// The time the last event arrived, once done; nil while still waiting.
+        mutating func check() -> UInt64? {
+            let now = receiver.count.load(ordering: .acquiring)
             let t = monotonicNanos()
             if now >= expected { return t }
             if now != last {
                 last = now
                 lastChange = t
-            } else if t - lastChange > stallNanos {
+            } else if t - lastChange > Self.stallNanos {
                 return lastChange
             }
-            try? await Task.sleep(nanoseconds: 200_000)
+            return nil
         }
     }
 }

@@ -32,23 +32,3 @@ enum ForeignScenarios {
             + "= \(BenchReport.format(Double(after - before) / Double(connections) / 1024, 2)) KiB per connection"
     }
 }
-
-extension Receiver {
-    /// `waitFor` for threads outside Swift concurrency.
-    func waitForBlocking(_ expected: Int, stallNanos: UInt64 = 3_000_000_000) -> UInt64 {
-        var last = count.load(ordering: .acquiring)
-        var lastChange = monotonicNanos()
-        while true {
-            let now = count.load(ordering: .acquiring)
-            let t = monotonicNanos()
-            if now >= expected { return t }
-            if now != last {
-                last = now
-                lastChange = t
-            } else if t - lastChange > stallNanos {
-                return lastChange
-            }
-            usleep(200)
-        }
-    }
-}

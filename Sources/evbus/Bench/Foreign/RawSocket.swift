@@ -3,9 +3,8 @@ import Foundation
 
 /// A blocking socket for the foreign-broker load generators: TCP (`host:port`) or Unix (a path).
 /// Bench-only; evbus itself never uses blocking sockets.
-final class RawSocket: @unchecked Sendable {
-    // @unchecked Sendable: a RawSocket is written by exactly one thread and read by exactly one
-    // (possibly another) thread; the fd itself is safe to use from two threads that way.
+/// One thread writes and one thread reads, which the kernel allows on a socket.
+final class RawSocket: Sendable {
     let fd: Int32
 
     init(address: String) throws {
