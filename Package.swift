@@ -24,8 +24,10 @@ let package = Package(
         .target(name: "EvbusIO", dependencies: ["CEvbusLinux"], swiftSettings: strict),
         // Routing core (pure) and the server glue between it and EvbusIO.
         .target(name: "EvbusBroker", dependencies: ["EvbusWire", "EvbusIO"], swiftSettings: strict),
+        // The serial event loop (controller), Pending results, timers, pools. Needs no broker.
+        .target(name: "EvbusController", dependencies: ["EvbusIO"], swiftSettings: strict),
         // The peer library applications import.
-        .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO"], swiftSettings: strict),
+        .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         // Starts real brokers (the `evbus` binary or in-process) for tests.
         .target(name: "EvbusTestSupport", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire"], swiftSettings: strict),
         .executableTarget(name: "evbus", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire"], swiftSettings: strict),
@@ -33,6 +35,7 @@ let package = Package(
         .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),
         .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
         .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO", "Evbus"], swiftSettings: strict),
+        .testTarget(name: "EvbusControllerTests", dependencies: ["EvbusController", "EvbusIO"], swiftSettings: strict),
         .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",

@@ -1,0 +1,264 @@
+public import EvbusIO
+import Glibc
+import Synchronization
+
+/// A serial event loop on its own thread: handlers run one at a time, in the order their events
+/// were dispatched, so they need no locks.
+///
+/// ```swift
+/// let controller = try Controller(name: "ui")
+/// controller.on("greet") { session in "hello, \(session.payload)" }
+/// let result = try await controller.dispatch("greet", "Ada").value   // results: ["hello, Ada"]
+/// ```
+///
+/// `dispatch` and `submit` are safe from any thread and return a `Pending`. Async handlers are
+/// awaited on the controller's thread before the next event starts (strict FIFO).
+public final class Controller: Sendable {
+    /// Names of the events every controller emits about itself. Observe them with `on(...)`;
+    /// they run immediately (they are not queued), and only plain handlers are awaited.
+    public enum Lifecycle {
+        public static let started = "controller.started"
+        public static let stopped = "controller.stopped"
+        /// The queue went from empty to busy.
+        public static let active = "controller.active"
+        /// The queue drained.
+        public static let idle = "controller.idle"
+        /// A handler threw; the payload is a `HandlerFailure`.
+        public static let exception = "controller.exception"
+    }
+
+    public let name: String
+    /// Stop at the first handler error (instead of reporting it and carrying on).
+    public let stopOnError: Bool
+    public let loop: EventLoop
+    private let ownsLoop: Bool
+    private let engine: Mutex<LoopBound<Engine>?>
+    private let accepting = Atomic<Bool>(true)
+    private let nextHandlerID = Atomic<UInt64>(1)
+    private let listeners = Mutex<[(controller: Controller, allow: Set<String>?)]>([])
+    private let stoppedSignal = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    /// Starts a controller.
+    /// - Parameters:
+    ///   - loop: run on an existing loop (several controllers may share one thread, all strictly
+    ///     sequential); nil starts a thread of its own.
+    ///   - blueprints: handler sets to install.
+    ///   - stopOnError: stop at the first handler error; by default errors go to the Pending and the
+    ///     `exception` event, and the loop carries on.
+    public init(name: String = "controller", loop: EventLoop? = nil, blueprints: [Blueprint] = [], stopOnError: Bool = false) throws {
+        self.name = name
+        self.stopOnError = stopOnError
+        if let loop {
+            self.loop = loop
+            ownsLoop = false
+        } else {
+            self.loop = try EventLoop.startThread(name: name)
+            ownsLoop = true
+        }
+        engine = Mutex(nil)
+        let bound = try self.loop.runAndWait { [self] in LoopBound(Engine(controller: self, loop: self.loop), loop: self.loop) }
+        engine.withLock { $0 = bound }
+        for b in blueprints { install(b) }
+        onEngine { $0.emitLifecycle(Lifecycle.started, payload: ()) }
+    }
+
+    private func onEngine(_ body: @escaping @Sendable (Engine) -> Void) {
+        guard let bound = engine.withLock({ $0 }) else { return }
+        loop.execute { body(bound.value) }
+    }
+
+    // MARK: Handlers
+
+    /// Registers a plain handler for `event`. Its return value (if not nil) joins the dispatch's results.
+    /// - Parameters:
+    ///   - phase: `before`/`during`/`after`: each phase finishes before the next starts.
+    ///   - match: keyword values the dispatch's context must carry (compared as text), e.g. `["role": "admin"]`.
+    ///   - times: run at most this many times, then remove itself.
+    /// - Returns: an id for `remove`.
+    @discardableResult
+    public func on(
+        _ event: String, phase: Phase = .during, match: [String: String] = [:], times: Int? = nil,
+        _ body: @escaping @Sendable (Session) throws -> (any Sendable)?
+    ) -> HandlerID {
+        register(event, phase, match, times, .sync(body))
+    }
+
+    /// Registers an async handler: awaited on the controller's thread before the next event starts.
+    @discardableResult
+    public func on(
+        _ event: String, phase: Phase = .during, match: [String: String] = [:], times: Int? = nil,
+        _ body: @escaping @Sendable (Session) async throws -> (any Sendable)?
+    ) -> HandlerID {
+        register(event, phase, match, times, .async(body))
+    }
+
+    private func register(_ event: String, _ phase: Phase, _ match: [String: String], _ times: Int?, _ body: HandlerBody) -> HandlerID {
+        let id = HandlerID(raw: nextHandlerID.add(1, ordering: .relaxed).oldValue)
+        let r = Registration(id: id, event: event, phase: phase, match: match, remaining: times, body: body)
+        onEngine { $0.handlers.add(r) }
+        return id
+    }
+
+    /// Removes a handler; later dispatches no longer run it.
+    public func remove(_ id: HandlerID) {
+        onEngine { $0.handlers.remove(id) }
+    }
+
+    /// Installs every handler of a blueprint.
+    public func install(_ blueprint: Blueprint) {
+        for e in blueprint.entries { _ = register(e.event, e.phase, e.match, e.times, e.body) }
+    }
+
+    // MARK: Dispatch and submit
+
+    /// Queues `event`; every matching handler runs, in phase then registration order.
+    /// - Returns: the handlers' results, or the first error one of them threw.
+    @discardableResult
+    public func dispatch(_ event: String, _ payload: any Sendable = (), context: [String: any Sendable] = [:]) -> Pending<DispatchResult> {
+        let pending = Pending<DispatchResult>(loop: loop)
+        enqueue(Work(event: event, payload: payload, context: context, dispatchedAt: .now, kind: .dispatch(pending)),
+                orFail: pending)
+        forward(event, payload, context)
+        return pending
+    }
+
+    /// Queues code to run on the controller's thread, in order with dispatched events.
+    @discardableResult
+    public func submit<T: Sendable>(_ body: @escaping @Sendable (Session) throws -> T) -> Pending<T> {
+        let pending = Pending<T>(loop: loop)
+        let kind = Work.Kind.job(
+            runSync: { session in pending.resolve(Result { try body(session) }) }, runAsync: nil,
+            cancel: { pending.resolve(.failure($0)) })
+        enqueue(Work(event: "submit", payload: (), context: [:], dispatchedAt: .now, kind: kind), orFail: pending)
+        return pending
+    }
+
+    /// Queues async code; it is awaited on the controller's thread before anything queued after it runs.
+    @discardableResult
+    public func submit<T: Sendable>(_ body: @escaping @Sendable (Session) async throws -> T) -> Pending<T> {
+        let pending = Pending<T>(loop: loop)
+        let kind = Work.Kind.job(
+            runSync: nil,
+            runAsync: { session in
+                do { pending.resolve(.success(try await body(session))) } catch { pending.resolve(.failure(error)) }
+            },
+            cancel: { pending.resolve(.failure($0)) })
+        enqueue(Work(event: "submit", payload: (), context: [:], dispatchedAt: .now, kind: kind), orFail: pending)
+        return pending
+    }
+
+    private func enqueue<T>(_ work: Work, orFail pending: Pending<T>) {
+        guard accepting.load(ordering: .acquiring) else {
+            pending.resolve(.failure(ControllerError(.shutDown, "the controller '\(name)' is shut down; nothing more can be dispatched to it")))
+            return
+        }
+        onEngine { $0.enqueue(work) }
+    }
+
+    // MARK: Awaiting events
+
+    /// Waits for the next dispatch of `event` (from now on) and returns its session.
+    public func next(_ event: String, timeout: Duration? = nil) async throws -> Session {
+        guard let bound = engine.withLock({ $0 }) else { throw ControllerError(.shutDown, "the controller '\(name)' is shut down") }
+        let loop = self.loop
+        let name = self.name
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Session, any Error>) in
+            loop.execute {
+                let engine = bound.value
+                if engine.stopped {
+                    c.resume(throwing: ControllerError(.shutDown, "the controller '\(name)' is shut down"))
+                    return
+                }
+                engine.nextWaiterID += 1
+                let id = engine.nextWaiterID
+                engine.nextWaiters[event, default: []].append((id, c))
+                if let timeout {
+                    loop.scheduleTimer(afterNanos: timeout.nanoseconds) {
+                        guard var list = engine.nextWaiters[event], let i = list.firstIndex(where: { $0.id == id }) else { return }
+                        let w = list.remove(at: i)
+                        engine.nextWaiters[event] = list.isEmpty ? nil : list
+                        w.waiter.resume(throwing: ControllerError(.timedOut, "no '\(event)' event within \(timeout)"))
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Listening
+
+    /// Makes events dispatched to `other` also reach this controller's handlers, with the same
+    /// payload and context. `allow` limits which event names are forwarded (nil: all). Forwarded
+    /// events are not forwarded again, so listeners can never loop.
+    public func listen(to other: Controller, allow: [String]? = nil) {
+        other.listeners.withLock { $0.append((self, allow.map(Set.init))) }
+    }
+
+    /// Stops listening to `other`.
+    public func stopListening(to other: Controller) {
+        other.listeners.withLock { $0.removeAll { $0.controller === self } }
+    }
+
+    static let forwardedKey = "controller.forwardedFrom"
+
+    private func forward(_ event: String, _ payload: any Sendable, _ context: [String: any Sendable]) {
+        guard context[Self.forwardedKey] == nil else { return }
+        let targets = listeners.withLock { $0 }
+        guard !targets.isEmpty else { return }
+        var forwarded = context
+        forwarded[Self.forwardedKey] = name
+        for t in targets where t.allow?.contains(event) ?? true {
+            t.controller.dispatch(event, payload, context: forwarded)
+        }
+    }
+
+    // MARK: Stopping
+
+    /// Stops accepting work; everything queued before the call still runs, then the loop ends and
+    /// `stopped` is emitted. `dispatch`/`submit` afterwards fail with `shutDown`.
+    public func shutdown() {
+        guard accepting.exchange(false, ordering: .acquiringAndReleasing) else { return }
+        onEngine { $0.requestStop() }
+    }
+
+    /// Suspends until the controller has stopped.
+    public func stopped() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let done = stoppedSignal.withLock { s -> Bool in
+                if !s.done { s.waiters.append(c) }
+                return s.done
+            }
+            if done { c.resume() }
+        }
+    }
+
+    /// Blocks until the controller has stopped (EventDriven's `wait`). Not on its own thread.
+    @available(*, noasync, message: "use 'await controller.stopped()' in async code")
+    public func wait() throws {
+        if loop.inEventLoop {
+            throw ControllerError(.wouldDeadlock, "Controller.wait() on the controller's own thread would never return")
+        }
+        while !stoppedSignal.withLock({ $0.done }) { usleep(1_000) }
+    }
+
+    /// Called on the loop once the engine has stopped.
+    func didStop() {
+        accepting.store(false, ordering: .releasing)
+        let waiters = stoppedSignal.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.done = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+        engine.withLock { $0 = nil }  // breaks the controller <-> engine cycle
+        if ownsLoop { loop.stop() }
+    }
+}
+
+extension Duration {
+    /// Whole nanoseconds (negative durations count as zero).
+    var nanoseconds: UInt64 {
+        let (s, atto) = components
+        let ns = s * 1_000_000_000 + atto / 1_000_000_000
+        return ns > 0 ? UInt64(ns) : 0
+    }
+}

@@ -1,0 +1,24 @@
+/// Why a controller refused or failed a piece of work.
+public struct ControllerError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        let name: String
+        public var description: String { name }
+
+        /// `dispatch`/`submit` after `shutdown()`, or work still queued when the controller stopped.
+        public static let shutDown = Code(name: "shut-down")
+        /// `Pending.wait` or `next` ran out of time.
+        public static let timedOut = Code(name: "timed-out")
+        /// A blocking wait on the controller's own loop thread, which would never return.
+        public static let wouldDeadlock = Code(name: "would-deadlock")
+    }
+
+    public var code: Code
+    public var message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { "\(code): \(message)" }
+}

@@ -1,0 +1,237 @@
+import EvbusIO
+
+/// One queued piece of work: a dispatched event, or submitted code.
+struct Work: Sendable {
+    enum Kind: Sendable {
+        case dispatch(Pending<DispatchResult>)
+        /// Submitted code: `runSync` when it is plain, else `runAsync`; `cancel` fails its Pending.
+        case job(runSync: (@Sendable (Session) -> Void)?, runAsync: (@Sendable (Session) async -> Void)?,
+                 cancel: @Sendable (ControllerError) -> Void)
+    }
+    var event: String
+    var payload: any Sendable
+    var context: [String: any Sendable]
+    var dispatchedAt: ContinuousClock.Instant
+    var kind: Kind
+}
+
+/// The controller's state on its loop thread: the handler table, the FIFO queue, and the runner
+/// that takes one piece of work at a time. Loop-bound: touched only on the controller's loop.
+final class Engine {
+    /// Strong: the controller and its engine keep each other alive until the controller stops,
+    /// when the controller lets go of the engine (see `Controller.didStop`).
+    let controller: Controller
+    let loop: EventLoop
+    let executor: LoopTaskExecutor
+    var handlers = HandlerTable()
+    private var queue: [Work] = []
+    private var head = 0
+    /// An async handler or job is in progress: the queue waits for it (strict FIFO).
+    private var busy = false
+    private var active = false
+    private var stopping = false
+    private(set) var stopped = false
+    var nextWaiters: [String: [(id: UInt64, waiter: CheckedContinuation<Session, any Error>)]] = [:]
+    var nextWaiterID: UInt64 = 0
+
+    init(controller: Controller, loop: EventLoop) {
+        self.controller = controller
+        self.loop = loop
+        executor = LoopTaskExecutor(loop: loop)
+    }
+
+    /// This engine, for async work that the task executor runs back on this loop (checked there).
+    private var bound: LoopBound<Engine> { LoopBound(self, loop: loop) }
+
+    // MARK: Queue
+
+    func enqueue(_ work: Work) {
+        if stopping || stopped {
+            fail(work, ControllerError(.shutDown, "the controller '\(controller.name)' is shut down"))
+            return
+        }
+        queue.append(work)
+        if !busy { drain() }
+    }
+
+    /// Runs queued work in order until the queue is empty or an async piece suspends it.
+    private func drain() {
+        while !busy && head < queue.count {
+            if !active {
+                active = true
+                emitLifecycle(Controller.Lifecycle.active, payload: ())
+            }
+            let work = queue[head]
+            head += 1
+            run(work)
+        }
+        if head == queue.count {
+            queue.removeAll(keepingCapacity: queue.count < 4096)
+            head = 0
+            if active && !busy {
+                active = false
+                emitLifecycle(Controller.Lifecycle.idle, payload: ())
+            }
+            if stopping && !busy { finishStop() }
+        }
+    }
+
+    private func run(_ work: Work) {
+        switch work.kind {
+        case .dispatch(let pending):
+            let chosen = handlers.take(work.event, context: work.context)
+            resolveNextWaiters(work)
+            if chosen.contains(where: { $0.body.isAsync }) {
+                busy = true
+                let me = bound
+                Task(executorPreference: executor) {
+                    let outcome = await me.value.runHandlersAsync(chosen, work)
+                    me.value.finish(pending, outcome)
+                }
+            } else {
+                finish(pending, runHandlersSync(chosen, work))
+            }
+        case .job(let runSync, let runAsync, _):
+            let session = makeSession(work)
+            if let runSync {
+                runSync(session)
+            } else if let runAsync {
+                busy = true
+                let me = bound
+                Task(executorPreference: executor) {
+                    await runAsync(session)
+                    me.value.resume()
+                }
+            }
+        }
+    }
+
+    func finish(_ pending: Pending<DispatchResult>, _ outcome: Result<DispatchResult, any Error>) {
+        pending.resolve(outcome)
+        if busy { resume() }
+    }
+
+    /// An async piece completed: carry on with the queue.
+    func resume() {
+        busy = false
+        drain()
+    }
+
+    private func makeSession(_ work: Work) -> Session {
+        Session(
+            event: work.event, payload: work.payload, context: work.context, dispatchedAt: work.dispatchedAt,
+            startedAt: .now, controller: controller)
+    }
+
+    private func runHandlersSync(_ chosen: [Registration], _ work: Work) -> Result<DispatchResult, any Error> {
+        var results: [any Sendable] = []
+        var firstError: (any Error)?
+        for r in chosen {
+            guard case .sync(let body) = r.body else { continue }
+            do {
+                if let value = try body(makeSession(work)) { results.append(value) }
+            } catch {
+                firstError = firstError ?? error
+                if handlerFailed(error, work) { break }
+            }
+        }
+        if let firstError { return .failure(firstError) }
+        return .success(DispatchResult(results: results, handlersRun: chosen.count))
+    }
+
+    func runHandlersAsync(_ chosen: [Registration], _ work: Work) async -> Result<DispatchResult, any Error> {
+        var results: [any Sendable] = []
+        var firstError: (any Error)?
+        for r in chosen {
+            do {
+                let value: (any Sendable)?
+                switch r.body {
+                case .sync(let body): value = try body(makeSession(work))
+                case .async(let body): value = try await body(makeSession(work))
+                }
+                if let value { results.append(value) }
+            } catch {
+                firstError = firstError ?? error
+                if handlerFailed(error, work) { break }
+            }
+        }
+        if let firstError { return .failure(firstError) }
+        return .success(DispatchResult(results: results, handlersRun: chosen.count))
+    }
+
+    /// Reports a handler's error; returns true when the controller stops because of it.
+    func handlerFailed(_ error: any Error, _ work: Work) -> Bool {
+        emitLifecycle(Controller.Lifecycle.exception, payload: HandlerFailure(event: work.event, error: error))
+        guard controller.stopOnError else { return false }
+        stop(reason: ControllerError(.shutDown, "the controller '\(controller.name)' stopped after a handler for '\(work.event)' failed: \(error)"))
+        return true
+    }
+
+    // MARK: Lifecycle
+
+    /// Runs plain handlers of a lifecycle event right away (lifecycle events are not queued, so
+    /// they never cause further active/idle events). Their errors are ignored.
+    func emitLifecycle(_ name: String, payload: any Sendable) {
+        let work = Work(event: name, payload: payload, context: [:], dispatchedAt: .now,
+                        kind: .dispatch(Pending(loop: nil)))
+        resolveNextWaiters(work)
+        for r in handlers.take(name, context: [:]) {
+            switch r.body {
+            case .sync(let body): _ = try? body(makeSession(work))
+            case .async(let body):
+                let session = makeSession(work)
+                Task(executorPreference: executor) { _ = try? await body(session) }
+            }
+        }
+    }
+
+    /// Stops after everything queued so far (`shutdown`).
+    func requestStop() {
+        guard !stopping && !stopped else { return }
+        stopping = true
+        if !busy && head == queue.count { finishStop() }
+    }
+
+    /// Stops now: queued work fails with `reason`.
+    func stop(reason: ControllerError) {
+        let rest = queue[head...]
+        queue.removeAll()
+        head = 0
+        for w in rest { fail(w, reason) }
+        stopping = true
+        if !busy { finishStop() }
+    }
+
+    private func finishStop() {
+        guard !stopped else { return }
+        stopped = true
+        stopping = false
+        emitLifecycle(Controller.Lifecycle.stopped, payload: ())
+        for (_, list) in nextWaiters {
+            for w in list { w.waiter.resume(throwing: ControllerError(.shutDown, "the controller '\(controller.name)' stopped")) }
+        }
+        nextWaiters.removeAll()
+        controller.didStop()
+    }
+
+    private func fail(_ work: Work, _ error: ControllerError) {
+        switch work.kind {
+        case .dispatch(let pending): pending.resolve(.failure(error))
+        case .job(_, _, let cancel): cancel(error)
+        }
+    }
+
+    // MARK: next()
+
+    private func resolveNextWaiters(_ work: Work) {
+        guard let waiters = nextWaiters.removeValue(forKey: work.event) else { return }
+        let session = makeSession(work)
+        for w in waiters { w.waiter.resume(returning: session) }
+    }
+}
+
+/// The payload of the `exception` lifecycle event.
+public struct HandlerFailure: Sendable {
+    public var event: String
+    public var error: any Error
+}

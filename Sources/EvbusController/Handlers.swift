@@ -1,0 +1,119 @@
+/// When a handler runs relative to the others for the same event: every `before` handler finishes
+/// (async ones included) before any `during` handler starts, and so on.
+public enum Phase: Int, Sendable, Comparable, CaseIterable {
+    case before, during, after
+    public static func < (a: Phase, b: Phase) -> Bool { a.rawValue < b.rawValue }
+}
+
+/// Names one registration, for removal.
+public struct HandlerID: Hashable, Sendable {
+    let raw: UInt64
+}
+
+/// A handler body: plain (runs inline on the loop) or async (awaited on the loop before anything else
+/// of this controller runs).
+enum HandlerBody: Sendable {
+    case sync(@Sendable (Session) throws -> (any Sendable)?)
+    case async(@Sendable (Session) async throws -> (any Sendable)?)
+
+    var isAsync: Bool { if case .async = self { true } else { false } }
+}
+
+/// One handler registered for one event.
+struct Registration: Sendable {
+    let id: HandlerID
+    let event: String
+    let phase: Phase
+    /// Keyword values the dispatch's context must carry (compared as text), e.g. ["role": "admin"].
+    let match: [String: String]
+    /// Runs left before it removes itself; nil = unlimited.
+    var remaining: Int?
+    let body: HandlerBody
+
+    func matches(_ context: [String: any Sendable]) -> Bool {
+        for (key, wanted) in match {
+            guard let value = context[key], "\(value)" == wanted else { return false }
+        }
+        return true
+    }
+}
+
+/// Every controller's handlers by event name, each list kept in phase order, then registration order.
+struct HandlerTable {
+    private(set) var byEvent: [String: [Registration]] = [:]
+
+    mutating func add(_ r: Registration) {
+        var list = byEvent[r.event, default: []]
+        let index = list.firstIndex { $0.phase > r.phase } ?? list.endIndex
+        list.insert(r, at: index)
+        byEvent[r.event] = list
+    }
+
+    @discardableResult
+    mutating func remove(_ id: HandlerID) -> Bool {
+        for (event, list) in byEvent {
+            if let i = list.firstIndex(where: { $0.id == id }) {
+                var l = list
+                l.remove(at: i)
+                byEvent[event] = l.isEmpty ? nil : l
+                return true
+            }
+        }
+        return false
+    }
+
+    /// The handlers to run for one dispatch, counting down (and dropping) limited ones.
+    mutating func take(_ event: String, context: [String: any Sendable]) -> [Registration] {
+        guard var list = byEvent[event] else { return [] }
+        var chosen: [Registration] = []
+        var i = 0
+        while i < list.count {
+            if list[i].matches(context) {
+                chosen.append(list[i])
+                if let left = list[i].remaining {
+                    if left <= 1 {
+                        list.remove(at: i)
+                        continue
+                    }
+                    list[i].remaining = left - 1
+                }
+            }
+            i += 1
+        }
+        byEvent[event] = list.isEmpty ? nil : list
+        return chosen
+    }
+
+    func handlers(for event: String) -> [Registration] { byEvent[event] ?? [] }
+}
+
+/// A reusable set of registrations (EventDriven's MappingBlueprint): build it once, install it on
+/// any number of controllers.
+public struct Blueprint: Sendable {
+    struct Entry: Sendable {
+        var event: String
+        var phase: Phase
+        var match: [String: String]
+        var times: Int?
+        var body: HandlerBody
+    }
+
+    var entries: [Entry] = []
+
+    public init() {}
+
+    /// Adds a handler; see `Controller.on`.
+    public mutating func on(
+        _ event: String, phase: Phase = .during, match: [String: String] = [:], times: Int? = nil,
+        _ body: @escaping @Sendable (Session) throws -> (any Sendable)?
+    ) {
+        entries.append(Entry(event: event, phase: phase, match: match, times: times, body: .sync(body)))
+    }
+
+    public mutating func on(
+        _ event: String, phase: Phase = .during, match: [String: String] = [:], times: Int? = nil,
+        _ body: @escaping @Sendable (Session) async throws -> (any Sendable)?
+    ) {
+        entries.append(Entry(event: event, phase: phase, match: match, times: times, body: .async(body)))
+    }
+}
