@@ -37,6 +37,11 @@ public final class Controller: Sendable {
     private let nextHandlerID = Atomic<UInt64>(1)
     private let listeners = Mutex<[(controller: Controller, allow: Set<String>?)]>([])
     private let stoppedSignal = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    /// Work dispatched from any thread waits here; the first item of a batch schedules one drain on
+    /// the loop, which takes the whole batch (one wake-up and no allocation per dispatch).
+    private let inbox = Mutex<(items: [Work], spare: [Work], scheduled: Bool)>(([], [], false))
+    /// Lets `dispatch` skip the listener lock when nobody listens (the usual case).
+    private let listenerCount = Atomic<Int>(0)
 
     /// Starts a controller.
     /// - Parameters:
@@ -152,7 +157,25 @@ public final class Controller: Sendable {
             pending.resolve(.failure(ControllerError(.shutDown, "the controller '\(name)' is shut down; nothing more can be dispatched to it")))
             return
         }
-        onEngine { $0.enqueue(work) }
+        let schedule = inbox.withLock { box -> Bool in
+            box.items.append(work)
+            if box.scheduled { return false }
+            box.scheduled = true
+            return true
+        }
+        if schedule {
+            onEngine { [self] engine in
+                var batch: [Work] = []
+                inbox.withLock { box in
+                    swap(&batch, &box.spare)
+                    swap(&batch, &box.items)  // batch = items, items = the emptied spare
+                    box.scheduled = false
+                }
+                engine.enqueue(&batch)
+                // Keep the emptied array's capacity for the next batch, unless a burst made it huge.
+                if batch.capacity <= 65_536 { inbox.withLock { $0.spare = batch } }
+            }
+        }
     }
 
     // MARK: Awaiting events
@@ -191,17 +214,23 @@ public final class Controller: Sendable {
     /// events are not forwarded again, so listeners can never loop.
     public func listen(to other: Controller, allow: [String]? = nil) {
         other.listeners.withLock { $0.append((self, allow.map(Set.init))) }
+        other.listenerCount.add(1, ordering: .releasing)
     }
 
     /// Stops listening to `other`.
     public func stopListening(to other: Controller) {
-        other.listeners.withLock { $0.removeAll { $0.controller === self } }
+        let removed = other.listeners.withLock { list -> Int in
+            let before = list.count
+            list.removeAll { $0.controller === self }
+            return before - list.count
+        }
+        other.listenerCount.subtract(removed, ordering: .releasing)
     }
 
     static let forwardedKey = "controller.forwardedFrom"
 
     private func forward(_ event: String, _ payload: any Sendable, _ context: [String: any Sendable]) {
-        guard context[Self.forwardedKey] == nil else { return }
+        guard listenerCount.load(ordering: .acquiring) > 0, context[Self.forwardedKey] == nil else { return }
         let targets = listeners.withLock { $0 }
         guard !targets.isEmpty else { return }
         var forwarded = context

@@ -45,12 +45,20 @@ final class Engine {
 
     // MARK: Queue
 
-    func enqueue(_ work: Work) {
+    /// Takes a batch from the controller's inbox and runs what it can. The batch array is handed
+    /// back emptied (capacity kept) so the inbox does not regrow it every time.
+    func enqueue(_ batch: inout [Work]) {
         if stopping || stopped {
-            fail(work, ControllerError(.shutDown, "the controller '\(controller.name)' is shut down"))
+            for work in batch { fail(work, ControllerError(.shutDown, "the controller '\(controller.name)' is shut down")) }
+            batch.removeAll(keepingCapacity: true)
             return
         }
-        queue.append(work)
+        if head == queue.count && queue.isEmpty {
+            swap(&queue, &batch)  // the common case: nothing waiting, take the batch as the queue
+        } else {
+            queue.append(contentsOf: batch)
+            batch.removeAll(keepingCapacity: true)
+        }
         if !busy { drain() }
     }
 
@@ -66,7 +74,7 @@ final class Engine {
             run(work)
         }
         if head == queue.count {
-            queue.removeAll(keepingCapacity: queue.count < 4096)
+            queue.removeAll(keepingCapacity: true)
             head = 0
             if active && !busy {
                 active = false
@@ -172,6 +180,7 @@ final class Engine {
     /// Runs plain handlers of a lifecycle event right away (lifecycle events are not queued, so
     /// they never cause further active/idle events). Their errors are ignored.
     func emitLifecycle(_ name: String, payload: any Sendable) {
+        guard handlers.has(name) || nextWaiters[name] != nil else { return }  // nobody listens: free
         let work = Work(event: name, payload: payload, context: [:], dispatchedAt: .now,
                         kind: .dispatch(Pending(loop: nil)))
         resolveNextWaiters(work)
@@ -224,7 +233,7 @@ final class Engine {
     // MARK: next()
 
     private func resolveNextWaiters(_ work: Work) {
-        guard let waiters = nextWaiters.removeValue(forKey: work.event) else { return }
+        guard !nextWaiters.isEmpty, let waiters = nextWaiters.removeValue(forKey: work.event) else { return }
         let session = makeSession(work)
         for w in waiters { w.waiter.resume(returning: session) }
     }

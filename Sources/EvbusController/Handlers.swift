@@ -41,12 +41,26 @@ struct Registration: Sendable {
 /// Every controller's handlers by event name, each list kept in phase order, then registration order.
 struct HandlerTable {
     private(set) var byEvent: [String: [Registration]] = [:]
+    /// Events whose handlers all run unconditionally and forever: `take` can hand out the stored
+    /// list as it is (no filtering, no copy) — the common case, and the hot path.
+    private var plain: Set<String> = []
+    /// The last plain event taken and its handlers: a stream of one event name costs a string
+    /// compare instead of two hashes. Cleared on every change.
+    private var last: (event: String, list: [Registration])?
+
+    private mutating func store(_ event: String, _ list: [Registration]) {
+        byEvent[event] = list.isEmpty ? nil : list
+        if list.allSatisfy({ $0.match.isEmpty && $0.remaining == nil }) { plain.insert(event) } else { plain.remove(event) }
+        last = nil
+    }
+
+    func has(_ event: String) -> Bool { byEvent[event] != nil }
 
     mutating func add(_ r: Registration) {
         var list = byEvent[r.event, default: []]
         let index = list.firstIndex { $0.phase > r.phase } ?? list.endIndex
         list.insert(r, at: index)
-        byEvent[r.event] = list
+        store(r.event, list)
     }
 
     @discardableResult
@@ -55,7 +69,7 @@ struct HandlerTable {
             if let i = list.firstIndex(where: { $0.id == id }) {
                 var l = list
                 l.remove(at: i)
-                byEvent[event] = l.isEmpty ? nil : l
+                store(event, l)
                 return true
             }
         }
@@ -64,7 +78,12 @@ struct HandlerTable {
 
     /// The handlers to run for one dispatch, counting down (and dropping) limited ones.
     mutating func take(_ event: String, context: [String: any Sendable]) -> [Registration] {
+        if let last, last.event == event { return last.list }
         guard var list = byEvent[event] else { return [] }
+        if plain.contains(event) {
+            last = (event, list)
+            return list
+        }
         var chosen: [Registration] = []
         var i = 0
         while i < list.count {
@@ -80,7 +99,7 @@ struct HandlerTable {
             }
             i += 1
         }
-        byEvent[event] = list.isEmpty ? nil : list
+        store(event, list)
         return chosen
     }
 

@@ -4,7 +4,9 @@ import EvbusIO
 /// `evbus bench`: starts a broker process on a temporary socket and measures throughput, latency
 /// and per-connection memory. Build with `-c release`; debug numbers mean nothing.
 struct BenchCommand: EvbusCommand {
-    static let allScenarios = ["pubsub", "pubsub-1k", "fanout", "pubsub-event", "fanout-event", "latency", "idle"]
+    static let allScenarios = [
+        "pubsub", "pubsub-1k", "fanout", "pubsub-event", "fanout-event", "latency", "idle", "dispatch", "dispatch-latency",
+    ]
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Measure the broker (run from a release build).",
@@ -13,7 +15,7 @@ struct BenchCommand: EvbusCommand {
             payloads), fanout (1 -> 10 subscribers, one topic) use the zero-copy `EventView`
             handler; pubsub-event and fanout-event repeat them with the allocating `Event` handler;
             latency (one-way, paced at 20,000
-            msgs/s), idle (broker RSS per idle connection, 1,000 connections). Publisher and
+            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection, 1,000 connections). Publisher and
             subscribers are peers in this process, each on its own event loop; the broker is a
             separate `evbus broker` process.
             """,
@@ -47,7 +49,7 @@ struct BenchCommand: EvbusCommand {
             let address = a.value("address") ?? (kind == .nats ? "127.0.0.1:4222" : "/tmp/redis-bench.sock")
             foreign = ForeignBus(kind: kind, address: address)
             if a.value("scenario") == nil { scenarios = ["pubsub", "pubsub-1k", "fanout", "idle"] }
-            for s in scenarios where s.hasSuffix("-event") || s == "latency" {
+            for s in scenarios where s.hasSuffix("-event") || s.hasPrefix("dispatch") || s == "latency" {
                 throw UsageError("Scenario '\(s)' is evbus-only; with --against use pubsub, pubsub-1k, fanout or idle")
             }
         }
@@ -107,6 +109,10 @@ struct BenchCommand: EvbusCommand {
                 let r = try await Scenarios.pubsub(name: s, socket: socket, messages: messages ?? 500_000, size: 16, subscribers: 10, delivery: .event)
                 lost += r.lost
                 line = r.line
+            case "dispatch":
+                line = try await ControllerScenarios.throughput(count: messages ?? 2_000_000)
+            case "dispatch-latency":
+                line = try await ControllerScenarios.latency(count: 50_000)
             case "latency":
                 let r = try await Scenarios.latency(socket: socket, messages: 40_000, rate: 20_000)
                 lost += r.lost
