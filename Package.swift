@@ -36,7 +36,7 @@ let package = Package(
         .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
         .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO", "Evbus"], swiftSettings: strict),
         .testTarget(name: "EvbusControllerTests", dependencies: ["EvbusController", "EvbusIO"], swiftSettings: strict),
-        .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO"], swiftSettings: strict),
+        .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["Evbus", "EvbusTestSupport", "EvbusBroker", "evbus"],

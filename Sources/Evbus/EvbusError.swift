@@ -18,6 +18,8 @@ public struct EvbusError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let closed = Code(name: "closed")
         /// An argument breaks a protocol rule and was not sent (bad topic, payload over the frame limit).
         public static let invalidArgument = Code(name: "invalid-argument")
+        /// No answer came in time.
+        public static let timeout = Code(name: "timeout")
         /// The broker answered something this library does not understand.
         public static let protocolViolation = Code(name: "protocol-violation")
     }

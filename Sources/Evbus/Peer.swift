@@ -22,6 +22,8 @@ public final class Peer: Sendable {
 
     let core: LoopBound<PeerConnection>
     let outbox: Outbox
+    /// Calls to controllers in other processes waiting for replies.
+    let remoteCalls = RemoteCalls()
     private let nextID = Atomic<UInt32>(1)
 
     /// The loop every peer uses unless told otherwise: one I/O thread per process.
@@ -195,7 +197,7 @@ public final class Peer: Sendable {
         try await subscribe(patterns, sink: .view(handler), queue: nil)
     }
 
-    private func subscribe(_ patterns: [String], sink: Sink, queue: EventQueue?) async throws -> Subscription {
+    func subscribe(_ patterns: [String], sink: Sink, queue: EventQueue?) async throws -> Subscription {
         guard !patterns.isEmpty else { throw EvbusError(.invalidArgument, "subscribe needs at least one pattern") }
         for pattern in patterns {
             try Self.check { () throws(WireError) in try TopicRules.validatePattern(pattern) }

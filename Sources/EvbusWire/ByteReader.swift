@@ -62,6 +62,12 @@ public struct ByteReader {
         return text
     }
 
+    /// The next `n` bytes as a view.
+    @inlinable
+    public mutating func fixed(_ n: Int, _ field: StaticString = "bytes") throws(WireError) -> UnsafeRawBufferPointer {
+        try take(n, field)
+    }
+
     /// Everything left in the body (a payload).
     @inlinable
     public mutating func rest() -> UnsafeRawBufferPointer {

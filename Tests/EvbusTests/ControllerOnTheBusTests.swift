@@ -1,0 +1,78 @@
+import Evbus
+import EvbusController
+import EvbusIO
+import EvbusTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+@Suite struct ControllerOnTheBusTests {
+    @Test func aPeerFeedsMatchingEventsIntoAControllerWithBusMetadata() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let peer = try await Peer.connect(to: broker.socketPath, name: "thermostat")
+        let sensor = try await Peer.connect(to: broker.socketPath, name: "sensor")
+        let controller = try Controller(name: "thermostat")
+        defer { controller.shutdown() }
+        let seen = Collected()
+        controller.on("sensors.kitchen.temp") { s in
+            let bus = s.bus!
+            #expect(s.controller.loop.inEventLoop)
+            #expect(bus.publisher == sensor.connectionID)
+            #expect(bus.routingKey == "sensors.kitchen.temp")
+            #expect(s.payload(as: [UInt8].self) == bus.payload)
+            seen.add(Event(topic: bus.topic, payload: bus.payload))
+            // Handlers publish through the peer that fed them.
+            Task { try await bus.peer.publish("heating.kitchen", bus.text == "15" ? "on" : "off") }
+            return nil
+        }
+        let heating = try await sensor.subscribe("heating.*")
+        try await peer.feed(controller, "sensors.#")
+        try await sensor.publish("sensors.kitchen.temp", "15")
+        try await sensor.publish("sensors.kitchen.temp", "25")
+        #expect(try await take(2, from: heating).map(\.text) == ["on", "off"])
+        #expect(seen.texts == ["15", "25"])
+        await peer.close()
+        await sensor.close()
+    }
+
+    @Test func dispatchToAControllerExposedByAnotherPeer() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath, name: "worker-process")
+        let client = try await Peer.connect(to: broker.socketPath, name: "ui-process")
+        let controller = try Controller(name: "worker")
+        defer { controller.shutdown() }
+        controller.on("upper") { s in String(decoding: s.payload(as: [UInt8].self)!, as: UTF8.self).uppercased() }
+        controller.on("upper") { s in s.payload(as: [UInt8].self)!.reversed() as [UInt8] }
+        controller.on("fail") { _ in throw Boom() }
+        controller.on("opaque") { _ in 42 }
+        try await server.expose(controller, as: "worker")
+
+        let results = try await client.dispatch(to: "worker", "upper", Array("abc".utf8))
+        #expect(results.map { String(decoding: $0, as: UTF8.self) } == ["ABC", "cba"])
+
+        // Many calls in flight at once are matched by correlation id.
+        let many = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for i in 0..<50 {
+                group.addTask { (i, String(decoding: try await client.dispatch(to: "worker", "upper", Array("x\(i)".utf8))[0], as: UTF8.self)) }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        #expect(many.count == 50 && many.allSatisfy { $0.value == "X\($0.key)" })
+
+        await #expect { _ = try await client.dispatch(to: "worker", "fail") } throws: {
+            ($0 as? EvbusError)?.code == .refused && "\($0)".contains("Boom")
+        }
+        await #expect { _ = try await client.dispatch(to: "worker", "opaque") } throws: {
+            "\($0)".contains("cannot cross processes")
+        }
+        await #expect { _ = try await client.dispatch(to: "nobody", "x", timeout: .milliseconds(100)) } throws: {
+            ($0 as? EvbusError)?.code == .timeout
+        }
+        await server.close()
+        await client.close()
+    }
+}
+
+struct Boom: Error {}
