@@ -1,2 +1,4 @@
-// The wire types a library user meets (StatEntry, ErrorCode, TopicRules) come with `import Evbus`.
+// What a library user needs comes with `import Evbus`: the wire types (StatEntry, ErrorCode,
+// TopicRules) and the controller (Controller, Pending, Session, ControllerPool, Signal, ...).
 @_exported public import EvbusWire
+@_exported public import EvbusController

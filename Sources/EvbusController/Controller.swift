@@ -131,9 +131,9 @@ public final class Controller: Sendable {
     @discardableResult
     public func submit<T: Sendable>(_ body: @escaping @Sendable (Session) throws -> T) -> Pending<T> {
         let pending = Pending<T>(loop: loop)
-        let kind = Work.Kind.job(
+        let kind = Work.Kind.job(Job(
             runSync: { session in pending.resolve(Result { try body(session) }) }, runAsync: nil,
-            cancel: { pending.resolve(.failure($0)) })
+            cancel: { pending.resolve(.failure($0)) }))
         enqueue(Work(event: "submit", payload: (), context: [:], dispatchedAt: .now, kind: kind), orFail: pending)
         return pending
     }
@@ -142,12 +142,12 @@ public final class Controller: Sendable {
     @discardableResult
     public func submit<T: Sendable>(_ body: @escaping @Sendable (Session) async throws -> T) -> Pending<T> {
         let pending = Pending<T>(loop: loop)
-        let kind = Work.Kind.job(
+        let kind = Work.Kind.job(Job(
             runSync: nil,
             runAsync: { session in
                 do { pending.resolve(.success(try await body(session))) } catch { pending.resolve(.failure(error)) }
             },
-            cancel: { pending.resolve(.failure($0)) })
+            cancel: { pending.resolve(.failure($0)) }))
         enqueue(Work(event: "submit", payload: (), context: [:], dispatchedAt: .now, kind: kind), orFail: pending)
         return pending
     }

@@ -4,15 +4,28 @@ import EvbusIO
 struct Work: Sendable {
     enum Kind: Sendable {
         case dispatch(Pending<DispatchResult>)
-        /// Submitted code: `runSync` when it is plain, else `runAsync`; `cancel` fails its Pending.
-        case job(runSync: (@Sendable (Session) -> Void)?, runAsync: (@Sendable (Session) async -> Void)?,
-                 cancel: @Sendable (ControllerError) -> Void)
+        /// Submitted code (boxed, so the common dispatch case keeps `Work` small).
+        case job(Job)
     }
     var event: String
     var payload: any Sendable
     var context: [String: any Sendable]
     var dispatchedAt: ContinuousClock.Instant
     var kind: Kind
+}
+
+/// Submitted code: `runSync` when it is plain, else `runAsync`; `cancel` fails its Pending.
+final class Job: Sendable {
+    let runSync: (@Sendable (Session) -> Void)?
+    let runAsync: (@Sendable (Session) async -> Void)?
+    let cancel: @Sendable (ControllerError) -> Void
+
+    init(runSync: (@Sendable (Session) -> Void)?, runAsync: (@Sendable (Session) async -> Void)?,
+         cancel: @escaping @Sendable (ControllerError) -> Void) {
+        self.runSync = runSync
+        self.runAsync = runAsync
+        self.cancel = cancel
+    }
 }
 
 /// The controller's state on its loop thread: the handler table, the FIFO queue, and the runner
@@ -99,11 +112,11 @@ final class Engine {
             } else {
                 finish(pending, runHandlersSync(chosen, work))
             }
-        case .job(let runSync, let runAsync, _):
+        case .job(let job):
             let session = makeSession(work)
-            if let runSync {
+            if let runSync = job.runSync {
                 runSync(session)
-            } else if let runAsync {
+            } else if let runAsync = job.runAsync {
                 busy = true
                 let me = bound
                 Task(executorPreference: executor) {
@@ -134,10 +147,11 @@ final class Engine {
     private func runHandlersSync(_ chosen: [Registration], _ work: Work) -> Result<DispatchResult, any Error> {
         var results: [any Sendable] = []
         var firstError: (any Error)?
+        let session = makeSession(work)
         for r in chosen {
             guard case .sync(let body) = r.body else { continue }
             do {
-                if let value = try body(makeSession(work)) { results.append(value) }
+                if let value = try body(session) { results.append(value) }
             } catch {
                 firstError = firstError ?? error
                 if handlerFailed(error, work) { break }
@@ -150,12 +164,13 @@ final class Engine {
     func runHandlersAsync(_ chosen: [Registration], _ work: Work) async -> Result<DispatchResult, any Error> {
         var results: [any Sendable] = []
         var firstError: (any Error)?
+        let session = makeSession(work)
         for r in chosen {
             do {
                 let value: (any Sendable)?
                 switch r.body {
-                case .sync(let body): value = try body(makeSession(work))
-                case .async(let body): value = try await body(makeSession(work))
+                case .sync(let body): value = try body(session)
+                case .async(let body): value = try await body(session)
                 }
                 if let value { results.append(value) }
             } catch {
@@ -226,7 +241,7 @@ final class Engine {
     private func fail(_ work: Work, _ error: ControllerError) {
         switch work.kind {
         case .dispatch(let pending): pending.resolve(.failure(error))
-        case .job(_, _, let cancel): cancel(error)
+        case .job(let job): job.cancel(error)
         }
     }
 

@@ -8,7 +8,7 @@ public struct Session: Sendable {
     public let payload: any Sendable
     /// The dispatcher's context values (`dispatch(_:_:context:)`), plus any the controller adds.
     public let context: [String: any Sendable]
-    /// When `dispatch` was called and when this handler started (monotonic clock).
+    /// When `dispatch` was called and when the controller started running it (monotonic clock).
     public let dispatchedAt: ContinuousClock.Instant
     public let startedAt: ContinuousClock.Instant
     /// The controller running the handler: dispatch follow-up events, submit work, shut it down.
