@@ -165,15 +165,24 @@ public final class Controller: Sendable {
         }
         if schedule {
             onEngine { [self] engine in
+                // Take batches until the inbox is empty; only then clear `scheduled`, under the same
+                // lock that saw it empty. While the loop works, producers append without waking it
+                // (a wake-up is a syscall: one per dispatch when the loop keeps up, otherwise).
                 var batch: [Work] = []
-                inbox.withLock { box in
-                    swap(&batch, &box.spare)
-                    swap(&batch, &box.items)  // batch = items, items = the emptied spare
-                    box.scheduled = false
+                while true {
+                    let more = inbox.withLock { box -> Bool in
+                        if box.items.isEmpty {
+                            box.scheduled = false
+                            if batch.capacity <= 65_536 { box.spare = batch }  // keep capacity, unless huge
+                            return false
+                        }
+                        swap(&batch, &box.spare)
+                        swap(&batch, &box.items)  // batch = items, items = the emptied spare
+                        return true
+                    }
+                    guard more else { break }
+                    engine.enqueue(&batch)
                 }
-                engine.enqueue(&batch)
-                // Keep the emptied array's capacity for the next batch, unless a burst made it huge.
-                if batch.capacity <= 65_536 { inbox.withLock { $0.spare = batch } }
             }
         }
     }
