@@ -15,6 +15,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let unexpectedFrame = ErrorCode(rawValue: 105)
     public static let slowConsumer = ErrorCode(rawValue: 106)
     public static let shuttingDown = ErrorCode(rawValue: 107)
+    public static let handshakeTimeout = ErrorCode(rawValue: 108)
 
     public static let invalidTopic = ErrorCode(rawValue: 200)
     public static let invalidPattern = ErrorCode(rawValue: 201)
@@ -35,6 +36,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .unexpectedFrame: "unexpected-frame"
         case .slowConsumer: "slow-consumer"
         case .shuttingDown: "shutting-down"
+        case .handshakeTimeout: "handshake-timeout"
         case .invalidTopic: "invalid-topic"
         case .invalidPattern: "invalid-pattern"
         case .unknownSubscription: "unknown-subscription"

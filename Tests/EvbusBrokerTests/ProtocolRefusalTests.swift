@@ -9,8 +9,10 @@ import Testing
 /// bystander peer loses nothing.
 @Suite struct ProtocolRefusalTests {
     /// Sends `bytes` on a fresh connection; expects ERROR(code) and then the broker closing it.
-    func expectConnectionRefused(_ bytes: [UInt8], _ code: ErrorCode, mentioning text: String) async throws {
-        let broker = try InProcessBroker()
+    func expectConnectionRefused(
+        _ bytes: [UInt8], _ code: ErrorCode, mentioning text: String, configure: (inout BrokerConfig) -> Void = { _ in }
+    ) async throws {
+        let broker = try InProcessBroker(configure: configure)
         defer { broker.shutdown() }
         let bystander = try await Bystander(broker)
         let client = try RawClient(socketPath: broker.socketPath)
@@ -45,6 +47,12 @@ import Testing
 
     @Test func largeFrameBeforeTheHandshakeIsRefused() async throws {
         try await expectConnectionRefused(WireFormat.preamble + [0, 0x20, 0, 0, 0x01], .frameTooLarge, mentioning: "4096")
+    }
+
+    @Test func silentClientTimesOutInTheHandshake() async throws {
+        // Half a preamble, then nothing.
+        try await expectConnectionRefused(Array(WireFormat.magic.prefix(3)), .handshakeTimeout, mentioning: "no handshake",
+                                          configure: { $0.handshakeTimeoutMillis = 50 })
     }
 
     @Test func unknownFrameType() async throws {

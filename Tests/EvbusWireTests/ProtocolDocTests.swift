@@ -46,7 +46,7 @@ import Testing
             #expect(text.contains("`\(hex)` | \(type.name)"), "frame \(type.name) (\(hex)) missing from PROTOCOL.md")
         }
         for code in [ErrorCode.badMagic, .unsupportedVersion, .frameTooLarge, .unknownFrameType, .malformedFrame,
-                     .unexpectedFrame, .slowConsumer, .shuttingDown, .invalidTopic, .invalidPattern,
+                     .unexpectedFrame, .slowConsumer, .shuttingDown, .handshakeTimeout, .invalidTopic, .invalidPattern,
                      .unknownSubscription, .duplicateSubscription, .tooManySubscriptions] {
             #expect(text.contains("| \(code.rawValue) | `\(code.name)` |"), "error \(code) missing from PROTOCOL.md")
         }

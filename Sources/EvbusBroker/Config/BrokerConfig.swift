@@ -24,6 +24,8 @@ public struct BrokerConfig: Sendable, Equatable {
     /// ...until it drains to this.
     public var lowWatermarkBytes: Int = 1 << 20
     public var slowConsumerPolicy: SlowConsumerPolicy = .backpressure
+    /// A connection that has not completed the handshake (preamble and HELLO) by then is closed.
+    public var handshakeTimeoutMillis: Int = 10_000
     /// Subscriptions one connection may hold at once.
     public var maxSubscriptionsPerConnection: Int = 10_000
     public var logLevel: LogLevel = .info

@@ -57,6 +57,9 @@ extension BrokerConfig {
             throw fail("lowWatermarkBytes", "must be below highWatermarkBytes (\(lowWatermarkBytes) >= \(highWatermarkBytes))")
         }
         if maxSubscriptionsPerConnection < 1 { throw fail("maxSubscriptionsPerConnection", "must be at least 1") }
+        if handshakeTimeoutMillis < 1 || handshakeTimeoutMillis > 3_600_000 {
+            throw fail("handshakeTimeoutMillis", "must be between 1 and 3600000, got \(handshakeTimeoutMillis)")
+        }
         if brokerName.isEmpty || brokerName.utf8.count > 255 { throw fail("brokerName", "must be 1 to 255 bytes") }
     }
 
@@ -94,7 +97,7 @@ extension BrokerConfig {
 extension BrokerConfig: Decodable {
     enum Key: String, CodingKey, CaseIterable {
         case socketPath, socketMode, maxFrameBytes, highWatermarkBytes, lowWatermarkBytes
-        case slowConsumerPolicy, maxSubscriptionsPerConnection, logLevel, brokerName
+        case slowConsumerPolicy, maxSubscriptionsPerConnection, handshakeTimeoutMillis, logLevel, brokerName
     }
 
     /// Any key, to find the ones that are not settings.
@@ -127,6 +130,7 @@ extension BrokerConfig: Decodable {
         lowWatermarkBytes = try c.decodeIfPresent(Int.self, forKey: .lowWatermarkBytes) ?? lowWatermarkBytes
         slowConsumerPolicy = try Self.decodeEnum(c, .slowConsumerPolicy) ?? slowConsumerPolicy
         maxSubscriptionsPerConnection = try c.decodeIfPresent(Int.self, forKey: .maxSubscriptionsPerConnection) ?? maxSubscriptionsPerConnection
+        handshakeTimeoutMillis = try c.decodeIfPresent(Int.self, forKey: .handshakeTimeoutMillis) ?? handshakeTimeoutMillis
         logLevel = try Self.decodeEnum(c, .logLevel) ?? logLevel
         brokerName = try c.decodeIfPresent(String.self, forKey: .brokerName) ?? brokerName
     }

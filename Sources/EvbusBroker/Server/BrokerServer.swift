@@ -81,6 +81,11 @@ public final class BrokerServer {
         stats.connectionsTotal += 1
         channel.delegate = connection
         if onShutdownComplete != nil { goAway(connection) }
+        // A silent client must not hold a connection forever.
+        loop.scheduleTimer(afterNanos: UInt64(config.handshakeTimeoutMillis) * 1_000_000) { [weak connection] in
+            guard let connection, connection.phase == .preamble || connection.phase == .hello else { return }
+            connection.fail(WireError(.handshakeTimeout, "no handshake (preamble and HELLO) within \(connection.server.config.handshakeTimeoutMillis) ms"))
+        }
     }
 
     func connectionClosed(_ c: BrokerConnection, reason: Channel.CloseReason) {
