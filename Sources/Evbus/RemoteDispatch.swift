@@ -178,11 +178,3 @@ extension Peer {
         if let extra { try await unsubscribe(extra) }  // lost a race with another first call
     }
 }
-
-extension Duration {
-    var wholeNanoseconds: UInt64 {
-        let (s, atto) = components
-        let ns = s * 1_000_000_000 + atto / 1_000_000_000
-        return ns > 0 ? UInt64(ns) : 0
-    }
-}

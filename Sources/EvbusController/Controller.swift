@@ -205,7 +205,7 @@ public final class Controller: Sendable {
                 let id = engine.nextWaiterID
                 engine.nextWaiters[event, default: []].append((id, c))
                 if let timeout {
-                    loop.scheduleTimer(afterNanos: timeout.nanoseconds) {
+                    loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) {
                         guard var list = engine.nextWaiters[event], let i = list.firstIndex(where: { $0.id == id }) else { return }
                         let w = list.remove(at: i)
                         engine.nextWaiters[event] = list.isEmpty ? nil : list
@@ -289,14 +289,5 @@ public final class Controller: Sendable {
         for w in waiters { w.resume() }
         engine.withLock { $0 = nil }  // breaks the controller <-> engine cycle
         if ownsLoop { loop.stop() }
-    }
-}
-
-extension Duration {
-    /// Whole nanoseconds (negative durations count as zero).
-    var nanoseconds: UInt64 {
-        let (s, atto) = components
-        let ns = s * 1_000_000_000 + atto / 1_000_000_000
-        return ns > 0 ? UInt64(ns) : 0
     }
 }

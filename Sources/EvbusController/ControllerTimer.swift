@@ -22,7 +22,7 @@ public final class ControllerTimer: Sendable {
         loop.execute { [self] in
             guard !stopped.load(ordering: .relaxed) else { return }
             if let old = timer.withLock({ $0 }) { loop.cancelTimer(old) }
-            let id = loop.scheduleTimer(afterNanos: interval.nanoseconds, everyNanos: repeats ? interval.nanoseconds : nil) { [self] in
+            let id = loop.scheduleTimer(afterNanos: interval.wholeNanoseconds, everyNanos: repeats ? interval.wholeNanoseconds : nil) { [self] in
                 guard !stopped.load(ordering: .relaxed) else { return }
                 if !repeats { stopped.store(true, ordering: .relaxed) }
                 controller.submit { session in try self.body(session) }

@@ -121,3 +121,12 @@ extension EventLoop {
         armTimerFD()
     }
 }
+
+extension Duration {
+    /// Whole nanoseconds, for the loop's timers (negative durations count as zero).
+    public var wholeNanoseconds: UInt64 {
+        let (seconds, attoseconds) = components
+        let ns = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        return ns > 0 ? UInt64(ns) : 0
+    }
+}
