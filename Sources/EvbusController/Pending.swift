@@ -57,7 +57,7 @@ public final class Pending<Value: Sendable>: Sendable {
         }) {
             return try ready.get()
         }
-        let deadline: DispatchTime = timeout.map { .now() + .nanoseconds(Int($0.components.seconds) * 1_000_000_000 + Int($0.components.attoseconds / 1_000_000_000)) } ?? .distantFuture
+        let deadline: DispatchTime = timeout.map { .now() + .nanoseconds(Int($0.wholeNanoseconds)) } ?? .distantFuture
         if semaphore.wait(timeout: deadline) == .timedOut {
             if let late = state.withLock({ $0.result }) { return try late.get() }
             throw ControllerError(.timedOut, "no result within \(timeout!)")
