@@ -1,20 +1,34 @@
 public import EvbusController
 
-/// A bus message as a controller handler sees it (`session.bus`): where it came from and the peer
-/// it arrived on, so the handler can publish follow-ups.
+/// A bus message as a controller handler sees it (`session.bus`): where it came from, its
+/// properties, and the peer it arrived on, so the handler can reply or publish follow-ups.
 public struct BusMessage: Sendable {
     /// The topic it was published to (also the dispatched event's name).
     public var topic: String
     public var payload: [UInt8]
-    /// The publishing connection's id.
+    /// The publishing connection's id (the sender).
     public var publisher: UInt64
     /// The routing key; for topic pub/sub it is the topic.
     public var routingKey: String
+    /// Content type, correlation id, reply-to, message id, timestamp and headers.
+    public var properties: MessageProperties
     /// The peer that received it: publish replies and follow-ups through it.
     public var peer: Peer
 
+    public var headers: [String: String] { properties.headers }
+    public var replyTo: String? { properties.replyTo }
+
     /// The payload as UTF-8 text.
     public var text: String { String(decoding: payload, as: UTF8.self) }
+
+    /// Publishes `payload` to this message's reply-to with its correlation id.
+    /// - Throws: `invalidArgument` if the message has no reply-to.
+    public func reply(_ payload: [UInt8], headers: [String: String] = [:]) async throws {
+        guard let replyTo = properties.replyTo else {
+            throw EvbusError(.invalidArgument, "the message on '\(topic)' has no reply-to; there is nowhere to reply")
+        }
+        try await peer.publish(replyTo, payload, properties: MessageProperties(correlationID: properties.correlationID, headers: headers))
+    }
 }
 
 extension Session {
@@ -46,7 +60,8 @@ extension Peer {
     public func feed(_ controller: Controller, _ patterns: [String]) async throws -> Subscription {
         try await subscribe(patterns, sink: .handler { [self] event in
             let message = BusMessage(
-                topic: event.topic, payload: event.payload, publisher: event.publisher, routingKey: event.topic, peer: self)
+                topic: event.topic, payload: event.payload, publisher: event.publisher, routingKey: event.topic,
+                properties: event.properties, peer: self)
             controller.dispatch(event.topic, event.payload, context: [Session.busKey: message])
         }, queue: nil)
     }

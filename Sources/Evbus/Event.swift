@@ -7,12 +7,18 @@ public struct Event: Sendable, Hashable {
     public var publisher: UInt64
     /// The subscription (broker-side id) that matched.
     public var subscriptionID: UInt32
+    /// Content type, correlation id, reply-to, message id, timestamp and headers, as published.
+    public var properties: MessageProperties
 
-    public init(topic: String, payload: [UInt8], publisher: UInt64 = 0, subscriptionID: UInt32 = 0) {
+    public init(
+        topic: String, payload: [UInt8], publisher: UInt64 = 0, subscriptionID: UInt32 = 0,
+        properties: MessageProperties = .none
+    ) {
         self.topic = topic
         self.payload = payload
         self.publisher = publisher
         self.subscriptionID = subscriptionID
+        self.properties = properties
     }
 
     /// The payload as UTF-8 text (invalid bytes become U+FFFD).
@@ -27,12 +33,17 @@ public struct EventView {
     public let payload: UnsafeRawBufferPointer
     public let publisher: UInt64
     public let subscriptionID: UInt32
+    /// The raw properties block (PROTOCOL.md §5.7).
+    public let propertiesBytes: UnsafeRawBufferPointer
 
     /// The topic as a String (allocates for topics over 15 bytes).
     public var topic: String { String(decoding: topicBytes, as: UTF8.self) }
 
+    /// The message properties, decoded on demand (free when there are none).
+    public var properties: MessageProperties { MessageProperties.decode(block: propertiesBytes) }
+
     /// An owned copy.
     public func event() -> Event {
-        Event(topic: topic, payload: Array(payload), publisher: publisher, subscriptionID: subscriptionID)
+        Event(topic: topic, payload: Array(payload), publisher: publisher, subscriptionID: subscriptionID, properties: properties)
     }
 }

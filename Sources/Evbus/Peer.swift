@@ -128,18 +128,38 @@ public final class Peer: Sendable {
         if mustWait { try await outbox.waitForRoom() }
     }
 
-    /// Queues one PUBLISH; true if the caller should wait for room.
+    /// Publishes `payload` with message properties (content type, correlation id, reply-to, ...).
+    public func publish(_ topic: String, _ payload: [UInt8], properties: MessageProperties) async throws {
+        let block = properties.encoded()
+        let mustWait = try payload.withUnsafeBytes { p in
+            try block.withUnsafeBytes { try enqueuePublish(topic, p, propertiesBlock: $0) }
+        }
+        if mustWait { try await outbox.waitForRoom() }
+    }
+
+    /// Publishes UTF-8 text with message properties.
+    public func publish(_ topic: String, _ text: String, properties: MessageProperties) async throws {
+        try await publish(topic, Array(text.utf8), properties: properties)
+    }
+
+    /// Queues one PUBLISH without properties (the block is a single zero byte, on the stack: the
+    /// plain path touches no `MessageProperties` and no array).
     private func enqueuePublish(_ topic: String, _ payload: UnsafeRawBufferPointer) throws -> Bool {
+        var none: UInt8 = 0
+        return try withUnsafeBytes(of: &none) { try enqueuePublish(topic, payload, propertiesBlock: $0) }
+    }
+
+    private func enqueuePublish(_ topic: String, _ payload: UnsafeRawBufferPointer, propertiesBlock: UnsafeRawBufferPointer) throws -> Bool {
         var topic = topic
         return try topic.withUTF8 { t in
             let topicBytes = UnsafeRawBufferPointer(t)
             try Self.check { () throws(WireError) in try TopicRules.validateTopic(topicBytes) }
-            let size = PublishEncoder.size(topicCount: topicBytes.count, payloadCount: payload.count)
+            let size = PublishEncoder.size(topicCount: topicBytes.count, propertiesCount: propertiesBlock.count, payloadCount: payload.count)
             guard size - 4 <= maxFrameBytes else {
                 throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
                     "a \(payload.count)-byte payload makes a \(size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
             }
-            switch outbox.append(size: size, { PublishEncoder.write(into: $0, topic: topicBytes, payload: payload) }) {
+            switch outbox.append(size: size, { PublishEncoder.write(into: $0, topic: topicBytes, properties: propertiesBlock, payload: payload) }) {
             case .closed(let error):
                 throw error
             case .queued(let scheduleDrain, let full):

@@ -181,19 +181,17 @@ final class PeerConnection: ChannelDelegate {
 
     private func handle(_ frame: RawFrame) throws(WireError) {
         if frame.type == .deliver {
-            var r = ByteReader(frame.body)
-            let id = try r.u32("subscription id")
-            let publisher = try r.u64("publisher")
-            let topic = try r.stringBytes("topic")
-            let payload = r.rest()
-            guard let sink = sink(for: id) else { return }  // unsubscribed while in flight
+            let d = try DeliverView(body: frame.body)
+            guard let sink = sink(for: d.subscriptionID) else { return }  // unsubscribed while in flight
             switch sink {
             case .view(let h):
-                h(EventView(topicBytes: topic, payload: payload, publisher: publisher, subscriptionID: id))
+                h(EventView(
+                    topicBytes: d.topic, payload: d.payload, publisher: d.publisher, subscriptionID: d.subscriptionID,
+                    propertiesBytes: d.properties))
             case .handler(let h):
-                h(Event(topic: topicString(topic), payload: Array(payload), publisher: publisher, subscriptionID: id))
+                h(event(d))
             case .queue(let q):
-                let event = Event(topic: topicString(topic), payload: Array(payload), publisher: publisher, subscriptionID: id)
+                let event = event(d)
                 if q.push(event) {
                     fullQueues += 1
                     channel.pauseReading()
@@ -230,6 +228,13 @@ final class PeerConnection: ChannelDelegate {
         default:
             throw WireError(.unexpectedFrame, "\(frame.type.name) is not sent by brokers")
         }
+    }
+
+    @inline(__always)
+    private func event(_ d: DeliverView) -> Event {
+        Event(
+            topic: topicString(d.topic), payload: Array(d.payload), publisher: d.publisher,
+            subscriptionID: d.subscriptionID, properties: d.decodedProperties())
     }
 
     @inline(__always)

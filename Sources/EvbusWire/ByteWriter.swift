@@ -39,6 +39,12 @@ public struct ByteWriter {
         offset += b.count
     }
 
+    /// A properties block: almost always the single byte "none", written without a memcpy call.
+    @inlinable
+    public mutating func properties(_ block: UnsafeRawBufferPointer) {
+        if block.count == 1 { u8(block[0]) } else { bytes(block) }
+    }
+
     /// A u16 length and the bytes. Callers guarantee `b.count <= UInt16.max`.
     @inlinable
     public mutating func string(_ b: UnsafeRawBufferPointer) {

@@ -18,10 +18,10 @@ public enum Frame: Hashable, Sendable {
     case close(code: UInt16, reason: String)
     case error(code: ErrorCode, requestID: UInt32, message: String)
     case ok(requestID: UInt32)
-    case publish(topic: String, payload: [UInt8])
+    case publish(topic: String, properties: MessageProperties = .none, payload: [UInt8])
     case subscribe(subscriptionID: UInt32, pattern: String)
     case unsubscribe(subscriptionID: UInt32)
-    case deliver(subscriptionID: UInt32, publisher: UInt64, topic: String, payload: [UInt8])
+    case deliver(subscriptionID: UInt32, publisher: UInt64, topic: String, properties: MessageProperties = .none, payload: [UInt8])
     case stats(requestID: UInt32)
     case statsReply(requestID: UInt32, entries: [StatEntry])
 
@@ -69,18 +69,20 @@ extension Frame {
             body.string(message)
         case .ok(let requestID), .stats(let requestID):
             body.u32(requestID)
-        case .publish(let topic, let payload):
+        case .publish(let topic, let properties, let payload):
             body.string(topic)
+            body.bytes.append(contentsOf: properties.encoded())
             body.bytes.append(contentsOf: payload)
         case .subscribe(let id, let pattern):
             body.u32(id)
             body.string(pattern)
         case .unsubscribe(let id):
             body.u32(id)
-        case .deliver(let id, let publisher, let topic, let payload):
+        case .deliver(let id, let publisher, let topic, let properties, let payload):
             body.u32(id)
             body.u64(publisher)
             body.string(topic)
+            body.bytes.append(contentsOf: properties.encoded())
             body.bytes.append(contentsOf: payload)
         case .statsReply(let requestID, let entries):
             body.u32(requestID)
@@ -143,7 +145,8 @@ extension Frame {
             frame = .ok(requestID: try r.u32("request id"))
         case .publish:
             let topic = try r.string("topic")
-            frame = .publish(topic: topic, payload: Array(r.rest()))
+            let (properties, _) = try MessageProperties.read(&r)
+            frame = .publish(topic: topic, properties: properties, payload: Array(r.rest()))
         case .subscribe:
             frame = .subscribe(subscriptionID: try r.u32("subscription id"), pattern: try r.string("pattern"))
         case .unsubscribe:
@@ -152,7 +155,8 @@ extension Frame {
             let id = try r.u32("subscription id")
             let publisher = try r.u64("publisher")
             let topic = try r.string("topic")
-            frame = .deliver(subscriptionID: id, publisher: publisher, topic: topic, payload: Array(r.rest()))
+            let (properties, _) = try MessageProperties.read(&r)
+            frame = .deliver(subscriptionID: id, publisher: publisher, topic: topic, properties: properties, payload: Array(r.rest()))
         case .stats:
             frame = .stats(requestID: try r.u32("request id"))
         case .statsReply:

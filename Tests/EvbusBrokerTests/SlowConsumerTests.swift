@@ -35,7 +35,7 @@ import Testing
     func readSequence(_ client: RawClient, count: Int) throws -> [Int] {
         var seqs: [Int] = []
         while seqs.count < count {
-            guard case .deliver(_, _, _, let payload) = try client.readFrame() else { continue }
+            guard case .deliver(_, _, _, _, let payload) = try client.readFrame() else { continue }
             seqs.append(Int(payload.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }))
         }
         return seqs

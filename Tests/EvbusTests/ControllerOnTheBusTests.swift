@@ -36,6 +36,44 @@ import Testing
         await sensor.close()
     }
 
+    @Test func handlersSeeHeadersAndReplyToAndCanReply() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath, name: "server")
+        let client = try await Peer.connect(to: broker.socketPath, name: "client")
+        let controller = try Controller(name: "fib")
+        defer { controller.shutdown() }
+        controller.on("rpc.fib") { s in
+            let bus = s.bus!
+            #expect(bus.headers["unit"] == "steps")
+            #expect(bus.replyTo == "replies.client")
+            Task { try await bus.reply(Array("832040".utf8)) }
+            return nil
+        }
+        controller.on("no.reply.to") { s in
+            let bus = s.bus!
+            Task {
+                do {
+                    try await bus.reply([1])
+                } catch let error as EvbusError {
+                    try await bus.peer.publish("replies.client", error.message)
+                }
+            }
+            return nil
+        }
+        try await server.feed(controller, "rpc.#", "no.#")
+        let replies = try await client.subscribe("replies.client")
+        try await client.publish("rpc.fib", "30", properties: MessageProperties(
+            correlationID: "c-1", replyTo: "replies.client", headers: ["unit": "steps"]))
+        let reply = try await take(1, from: replies)[0]
+        #expect(reply.text == "832040")
+        #expect(reply.properties.correlationID == "c-1")
+        try await client.publish("no.reply.to", "x")
+        #expect(try await take(1, from: replies)[0].text.contains("has no reply-to"))
+        await server.close()
+        await client.close()
+    }
+
     @Test func dispatchToAControllerExposedByAnotherPeer() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }

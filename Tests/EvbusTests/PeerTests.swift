@@ -53,6 +53,25 @@ func take(_ n: Int, from subscription: Subscription, seconds: Double = 20) async
         await sub.close()
     }
 
+    @Test func messagePropertiesTravelUnchanged() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let peer = try await Peer.connect(to: broker.socketPath)
+        let properties = MessageProperties(
+            contentType: "application/json", correlationID: "abc", replyTo: "replies.me", messageID: "m-9",
+            timestamp: 1_700_000_000_123, headers: ["trace": "t-1", "priority": "high"])
+        let asEvents = try await peer.subscribe("props.#")
+        let viewed = Collected()
+        _ = try await peer.subscribeViews("props.#") { viewed.add($0.event()) }
+        try await peer.publish("props.a", "{}", properties: properties)
+        try await peer.publish("props.b", "plain")
+        let events = try await take(2, from: asEvents)
+        #expect(events.map(\.properties) == [properties, .none])
+        #expect(await eventually { viewed.count == 2 })
+        #expect(viewed.events.withLock { $0.map(\.properties) } == [properties, .none])
+        await peer.close()
+    }
+
     @Test func handlerAndViewFormsReceiveEveryEventInOrder() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }

@@ -14,9 +14,14 @@ let sampleFrames: [Frame] = [
     .publish(topic: "sensors.kitchen.temp", payload: Array("21.5".utf8)),
     .publish(topic: "a", payload: []),
     .publish(topic: "température.cuisine", payload: [0, 255, 10, 13]),
+    .publish(topic: "rpc.fib", properties: MessageProperties(
+        contentType: "text/plain", correlationID: "42", replyTo: "evbus.reply.7", messageID: "m-1",
+        timestamp: 1_700_000_000_000, headers: ["b": "2", "a": "1", "ünï": "cödé"]), payload: Array("30".utf8)),
+    .publish(topic: "p", properties: MessageProperties(replyTo: "r"), payload: []),
     .subscribe(subscriptionID: 1, pattern: "sensors.*.temp"),
     .unsubscribe(subscriptionID: 1),
     .deliver(subscriptionID: 3, publisher: 12, topic: "logs.app.error", payload: Array(repeating: 0xAB, count: 300)),
+    .deliver(subscriptionID: 4, publisher: 1, topic: "x", properties: MessageProperties(headers: ["k": ""]), payload: [1]),
     .stats(requestID: 4),
     .statsReply(requestID: 4, entries: [StatEntry("published", 10), StatEntry("delivered", 20)]),
     .statsReply(requestID: 5, entries: []),
@@ -53,7 +58,10 @@ func decodeAll(_ bytes: [UInt8], maxFrame: Int = WireFormat.maxMaxFrame) throws 
 
     @Test func publishLayoutMatchesProtocolDoc() {
         let bytes = Frame.publish(topic: "a.b", payload: [0x68, 0x69]).encoded()
-        #expect(bytes == [8, 0, 0, 0, 0x10, 3, 0, 0x61, 0x2E, 0x62, 0x68, 0x69])
+        #expect(bytes == [9, 0, 0, 0, 0x10, 3, 0, 0x61, 0x2E, 0x62, 0x00, 0x68, 0x69])
+        // Properties: flags 0x04|0x02 (reply-to, correlation id), then correlation id, then reply-to.
+        let withProps = Frame.publish(topic: "a", properties: MessageProperties(correlationID: "c", replyTo: "r"), payload: []).encoded()
+        #expect(withProps == [11, 0, 0, 0, 0x10, 1, 0, 0x61, 0x06, 1, 0, 0x63, 1, 0, 0x72])
     }
 
     @Test func dripFeedingOneByteAtATimeYieldsEveryFrame() throws {
@@ -82,18 +90,28 @@ func decodeAll(_ bytes: [UInt8], maxFrame: Int = WireFormat.maxMaxFrame) throws 
 
     @Test func hotPathEncodersMatchTheOwnedEncoding() {
         let topic = Array("x.y".utf8), payload: [UInt8] = [1, 2, 3]
-        var deliver = [UInt8](repeating: 0, count: DeliverEncoder.size(topicCount: 3, payloadCount: 3))
-        var publish = [UInt8](repeating: 0, count: PublishEncoder.size(topicCount: 3, payloadCount: 3))
+        let properties = MessageProperties(correlationID: "7", headers: ["h": "v"])
+        let block = properties.encoded()
+        var deliver = [UInt8](repeating: 0, count: DeliverEncoder.size(topicCount: 3, propertiesCount: block.count, payloadCount: 3))
+        var publish = [UInt8](repeating: 0, count: PublishEncoder.size(topicCount: 3, propertiesCount: block.count, payloadCount: 3))
         topic.withUnsafeBytes { t in
             payload.withUnsafeBytes { p in
-                deliver.withUnsafeMutableBytes {
-                    DeliverEncoder.write(into: $0.baseAddress!, subscriptionID: 5, publisher: 6, topic: t, payload: p)
+                block.withUnsafeBytes { b in
+                    deliver.withUnsafeMutableBytes {
+                        DeliverEncoder.write(into: $0.baseAddress!, subscriptionID: 5, publisher: 6, topic: t, properties: b, payload: p)
+                    }
+                    publish.withUnsafeMutableBytes { PublishEncoder.write(into: $0.baseAddress!, topic: t, properties: b, payload: p) }
                 }
-                publish.withUnsafeMutableBytes { PublishEncoder.write(into: $0.baseAddress!, topic: t, payload: p) }
             }
         }
-        #expect(deliver == Frame.deliver(subscriptionID: 5, publisher: 6, topic: "x.y", payload: payload).encoded())
-        #expect(publish == Frame.publish(topic: "x.y", payload: payload).encoded())
+        #expect(deliver == Frame.deliver(subscriptionID: 5, publisher: 6, topic: "x.y", properties: properties, payload: payload).encoded())
+        #expect(publish == Frame.publish(topic: "x.y", properties: properties, payload: payload).encoded())
+        // The zero-copy views find the same fields.
+        let view = try! Array(publish[5...]).withUnsafeBytes { b in
+            let v = try PublishView(body: b)
+            return (Array(v.topic), Array(v.properties), Array(v.payload))
+        }
+        #expect(view.0 == topic && view.1 == block && view.2 == payload)
     }
 }
 
@@ -145,6 +163,18 @@ func wireError(_ body: () throws -> Void) -> WireError? {
         let body: [UInt8] = [1, 0, 0, 0, 0xFF]  // UNSUBSCRIBE id 1 + a stray byte
         let error = decodeError(.unsubscribe, body)
         #expect(error?.code == .malformedFrame)
+    }
+
+    @Test func reservedPropertyBitsAreMalformed() {
+        let body: [UInt8] = [1, 0, 0x61, 0x80]  // PUBLISH "a", flags with a reserved bit
+        let error = decodeError(.publish, body)
+        #expect(error?.code == .malformedFrame)
+        #expect(error?.message.contains("reserved") == true)
+    }
+
+    @Test func truncatedPropertiesAreMalformed() {
+        let body: [UInt8] = [1, 0, 0x61, 0x02, 9, 0, 0x63]  // correlation id says 9 bytes, 1 follows
+        #expect(decodeError(.publish, body)?.message.contains("correlation id") == true)
     }
 
     @Test func invalidUTF8InAStringFieldIsMalformed() {

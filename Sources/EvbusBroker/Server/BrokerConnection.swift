@@ -10,7 +10,9 @@ final class BrokerConnection: ChannelDelegate {
     let slot: UInt32
     let channel: Channel
     let credentials: PeerCredentials?
-    unowned let server: BrokerServer
+    /// The server owns every connection and outlives it, so an unchecked reference is safe and
+    /// avoids an unowned-retain on each access (it is read for every frame).
+    unowned(unsafe) let server: BrokerServer
     var phase = Phase.preamble
     var name = ""
     var subscriptions: Set<UInt32> = []

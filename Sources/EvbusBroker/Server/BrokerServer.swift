@@ -81,10 +81,13 @@ public final class BrokerServer {
         stats.connectionsTotal += 1
         channel.delegate = connection
         if onShutdownComplete != nil { goAway(connection) }
-        // A silent client must not hold a connection forever.
-        loop.scheduleTimer(afterNanos: UInt64(config.handshakeTimeoutMillis) * 1_000_000) { [weak connection] in
-            guard let connection, connection.phase == .preamble || connection.phase == .hello else { return }
-            connection.fail(WireError(.handshakeTimeout, "no handshake (preamble and HELLO) within \(connection.server.config.handshakeTimeoutMillis) ms"))
+        // A silent client must not hold a connection forever. The timer names the connection by slot
+        // and id: a weak reference would give every connection a refcount side table, which made
+        // all its retains and releases take the slow path (measured: -30% pub/sub throughput).
+        let id = connection.id
+        loop.scheduleTimer(afterNanos: UInt64(config.handshakeTimeoutMillis) * 1_000_000) { [weak self] in
+            guard let self, let c = connections[Int(slot)], c.id == id, c.phase == .preamble || c.phase == .hello else { return }
+            c.fail(WireError(.handshakeTimeout, "no handshake (preamble and HELLO) within \(config.handshakeTimeoutMillis) ms"))
         }
     }
 

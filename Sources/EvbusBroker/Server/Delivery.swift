@@ -17,7 +17,8 @@ extension BrokerServer {
             stats.unroutable &+= 1
             return
         }
-        let size = DeliverEncoder.size(topicCount: view.topic.count, payloadCount: view.payload.count)
+        let size = DeliverEncoder.size(
+            topicCount: view.topic.count, propertiesCount: view.properties.count, payloadCount: view.payload.count)
         for target in targets {
             guard let receiver = connections[Int(target.connection)], receiver.phase == .open else { continue }
             let channel = receiver.channel
@@ -27,7 +28,7 @@ extension BrokerServer {
             }
             DeliverEncoder.write(
                 into: channel.reserve(size), subscriptionID: target.subscription, publisher: publisher.id,
-                topic: view.topic, payload: view.payload)
+                topic: view.topic, properties: view.properties, payload: view.payload)
             channel.commit(size)
             stats.delivered &+= 1
             if !channel.isWritable { overHighWatermark(receiver, publisher: publisher) }

@@ -1,0 +1,108 @@
+/// Optional metadata carried by PUBLISH and DELIVER (AMQP's basic properties). On the wire: one flags
+/// byte, then the present fields in bit order (PROTOCOL.md §5.2). The broker copies the block from
+/// PUBLISH to every DELIVER unchanged.
+public struct MessageProperties: Hashable, Sendable {
+    public var contentType: String?
+    /// Matches a reply to its request.
+    public var correlationID: String?
+    /// Where replies should be published.
+    public var replyTo: String?
+    public var messageID: String?
+    /// Milliseconds since the Unix epoch, as the publisher set it.
+    public var timestamp: UInt64?
+    /// Application headers.
+    public var headers: [String: String]
+
+    public init(
+        contentType: String? = nil, correlationID: String? = nil, replyTo: String? = nil, messageID: String? = nil,
+        timestamp: UInt64? = nil, headers: [String: String] = [:]
+    ) {
+        self.contentType = contentType
+        self.correlationID = correlationID
+        self.replyTo = replyTo
+        self.messageID = messageID
+        self.timestamp = timestamp
+        self.headers = headers
+    }
+
+    public static let none = MessageProperties()
+
+    public var isEmpty: Bool { self == .none }
+
+    /// Flag bits, in wire order.
+    public enum Flag {
+        public static let contentType: UInt8 = 0x01
+        public static let correlationID: UInt8 = 0x02
+        public static let replyTo: UInt8 = 0x04
+        public static let messageID: UInt8 = 0x08
+        public static let timestamp: UInt8 = 0x10
+        public static let headers: UInt8 = 0x20
+        /// Bits a version-1 peer must leave clear.
+        public static let reserved: UInt8 = 0xC0
+    }
+
+    /// Most headers one message may carry.
+    public static let maxHeaders = 1024
+
+    /// The encoded block (flags byte included).
+    public func encoded() -> [UInt8] {
+        var out = BodyBuilder()
+        var flags: UInt8 = 0
+        if contentType != nil { flags |= Flag.contentType }
+        if correlationID != nil { flags |= Flag.correlationID }
+        if replyTo != nil { flags |= Flag.replyTo }
+        if messageID != nil { flags |= Flag.messageID }
+        if timestamp != nil { flags |= Flag.timestamp }
+        if !headers.isEmpty { flags |= Flag.headers }
+        out.bytes.append(flags)
+        if let contentType { out.string(contentType) }
+        if let correlationID { out.string(correlationID) }
+        if let replyTo { out.string(replyTo) }
+        if let messageID { out.string(messageID) }
+        if let timestamp { out.u64(timestamp) }
+        if !headers.isEmpty {
+            out.u16(UInt16(min(headers.count, Self.maxHeaders)))
+            for key in headers.keys.sorted().prefix(Self.maxHeaders) {
+                out.string(key)
+                out.string(headers[key]!)
+            }
+        }
+        return out.bytes
+    }
+
+    /// Decodes a block already checked by `read` (a DELIVER's, say); none for a bare flags byte.
+    public static func decode(block: UnsafeRawBufferPointer) -> MessageProperties {
+        guard block.count > 1 else { return .none }
+        var r = ByteReader(block)
+        return (try? read(&r).0) ?? .none
+    }
+
+    /// Reads a block and returns it with its raw bytes (for copying unchanged). Checks every length,
+    /// the reserved bits, the header count and that every string is UTF-8: `malformed-frame` otherwise.
+    public static func read(_ r: inout ByteReader) throws(WireError) -> (MessageProperties, raw: UnsafeRawBufferPointer) {
+        let start = r.offset
+        let flags = try r.u8("property flags")
+        var p = MessageProperties()
+        if flags != 0 {
+            guard flags & Flag.reserved == 0 else {
+                throw WireError(.malformedFrame, "reserved property flag bits set (0x\(String(flags, radix: 16)))")
+            }
+            if flags & Flag.contentType != 0 { p.contentType = try r.string("content type") }
+            if flags & Flag.correlationID != 0 { p.correlationID = try r.string("correlation id") }
+            if flags & Flag.replyTo != 0 { p.replyTo = try r.string("reply-to") }
+            if flags & Flag.messageID != 0 { p.messageID = try r.string("message id") }
+            if flags & Flag.timestamp != 0 { p.timestamp = try r.u64("timestamp") }
+            if flags & Flag.headers != 0 {
+                let count = Int(try r.u16("header count"))
+                guard count <= maxHeaders else {
+                    throw WireError(.malformedFrame, "\(count) headers; the limit is \(maxHeaders)")
+                }
+                for _ in 0..<count {
+                    let key = try r.string("header name")
+                    p.headers[key] = try r.string("header value")
+                }
+            }
+        }
+        return (p, UnsafeRawBufferPointer(rebasing: r.bytes[start..<r.offset]))
+    }
+}
