@@ -11,11 +11,7 @@ public struct PublishView {
     public init(body: UnsafeRawBufferPointer) throws(WireError) {
         var r = ByteReader(body)
         topic = try r.stringBytes("topic")
-        if r.remaining > 0 && r.bytes[r.offset] == 0 {
-            properties = try r.fixed(1)  // no properties: the common case, one byte
-        } else {
-            properties = try MessageProperties.read(&r).raw
-        }
+        properties = try MessageProperties.checkedBlock(&r)
         payload = r.rest()
     }
 }
@@ -34,11 +30,7 @@ public struct DeliverView {
         subscriptionID = try r.u32("subscription id")
         publisher = try r.u64("publisher")
         topic = try r.stringBytes("topic")
-        if r.remaining > 0 && r.bytes[r.offset] == 0 {
-            properties = try r.fixed(1)
-        } else {
-            properties = try MessageProperties.read(&r).raw
-        }
+        properties = try MessageProperties.checkedBlock(&r)
         payload = r.rest()
     }
 

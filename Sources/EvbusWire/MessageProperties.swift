@@ -70,6 +70,14 @@ public struct MessageProperties: Hashable, Sendable {
         return out.bytes
     }
 
+    /// Reads a properties block without decoding it, for copying unchanged: the common empty
+    /// block (one zero byte) costs one compare; anything else is fully checked by `read`.
+    @inlinable
+    public static func checkedBlock(_ r: inout ByteReader) throws(WireError) -> UnsafeRawBufferPointer {
+        if r.remaining > 0 && r.bytes[r.offset] == 0 { return try r.fixed(1) }
+        return try read(&r).raw
+    }
+
     /// Decodes a block already checked by `read` (a DELIVER's, say); none for a bare flags byte.
     public static func decode(block: UnsafeRawBufferPointer) -> MessageProperties {
         guard block.count > 1 else { return .none }
