@@ -22,6 +22,16 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let unknownSubscription = ErrorCode(rawValue: 202)
     public static let duplicateSubscription = ErrorCode(rawValue: 203)
     public static let tooManySubscriptions = ErrorCode(rawValue: 204)
+    public static let unknownExchange = ErrorCode(rawValue: 205)
+    public static let unknownQueue = ErrorCode(rawValue: 206)
+    public static let queueLocked = ErrorCode(rawValue: 207)
+    public static let unknownDeliveryTag = ErrorCode(rawValue: 208)
+    public static let preconditionFailed = ErrorCode(rawValue: 209)
+    public static let invalidName = ErrorCode(rawValue: 210)
+    public static let queueFull = ErrorCode(rawValue: 211)
+    public static let unroutable = ErrorCode(rawValue: 212)
+    public static let accessRefused = ErrorCode(rawValue: 213)
+    public static let unknownConsumer = ErrorCode(rawValue: 214)
 
     /// True when the broker closes the connection after sending this code.
     public var closesConnection: Bool { rawValue < 200 }
@@ -42,6 +52,16 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .unknownSubscription: "unknown-subscription"
         case .duplicateSubscription: "duplicate-subscription"
         case .tooManySubscriptions: "too-many-subscriptions"
+        case .unknownExchange: "unknown-exchange"
+        case .unknownQueue: "unknown-queue"
+        case .queueLocked: "queue-locked"
+        case .unknownDeliveryTag: "unknown-delivery-tag"
+        case .preconditionFailed: "precondition-failed"
+        case .invalidName: "invalid-name"
+        case .queueFull: "queue-full"
+        case .unroutable: "unroutable"
+        case .accessRefused: "access-refused"
+        case .unknownConsumer: "unknown-consumer"
         default: "error-\(rawValue)"
         }
     }

@@ -24,6 +24,26 @@ public enum Frame: Hashable, Sendable {
     case deliver(subscriptionID: UInt32, publisher: UInt64, topic: String, properties: MessageProperties = .none, payload: [UInt8])
     case stats(requestID: UInt32)
     case statsReply(requestID: UInt32, entries: [StatEntry])
+    case topology(requestID: UInt32)
+    case topologyReply(requestID: UInt32, exchanges: [ExchangeSummary], queues: [QueueSummary])
+    case declareExchange(requestID: UInt32, name: String, kind: ExchangeKind, passive: Bool = false)
+    case deleteExchange(requestID: UInt32, name: String, ifUnused: Bool = false)
+    case declareQueue(requestID: UInt32, name: String, options: QueueOptions = QueueOptions(), passive: Bool = false)
+    case queueOK(requestID: UInt32, info: QueueInfo)
+    case deleteQueue(requestID: UInt32, name: String, ifUnused: Bool = false, ifEmpty: Bool = false)
+    case purgeQueue(requestID: UInt32, name: String)
+    case bind(requestID: UInt32, queue: String, exchange: String, key: String)
+    case unbind(requestID: UInt32, queue: String, exchange: String, key: String)
+    case publishTo(flags: UInt8, exchange: String, routingKey: String, properties: MessageProperties = .none, payload: [UInt8])
+    case consume(consumerID: UInt32, queue: String, flags: UInt8, prefetch: UInt16)
+    case cancel(consumerID: UInt32)
+    case message(
+        consumerID: UInt32, deliveryTag: UInt64, flags: UInt8, publisher: UInt64, exchange: String, routingKey: String,
+        properties: MessageProperties = .none, payload: [UInt8])
+    case ack(deliveryTag: UInt64, flags: UInt8)
+    case nack(deliveryTag: UInt64, flags: UInt8)
+    case confirm(sequence: UInt64, flags: UInt8)
+    case returned(code: ErrorCode, exchange: String, routingKey: String, properties: MessageProperties = .none, payload: [UInt8])
 
     public var type: FrameType {
         switch self {
@@ -40,6 +60,24 @@ public enum Frame: Hashable, Sendable {
         case .deliver: .deliver
         case .stats: .stats
         case .statsReply: .statsReply
+        case .topology: .topology
+        case .topologyReply: .topologyReply
+        case .declareExchange: .declareExchange
+        case .deleteExchange: .deleteExchange
+        case .declareQueue: .declareQueue
+        case .queueOK: .queueOK
+        case .deleteQueue: .deleteQueue
+        case .purgeQueue: .purgeQueue
+        case .bind: .bind
+        case .unbind: .unbind
+        case .publishTo: .publishTo
+        case .consume: .consume
+        case .cancel: .cancel
+        case .message: .message
+        case .ack: .ack
+        case .nack: .nack
+        case .confirm: .confirm
+        case .returned: .returned
         }
     }
 }
@@ -67,7 +105,7 @@ extension Frame {
             body.u16(code.rawValue)
             body.u32(requestID)
             body.string(message)
-        case .ok(let requestID), .stats(let requestID):
+        case .ok(let requestID), .stats(let requestID), .topology(let requestID):
             body.u32(requestID)
         case .publish(let topic, let properties, let payload):
             body.string(topic)
@@ -91,6 +129,8 @@ extension Frame {
                 body.string(entry.name)
                 body.u64(entry.value)
             }
+        default:
+            encodeRouting(into: &body)
         }
         var frame = BodyBuilder()
         frame.u32(UInt32(truncatingIfNeeded: body.bytes.count + 1))
@@ -102,6 +142,7 @@ extension Frame {
 
 /// Little-endian appends to an array; used for the cold frames only.
 struct BodyBuilder {
+    mutating func u8(_ v: UInt8) { bytes.append(v) }
     var bytes: [UInt8] = []
     mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
@@ -168,6 +209,8 @@ extension Frame {
                 entries.append(StatEntry(try r.string("entry name"), try r.u64("entry value")))
             }
             frame = .statsReply(requestID: id, entries: entries)
+        default:
+            frame = try decodeRouting(type: type, &r)
         }
         try r.expectEnd(type.name)
         return frame
@@ -191,6 +234,24 @@ extension FrameType {
         case .deliver: "DELIVER"
         case .stats: "STATS"
         case .statsReply: "STATS_REPLY"
+        case .topology: "TOPOLOGY"
+        case .topologyReply: "TOPOLOGY_REPLY"
+        case .declareExchange: "DECLARE_EXCHANGE"
+        case .deleteExchange: "DELETE_EXCHANGE"
+        case .declareQueue: "DECLARE_QUEUE"
+        case .queueOK: "QUEUE_OK"
+        case .deleteQueue: "DELETE_QUEUE"
+        case .purgeQueue: "PURGE_QUEUE"
+        case .bind: "BIND"
+        case .unbind: "UNBIND"
+        case .publishTo: "PUBLISH_TO"
+        case .consume: "CONSUME"
+        case .cancel: "CANCEL"
+        case .message: "MESSAGE"
+        case .ack: "ACK"
+        case .nack: "NACK"
+        case .confirm: "CONFIRM"
+        case .returned: "RETURN"
         }
     }
 }

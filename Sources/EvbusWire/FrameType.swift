@@ -13,11 +13,29 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case deliver = 0x13
     case stats = 0x20
     case statsReply = 0x21
+    case topology = 0x22
+    case topologyReply = 0x23
+    case declareExchange = 0x30
+    case deleteExchange = 0x31
+    case declareQueue = 0x32
+    case queueOK = 0x33
+    case deleteQueue = 0x34
+    case purgeQueue = 0x35
+    case bind = 0x36
+    case unbind = 0x37
+    case publishTo = 0x40
+    case consume = 0x41
+    case cancel = 0x42
+    case message = 0x43
+    case ack = 0x44
+    case nack = 0x45
+    case confirm = 0x46
+    case returned = 0x47
 
     /// Frames only the broker sends; a client sending one is a protocol violation.
     public var isBrokerOnly: Bool {
         switch self {
-        case .welcome, .error, .ok, .deliver, .statsReply: true
+        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned: true
         default: false
         }
     }

@@ -82,3 +82,125 @@ public enum PublishEncoder {
         w.bytes(payload)
     }
 }
+
+/// A PUBLISH_TO body seen in place (the broker's queue hot path).
+public struct PublishToView {
+    public var flags: UInt8
+    public var exchange: UnsafeRawBufferPointer
+    public var routingKey: UnsafeRawBufferPointer
+    public var properties: UnsafeRawBufferPointer
+    public var payload: UnsafeRawBufferPointer
+
+    @inlinable
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        var r = ByteReader(body)
+        flags = try r.u8("flags")
+        guard flags & PublishFlag.reserved == 0 else {
+            throw WireError(.malformedFrame, "reserved PUBLISH_TO flag bits set (0x\(String(flags, radix: 16)))")
+        }
+        exchange = try r.stringBytes("exchange name")
+        routingKey = try r.stringBytes("routing key")
+        properties = try MessageProperties.checkedBlock(&r)
+        payload = r.rest()
+    }
+}
+
+/// A MESSAGE body seen in place (the peer's consumer hot path).
+public struct MessageView {
+    public var consumerID: UInt32
+    public var deliveryTag: UInt64
+    public var flags: UInt8
+    public var publisher: UInt64
+    public var exchange: UnsafeRawBufferPointer
+    public var routingKey: UnsafeRawBufferPointer
+    public var properties: UnsafeRawBufferPointer
+    public var payload: UnsafeRawBufferPointer
+
+    @inlinable
+    public init(body: UnsafeRawBufferPointer) throws(WireError) {
+        var r = ByteReader(body)
+        consumerID = try r.u32("consumer id")
+        deliveryTag = try r.u64("delivery tag")
+        flags = try r.u8("flags")
+        publisher = try r.u64("publisher")
+        exchange = try r.stringBytes("exchange name")
+        routingKey = try r.stringBytes("routing key")
+        properties = try MessageProperties.checkedBlock(&r)
+        payload = r.rest()
+    }
+}
+
+/// A queued message is kept as the tail of the MESSAGE frame that will carry it: publisher,
+/// exchange, routing key, properties, payload. Delivering it is a 18-byte prefix and one copy.
+public enum MessageEncoder {
+    /// Bytes of the stored tail.
+    @inlinable
+    public static func tailSize(exchangeCount: Int, keyCount: Int, propertiesCount: Int, payloadCount: Int) -> Int {
+        8 + 2 + exchangeCount + 2 + keyCount + propertiesCount + payloadCount
+    }
+
+    @inlinable
+    public static func writeTail(
+        into base: UnsafeMutableRawPointer, publisher: UInt64, exchange: UnsafeRawBufferPointer,
+        routingKey: UnsafeRawBufferPointer, properties: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer
+    ) {
+        var w = ByteWriter(base)
+        w.u64(publisher)
+        w.string(exchange)
+        w.string(routingKey)
+        w.properties(properties)
+        w.bytes(payload)
+    }
+
+    /// Bytes of the whole MESSAGE frame for a tail of `tailCount` bytes.
+    @inlinable
+    public static func size(tailCount: Int) -> Int { WireFormat.headerSize + 4 + 8 + 1 + tailCount }
+
+    @inlinable
+    public static func write(
+        into base: UnsafeMutableRawPointer, consumerID: UInt32, deliveryTag: UInt64, flags: UInt8,
+        tail: UnsafeRawBufferPointer
+    ) {
+        var w = ByteWriter(base)
+        w.header(.message, bodyCount: 4 + 8 + 1 + tail.count)
+        w.u32(consumerID)
+        w.u64(deliveryTag)
+        w.u8(flags)
+        w.bytes(tail)
+    }
+}
+
+/// Encodes a PUBLISH_TO frame into reserved memory (the peer library's path to exchanges).
+public enum PublishToEncoder {
+    @inlinable
+    public static func size(exchangeCount: Int, keyCount: Int, propertiesCount: Int, payloadCount: Int) -> Int {
+        WireFormat.headerSize + 1 + 2 + exchangeCount + 2 + keyCount + propertiesCount + payloadCount
+    }
+
+    @inlinable
+    public static func write(
+        into base: UnsafeMutableRawPointer, flags: UInt8, exchange: UnsafeRawBufferPointer,
+        routingKey: UnsafeRawBufferPointer, properties: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer
+    ) {
+        var w = ByteWriter(base)
+        w.header(.publishTo, bodyCount: 1 + 2 + exchange.count + 2 + routingKey.count + properties.count + payload.count)
+        w.u8(flags)
+        w.string(exchange)
+        w.string(routingKey)
+        w.properties(properties)
+        w.bytes(payload)
+    }
+}
+
+/// ACK and NACK frames: 14 bytes, encoded without allocation.
+public enum AckEncoder {
+    public static let size = WireFormat.headerSize + 9
+
+    @inlinable
+    public static func write(into base: UnsafeMutableRawPointer, type: FrameType, deliveryTag: UInt64, flags: UInt8) {
+        var w = ByteWriter(base)
+        w.header(type, bodyCount: 9)
+        w.u64(deliveryTag)
+        w.u8(flags)
+    }
+}

@@ -12,10 +12,13 @@ public struct MessageProperties: Hashable, Sendable {
     public var timestamp: UInt64?
     /// Application headers.
     public var headers: [String: String]
+    /// Milliseconds after which a queued message expires (per-message TTL; queues apply the
+    /// smaller of this and their own TTL). Subscriptions ignore it.
+    public var expiration: UInt32?
 
     public init(
         contentType: String? = nil, correlationID: String? = nil, replyTo: String? = nil, messageID: String? = nil,
-        timestamp: UInt64? = nil, headers: [String: String] = [:]
+        timestamp: UInt64? = nil, headers: [String: String] = [:], expiration: UInt32? = nil
     ) {
         self.contentType = contentType
         self.correlationID = correlationID
@@ -23,6 +26,7 @@ public struct MessageProperties: Hashable, Sendable {
         self.messageID = messageID
         self.timestamp = timestamp
         self.headers = headers
+        self.expiration = expiration
     }
 
     public static let none = MessageProperties()
@@ -37,8 +41,9 @@ public struct MessageProperties: Hashable, Sendable {
         public static let messageID: UInt8 = 0x08
         public static let timestamp: UInt8 = 0x10
         public static let headers: UInt8 = 0x20
+        public static let expiration: UInt8 = 0x40
         /// Bits a version-1 peer must leave clear.
-        public static let reserved: UInt8 = 0xC0
+        public static let reserved: UInt8 = 0x80
     }
 
     /// Most headers one message may carry.
@@ -54,6 +59,7 @@ public struct MessageProperties: Hashable, Sendable {
         if messageID != nil { flags |= Flag.messageID }
         if timestamp != nil { flags |= Flag.timestamp }
         if !headers.isEmpty { flags |= Flag.headers }
+        if expiration != nil { flags |= Flag.expiration }
         out.bytes.append(flags)
         if let contentType { out.string(contentType) }
         if let correlationID { out.string(correlationID) }
@@ -67,6 +73,7 @@ public struct MessageProperties: Hashable, Sendable {
                 out.string(headers[key]!)
             }
         }
+        if let expiration { out.u32(expiration) }
         return out.bytes
     }
 
@@ -110,6 +117,7 @@ public struct MessageProperties: Hashable, Sendable {
                     p.headers[key] = try r.string("header value")
                 }
             }
+            if flags & Flag.expiration != 0 { p.expiration = try r.u32("expiration") }
         }
         return (p, UnsafeRawBufferPointer(rebasing: r.bytes[start..<r.offset]))
     }

@@ -10,7 +10,7 @@ import Testing
     @Test func trieAgreesWithTheReferenceMatcherOnEveryPair() throws {
         var router = TopicRouter()
         for (i, p) in Self.patterns.enumerated() {
-            try router.subscribe(p, SubscriptionTarget(connection: 0, subscription: UInt32(i)))
+            try router.subscribe(p, RouteTarget(connection: 0, subscription: UInt32(i)))
         }
         for topic in Self.topics {
             let expected = Set(Self.patterns.indices.filter { TopicRules.matches(pattern: Self.patterns[$0], topic: topic) }.map(UInt32.init))
@@ -30,7 +30,7 @@ import Testing
                 let n = Int.random(in: 1...4, using: &rng)
                 let p = (0..<n).map { _ in (words + ["*", "#"]).randomElement(using: &rng)! }.joined(separator: ".")
                 patterns.append(p)
-                try router.subscribe(p, SubscriptionTarget(connection: 1, subscription: UInt32(i)))
+                try router.subscribe(p, RouteTarget(connection: 1, subscription: UInt32(i)))
             }
             for _ in 0..<20 {
                 let n = Int.random(in: 1...5, using: &rng)
@@ -43,9 +43,9 @@ import Testing
 
     @Test func everyOverlappingSubscriptionGetsItsOwnCopy() throws {
         var router = TopicRouter()
-        let a = SubscriptionTarget(connection: 1, subscription: 1)
-        let b = SubscriptionTarget(connection: 1, subscription: 2)
-        let c = SubscriptionTarget(connection: 2, subscription: 1)
+        let a = RouteTarget(connection: 1, subscription: 1)
+        let b = RouteTarget(connection: 1, subscription: 2)
+        let c = RouteTarget(connection: 2, subscription: 1)
         try router.subscribe("logs.#", a)
         try router.subscribe("logs.*.error", b)
         try router.subscribe("logs.app.error", c)
@@ -55,7 +55,7 @@ import Testing
 
     @Test func cachedRoutesFollowSubscriptionChanges() throws {
         var router = TopicRouter()
-        let t = SubscriptionTarget(connection: 3, subscription: 9)
+        let t = RouteTarget(connection: 3, subscription: 9)
         #expect(try router.route("a.b").isEmpty)  // cached as "nobody"
         try router.subscribe("a.*", t)
         #expect(try router.route("a.b") == [t])  // cache invalidated by the subscribe
@@ -66,24 +66,24 @@ import Testing
 
     @Test func refusalsCarryTheirCodes() throws {
         var router = TopicRouter()
-        let t = SubscriptionTarget(connection: 0, subscription: 1)
+        let t = RouteTarget(connection: 0, subscription: 1)
         try router.subscribe("a", t)
         #expect(throws: WireError(.duplicateSubscription, "subscription id 1 is already in use on this connection")) {
             try router.subscribe("b", t)
         }
-        #expect(throws: WireError.self) { try router.subscribe("a..b", SubscriptionTarget(connection: 0, subscription: 2)) }
+        #expect(throws: WireError.self) { try router.subscribe("a..b", RouteTarget(connection: 0, subscription: 2)) }
         #expect(throws: WireError(.unknownSubscription, "no subscription with id 7 on this connection")) {
-            try router.unsubscribe(SubscriptionTarget(connection: 0, subscription: 7))
+            try router.unsubscribe(RouteTarget(connection: 0, subscription: 7))
         }
         #expect(throws: WireError.self) { _ = try router.route("a.*") }
     }
 
     @Test func removingAConnectionRemovesAllItsSubscriptions() throws {
         var router = TopicRouter()
-        for i in 0..<5 { try router.subscribe("t.\(i)", SubscriptionTarget(connection: 4, subscription: UInt32(i))) }
-        try router.subscribe("t.0", SubscriptionTarget(connection: 5, subscription: 0))
+        for i in 0..<5 { try router.subscribe("t.\(i)", RouteTarget(connection: 4, subscription: UInt32(i))) }
+        try router.subscribe("t.0", RouteTarget(connection: 5, subscription: 0))
         router.removeAll(connection: 4, subscriptions: 0..<5)
         #expect(router.subscriptionCount == 1)
-        #expect(try router.route("t.0") == [SubscriptionTarget(connection: 5, subscription: 0)])
+        #expect(try router.route("t.0") == [RouteTarget(connection: 5, subscription: 0)])
     }
 }

@@ -31,6 +31,10 @@ public struct BrokerConfig: Sendable, Equatable {
     public var logLevel: LogLevel = .info
     /// The name the broker gives in WELCOME.
     public var brokerName: String = "evbus"
+    /// Exchanges, queues and bindings that exist from the start (see docs/ROUTING.md).
+    public var exchanges: [DeclaredExchange] = []
+    public var queues: [DeclaredQueue] = []
+    public var bindings: [DeclaredBinding] = []
 
     public init() {}
 }

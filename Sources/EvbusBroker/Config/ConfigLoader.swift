@@ -61,6 +61,8 @@ extension BrokerConfig {
             throw fail("handshakeTimeoutMillis", "must be between 1 and 3600000, got \(handshakeTimeoutMillis)")
         }
         if brokerName.isEmpty || brokerName.utf8.count > 255 { throw fail("brokerName", "must be 1 to 255 bytes") }
+        // The declarations must all succeed; try them on a scratch topology.
+        try Topology().declare(self)
     }
 
     static func path(of error: DecodingError) -> String {
@@ -69,7 +71,10 @@ extension BrokerConfig {
         case .typeMismatch(_, let c), .valueNotFound(_, let c), .keyNotFound(_, let c), .dataCorrupted(let c): context = c
         @unknown default: return ""
         }
-        var path = context.codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        var path = ""
+        for part in context.codingPath {
+            if let i = part.intValue { path += "[\(i)]" } else { path += (path.isEmpty ? "" : ".") + part.stringValue }
+        }
         if case .keyNotFound(let key, _) = error { path += (path.isEmpty ? "" : ".") + key.stringValue }
         return path
     }
@@ -88,7 +93,7 @@ extension BrokerConfig {
 
     static func describe(_ type: Any.Type) -> String {
         if type == String.self { return "a string" }
-        if type == Int.self || type == UInt32.self { return "a whole number" }
+        if type == Int.self || type == UInt32.self || type == UInt64.self { return "a whole number" }
         if type == Bool.self { return "true or false" }
         return "\(type)"
     }
@@ -98,6 +103,7 @@ extension BrokerConfig: Decodable {
     enum Key: String, CodingKey, CaseIterable {
         case socketPath, socketMode, maxFrameBytes, highWatermarkBytes, lowWatermarkBytes
         case slowConsumerPolicy, maxSubscriptionsPerConnection, handshakeTimeoutMillis, logLevel, brokerName
+        case exchanges, queues, bindings
     }
 
     /// Any key, to find the ones that are not settings.
@@ -133,6 +139,9 @@ extension BrokerConfig: Decodable {
         handshakeTimeoutMillis = try c.decodeIfPresent(Int.self, forKey: .handshakeTimeoutMillis) ?? handshakeTimeoutMillis
         logLevel = try Self.decodeEnum(c, .logLevel) ?? logLevel
         brokerName = try c.decodeIfPresent(String.self, forKey: .brokerName) ?? brokerName
+        exchanges = try c.decodeIfPresent([DeclaredExchange].self, forKey: .exchanges) ?? []
+        queues = try c.decodeIfPresent([DeclaredQueue].self, forKey: .queues) ?? []
+        bindings = try c.decodeIfPresent([DeclaredBinding].self, forKey: .bindings) ?? []
     }
 
     /// Decodes a string enum, naming the allowed values when the string is not one of them.

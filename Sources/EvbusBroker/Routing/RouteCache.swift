@@ -9,7 +9,7 @@ struct RouteCache {
         var hash: UInt64
         var generation: UInt64
         var key: [UInt8]
-        var targets: [SubscriptionTarget]
+        var targets: [RouteTarget]
     }
 
     private var entries: [Entry?]
@@ -35,7 +35,7 @@ struct RouteCache {
         return h
     }
 
-    func lookup(_ topic: UnsafeRawBufferPointer, hash h: UInt64) -> [SubscriptionTarget]? {
+    func lookup(_ topic: UnsafeRawBufferPointer, hash h: UInt64) -> [RouteTarget]? {
         var i = Int(truncatingIfNeeded: h) & mask
         for _ in 0..<Self.probes {
             guard let e = entries[i] else { return nil }
@@ -49,7 +49,7 @@ struct RouteCache {
         return nil
     }
 
-    mutating func insert(_ topic: UnsafeRawBufferPointer, hash h: UInt64, targets: [SubscriptionTarget]) {
+    mutating func insert(_ topic: UnsafeRawBufferPointer, hash h: UInt64, targets: [RouteTarget]) {
         let home = Int(truncatingIfNeeded: h) & mask
         var slot = home
         for step in 0..<Self.probes {

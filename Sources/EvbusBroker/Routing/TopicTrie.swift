@@ -5,7 +5,7 @@ public final class TopicTrie {
         var children: [Substring: Node] = [:]
         var star: Node?
         var hash: Node?
-        var targets: [SubscriptionTarget] = []
+        var targets: [RouteTarget] = []
 
         var isEmpty: Bool { children.isEmpty && star == nil && hash == nil && targets.isEmpty }
     }
@@ -16,7 +16,7 @@ public final class TopicTrie {
     public init() {}
 
     /// Adds `target` under `pattern` (assumed valid: see `TopicRules.validatePattern`).
-    public func insert(_ pattern: String, _ target: SubscriptionTarget) {
+    public func insert(_ pattern: String, _ target: RouteTarget) {
         var node = root
         for word in pattern.split(separator: ".", omittingEmptySubsequences: false) {
             switch word {
@@ -43,7 +43,7 @@ public final class TopicTrie {
 
     /// Removes one `target` registered under `pattern`, pruning branches left empty. Returns false if absent.
     @discardableResult
-    public func remove(_ pattern: String, _ target: SubscriptionTarget) -> Bool {
+    public func remove(_ pattern: String, _ target: RouteTarget) -> Bool {
         let words = pattern.split(separator: ".", omittingEmptySubsequences: false)
         var path: [(Node, Substring)] = []
         var node = root
@@ -76,9 +76,9 @@ public final class TopicTrie {
     }
 
     /// Every target whose pattern matches `topic`, each once per matching registration.
-    public func match(_ topic: Substring) -> [SubscriptionTarget] {
+    public func match(_ topic: Substring) -> [RouteTarget] {
         let words = topic.split(separator: ".", omittingEmptySubsequences: false)
-        var out: [SubscriptionTarget] = []
+        var out: [RouteTarget] = []
         var seen = Set<ObjectIdentifier>()
         collect(root, words[...], &out, &seen)
         return out
@@ -86,7 +86,7 @@ public final class TopicTrie {
 
     /// `seen` guards against reaching one node twice: `#` can match a topic along several paths
     /// (e.g. `#.#` or `a.#.b` against `a.b.b`), and each registration must be counted once.
-    private func collect(_ node: Node, _ words: ArraySlice<Substring>, _ out: inout [SubscriptionTarget], _ seen: inout Set<ObjectIdentifier>) {
+    private func collect(_ node: Node, _ words: ArraySlice<Substring>, _ out: inout [RouteTarget], _ seen: inout Set<ObjectIdentifier>) {
         if let hash = node.hash {
             // `#` swallows zero words, one word, two, ... up to all of them.
             var rest = words

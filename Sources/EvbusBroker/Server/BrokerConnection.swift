@@ -16,6 +16,17 @@ final class BrokerConnection: ChannelDelegate {
     var phase = Phase.preamble
     var name = ""
     var subscriptions: Set<UInt32> = []
+    /// This connection's queue consumers, by their client-chosen id.
+    var consumers: [UInt32: Consumer] = [:]
+    /// Deliveries awaiting ACK/NACK, by delivery tag.
+    @exclusivity(unchecked) var ledger = UnackedLedger()
+    /// The connection's write queue passed its high watermark: its consumers get nothing until it drains.
+    var consumersBlocked = false
+    /// Confirmed publishes are numbered 1, 2, 3... per connection (PROTOCOL.md §6.4).
+    var confirmSequence: UInt64 = 0
+    /// The highest sequence routed but not yet confirmed: confirmed with one CONFIRM(multiple)
+    /// after each batch of frames read, not one frame per publish.
+    var confirmPending: UInt64 = 0
 
     /// How many slow receivers this connection is waiting for (backpressure); reading resumes at 0.
     var blockedBy = 0
@@ -62,7 +73,22 @@ final class BrokerConnection: ChannelDelegate {
             fail(error)
             return bytes.count
         }
+        flushConfirms()
         return offset
+    }
+
+    /// Sends one CONFIRM(multiple) for every publish confirmed since the last one.
+    func flushConfirms() {
+        guard confirmPending != 0 else { return }
+        send(.confirm(sequence: confirmPending, flags: AckFlag.multiple))
+        confirmPending = 0
+    }
+
+    /// Stops deliveries to this connection's consumers until its write queue drains.
+    func blockConsumers() {
+        guard !consumersBlocked else { return }
+        consumersBlocked = true
+        for consumer in consumers.values { consumer.blocked = true }
     }
 
     private func handle(_ frame: RawFrame) throws(WireError) {
@@ -82,9 +108,25 @@ final class BrokerConnection: ChannelDelegate {
         switch frame.type {
         case .publish:
             try server.publish(from: self, body: frame.body)
+        case .publishTo:
+            try server.publishTo(from: self, body: frame.body)
+        case .ack, .nack:
+            guard frame.body.count == 9 else {
+                throw WireError(.malformedFrame, "\(frame.type.name) body is \(frame.body.count) bytes; it must be 9")
+            }
+            let tag = UInt64(littleEndian: frame.body.loadUnaligned(as: UInt64.self))
+            let flags = frame.body[8]
+            guard flags & (frame.type == .ack ? 0xFE : 0xFC) == 0 else {
+                throw WireError(.malformedFrame, "reserved \(frame.type.name) flag bits set (0x\(String(flags, radix: 16)))")
+            }
+            if frame.type == .ack {
+                server.ack(from: self, tag: tag, flags: flags)
+            } else {
+                server.nack(from: self, tag: tag, flags: flags)
+            }
         case .hello:
             throw WireError(.unexpectedFrame, "HELLO was already sent on this connection")
-        case .welcome, .error, .ok, .deliver, .statsReply:
+        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned:
             throw WireError(.unexpectedFrame, "\(frame.type.name) frames are sent by the broker, not by clients")
         default:
             try handleControl(try Frame.decode(type: frame.type, body: frame.body))
@@ -117,7 +159,7 @@ final class BrokerConnection: ChannelDelegate {
             phase = .closing
             channel.closeAfterFlush()
         default:
-            break
+            server.handleRouting(frame, from: self)
         }
     }
 
@@ -148,6 +190,7 @@ final class BrokerConnection: ChannelDelegate {
 
     func channelBecameWritable(_ channel: Channel) {
         server.releasePublishers(blockedOn: self)
+        server.unblockConsumers(of: self)
     }
 
     func channelClosed(_ channel: Channel, _ reason: Channel.CloseReason) {

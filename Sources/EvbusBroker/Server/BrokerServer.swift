@@ -12,7 +12,16 @@ public final class BrokerServer {
     // Hot-path state below is only touched on the loop thread, one access at a time; dynamic
     // exclusivity checks on it cost more than the work itself (measured with perf), so they are off.
     @exclusivity(unchecked) var stats = BrokerStats()
-    @exclusivity(unchecked) var router = TopicRouter()
+    /// Exchanges, queues and bindings; `topology.defaultTopic` also holds plain subscriptions.
+    let topology = Topology()
+    let defaultTopicName = Array("amq.topic".utf8)
+    /// Reused buffers of the queue paths (loop thread only).
+    @exclusivity(unchecked) var droppedScratch: [StoredMessage] = []
+    @exclusivity(unchecked) var touchedQueues: [MessageQueue] = []
+    /// How deep dead letters are nested right now (a cycle guard).
+    var deadLetterDepth = 0
+    private var lastRateSample = monotonicNanos()
+    private var rateTimer: TimerID?
 
     private var listener: Listener?
     /// Indexed by slot, the number routing targets use; freed slots are reused.
@@ -34,7 +43,23 @@ public final class BrokerServer {
             path: socketPath, mode: config.socketMode, loop: loop,
             onAccept: { [unowned self] fd in accept(fd) },
             onError: { [log] error in log.error("accept: \(error)") })
+        try declareConfigured()
+        rateTimer = loop.scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { [weak self] in
+            guard let self else { return }
+            let now = monotonicNanos()
+            topology.sampleRates(elapsedNanos: now - lastRateSample)
+            lastRateSample = now
+        }
         log.info("listening on \(socketPath) (policy \(config.slowConsumerPolicy.rawValue), max frame \(config.maxFrameBytes) bytes)")
+    }
+
+    /// Creates the exchanges, queues and bindings the config declares.
+    private func declareConfigured() throws {
+        do {
+            try topology.declare(config)
+        } catch {
+            throw StartError(description: "config: \(error.keyPath): \(error.reason)")
+        }
     }
 
     /// Why the broker cannot start.
@@ -93,8 +118,9 @@ public final class BrokerServer {
 
     func connectionClosed(_ c: BrokerConnection, reason: Channel.CloseReason) {
         guard connections[Int(c.slot)] === c else { return }
-        router.removeAll(connection: c.slot, subscriptions: c.subscriptions)
+        topology.defaultTopic.topics.removeAll(connection: c.slot, subscriptions: c.subscriptions)
         c.subscriptions.removeAll()
+        releaseQueues(of: c)
         releasePublishers(blockedOn: c)
         connections[Int(c.slot)] = nil
         freeSlots.append(c.slot)
@@ -114,17 +140,22 @@ public final class BrokerServer {
         guard c.subscriptions.count < config.maxSubscriptionsPerConnection || c.subscriptions.contains(id) else {
             throw WireError(.tooManySubscriptions, "this connection already holds \(c.subscriptions.count) subscriptions, the limit")
         }
-        try router.subscribe(pattern, SubscriptionTarget(connection: c.slot, subscription: id))
+        guard c.consumers[id] == nil else {
+            throw WireError(.duplicateSubscription, "id \(id) is already in use by a consumer on this connection")
+        }
+        try topology.defaultTopic.topics.subscribe(pattern, RouteTarget(connection: c.slot, subscription: id))
         c.subscriptions.insert(id)
     }
 
     func unsubscribe(_ c: BrokerConnection, id: UInt32) throws(WireError) {
-        try router.unsubscribe(SubscriptionTarget(connection: c.slot, subscription: id))
+        try topology.defaultTopic.topics.unsubscribe(RouteTarget(connection: c.slot, subscription: id))
         c.subscriptions.remove(id)
     }
 
     func statEntries() -> [StatEntry] {
-        stats.entries(connections: liveConnections, subscriptions: router.subscriptionCount)
+        stats.entries(
+            connections: liveConnections, subscriptions: topology.defaultTopic.topics.subscriptionCount,
+            exchanges: topology.exchanges.count, queues: topology.liveQueues.count)
     }
 
     /// The counters, for tests and the CLI (loop thread only).
@@ -138,6 +169,7 @@ public final class BrokerServer {
     public func shutdown(graceNanos: UInt64 = 1_000_000_000, done: @escaping () -> Void) {
         listener?.close()
         listener = nil
+        if let rateTimer { loop.cancelTimer(rateTimer) }
         var finished = false
         let finish = { if !finished { finished = true; done() } }
         onShutdownComplete = finish

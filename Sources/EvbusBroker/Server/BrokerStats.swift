@@ -17,9 +17,21 @@ public struct BrokerStats: Sendable, Equatable {
     public var protocolErrors: UInt64 = 0
     /// Single requests refused (invalid topic, unknown subscription, ...).
     public var rejectedRequests: UInt64 = 0
+    /// Messages put into queues (one per queue reached).
+    public var queued: UInt64 = 0
+    /// Queue deliveries acknowledged.
+    public var acked: UInt64 = 0
+    /// Mandatory publishes that reached nothing and went back to their publisher.
+    public var returned: UInt64 = 0
+    /// Publishes a full `reject-publish` queue refused.
+    public var rejectedPublishes: UInt64 = 0
+    /// Messages republished to a dead-letter exchange.
+    public var deadLettered: UInt64 = 0
+    /// Messages that expired in a queue (dead-lettered or discarded).
+    public var expired: UInt64 = 0
 
     /// The counters with the live gauges, under the names PROTOCOL.md documents for STATS_REPLY.
-    public func entries(connections: Int, subscriptions: Int) -> [StatEntry] {
+    public func entries(connections: Int, subscriptions: Int, exchanges: Int, queues: Int) -> [StatEntry] {
         [
             StatEntry("connections", UInt64(connections)),
             StatEntry("connections_total", connectionsTotal),
@@ -32,6 +44,14 @@ public struct BrokerStats: Sendable, Equatable {
             StatEntry("backpressure_pauses", backpressurePauses),
             StatEntry("protocol_errors", protocolErrors),
             StatEntry("rejected_requests", rejectedRequests),
+            StatEntry("exchanges", UInt64(exchanges)),
+            StatEntry("queues", UInt64(queues)),
+            StatEntry("queued", queued),
+            StatEntry("acked", acked),
+            StatEntry("returned", returned),
+            StatEntry("rejected_publishes", rejectedPublishes),
+            StatEntry("dead_lettered", deadLettered),
+            StatEntry("expired", expired),
         ]
     }
 }

@@ -1,13 +1,15 @@
 import EvbusIO
 import EvbusWire
 
-/// The hot path: one PUBLISH in, one DELIVER per matching subscription out, and the slow-consumer policy.
+/// The hot path: a PUBLISH or PUBLISH_TO in, one DELIVER per matching subscription and one queued
+/// message per matching queue out, and the slow-consumer policy for subscriptions.
 extension BrokerServer {
+    /// PUBLISH: a topic on the default topic exchange.
     func publish(from publisher: BrokerConnection, body: UnsafeRawBufferPointer) throws(WireError) {
         let view = try PublishView(body: body)
-        let targets: [SubscriptionTarget]
+        let targets: [RouteTarget]
         do {
-            targets = try router.route(view.topic)
+            targets = try topology.defaultTopic.topics.route(view.topic)
         } catch {
             publisher.refuse(error, requestID: 0)
             return
@@ -17,9 +19,45 @@ extension BrokerServer {
             stats.unroutable &+= 1
             return
         }
-        let size = DeliverEncoder.size(
-            topicCount: view.topic.count, propertiesCount: view.properties.count, payloadCount: view.payload.count)
+        let exchange = defaultTopicName
+        _ = exchange.withUnsafeBytes { name in
+            deliver(to: targets, from: publisher, publisherID: publisher.id, exchange: name, routingKey: view.topic,
+                    properties: view.properties, payload: view.payload)
+        }
+    }
+
+    /// What became of one routed message.
+    struct Outcome {
+        /// The first queue that refused it (reject-publish), if any.
+        var rejectedBy: MessageQueue?
+    }
+
+    /// Hands one message to every target: subscriptions get a DELIVER written at once, queues get a
+    /// stored copy (one allocation shared by all of them) and dispatch to their consumers.
+    /// `publisher` is nil for dead letters (nobody to slow down).
+    @inline(__always)
+    func deliver(
+        to targets: [RouteTarget], from publisher: BrokerConnection?, publisherID: UInt64,
+        exchange: UnsafeRawBufferPointer, routingKey: UnsafeRawBufferPointer, properties: UnsafeRawBufferPointer,
+        payload: UnsafeRawBufferPointer
+    ) -> Outcome {
+        var outcome = Outcome()
+        var stored: StoredMessage?
+        let deliverSize = DeliverEncoder.size(
+            topicCount: routingKey.count, propertiesCount: properties.count, payloadCount: payload.count)
         for target in targets {
+            if target.isQueue {
+                guard let queue = topology.queues[Int(target.queueSlot)] else { continue }
+                if stored == nil {
+                    stored = StoredMessage(
+                        publisher: publisherID, exchange: exchange, routingKey: routingKey, properties: properties,
+                        payload: payload, expiresAt: 0)
+                }
+                var message = stored!
+                message.expiresAt = expiry(for: queue, properties: properties)
+                if !enqueue(message, into: queue) && outcome.rejectedBy == nil { outcome.rejectedBy = queue }
+                continue
+            }
             guard let receiver = connections[Int(target.connection)], receiver.phase == .open else { continue }
             let channel = receiver.channel
             if config.slowConsumerPolicy == .drop && !channel.isWritable {
@@ -27,12 +65,13 @@ extension BrokerServer {
                 continue
             }
             DeliverEncoder.write(
-                into: channel.reserve(size), subscriptionID: target.subscription, publisher: publisher.id,
-                topic: view.topic, properties: view.properties, payload: view.payload)
-            channel.commit(size)
+                into: channel.reserve(deliverSize), subscriptionID: target.subscription, publisher: publisherID,
+                topic: routingKey, properties: properties, payload: payload)
+            channel.commit(deliverSize)
             stats.delivered &+= 1
-            if !channel.isWritable { overHighWatermark(receiver, publisher: publisher) }
+            if !channel.isWritable, let publisher { overHighWatermark(receiver, publisher: publisher) }
         }
+        return outcome
     }
 
     /// `receiver`'s queue just passed the high watermark (or was already over it).

@@ -1,0 +1,118 @@
+public import EvbusWire
+
+/// Exchanges, queues and bindings a config file declares, created when the broker starts.
+/// A declared queue belongs to the broker: never exclusive, never auto-deleted.
+public struct DeclaredExchange: Sendable, Equatable, Decodable {
+    public var name: String
+    public var type: ExchangeKind
+
+    enum Key: String, CodingKey, CaseIterable { case name, type }
+
+    public init(name: String, type: ExchangeKind) {
+        self.name = name
+        self.type = type
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try strictContainer(decoder, Key.self)
+        name = try c.decode(String.self, forKey: .name)
+        let raw = try c.decode(String.self, forKey: .type)
+        guard let kind = ExchangeKind(name: raw) else {
+            throw ConfigError(file: "", keyPath: keyPath(decoder, "type"), reason: "expected \"fanout\", \"direct\" or \"topic\", got \"\(raw)\"")
+        }
+        type = kind
+    }
+}
+
+public struct DeclaredQueue: Sendable, Equatable, Decodable {
+    public var name: String
+    public var options = QueueOptions()
+
+    enum Key: String, CodingKey, CaseIterable {
+        case name, maxLength, maxBytes, overflow, messageTTLMillis, deadLetterExchange, deadLetterRoutingKey
+    }
+
+    public init(name: String, options: QueueOptions = QueueOptions()) {
+        self.name = name
+        self.options = options
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try strictContainer(decoder, Key.self)
+        name = try c.decode(String.self, forKey: .name)
+        options.maxLength = try c.decodeIfPresent(UInt64.self, forKey: .maxLength)
+        options.maxBytes = try c.decodeIfPresent(UInt64.self, forKey: .maxBytes)
+        if let raw = try c.decodeIfPresent(String.self, forKey: .overflow) {
+            guard let policy = OverflowPolicy(name: raw) else {
+                throw ConfigError(file: "", keyPath: keyPath(decoder, "overflow"), reason: "expected \"drop-head\" or \"reject-publish\", got \"\(raw)\"")
+            }
+            options.overflow = policy
+        }
+        options.messageTTL = try c.decodeIfPresent(UInt32.self, forKey: .messageTTLMillis)
+        options.deadLetterExchange = try c.decodeIfPresent(String.self, forKey: .deadLetterExchange)
+        options.deadLetterRoutingKey = try c.decodeIfPresent(String.self, forKey: .deadLetterRoutingKey)
+    }
+}
+
+public struct DeclaredBinding: Sendable, Equatable, Decodable {
+    public var queue: String
+    public var exchange: String
+    public var key: String
+
+    enum Key: String, CodingKey, CaseIterable { case queue, exchange, key }
+
+    public init(queue: String, exchange: String, key: String) {
+        self.queue = queue
+        self.exchange = exchange
+        self.key = key
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try strictContainer(decoder, Key.self)
+        queue = try c.decode(String.self, forKey: .queue)
+        exchange = try c.decode(String.self, forKey: .exchange)
+        key = try c.decodeIfPresent(String.self, forKey: .key) ?? ""
+    }
+}
+
+/// A keyed container that refuses keys it does not know, naming the ones it does.
+private func strictContainer<K: CodingKey & CaseIterable & RawRepresentable>(
+    _ decoder: any Decoder, _: K.Type
+) throws -> KeyedDecodingContainer<K> where K.RawValue == String {
+    let all = try decoder.container(keyedBy: BrokerConfig.AnyKey.self)
+    for key in all.allKeys where K(rawValue: key.stringValue) == nil {
+        let known = K.allCases.map(\.rawValue).joined(separator: ", ")
+        throw ConfigError(file: "", keyPath: keyPath(decoder, key.stringValue), reason: "unknown key (known keys: \(known))")
+    }
+    return try decoder.container(keyedBy: K.self)
+}
+
+private func keyPath(_ decoder: any Decoder, _ key: String) -> String {
+    var path = ""
+    for part in decoder.codingPath {
+        if let i = part.intValue { path += "[\(i)]" } else { path += (path.isEmpty ? "" : ".") + part.stringValue }
+    }
+    return path + (path.isEmpty ? "" : ".") + key
+}
+
+extension Topology {
+    /// Declares what a config lists, in order: exchanges, queues, bindings. Throws the first
+    /// refusal with its key path (so a bad file fails at start, not at first use).
+    public func declare(_ config: BrokerConfig) throws(ConfigError) {
+        func fail(_ path: String, _ error: WireError) -> ConfigError {
+            ConfigError(file: "", keyPath: path, reason: error.message)
+        }
+        for (i, e) in config.exchanges.enumerated() {
+            do { try declareExchange(e.name, kind: e.type) } catch { throw fail("exchanges[\(i)]", error) }
+        }
+        for (i, q) in config.queues.enumerated() {
+            guard !q.name.isEmpty else {
+                throw ConfigError(file: "", keyPath: "queues[\(i)].name", reason: "a declared queue needs a name")
+            }
+            do { _ = try declareQueue(q.name, options: q.options, connection: 0) } catch { throw fail("queues[\(i)]", error) }
+        }
+        for (i, b) in config.bindings.enumerated() {
+            do { try bind(queue: b.queue, exchange: b.exchange, key: b.key, connection: 0) } catch { throw fail("bindings[\(i)]", error) }
+        }
+    }
+}

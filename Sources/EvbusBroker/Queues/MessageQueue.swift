@@ -1,0 +1,175 @@
+public import EvbusWire
+
+/// A queue: ready messages in order, its consumers in round-robin order, its limits and counters.
+/// Pure: it decides which message goes to which consumer; the server writes the frames.
+public final class MessageQueue {
+    public let name: String
+    /// The server's slot for it (route targets name queues by slot).
+    public let slot: UInt32
+    public let options: QueueOptions
+    /// The connection an exclusive queue belongs to.
+    public let owner: UInt64?
+
+    private var ready = RingBuffer<StoredMessage>()
+    public private(set) var readyBytes: UInt64 = 0
+    public private(set) var consumers: [Consumer] = []
+    private var nextConsumer = 0
+    /// Deliveries to manual-ack consumers not yet acknowledged.
+    public internal(set) var unacked = 0
+    /// An auto-delete queue goes when its last consumer leaves, but only once it has had one.
+    public private(set) var hadConsumer = false
+    /// (exchange, key) of every explicit binding, to undo them when the queue goes.
+    public var bindings: Set<BindingKey> = []
+    /// The server has a TTL timer armed for the head (monotonic ns), 0 = none.
+    public var expiryTimerAt: UInt64 = 0
+
+    public var published: UInt64 = 0
+    public var delivered: UInt64 = 0
+    public var acked: UInt64 = 0
+    /// Counters at the last rate sample and the rates computed from them.
+    var sample: (published: UInt64, delivered: UInt64, acked: UInt64) = (0, 0, 0)
+    public private(set) var rates: (publish: UInt32, deliver: UInt32, ack: UInt32) = (0, 0, 0)
+
+    public struct BindingKey: Hashable {
+        public var exchange: String
+        public var key: String
+        public init(exchange: String, key: String) {
+            self.exchange = exchange
+            self.key = key
+        }
+    }
+
+    public init(name: String, slot: UInt32, options: QueueOptions, owner: UInt64?) {
+        self.name = name
+        self.slot = slot
+        self.options = options
+        self.owner = owner
+    }
+
+    public var readyCount: Int { ready.count }
+    public var head: StoredMessage? { ready.first }
+
+    // MARK: In
+
+    /// Adds a published message, applying the length limits. Returns false if `reject-publish`
+    /// refused it; with `drop-head`, the messages dropped to make room are appended to `dropped`.
+    public func enqueue(_ m: StoredMessage, dropped: inout [StoredMessage]) -> Bool {
+        if options.overflow == .rejectPublish && wouldOverflow(adding: m) { return false }
+        ready.append(m)
+        readyBytes &+= UInt64(m.payloadCount)
+        published &+= 1
+        if options.maxLength != nil || options.maxBytes != nil {
+            while isOverLimit, let head = popReady() { dropped.append(head) }
+        }
+        return true
+    }
+
+    private func wouldOverflow(adding m: StoredMessage) -> Bool {
+        if let max = options.maxLength, UInt64(ready.count) + 1 > max { return true }
+        if let max = options.maxBytes, readyBytes + UInt64(m.payloadCount) > max { return true }
+        return false
+    }
+
+    private var isOverLimit: Bool {
+        if let max = options.maxLength, UInt64(ready.count) > max { return true }
+        if let max = options.maxBytes, readyBytes > max { return true }
+        return false
+    }
+
+    /// Puts unacknowledged messages back at the head, in the order given (their original order),
+    /// flagged as redelivered. Limits are not applied: these were already admitted.
+    public func requeue(_ messages: [StoredMessage]) {
+        for var m in messages.reversed() {
+            m.redelivered = true
+            readyBytes &+= UInt64(m.payloadCount)
+            ready.prepend(m)
+        }
+    }
+
+    private func popReady() -> StoredMessage? {
+        guard let m = ready.popFirst() else { return nil }
+        readyBytes &-= UInt64(m.payloadCount)
+        return m
+    }
+
+    /// Removes every ready message; returns how many.
+    public func purge() -> Int {
+        let n = ready.count
+        ready.removeAll()
+        readyBytes = 0
+        return n
+    }
+
+    // MARK: Out
+
+    public enum Step {
+        /// Write this message to this consumer.
+        case deliver(StoredMessage, Consumer)
+        /// The head expired (TTL): dead-letter or drop it.
+        case expired(StoredMessage)
+        /// Nothing to do: empty, or every consumer is full or blocked.
+        case idle
+    }
+
+    /// The next thing to do at monotonic time `now`: expire the head, or hand it to the next
+    /// consumer (round-robin) that has room in its prefetch window.
+    @inline(__always)
+    public func next(now: @autoclosure () -> UInt64) -> Step {
+        guard let head = ready.first else { return .idle }
+        if head.expiresAt != 0 && head.expiresAt <= now() {
+            return .expired(popReady()!)
+        }
+        guard let consumer = pickConsumer() else { return .idle }
+        let m = popReady()!
+        if consumer.manualAck {
+            consumer.unacked += 1
+            unacked += 1
+        }
+        delivered &+= 1
+        return .deliver(m, consumer)
+    }
+
+    @inline(__always)
+    private func pickConsumer() -> Consumer? {
+        let n = consumers.count
+        guard n > 0 else { return nil }
+        for i in 0..<n {
+            var index = nextConsumer + i
+            if index >= n { index -= n }
+            let c = consumers[index]
+            if c.hasCapacity {
+                nextConsumer = index + 1 == n ? 0 : index + 1
+                return c
+            }
+        }
+        return nil
+    }
+
+    /// A delivery to `consumer` was acknowledged (or rejected): its window has room again.
+    public func settled(_ consumer: Consumer, acked isAck: Bool) {
+        consumer.unacked -= 1
+        unacked -= 1
+        if isAck { acked &+= 1 }
+    }
+
+    // MARK: Consumers
+
+    public func add(_ consumer: Consumer) {
+        consumers.append(consumer)
+        hadConsumer = true
+    }
+
+    public func remove(_ consumer: Consumer) {
+        consumers.removeAll { $0 === consumer }
+        if nextConsumer >= consumers.count { nextConsumer = 0 }
+    }
+
+    /// Computes rates from the counters since the last sample, `elapsedNanos` ago.
+    func sampleRates(elapsedNanos: UInt64) {
+        func rate(_ now: UInt64, _ then: UInt64) -> UInt32 {
+            UInt32(clamping: (now &- then) * 1_000_000_000 / max(elapsedNanos, 1))
+        }
+        rates = (rate(published, sample.published), rate(delivered, sample.delivered), rate(acked, sample.acked))
+        sample = (published, delivered, acked)
+    }
+}

@@ -1,0 +1,64 @@
+public import EvbusWire
+
+/// A message waiting in a queue or for its acknowledgement. Kept as the tail of the MESSAGE frame
+/// that will carry it (publisher, exchange, routing key, properties, payload), so a delivery is a
+/// short prefix plus one copy. One array allocation per queued message; nothing else.
+public struct StoredMessage {
+    public var tail: [UInt8]
+    public var payloadCount: Int
+    /// Monotonic nanoseconds after which it expires; 0 = never.
+    public var expiresAt: UInt64
+    public var redelivered = false
+
+    public init(tail: [UInt8], payloadCount: Int, expiresAt: UInt64) {
+        self.tail = tail
+        self.payloadCount = payloadCount
+        self.expiresAt = expiresAt
+    }
+
+    /// Copies a message in from its parts (a PUBLISH_TO or PUBLISH view, or a dead letter).
+    public init(
+        publisher: UInt64, exchange: UnsafeRawBufferPointer, routingKey: UnsafeRawBufferPointer,
+        properties: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, expiresAt: UInt64
+    ) {
+        let n = MessageEncoder.tailSize(
+            exchangeCount: exchange.count, keyCount: routingKey.count, propertiesCount: properties.count,
+            payloadCount: payload.count)
+        tail = [UInt8](unsafeUninitializedCapacity: n) { buffer, initialized in
+            MessageEncoder.writeTail(
+                into: UnsafeMutableRawPointer(buffer.baseAddress!), publisher: publisher, exchange: exchange,
+                routingKey: routingKey, properties: properties, payload: payload)
+            initialized = n
+        }
+        payloadCount = payload.count
+        self.expiresAt = expiresAt
+    }
+
+    /// The parts, decoded (cold paths: dead-lettering, returns).
+    public struct Parts {
+        public var publisher: UInt64
+        public var exchange: String
+        public var routingKey: String
+        public var properties: MessageProperties
+        public var payload: [UInt8]
+    }
+
+    public func parts() -> Parts {
+        tail.withUnsafeBytes { raw in
+            var r = ByteReader(raw)
+            // The tail was written by this process from checked input: it always decodes.
+            let publisher = (try? r.u64("publisher")) ?? 0
+            let exchange = (try? r.string("exchange")) ?? ""
+            let key = (try? r.string("routing key")) ?? ""
+            let properties = (try? MessageProperties.read(&r).0) ?? .none
+            return Parts(publisher: publisher, exchange: exchange, routingKey: key, properties: properties, payload: Array(r.rest()))
+        }
+    }
+
+    /// The per-message TTL in a raw properties block: expiration is its last field, a u32.
+    @inlinable
+    public static func expiration(inPropertiesBlock block: UnsafeRawBufferPointer) -> UInt32? {
+        guard block.count >= 5, block[0] & MessageProperties.Flag.expiration != 0 else { return nil }
+        return UInt32(littleEndian: block.loadUnaligned(fromByteOffset: block.count - 4, as: UInt32.self))
+    }
+}

@@ -1,0 +1,84 @@
+public import EvbusWire
+
+/// One connection's deliveries awaiting ACK/NACK, in delivery-tag order. Tags are consecutive on a
+/// connection (1, 2, 3...; auto-ack deliveries carry tag 0 and are not recorded), so an entry is
+/// found by subtraction, not by search, and a `multiple` ack walks a prefix.
+public struct UnackedLedger {
+    struct Entry {
+        /// nil once settled (acked out of order: the slot stays until the prefix before it goes).
+        var message: StoredMessage?
+        var consumer: Consumer
+    }
+
+    private var entries = RingBuffer<Entry>(capacity: 64)
+    /// The tag of `entries[0]`.
+    private var firstTag: UInt64 = 1
+    public private(set) var nextTag: UInt64 = 1
+    public private(set) var outstanding = 0
+
+    public init() {}
+
+    /// Records a delivery and returns its tag.
+    @inline(__always)
+    public mutating func record(_ m: StoredMessage, consumer: Consumer) -> UInt64 {
+        let tag = nextTag
+        nextTag += 1
+        if entries.isEmpty { firstTag = tag }
+        entries.append(Entry(message: m, consumer: consumer))
+        outstanding += 1
+        return tag
+    }
+
+    /// Settles `tag` (or, with `multiple`, every outstanding tag up to it; tag 0 with `multiple`
+    /// means all), calling `body` for each in tag order. Throws `unknown-delivery-tag` when nothing
+    /// outstanding matches: an unknown, already settled, or never-issued tag.
+    public mutating func settle(
+        _ tag: UInt64, multiple: Bool, _ body: (StoredMessage, Consumer) -> Void
+    ) throws(WireError) {
+        let last = multiple && tag == 0 ? nextTag - 1 : tag
+        guard tag < nextTag, last >= firstTag, !entries.isEmpty else { throw unknown(tag) }
+        if multiple {
+            var settledAny = false
+            let end = Int(last - firstTag)
+            for i in 0...end {
+                if let m = entries[i].message {
+                    entries[i].message = nil
+                    outstanding -= 1
+                    settledAny = true
+                    body(m, entries[i].consumer)
+                }
+            }
+            guard settledAny else { throw unknown(tag) }
+        } else {
+            let i = Int(tag - firstTag)
+            guard let m = entries[i].message else { throw unknown(tag) }
+            entries[i].message = nil
+            outstanding -= 1
+            body(m, entries[i].consumer)
+        }
+        compact()
+    }
+
+    /// Removes every outstanding delivery of `consumer` (or of all consumers when nil), in tag order,
+    /// for requeueing.
+    public mutating func takeAll(of consumer: Consumer?, _ body: (StoredMessage, Consumer) -> Void) {
+        for i in 0..<entries.count {
+            guard let m = entries[i].message, consumer == nil || entries[i].consumer === consumer else { continue }
+            entries[i].message = nil
+            outstanding -= 1
+            body(m, entries[i].consumer)
+        }
+        compact()
+    }
+
+    private mutating func compact() {
+        while let e = entries.first, e.message == nil {
+            _ = entries.popFirst()
+            firstTag += 1
+        }
+    }
+
+    private func unknown(_ tag: UInt64) -> WireError {
+        WireError(.unknownDeliveryTag, "delivery tag \(tag) is not an outstanding delivery on this connection (unknown, or already acknowledged)")
+    }
+}

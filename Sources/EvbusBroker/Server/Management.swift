@@ -1,0 +1,154 @@
+import EvbusIO
+import EvbusWire
+
+/// Declaring, binding, consuming and deleting: the cold requests on exchanges and queues.
+/// Each either succeeds and is answered (OK / QUEUE_OK) or refuses that one request.
+extension BrokerServer {
+    func handleRouting(_ frame: Frame, from c: BrokerConnection) {
+        switch frame {
+        case .declareExchange(let id, let name, let kind, let passive):
+            answer(c, id) { () throws(WireError) in
+                try topology.declareExchange(name, kind: kind, passive: passive)
+                return .ok(requestID: id)
+            }
+        case .deleteExchange(let id, let name, let ifUnused):
+            answer(c, id) { () throws(WireError) in
+                try topology.deleteExchange(name, ifUnused: ifUnused)
+                return .ok(requestID: id)
+            }
+        case .declareQueue(let id, let name, let options, let passive):
+            answer(c, id) { () throws(WireError) in
+                let q = try topology.declareQueue(name, options: options, passive: passive, connection: c.id)
+                return .queueOK(requestID: id, info: QueueInfo(
+                    name: q.name, messageCount: UInt32(clamping: q.readyCount), consumerCount: UInt32(clamping: q.consumers.count)))
+            }
+        case .deleteQueue(let id, let name, let ifUnused, let ifEmpty):
+            answer(c, id) { () throws(WireError) in
+                let q = try topology.queue(name, connection: c.id)
+                try topology.checkDeletable(q, ifUnused: ifUnused, ifEmpty: ifEmpty)
+                let count = q.readyCount
+                deleteQueue(q, closing: nil)
+                return .queueOK(requestID: id, info: QueueInfo(name: name, messageCount: UInt32(clamping: count), consumerCount: 0))
+            }
+        case .purgeQueue(let id, let name):
+            answer(c, id) { () throws(WireError) in
+                let q = try topology.queue(name, connection: c.id)
+                let count = q.purge()
+                return .queueOK(requestID: id, info: QueueInfo(name: name, messageCount: UInt32(clamping: count), consumerCount: UInt32(clamping: q.consumers.count)))
+            }
+        case .bind(let id, let queue, let exchange, let key):
+            answer(c, id) { () throws(WireError) in
+                try topology.bind(queue: queue, exchange: exchange, key: key, connection: c.id)
+                return .ok(requestID: id)
+            }
+        case .unbind(let id, let queue, let exchange, let key):
+            answer(c, id) { () throws(WireError) in
+                try topology.unbind(queue: queue, exchange: exchange, key: key, connection: c.id)
+                return .ok(requestID: id)
+            }
+        case .consume(let id, let queue, let flags, let prefetch):
+            answer(c, id) { () throws(WireError) in
+                try consume(c, id: id, queue: queue, manualAck: flags & ConsumeFlag.manualAck != 0, prefetch: Int(prefetch))
+                return .ok(requestID: id)
+            }
+        case .cancel(let id):
+            answer(c, id) { () throws(WireError) in
+                guard let consumer = c.consumers[id] else {
+                    throw WireError(.unknownConsumer, "no consumer with id \(id) on this connection")
+                }
+                removeConsumer(consumer, of: c)
+                return .ok(requestID: id)
+            }
+        case .topology(let id):
+            let (exchanges, queues) = topology.summaries()
+            c.send(.topologyReply(requestID: id, exchanges: exchanges, queues: queues))
+        default:
+            break
+        }
+    }
+
+    /// Runs one request; its reply, or its refusal, goes back under the request's id.
+    private func answer(_ c: BrokerConnection, _ id: UInt32, _ body: () throws(WireError) -> Frame) {
+        do {
+            c.send(try body())
+        } catch {
+            c.refuse(error, requestID: id)
+        }
+    }
+
+    // MARK: Consumers
+
+    private func consume(_ c: BrokerConnection, id: UInt32, queue name: String, manualAck: Bool, prefetch: Int) throws(WireError) {
+        guard !c.subscriptions.contains(id) && c.consumers[id] == nil else {
+            throw WireError(.duplicateSubscription, "id \(id) is already in use by a subscription or consumer on this connection")
+        }
+        let q = try topology.queue(name, connection: c.id)
+        let consumer = Consumer(
+            connectionSlot: c.slot, connectionID: c.id, id: id, manualAck: manualAck, prefetch: prefetch, queue: q)
+        consumer.blocked = c.consumersBlocked
+        c.consumers[id] = consumer
+        q.add(consumer)
+        // The OK goes out before the first MESSAGE: dispatch once this request is answered.
+        loop.deferWork { [unowned self] in
+            if topology.queues[Int(q.slot)] === q { dispatch(q) }
+        }
+    }
+
+    /// Cancels a consumer: its unacknowledged messages go back to the head of the queue (flagged
+    /// redelivered) and an auto-delete queue left without consumers is deleted.
+    func removeConsumer(_ consumer: Consumer, of c: BrokerConnection) {
+        var back: [(MessageQueue, StoredMessage)] = []
+        c.ledger.takeAll(of: consumer) { m, owner in
+            owner.queue.settled(owner, acked: false)
+            back.append((owner.queue, m))
+        }
+        c.consumers[consumer.id] = nil
+        let q = consumer.queue
+        q.remove(consumer)
+        q.requeue(back.map(\.1))
+        if q.options.autoDelete && q.consumers.isEmpty && q.hadConsumer {
+            log.debug("auto-delete queue \"\(q.name)\" lost its last consumer; deleting it")
+            deleteQueue(q, closing: c)
+        } else {
+            dispatch(q)
+        }
+    }
+
+    /// Deletes a queue: its other consumers are told (CANCEL from the broker), its messages and
+    /// unacknowledged deliveries are discarded, its bindings removed. `closing` is a connection
+    /// being torn down, which is not sent anything.
+    func deleteQueue(_ q: MessageQueue, closing: BrokerConnection?) {
+        for consumer in q.consumers {
+            guard let owner = connections[Int(consumer.connectionSlot)] else { continue }
+            owner.ledger.takeAll(of: consumer) { _, holder in holder.queue.settled(holder, acked: false) }
+            owner.consumers[consumer.id] = nil
+            if owner !== closing && owner.phase == .open { owner.send(.cancel(consumerID: consumer.id)) }
+        }
+        for consumer in q.consumers { q.remove(consumer) }
+        _ = q.purge()
+        topology.remove(q)
+    }
+
+    /// A connection went: everything its consumers held goes back to the head of its queues in
+    /// delivery order (flagged redelivered), auto-delete queues it was the last consumer of and
+    /// exclusive queues it owned are deleted.
+    func releaseQueues(of c: BrokerConnection) {
+        var back: [(MessageQueue, StoredMessage)] = []
+        c.ledger.takeAll(of: nil) { m, owner in
+            owner.queue.settled(owner, acked: false)
+            back.append((owner.queue, m))
+        }
+        let consumers = Array(c.consumers.values)
+        c.consumers.removeAll()
+        for consumer in consumers { consumer.queue.remove(consumer) }
+        for q in Self.distinct(back.map(\.0)) { q.requeue(back.filter { $0.0 === q }.map(\.1)) }
+        for q in Self.distinct(consumers.map(\.queue)) {
+            if q.options.autoDelete && q.consumers.isEmpty && q.hadConsumer {
+                deleteQueue(q, closing: c)
+            } else {
+                dispatch(q)
+            }
+        }
+        for q in topology.liveQueues where q.owner == c.id { deleteQueue(q, closing: c) }
+    }
+}
