@@ -20,6 +20,11 @@ public struct EvbusError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let invalidArgument = Code(name: "invalid-argument")
         /// No answer came in time.
         public static let timeout = Code(name: "timeout")
+        /// The broker cancelled a consumer (its queue was deleted).
+        public static let consumerCancelled = Code(name: "consumer-cancelled")
+        /// Publisher confirms: the broker refused one or more publishes (a full reject-publish queue,
+        /// an unknown exchange, an invalid routing key).
+        public static let nacked = Code(name: "nacked")
         /// The broker answered something this library does not understand.
         public static let protocolViolation = Code(name: "protocol-violation")
     }

@@ -15,6 +15,8 @@ final class Outbox: Sendable {
         var drainScheduled = false
         var closed: EvbusError?
         var waiters: [CheckedContinuation<Void, any Error>] = []
+        /// Confirmed publishes queued so far: the broker numbers them in the same order (1, 2, 3...).
+        var confirmSequence: UInt64 = 0
     }
 
     enum Admission {
@@ -34,9 +36,10 @@ final class Outbox: Sendable {
 
     /// Encodes a frame of `size` bytes with `encode` straight into the queue.
     @inline(__always)
-    func append(size: Int, _ encode: (UnsafeMutableRawPointer) -> Void) -> Admission {
+    func append(size: Int, confirm: Bool = false, _ encode: (UnsafeMutableRawPointer) -> Void) -> Admission {
         state.withLock { s in
             if let closed = s.closed { return .closed(closed) }
+            if confirm { s.confirmSequence += 1 }
             encode(s.queue.reserve(size))
             s.queue.commit(size)
             let schedule = !s.drainScheduled
@@ -44,6 +47,9 @@ final class Outbox: Sendable {
             return .queued(scheduleDrain: schedule, full: s.queue.count > highWatermark)
         }
     }
+
+    /// The sequence number of the last confirmed publish queued.
+    var confirmSequence: UInt64 { state.withLock { $0.confirmSequence } }
 
     /// Suspends until the queue is back under the low watermark (or the peer closed).
     func waitForRoom() async throws {

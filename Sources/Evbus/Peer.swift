@@ -22,9 +22,11 @@ public final class Peer: Sendable {
 
     let core: LoopBound<PeerConnection>
     let outbox: Outbox
+    /// Sends ACK/NACK through the outbox.
+    let acker: Acker
     /// Calls to controllers in other processes waiting for replies.
     let remoteCalls = RemoteCalls()
-    private let nextID = Atomic<UInt32>(1)
+    let nextID = Atomic<UInt32>(1)
 
     /// The loop every peer uses unless told otherwise: one I/O thread per process.
     public static let sharedLoop: EventLoop = {
@@ -38,17 +40,21 @@ public final class Peer: Sendable {
         public var outboxLowWatermark = 1 << 20
         /// Events a subscription buffers unread before the peer stops reading from the broker.
         public var subscriptionBuffer = 10_000
-        /// Errors the broker reports for fire-and-forget frames (e.g. a refused publish).
+        /// Errors the broker reports for fire-and-forget frames (a refused publish, an ack of an
+        /// unknown delivery tag). Called on the peer's event loop.
         public var onAsyncError: (@Sendable (EvbusError) -> Void)? = nil
+        /// Mandatory publishes that reached nothing come back here (on the peer's event loop).
+        public var onReturn: (@Sendable (ReturnedMessage) -> Void)? = nil
         public init() {}
     }
 
-    private let subscriptionBuffer: Int
+    let subscriptionBuffer: Int
 
     private init(
         socketPath: String, name: String, welcome: Welcome, loop: EventLoop, core: LoopBound<PeerConnection>,
-        outbox: Outbox, subscriptionBuffer: Int
+        outbox: Outbox, acker: Acker, subscriptionBuffer: Int
     ) {
+        self.acker = acker
         self.subscriptionBuffer = subscriptionBuffer
         self.socketPath = socketPath
         self.name = name
@@ -92,12 +98,13 @@ public final class Peer: Sendable {
         }
         let outbox = Outbox(highWatermark: options.outboxHighWatermark, lowWatermark: options.outboxLowWatermark)
         let onAsyncError = options.onAsyncError
+        let onReturn = options.onReturn
         let (core, welcome) = try await withCheckedThrowingContinuation {
             (c: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) in
             loop.execute {
                 do {
                     let channel = try Channel(fd: fd, loop: loop, highWatermark: 1 << 20, lowWatermark: 256 << 10)
-                    let connection = PeerConnection(channel: channel, outbox: outbox, onAsyncError: onAsyncError)
+                    let connection = PeerConnection(channel: channel, outbox: outbox, onAsyncError: onAsyncError, onReturn: onReturn)
                     channel.delegate = connection
                     connection.start(name: name, waiter: c)
                 } catch {
@@ -106,9 +113,11 @@ public final class Peer: Sendable {
                 }
             }
         }
+        let acker = Acker(outbox: outbox) { loop.execute { core.value.drainOutbox() } }
+        loop.execute { core.value.acker = acker }
         return Peer(
             socketPath: path, name: name, welcome: welcome, loop: loop, core: core, outbox: outbox,
-            subscriptionBuffer: options.subscriptionBuffer)
+            acker: acker, subscriptionBuffer: options.subscriptionBuffer)
     }
 
     // MARK: Publishing
@@ -173,7 +182,7 @@ public final class Peer: Sendable {
     }
 
     /// Runs a local check of a broker rule; a violation becomes `invalidArgument` with the wire code.
-    private static func check(_ rule: () throws(WireError) -> Void) throws(EvbusError) {
+    static func check(_ rule: () throws(WireError) -> Void) throws(EvbusError) {
         do {
             try rule()
         } catch {

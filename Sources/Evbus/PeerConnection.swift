@@ -9,11 +9,23 @@ struct Welcome: Sendable {
     var brokerName: String
 }
 
-/// Where a subscription's events go.
+/// Where a subscription's events, or a consumer's deliveries, go.
 enum Sink: Sendable {
     case queue(EventQueue)
     case handler(@Sendable (Event) -> Void)
     case view(@Sendable (EventView) -> Void)
+    case deliveries(DeliveryBuffer<Delivery>)
+    case deliveryHandler(@Sendable (Delivery) -> Void)
+    case deliveryView(@Sendable (DeliveryView) -> Void)
+
+    /// Ends an iterating sink (subscription or consumer); handlers have nothing to end.
+    func finish(_ error: EvbusError?) {
+        switch self {
+        case .queue(let q): q.finish(error)
+        case .deliveries(let d): d.finish(error)
+        default: break
+        }
+    }
 }
 
 /// The peer's side of the protocol on its event loop: handshake, control requests and their
@@ -39,11 +51,23 @@ final class PeerConnection: ChannelDelegate {
     private(set) var failure: EvbusError?
     private var isClosing = false
     let onAsyncError: (@Sendable (EvbusError) -> Void)?
+    let onReturn: (@Sendable (ReturnedMessage) -> Void)?
+    /// Set by `Peer` right after the handshake (before any consumer exists); cleared on close,
+    /// which breaks the cycle acker → core → this connection.
+    var acker: Acker?
+    /// Publisher confirms: every sequence up to this one has been answered; these were nacked.
+    private var confirmedThrough: UInt64 = 0
+    private var nacked: [UInt64] = []
+    private var confirmWaiters: [(through: UInt64, waiter: CheckedContinuation<Void, any Error>)] = []
 
-    init(channel: Channel, outbox: Outbox, onAsyncError: (@Sendable (EvbusError) -> Void)?) {
+    init(
+        channel: Channel, outbox: Outbox, onAsyncError: (@Sendable (EvbusError) -> Void)?,
+        onReturn: (@Sendable (ReturnedMessage) -> Void)?
+    ) {
         self.channel = channel
         self.outbox = outbox
         self.onAsyncError = onAsyncError
+        self.onReturn = onReturn
     }
 
     /// Sends the preamble and HELLO; `waiter` resumes on WELCOME.
@@ -116,11 +140,8 @@ final class PeerConnection: ChannelDelegate {
 
     /// Stops deliveries for `ids` at once and tells the broker.
     func unsubscribe(_ ids: [UInt32], _ waiter: CheckedContinuation<Void, any Error>) {
-        var queues: [EventQueue] = []
-        for id in ids {
-            if case .queue(let q)? = sinks.removeValue(forKey: id) { queues.append(q) }
-        }
-        for q in queues { q.finish(nil) }  // finishing twice (two patterns, one queue) is harmless
+        let removed = ids.compactMap { sinks.removeValue(forKey: $0) }
+        for sink in removed { sink.finish(nil) }  // finishing twice (two patterns, one queue) is harmless
         if let failure { return waiter.resume(throwing: failure) }
         var remaining = ids.count
         for id in ids {
@@ -131,6 +152,56 @@ final class PeerConnection: ChannelDelegate {
             }
             send(.unsubscribe(subscriptionID: id))
         }
+    }
+
+    /// CONSUME: the sink is in place before the broker can deliver; removed again if refused.
+    func consume(_ frame: Frame, id: UInt32, sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
+        if let failure { return waiter.resume(throwing: failure) }
+        sinks[id] = sink
+        localReplies[id] = Reply { [self] result in
+            switch result {
+            case .success: waiter.resume()
+            case .failure(let error):
+                sinks[id] = nil
+                waiter.resume(throwing: error)
+            }
+        }
+        send(frame)
+    }
+
+    /// CANCEL: deliveries stop at once; iteration ends.
+    func cancelConsumer(_ id: UInt32, _ waiter: CheckedContinuation<Void, any Error>) {
+        sinks.removeValue(forKey: id)?.finish(nil)
+        if let failure { return waiter.resume(throwing: failure) }
+        // OK or unknown-consumer (the broker cancelled it first): either way it is gone.
+        localReplies[id] = Reply { _ in waiter.resume() }
+        send(.cancel(consumerID: id))
+    }
+
+    /// Resumes once every confirmed publish up to `through` is answered; throws if any was nacked.
+    func waitForConfirms(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
+        if confirmedThrough >= through { return finishConfirmWait(through: through, waiter) }
+        if let failure { return waiter.resume(throwing: failure) }
+        confirmWaiters.append((through, waiter))
+    }
+
+    private func finishConfirmWait(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
+        let refused = nacked.filter { $0 <= through }
+        nacked.removeAll { $0 <= through }
+        if refused.isEmpty {
+            waiter.resume()
+        } else {
+            waiter.resume(throwing: EvbusError(.nacked,
+                "the broker refused \(refused.count) confirmed publish(es) (sequence \(refused.map(String.init).joined(separator: ", ")))"))
+        }
+    }
+
+    private func confirmed(_ sequence: UInt64, flags: UInt8) {
+        if flags & AckFlag.nack != 0 { nacked.append(sequence) }
+        confirmedThrough = max(confirmedThrough, sequence)
+        let ready = confirmWaiters.filter { $0.through <= confirmedThrough }
+        confirmWaiters.removeAll { $0.through <= confirmedThrough }
+        for (through, waiter) in ready { finishConfirmWait(through: through, waiter) }
     }
 
     /// PING; resumes when the PONG comes back, so the broker has handled everything sent before.
@@ -196,10 +267,42 @@ final class PeerConnection: ChannelDelegate {
                     fullQueues += 1
                     channel.pauseReading()
                 }
+            default:
+                throw WireError(.unexpectedFrame, "DELIVER for consumer \(d.subscriptionID), which is not a subscription")
             }
             return
         }
-        switch try Frame.decode(type: frame.type, body: frame.body) {
+        if frame.type == .message {
+            let m = try MessageView(body: frame.body)
+            guard let sink = sink(for: m.consumerID) else { return }  // cancelled while in flight (the broker requeues it)
+            switch sink {
+            case .deliveryView(let h):
+                h(DeliveryView(
+                    exchangeBytes: m.exchange, routingKeyBytes: m.routingKey, payload: m.payload, propertiesBytes: m.properties,
+                    deliveryTag: m.deliveryTag, redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher,
+                    consumerID: m.consumerID))
+            case .deliveryHandler(let h):
+                h(delivery(m))
+            case .deliveries(let buffer):
+                if buffer.push(delivery(m)) {
+                    fullQueues += 1
+                    channel.pauseReading()
+                }
+            default:
+                throw WireError(.unexpectedFrame, "MESSAGE for subscription \(m.consumerID), which is not a consumer")
+            }
+            return
+        }
+        let decoded = try Frame.decode(type: frame.type, body: frame.body)
+        switch decoded {
+        case .queueOK(let id, _), .topologyReply(let id, _, _):
+            resolve(id, .success(decoded))
+        case .confirm(let sequence, let flags):
+            confirmed(sequence, flags: flags)
+        case .returned(let code, let exchange, let key, let properties, let payload):
+            onReturn?(ReturnedMessage(code: code, exchange: exchange, routingKey: key, properties: properties, payload: payload))
+        case .cancel(let id):
+            sinks.removeValue(forKey: id)?.finish(EvbusError(.consumerCancelled, "the broker cancelled consumer \(id): its queue was deleted"))
         case .welcome(_, let maxFrame, let connectionID, let brokerName):
             welcomed = true
             let info = Welcome(connectionID: connectionID, maxFrame: Int(maxFrame), brokerName: brokerName)
@@ -235,6 +338,15 @@ final class PeerConnection: ChannelDelegate {
         Event(
             topic: topicString(d.topic), payload: Array(d.payload), publisher: d.publisher,
             subscriptionID: d.subscriptionID, properties: d.decodedProperties())
+    }
+
+    @inline(__always)
+    private func delivery(_ m: MessageView) -> Delivery {
+        Delivery(
+            exchange: String(decoding: m.exchange, as: UTF8.self), routingKey: topicString(m.routingKey),
+            payload: Array(m.payload), properties: m.decodedProperties(), deliveryTag: m.deliveryTag,
+            redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher, consumerID: m.consumerID,
+            acker: m.deliveryTag == 0 ? nil : acker)
     }
 
     @inline(__always)
@@ -303,8 +415,12 @@ final class PeerConnection: ChannelDelegate {
         pings.removeAll()
         // A deliberate close ends iteration normally; a lost connection makes it throw.
         let endError: EvbusError? = isClosing && error.code == .closed ? nil : error
-        for (_, sink) in sinks { if case .queue(let q) = sink { q.finish(endError) } }
+        for (_, sink) in sinks { sink.finish(endError) }
         sinks.removeAll()
+        let confirmWaiting = confirmWaiters
+        confirmWaiters.removeAll()
+        for (_, w) in confirmWaiting { w.resume(throwing: error) }
+        acker = nil
         for w in closeWaiters { w.resume() }
         closeWaiters.removeAll()
     }

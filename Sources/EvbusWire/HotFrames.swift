@@ -128,6 +128,8 @@ public struct MessageView {
         properties = try MessageProperties.checkedBlock(&r)
         payload = r.rest()
     }
+
+    public func decodedProperties() -> MessageProperties { MessageProperties.decode(block: properties) }
 }
 
 /// A queued message is kept as the tail of the MESSAGE frame that will carry it: publisher,

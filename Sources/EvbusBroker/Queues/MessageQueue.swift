@@ -12,7 +12,7 @@ public final class MessageQueue {
 
     private var ready = RingBuffer<StoredMessage>()
     public private(set) var readyBytes: UInt64 = 0
-    public private(set) var consumers: [Consumer] = []
+    public private(set) var consumers: [ConsumerRecord] = []
     private var nextConsumer = 0
     /// Deliveries to manual-ack consumers not yet acknowledged.
     public internal(set) var unacked = 0
@@ -104,7 +104,7 @@ public final class MessageQueue {
 
     public enum Step {
         /// Write this message to this consumer.
-        case deliver(StoredMessage, Consumer)
+        case deliver(StoredMessage, ConsumerRecord)
         /// The head expired (TTL): dead-letter or drop it.
         case expired(StoredMessage)
         /// Nothing to do: empty, or every consumer is full or blocked.
@@ -130,7 +130,7 @@ public final class MessageQueue {
     }
 
     @inline(__always)
-    private func pickConsumer() -> Consumer? {
+    private func pickConsumer() -> ConsumerRecord? {
         let n = consumers.count
         guard n > 0 else { return nil }
         for i in 0..<n {
@@ -146,7 +146,7 @@ public final class MessageQueue {
     }
 
     /// A delivery to `consumer` was acknowledged (or rejected): its window has room again.
-    public func settled(_ consumer: Consumer, acked isAck: Bool) {
+    public func settled(_ consumer: ConsumerRecord, acked isAck: Bool) {
         consumer.unacked -= 1
         unacked -= 1
         if isAck { acked &+= 1 }
@@ -154,12 +154,12 @@ public final class MessageQueue {
 
     // MARK: Consumers
 
-    public func add(_ consumer: Consumer) {
+    public func add(_ consumer: ConsumerRecord) {
         consumers.append(consumer)
         hadConsumer = true
     }
 
-    public func remove(_ consumer: Consumer) {
+    public func remove(_ consumer: ConsumerRecord) {
         consumers.removeAll { $0 === consumer }
         if nextConsumer >= consumers.count { nextConsumer = 0 }
     }

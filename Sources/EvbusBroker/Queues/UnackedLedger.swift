@@ -7,7 +7,7 @@ public struct UnackedLedger {
     struct Entry {
         /// nil once settled (acked out of order: the slot stays until the prefix before it goes).
         var message: StoredMessage?
-        var consumer: Consumer
+        var consumer: ConsumerRecord
     }
 
     private var entries = RingBuffer<Entry>(capacity: 64)
@@ -20,7 +20,7 @@ public struct UnackedLedger {
 
     /// Records a delivery and returns its tag.
     @inline(__always)
-    public mutating func record(_ m: StoredMessage, consumer: Consumer) -> UInt64 {
+    public mutating func record(_ m: StoredMessage, consumer: ConsumerRecord) -> UInt64 {
         let tag = nextTag
         nextTag += 1
         if entries.isEmpty { firstTag = tag }
@@ -33,7 +33,7 @@ public struct UnackedLedger {
     /// means all), calling `body` for each in tag order. Throws `unknown-delivery-tag` when nothing
     /// outstanding matches: an unknown, already settled, or never-issued tag.
     public mutating func settle(
-        _ tag: UInt64, multiple: Bool, _ body: (StoredMessage, Consumer) -> Void
+        _ tag: UInt64, multiple: Bool, _ body: (StoredMessage, ConsumerRecord) -> Void
     ) throws(WireError) {
         let last = multiple && tag == 0 ? nextTag - 1 : tag
         guard tag < nextTag, last >= firstTag, !entries.isEmpty else { throw unknown(tag) }
@@ -61,7 +61,7 @@ public struct UnackedLedger {
 
     /// Removes every outstanding delivery of `consumer` (or of all consumers when nil), in tag order,
     /// for requeueing.
-    public mutating func takeAll(of consumer: Consumer?, _ body: (StoredMessage, Consumer) -> Void) {
+    public mutating func takeAll(of consumer: ConsumerRecord?, _ body: (StoredMessage, ConsumerRecord) -> Void) {
         for i in 0..<entries.count {
             guard let m = entries[i].message, consumer == nil || entries[i].consumer === consumer else { continue }
             entries[i].message = nil

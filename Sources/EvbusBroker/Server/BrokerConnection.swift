@@ -17,7 +17,7 @@ final class BrokerConnection: ChannelDelegate {
     var name = ""
     var subscriptions: Set<UInt32> = []
     /// This connection's queue consumers, by their client-chosen id.
-    var consumers: [UInt32: Consumer] = [:]
+    var consumers: [UInt32: ConsumerRecord] = [:]
     /// Deliveries awaiting ACK/NACK, by delivery tag.
     @exclusivity(unchecked) var ledger = UnackedLedger()
     /// The connection's write queue passed its high watermark: its consumers get nothing until it drains.

@@ -83,7 +83,7 @@ extension BrokerServer {
             throw WireError(.duplicateSubscription, "id \(id) is already in use by a subscription or consumer on this connection")
         }
         let q = try topology.queue(name, connection: c.id)
-        let consumer = Consumer(
+        let consumer = ConsumerRecord(
             connectionSlot: c.slot, connectionID: c.id, id: id, manualAck: manualAck, prefetch: prefetch, queue: q)
         consumer.blocked = c.consumersBlocked
         c.consumers[id] = consumer
@@ -96,7 +96,7 @@ extension BrokerServer {
 
     /// Cancels a consumer: its unacknowledged messages go back to the head of the queue (flagged
     /// redelivered) and an auto-delete queue left without consumers is deleted.
-    func removeConsumer(_ consumer: Consumer, of c: BrokerConnection) {
+    func removeConsumer(_ consumer: ConsumerRecord, of c: BrokerConnection) {
         var back: [(MessageQueue, StoredMessage)] = []
         c.ledger.takeAll(of: consumer) { m, owner in
             owner.queue.settled(owner, acked: false)

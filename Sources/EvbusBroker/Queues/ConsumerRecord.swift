@@ -1,6 +1,6 @@
 /// One consumer on one queue: which connection it belongs to, how it acknowledges, and how many of
 /// its deliveries are unacknowledged (the prefetch window). Pure bookkeeping; the server delivers.
-public final class Consumer {
+public final class ConsumerRecord {
     public let connectionSlot: UInt32
     public let connectionID: UInt64
     /// The client-chosen consumer id (its "consumer tag"), unique on its connection.

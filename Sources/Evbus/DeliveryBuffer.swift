@@ -1,16 +1,17 @@
 import EvbusWire
 import Synchronization
 
-/// The bounded buffer behind a `Subscription`'s async iteration.
+/// The bounded buffer behind the async iteration of a `Subscription` (of `Event`s) and of a
+/// `Consumer` (of `Delivery`s).
 ///
 /// The peer's loop pushes; one consumer task pops. When `capacity` events wait unread, the loop
 /// stops reading the socket (so the broker applies its slow-consumer policy) instead of buffering
 /// without bound; reading resumes once the consumer has taken half of them.
-final class EventQueue: Sendable {
+final class DeliveryBuffer<Element: Sendable>: Sendable {
     struct State {
-        var buffer: [Event] = []
+        var buffer: [Element] = []
         var head = 0
-        var waiter: CheckedContinuation<Event?, any Error>?
+        var waiter: CheckedContinuation<Element?, any Error>?
         /// Set once: nil = normal end, an error = the connection failed.
         var end: EvbusError??
         /// The loop paused reading because of this queue.
@@ -29,8 +30,8 @@ final class EventQueue: Sendable {
     }
 
     /// Loop side. Returns true when the queue is now full and reading should pause.
-    func push(_ event: Event) -> Bool {
-        let (waiter, full) = state.withLock { s -> (CheckedContinuation<Event?, any Error>?, Bool) in
+    func push(_ event: Element) -> Bool {
+        let (waiter, full) = state.withLock { s -> (CheckedContinuation<Element?, any Error>?, Bool) in
             if s.end != nil { return (nil, false) }
             if let w = s.waiter {
                 s.waiter = nil
@@ -49,7 +50,7 @@ final class EventQueue: Sendable {
 
     /// Ends iteration after the buffered events: normally (`nil`) or with `error`.
     func finish(_ error: EvbusError?) {
-        let waiter = state.withLock { s -> CheckedContinuation<Event?, any Error>? in
+        let waiter = state.withLock { s -> CheckedContinuation<Element?, any Error>? in
             if s.end == nil { s.end = .some(error) }
             defer { s.waiter = nil }
             return s.count == 0 ? s.waiter : nil
@@ -57,10 +58,12 @@ final class EventQueue: Sendable {
         if let error { waiter?.resume(throwing: error) } else { waiter?.resume(returning: nil) }
     }
 
-    func next() async throws -> Event? {
+    /// What `next` found under the lock (a local generic enum crashes the 6.3 compiler's SILGen).
+    private enum Outcome { case event(Element, room: Bool), end(EvbusError?), wait }
+
+    func next() async throws -> Element? {
         try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Event?, any Error>) in
-                enum Outcome { case event(Event, room: Bool), end(EvbusError?), wait }
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Element?, any Error>) in
                 let outcome = state.withLock { s -> Outcome in
                     if s.count > 0 {
                         let e = s.buffer[s.head]
@@ -94,7 +97,7 @@ final class EventQueue: Sendable {
                 }
             }
         } onCancel: {
-            let waiter = state.withLock { s -> CheckedContinuation<Event?, any Error>? in
+            let waiter = state.withLock { s -> CheckedContinuation<Element?, any Error>? in
                 defer { s.waiter = nil }
                 return s.waiter
             }
@@ -102,3 +105,5 @@ final class EventQueue: Sendable {
         }
     }
 }
+
+typealias EventQueue = DeliveryBuffer<Event>

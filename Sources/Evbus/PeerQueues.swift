@@ -1,0 +1,241 @@
+public import EvbusWire
+import EvbusIO
+import Synchronization
+
+/// Exchanges, queues, bindings and consumers (docs/ROUTING.md): the AMQP 0-9-1 model on evbus.
+extension Peer {
+    // MARK: Declaring
+
+    /// Creates an exchange, or checks that one of that name and kind exists (declaring is idempotent).
+    /// - Throws: `refused` with `precondition-failed` if it exists with another kind, `invalid-name`,
+    ///   `access-refused` for `amq.` names; with `passive`, `unknown-exchange` if it does not exist.
+    public func declareExchange(_ name: String, kind: ExchangeKind, passive: Bool = false) async throws {
+        _ = try await call { .declareExchange(requestID: $0, name: name, kind: kind, passive: passive) }
+    }
+
+    /// Deletes an exchange and its bindings; `ifUnused` refuses while queues are bound to it.
+    public func deleteExchange(_ name: String, ifUnused: Bool = false) async throws {
+        _ = try await call { .deleteExchange(requestID: $0, name: name, ifUnused: ifUnused) }
+    }
+
+    /// Creates a queue, or checks that one with that name and the same options exists. An empty
+    /// name asks the broker to make one up (returned in `QueueInfo.name`).
+    public func declareQueue(_ name: String = "", _ options: QueueOptions = QueueOptions(), passive: Bool = false) async throws -> QueueInfo {
+        let reply = try await call { .declareQueue(requestID: $0, name: name, options: options, passive: passive) }
+        return try Self.queueInfo(reply)
+    }
+
+    /// Deletes a queue with its messages; its consumers elsewhere are cancelled. Returns how many
+    /// ready messages it held.
+    @discardableResult
+    public func deleteQueue(_ name: String, ifUnused: Bool = false, ifEmpty: Bool = false) async throws -> Int {
+        let reply = try await call { .deleteQueue(requestID: $0, name: name, ifUnused: ifUnused, ifEmpty: ifEmpty) }
+        return Int(try Self.queueInfo(reply).messageCount)
+    }
+
+    /// Removes every ready message (not the unacknowledged ones); returns how many.
+    @discardableResult
+    public func purgeQueue(_ name: String) async throws -> Int {
+        let reply = try await call { .purgeQueue(requestID: $0, name: name) }
+        return Int(try Self.queueInfo(reply).messageCount)
+    }
+
+    /// Routes messages `exchange` receives with a matching `key` into `queue` (fanout ignores the key;
+    /// topic exchanges take a pattern). Binding twice is harmless.
+    public func bind(queue: String, exchange: String, key: String = "") async throws {
+        _ = try await call { .bind(requestID: $0, queue: queue, exchange: exchange, key: key) }
+    }
+
+    /// Removes a binding; removing one that does not exist is harmless.
+    public func unbind(queue: String, exchange: String, key: String = "") async throws {
+        _ = try await call { .unbind(requestID: $0, queue: queue, exchange: exchange, key: key) }
+    }
+
+    /// Every exchange (kind, bindings) and queue (depth, unacked, consumers, counters and rates).
+    public func topology() async throws -> (exchanges: [ExchangeSummary], queues: [QueueSummary]) {
+        let reply = try await call { .topology(requestID: $0) }
+        guard case .topologyReply(_, let exchanges, let queues) = reply else {
+            throw EvbusError(.protocolViolation, "expected TOPOLOGY_REPLY, got \(reply.type.name)")
+        }
+        return (exchanges, queues)
+    }
+
+    // MARK: Publishing to exchanges
+
+    /// Publishes to an exchange with a routing key. `""` is the default exchange: the key names the queue.
+    /// - Parameters:
+    ///   - mandatory: if it reaches no queue, the broker returns it (`Options.onReturn`).
+    ///   - confirm: the broker confirms it once routed and queued; `waitForConfirms()` waits for that.
+    /// - Throws: `invalidArgument` for an over-long name or key or an oversized frame (nothing sent).
+    ///   Refusals by the broker (unknown exchange, full queue) arrive as nacks with `confirm`, or
+    ///   through `Options.onAsyncError` without.
+    public func publish(
+        to exchange: String, key: String, _ payload: [UInt8], properties: MessageProperties = .none,
+        mandatory: Bool = false, confirm: Bool = false
+    ) async throws {
+        let block = properties.encoded()
+        let flags = (mandatory ? PublishFlag.mandatory : 0) | (confirm ? PublishFlag.confirm : 0)
+        var exchange = exchange
+        var key = key
+        let mustWait = try exchange.withUTF8 { e in
+            try key.withUTF8 { k in
+                try payload.withUnsafeBytes { p in
+                    try block.withUnsafeBytes { b in
+                        try enqueuePublishTo(flags, UnsafeRawBufferPointer(e), UnsafeRawBufferPointer(k), b, p)
+                    }
+                }
+            }
+        }
+        if mustWait { try await outbox.waitForRoom() }
+    }
+
+    /// Publishes UTF-8 text to an exchange.
+    public func publish(
+        to exchange: String, key: String, _ text: String, properties: MessageProperties = .none,
+        mandatory: Bool = false, confirm: Bool = false
+    ) async throws {
+        try await publish(to: exchange, key: key, Array(text.utf8), properties: properties, mandatory: mandatory, confirm: confirm)
+    }
+
+    private func enqueuePublishTo(
+        _ flags: UInt8, _ exchange: UnsafeRawBufferPointer, _ key: UnsafeRawBufferPointer,
+        _ properties: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer
+    ) throws -> Bool {
+        guard exchange.count <= WireFormat.maxTopicBytes, key.count <= WireFormat.maxTopicBytes else {
+            throw EvbusError(.invalidArgument, "exchange names and routing keys are at most \(WireFormat.maxTopicBytes) bytes")
+        }
+        let size = PublishToEncoder.size(
+            exchangeCount: exchange.count, keyCount: key.count, propertiesCount: properties.count, payloadCount: payload.count)
+        guard size - 4 <= maxFrameBytes else {
+            throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
+                "a \(payload.count)-byte payload makes a \(size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
+        }
+        let admission = outbox.append(size: size, confirm: flags & PublishFlag.confirm != 0) {
+            PublishToEncoder.write(into: $0, flags: flags, exchange: exchange, routingKey: key, properties: properties, payload: payload)
+        }
+        switch admission {
+        case .closed(let error):
+            throw error
+        case .queued(let scheduleDrain, let full):
+            if scheduleDrain {
+                let core = self.core
+                loop.execute { core.value.drainOutbox() }
+            }
+            return full
+        }
+    }
+
+    /// Waits until the broker has answered every confirmed publish made so far.
+    /// - Throws: `nacked` if it refused any of them (each is reported once), `timeout`, or
+    ///   `connectionLost`.
+    public func waitForConfirms(timeout: Duration = .seconds(30)) async throws {
+        let through = outbox.confirmSequence
+        let core = self.core
+        try await withTimeout(timeout, "publisher confirms") {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                self.loop.execute { core.value.waitForConfirms(through: through, c) }
+            }
+        }
+    }
+
+    // MARK: Consuming
+
+    /// How a consumer's deliveries are acknowledged.
+    public enum AckMode: Sendable {
+        /// Counted as acknowledged when sent: fastest; lost if this peer dies before handling them.
+        case auto
+        /// Each must be acknowledged (`Delivery.ack()`); unacknowledged ones are redelivered if this peer goes.
+        case manual
+    }
+
+    /// Consumes from a queue; iterate the result. With `prefetch` > 0 the broker sends at most that
+    /// many unacknowledged deliveries at once (1 = fair dispatch among competing consumers).
+    public func consume(_ queue: String, ack: AckMode = .manual, prefetch: Int = 0) async throws -> Consumer {
+        let core = self.core
+        let loop = self.loop
+        let buffer = DeliveryBuffer<Delivery>(capacity: subscriptionBuffer) {
+            loop.execute { core.value.queueHasRoom() }
+        }
+        return try await consume(queue, ack: ack, prefetch: prefetch, sink: .deliveries(buffer), buffer: buffer)
+    }
+
+    /// Consumes with a handler called on the peer's event loop for each delivery, in order.
+    public func consume(
+        _ queue: String, ack: AckMode = .manual, prefetch: Int = 0, handler: @escaping @Sendable (Delivery) -> Void
+    ) async throws -> Consumer {
+        try await consume(queue, ack: ack, prefetch: prefetch, sink: .deliveryHandler(handler), buffer: nil)
+    }
+
+    /// Consumes with a zero-copy handler (no allocation per delivery); acknowledge with `ack(_:)`.
+    public func consumeViews(
+        _ queue: String, ack: AckMode = .manual, prefetch: Int = 0, handler: @escaping @Sendable (DeliveryView) -> Void
+    ) async throws -> Consumer {
+        try await consume(queue, ack: ack, prefetch: prefetch, sink: .deliveryView(handler), buffer: nil)
+    }
+
+    private func consume(
+        _ queue: String, ack: AckMode, prefetch: Int, sink: Sink, buffer: DeliveryBuffer<Delivery>?
+    ) async throws -> Consumer {
+        guard (0...Int(UInt16.max)).contains(prefetch) else {
+            throw EvbusError(.invalidArgument, "prefetch must be between 0 (no limit) and 65535, got \(prefetch)")
+        }
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        let frame = Frame.consume(
+            consumerID: id, queue: queue, flags: ack == .manual ? ConsumeFlag.manualAck : 0, prefetch: UInt16(prefetch))
+        let core = self.core
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            loop.execute { core.value.consume(frame, id: id, sink: sink, c) }
+        }
+        return Consumer(queue: queue, id: id, buffer: buffer, peer: self)
+    }
+
+    /// Stops a consumer; its unacknowledged deliveries go back to the queue.
+    public func cancel(_ consumer: Consumer) async throws {
+        let core = self.core
+        let id = consumer.id
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+            loop.execute { core.value.cancelConsumer(id, c) }
+        }
+    }
+
+    /// Acknowledges a delivery by tag (with `multiple`, every outstanding one up to it).
+    public func ack(_ deliveryTag: UInt64, multiple: Bool = false) throws {
+        try acker.send(.ack, tag: deliveryTag, flags: multiple ? AckFlag.multiple : 0)
+    }
+
+    /// Refuses a delivery by tag: requeued, or dead-lettered/discarded when `requeue` is false.
+    public func nack(_ deliveryTag: UInt64, multiple: Bool = false, requeue: Bool = true) throws {
+        try acker.send(.nack, tag: deliveryTag, flags: (multiple ? AckFlag.multiple : 0) | (requeue ? AckFlag.requeue : 0))
+    }
+
+    // MARK: Plumbing
+
+    /// Sends a request and waits for its reply frame (OK, QUEUE_OK, ...); an ERROR becomes `refused`.
+    func call(_ make: (UInt32) -> Frame) async throws -> Frame {
+        let id = nextID.add(1, ordering: .relaxed).oldValue
+        let frame = make(id)
+        let core = self.core
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Frame, any Error>) in
+            loop.execute { core.value.request(frame, id: id, c) }
+        }
+    }
+
+    static func queueInfo(_ reply: Frame) throws -> QueueInfo {
+        guard case .queueOK(_, let info) = reply else {
+            throw EvbusError(.protocolViolation, "expected QUEUE_OK, got \(reply.type.name)")
+        }
+        return info
+    }
+}
+
+/// Runs `body`, failing with `timeout` if it takes longer than `limit` (the body's continuation is
+/// resumed later by the loop and then ignored).
+func withTimeout(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
+    try await withThrowingTaskGroup(of: Bool.self) { group in
+        group.addTask { try await body(); return true }
+        group.addTask { try await Task.sleep(for: limit); return false }
+        let finished = try await group.next()!
+        group.cancelAll()
+        if !finished { throw EvbusError(.timeout, "no answer to \(what) within \(limit)") }
+    }
+}
