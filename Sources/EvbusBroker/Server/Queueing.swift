@@ -46,20 +46,13 @@ extension BrokerServer {
         if sequence != 0 { publisher.confirmPending = sequence }
     }
 
-    /// A publish that did not go (everywhere): a nack when confirmed, an ERROR frame otherwise.
+    /// A publish that did not go (everywhere): an ERROR frame saying why, and a nack when confirmed.
     private func refusePublish(_ publisher: BrokerConnection, _ sequence: UInt64, _ error: WireError) {
+        publisher.refuse(error, requestID: 0)
         if sequence != 0 {
             publisher.flushConfirms()
             publisher.send(.confirm(sequence: sequence, flags: AckFlag.nack))
-            logNackedPublish(publisher, error)
-        } else {
-            publisher.refuse(error, requestID: 0)
         }
-    }
-
-    private func logNackedPublish(_ c: BrokerConnection, _ error: WireError) {
-        stats.rejectedRequests += 1
-        log.info("\(c.label): nacked a confirmed publish: \(error)")
     }
 
     /// When a message put into `queue` now expires (monotonic ns), from the queue's TTL and the

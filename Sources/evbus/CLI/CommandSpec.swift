@@ -76,10 +76,13 @@ struct UsageError: Error {
 struct ParsedArguments {
     var positionals: [String] = []
     var values: [String: String] = [:]
+    /// Every value of options given more than once (`--key a --key b`), in order.
+    var repeated: [String: [String]] = [:]
     var flags: Set<String> = []
     var wantsHelp = false
 
     func value(_ long: String) -> String? { values[long] }
+    func allValues(_ long: String) -> [String] { repeated[long] ?? [] }
     func flag(_ long: String) -> Bool { flags.contains(long) }
 
     /// A whole number option within `range`, or nil when absent.
@@ -133,8 +136,10 @@ enum ArgumentParser {
             if let valueName = option.valueName {
                 if let inlineValue {
                     parsed.values[option.long] = inlineValue
+                    parsed.repeated[option.long, default: []].append(inlineValue)
                 } else if i < args.count {
                     parsed.values[option.long] = args[i]
+                    parsed.repeated[option.long, default: []].append(args[i])
                     i += 1
                 } else {
                     throw UsageError("Missing value for '--\(option.long) <\(valueName)>'")

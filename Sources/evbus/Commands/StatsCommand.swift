@@ -1,11 +1,15 @@
 import Evbus
 import Foundation
 
-/// `evbus stats`: the broker's counters.
+/// `evbus stats`: the broker's counters, then every exchange and queue.
 struct StatsCommand: EvbusCommand {
     static let spec = CommandSpec(
         name: "stats",
-        abstract: "Print the broker's counters.",
+        abstract: "Print the broker's counters, exchanges and queues.",
+        discussion: """
+            Queue rates are per second over the broker's last one-second sample. With --json: one object
+            with every counter as a number, plus "exchanges" and "queues" arrays.
+            """,
         options: [
             CommandSpec.socketOption,
             .init(long: "json", short: nil, valueName: nil, help: "Print one JSON object."),
@@ -21,19 +25,68 @@ struct StatsCommand: EvbusCommand {
 
     func run() async throws -> Int32 {
         let peer = try await Peer.connect(to: socket, name: "evbus stats")
-        let entries = try await peer.brokerStats()
-        await peer.close()
-        if json {
-            let object = Dictionary(entries.map { ($0.name, $0.value) }, uniquingKeysWith: { a, _ in a })
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            Terminal.out(String(decoding: try encoder.encode(object), as: UTF8.self) + "\n")
-        } else {
-            let width = entries.map(\.name.count).max() ?? 0
-            for e in entries {
-                Terminal.out(e.name + String(repeating: " ", count: width - e.name.count + 2) + "\(e.value)\n")
-            }
+        let entries: [StatEntry]
+        let topology: (exchanges: [ExchangeSummary], queues: [QueueSummary])
+        do {
+            entries = try await peer.brokerStats()
+            topology = try await peer.topology()
+        } catch {
+            await peer.close()
+            throw error
         }
+        await peer.close()
+        Terminal.out(json ? Self.json(entries, topology.exchanges, topology.queues) : Self.tables(entries, topology.exchanges, topology.queues))
         return ExitCode.success
+    }
+
+    static func tables(_ entries: [StatEntry], _ exchanges: [ExchangeSummary], _ queues: [QueueSummary]) -> String {
+        let width = entries.map(\.name.count).max() ?? 0
+        var out = ""
+        for e in entries { out += e.name + String(repeating: " ", count: width - e.name.count + 2) + "\(e.value)\n" }
+        out += "\n"
+        var rows = [["EXCHANGE", "TYPE", "BINDINGS"]]
+        for e in exchanges {
+            var bound = e.bindings.map { e.kind == .fanout ? $0.queue : "\($0.queue) <- \($0.key)" }
+            if e.subscriptions > 0 { bound.insert("\(e.subscriptions) subscriptions", at: 0) }
+            if e.name.isEmpty { bound = ["every queue, by name"] }
+            rows.append([e.name.isEmpty ? "(default)" : e.name, "\(e.kind)", bound.isEmpty ? "-" : bound.joined(separator: "; ")])
+        }
+        out += table(rows) + "\n"
+        var queueRows = [["QUEUE", "READY", "UNACKED", "CONSUMERS", "PUBLISH/S", "DELIVER/S", "ACK/S", "FLAGS"]]
+        for q in queues {
+            let flags = [q.exclusive ? "exclusive" : nil, q.autoDelete ? "auto-delete" : nil].compactMap { $0 }.joined(separator: ",")
+            queueRows.append([
+                q.name, "\(q.ready)", "\(q.unacked)", "\(q.consumers)", "\(q.publishRate)", "\(q.deliverRate)", "\(q.ackRate)",
+                flags.isEmpty ? "-" : flags,
+            ])
+        }
+        out += queues.isEmpty ? "(no queues)\n" : table(queueRows)
+        return out
+    }
+
+    /// Left-aligned columns two spaces apart.
+    static func table(_ rows: [[String]]) -> String {
+        let widths = (0..<rows[0].count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { c, cell in
+                c == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[c] - cell.count + 2)
+            }.joined()
+        }.joined(separator: "\n") + "\n"
+    }
+
+    static func json(_ entries: [StatEntry], _ exchanges: [ExchangeSummary], _ queues: [QueueSummary]) -> String {
+        var object: [String: Any] = [:]
+        for e in entries where object[e.name] == nil { object[e.name] = e.value }
+        object["exchanges"] = exchanges.map { e -> [String: Any] in
+            ["name": e.name, "type": "\(e.kind)", "subscriptions": e.subscriptions,
+             "bindings": e.bindings.map { ["queue": $0.queue, "key": $0.key] }]
+        }
+        object["queues"] = queues.map { q -> [String: Any] in
+            ["name": q.name, "exclusive": q.exclusive, "auto_delete": q.autoDelete, "ready": q.ready, "ready_bytes": q.readyBytes,
+             "unacked": q.unacked, "consumers": q.consumers, "published": q.published, "delivered": q.delivered,
+             "acked": q.acked, "publish_rate": q.publishRate, "deliver_rate": q.deliverRate, "ack_rate": q.ackRate]
+        }
+        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+        return String(decoding: data, as: UTF8.self) + "\n"
     }
 }
