@@ -34,6 +34,15 @@ import Testing
         (#"{"socketMode": "0999"}"#, "socketMode", "octal file mode"),
         (#"{"logLevel": "loud"}"#, "logLevel", "expected one of"),
         (#"{"maxFrameBytes": 1024,"#, "", "not valid JSON"),
+        (#"{"exchanges": [{"name": "x", "type": "headers"}]}"#, "exchanges[0].type", "expected \"fanout\", \"direct\" or \"topic\""),
+        (#"{"exchanges": [{"name": "x", "type": "fanout", "durable": true}]}"#, "exchanges[0].durable", "unknown key"),
+        (#"{"queues": [{"name": "q", "overflow": "sometimes"}]}"#, "queues[0].overflow", "drop-head"),
+        (#"{"queues": [{"name": "q", "maxLength": -1}]}"#, "queues[0].maxLength", "expected"),
+        (#"{"queues": [{"name": "q", "deadLetterExchange": "dlx"}]}"#, "queues[0]", "dead-letter exchange \"dlx\" does not exist"),
+        (#"{"queues": [{"name": "amq.q"}]}"#, "queues[0]", "reserved"),
+        (#"{"queues": [{"name": ""}]}"#, "queues[0].name", "needs a name"),
+        (#"{"bindings": [{"queue": "q", "exchange": "amq.topic", "key": "a"}]}"#, "bindings[0]", "no queue named \"q\""),
+        (#"{"queues": [{"name": "q"}], "bindings": [{"queue": "q", "exchange": "amq.topic", "key": "a..b"}]}"#, "bindings[0]", "invalid pattern"),
     ])
     func badSettingsAreRefusedWithTheKeyPath(_ json: String, _ key: String, _ reason: String) {
         do {

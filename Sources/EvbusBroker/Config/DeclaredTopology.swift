@@ -40,17 +40,26 @@ public struct DeclaredQueue: Sendable, Equatable, Decodable {
     public init(from decoder: any Decoder) throws {
         let c = try strictContainer(decoder, Key.self)
         name = try c.decode(String.self, forKey: .name)
-        options.maxLength = try c.decodeIfPresent(UInt64.self, forKey: .maxLength)
-        options.maxBytes = try c.decodeIfPresent(UInt64.self, forKey: .maxBytes)
+        options.maxLength = try Self.whole(c, .maxLength, decoder, max: Int.max).map(UInt64.init)
+        options.maxBytes = try Self.whole(c, .maxBytes, decoder, max: Int.max).map(UInt64.init)
         if let raw = try c.decodeIfPresent(String.self, forKey: .overflow) {
             guard let policy = OverflowPolicy(name: raw) else {
                 throw ConfigError(file: "", keyPath: keyPath(decoder, "overflow"), reason: "expected \"drop-head\" or \"reject-publish\", got \"\(raw)\"")
             }
             options.overflow = policy
         }
-        options.messageTTL = try c.decodeIfPresent(UInt32.self, forKey: .messageTTLMillis)
+        options.messageTTL = try Self.whole(c, .messageTTLMillis, decoder, max: Int(UInt32.max - 1)).map(UInt32.init)
         options.deadLetterExchange = try c.decodeIfPresent(String.self, forKey: .deadLetterExchange)
         options.deadLetterRoutingKey = try c.decodeIfPresent(String.self, forKey: .deadLetterRoutingKey)
+    }
+
+    /// A whole number between 0 and `max`, or nil when absent.
+    private static func whole(_ c: KeyedDecodingContainer<Key>, _ key: Key, _ decoder: any Decoder, max: Int) throws -> Int? {
+        guard let n = try c.decodeIfPresent(Int.self, forKey: key) else { return nil }
+        guard (0...max).contains(n) else {
+            throw ConfigError(file: "", keyPath: keyPath(decoder, key.rawValue), reason: "expected a whole number from 0 to \(max), got \(n)")
+        }
+        return n
     }
 }
 
