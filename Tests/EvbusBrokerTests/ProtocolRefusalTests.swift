@@ -137,4 +137,56 @@ import Testing
             setup: [.subscribe(subscriptionID: 1, pattern: "a"), .subscribe(subscriptionID: 2, pattern: "b")],
             configure: { $0.maxSubscriptionsPerConnection = 2 })
     }
+
+    // MARK: Exchanges, queues and consumers (PROTOCOL.md §5.8–5.12)
+
+    @Test func malformedRoutingFramesCloseTheConnection() async throws {
+        try await expectConnectionRefused(hello + [6, 0, 0, 0, 0x44, 1, 0, 0, 0, 0], .malformedFrame, mentioning: "must be 9")
+        try await expectConnectionRefused(
+            hello + Frame.ack(deliveryTag: 1, flags: 0x80).encoded(), .malformedFrame, mentioning: "reserved")
+        try await expectConnectionRefused(
+            hello + Frame.publishTo(flags: 0x10, exchange: "", routingKey: "q", payload: []).encoded(), .malformedFrame,
+            mentioning: "reserved")
+        var badKind = Frame.declareExchange(requestID: 1, name: "x", kind: .fanout).encoded()
+        badKind[badKind.count - 2] = 9
+        try await expectConnectionRefused(hello + badKind, .malformedFrame, mentioning: "unknown exchange kind 9")
+        try await expectConnectionRefused(
+            hello + Frame.confirm(sequence: 1, flags: 0).encoded(), .unexpectedFrame, mentioning: "sent by the broker")
+    }
+
+    @Test func unknownExchangeRefusesOnlyThatPublish() async throws {
+        try await expectRequestRefused(.publishTo(flags: 0, exchange: "nope", routingKey: "k", payload: []), .unknownExchange, requestID: 0)
+    }
+
+    @Test func unknownQueue() async throws {
+        try await expectRequestRefused(.consume(consumerID: 4, queue: "nope", flags: 1, prefetch: 0), .unknownQueue, requestID: 4)
+    }
+
+    @Test func unknownDeliveryTag() async throws {
+        try await expectRequestRefused(.ack(deliveryTag: 5, flags: 0), .unknownDeliveryTag, requestID: 0)
+    }
+
+    @Test func conflictingDeclaration() async throws {
+        try await expectRequestRefused(
+            .declareExchange(requestID: 2, name: "x", kind: .topic), .preconditionFailed, requestID: 2,
+            setup: [.declareExchange(requestID: 1, name: "x", kind: .direct)])
+    }
+
+    @Test func invalidName() async throws {
+        try await expectRequestRefused(.declareQueue(requestID: 6, name: "has space"), .invalidName, requestID: 6)
+    }
+
+    @Test func reservedName() async throws {
+        try await expectRequestRefused(.declareExchange(requestID: 6, name: "amq.x", kind: .topic), .accessRefused, requestID: 6)
+    }
+
+    @Test func unknownConsumer() async throws {
+        try await expectRequestRefused(.cancel(consumerID: 8), .unknownConsumer, requestID: 8)
+    }
+
+    @Test func fullRejectPublishQueue() async throws {
+        try await expectRequestRefused(
+            .publishTo(flags: 0, exchange: "", routingKey: "q", payload: [2]), .queueFull, requestID: 0,
+            setup: [.declareQueue(requestID: 1, name: "q", options: QueueOptions(maxLength: 0, overflow: .rejectPublish))])
+    }
 }

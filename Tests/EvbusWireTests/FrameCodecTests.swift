@@ -25,6 +25,32 @@ let sampleFrames: [Frame] = [
     .stats(requestID: 4),
     .statsReply(requestID: 4, entries: [StatEntry("published", 10), StatEntry("delivered", 20)]),
     .statsReply(requestID: 5, entries: []),
+    .topology(requestID: 6),
+    .topologyReply(
+        requestID: 6,
+        exchanges: [ExchangeSummary(name: "logs", kind: .fanout, bindings: [.init(queue: "q", key: "")], subscriptions: 0)],
+        queues: [QueueSummary(
+            name: "q", exclusive: true, autoDelete: false, ready: 3, readyBytes: 30, unacked: 1, consumers: 2, published: 9,
+            delivered: 6, acked: 5, publishRate: 100, deliverRate: 90, ackRate: 80)]),
+    .declareExchange(requestID: 7, name: "logs", kind: .topic, passive: true),
+    .deleteExchange(requestID: 8, name: "logs", ifUnused: true),
+    .declareQueue(requestID: 9, name: "", options: QueueOptions(
+        exclusive: true, autoDelete: true, maxLength: 10, maxBytes: 0, overflow: .rejectPublish, messageTTL: 5,
+        deadLetterExchange: "", deadLetterRoutingKey: "dead")),
+    .declareQueue(requestID: 10, name: "plain"),
+    .queueOK(requestID: 9, info: QueueInfo(name: "amq.gen-1-1", messageCount: 4, consumerCount: 1)),
+    .deleteQueue(requestID: 11, name: "q", ifUnused: true, ifEmpty: true),
+    .purgeQueue(requestID: 12, name: "q"),
+    .bind(requestID: 13, queue: "q", exchange: "logs", key: "a.#"),
+    .unbind(requestID: 14, queue: "q", exchange: "logs", key: ""),
+    .publishTo(flags: 3, exchange: "", routingKey: "q", properties: MessageProperties(expiration: 500), payload: [1, 2]),
+    .consume(consumerID: 15, queue: "q", flags: 1, prefetch: 100),
+    .cancel(consumerID: 15),
+    .message(consumerID: 15, deliveryTag: 99, flags: 1, publisher: 3, exchange: "logs", routingKey: "k", payload: [7]),
+    .ack(deliveryTag: 99, flags: 1),
+    .nack(deliveryTag: 98, flags: 3),
+    .confirm(sequence: 12, flags: 2),
+    .returned(code: .unroutable, exchange: "logs", routingKey: "k", properties: MessageProperties(messageID: "m"), payload: []),
 ]
 
 /// Splits a byte stream into owned frames the way a reader does; nil entries mean "need more".

@@ -7,10 +7,10 @@ import Testing
     static let doc = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("docs/PROTOCOL.md")
 
-    /// The hex bytes of §9's session, split by direction, in order.
-    func sessionBytes() throws -> (client: [UInt8], broker: [UInt8]) {
+    /// The hex bytes of the first code block after `heading`, split by direction, in order.
+    func sessionBytes(after heading: String = "## 9. A minimal session") throws -> (client: [UInt8], broker: [UInt8]) {
         let text = try String(contentsOf: Self.doc, encoding: .utf8)
-        let section = text.components(separatedBy: "## 9.")[1].components(separatedBy: "```")[1]
+        let section = text.components(separatedBy: heading)[1].components(separatedBy: "```")[1]
         var client: [UInt8] = [], broker: [UInt8] = []
         var toClient = true
         for line in section.split(separator: "\n") {
@@ -39,6 +39,20 @@ import Testing
         #expect(broker == expectedBroker)
     }
 
+    @Test func queueSessionMatchesTheCodec() throws {
+        let (client, broker) = try sessionBytes(after: "### 9.1 A queue session")
+        let expectedClient = Frame.declareQueue(requestID: 2, name: "q").encoded()
+            + Frame.consume(consumerID: 3, queue: "q", flags: ConsumeFlag.manualAck, prefetch: 10).encoded()
+            + Frame.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "q", payload: Array("hi".utf8)).encoded()
+            + Frame.ack(deliveryTag: 1, flags: 0).encoded()
+        let expectedBroker = Frame.queueOK(requestID: 2, info: QueueInfo(name: "q", messageCount: 0, consumerCount: 0)).encoded()
+            + Frame.ok(requestID: 3).encoded()
+            + Frame.message(consumerID: 3, deliveryTag: 1, flags: 0, publisher: 1, exchange: "", routingKey: "q", payload: Array("hi".utf8)).encoded()
+            + Frame.confirm(sequence: 1, flags: AckFlag.multiple).encoded()
+        #expect(client == expectedClient)
+        #expect(broker == expectedBroker)
+    }
+
     @Test func everyFrameTypeAndErrorCodeIsDocumented() throws {
         let text = try String(contentsOf: Self.doc, encoding: .utf8)
         for type in FrameType.allCases {
@@ -47,7 +61,9 @@ import Testing
         }
         for code in [ErrorCode.badMagic, .unsupportedVersion, .frameTooLarge, .unknownFrameType, .malformedFrame,
                      .unexpectedFrame, .slowConsumer, .shuttingDown, .handshakeTimeout, .invalidTopic, .invalidPattern,
-                     .unknownSubscription, .duplicateSubscription, .tooManySubscriptions] {
+                     .unknownSubscription, .duplicateSubscription, .tooManySubscriptions, .unknownExchange, .unknownQueue,
+                     .queueLocked, .unknownDeliveryTag, .preconditionFailed, .invalidName, .queueFull, .unroutable,
+                     .accessRefused, .unknownConsumer] {
             #expect(text.contains("| \(code.rawValue) | `\(code.name)` |"), "error \(code) missing from PROTOCOL.md")
         }
     }
