@@ -73,15 +73,21 @@ extension Peer {
         to exchange: String, key: String, _ payload: [UInt8], properties: MessageProperties = .none,
         mandatory: Bool = false, confirm: Bool = false
     ) async throws {
-        let block = properties.encoded()
+        // No properties is one zero byte, on the stack: the plain path allocates nothing.
+        var none: UInt8 = 0
+        let block = properties.isEmpty ? nil : properties.encoded()
         let flags = (mandatory ? PublishFlag.mandatory : 0) | (confirm ? PublishFlag.confirm : 0)
         var exchange = exchange
         var key = key
         let mustWait = try exchange.withUTF8 { e in
             try key.withUTF8 { k in
                 try payload.withUnsafeBytes { p in
-                    try block.withUnsafeBytes { b in
-                        try enqueuePublishTo(flags, UnsafeRawBufferPointer(e), UnsafeRawBufferPointer(k), b, p)
+                    try withUnsafeBytes(of: &none) { noneBlock in
+                        if let block {
+                            try block.withUnsafeBytes { try enqueuePublishTo(flags, UnsafeRawBufferPointer(e), UnsafeRawBufferPointer(k), $0, p) }
+                        } else {
+                            try enqueuePublishTo(flags, UnsafeRawBufferPointer(e), UnsafeRawBufferPointer(k), noneBlock, p)
+                        }
                     }
                 }
             }

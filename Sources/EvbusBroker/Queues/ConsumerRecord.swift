@@ -11,9 +11,9 @@ public final class ConsumerRecord {
     /// The queue outlives its consumers: deleting a queue cancels every consumer first, so this
     /// reference never dangles, and being unchecked it costs no refcounting per delivery.
     public unowned(unsafe) let queue: MessageQueue
-    public internal(set) var unacked = 0
+    @exclusivity(unchecked) public internal(set) var unacked = 0
     /// The connection's write queue is over its high watermark; set and cleared by the server.
-    public var blocked = false
+    @exclusivity(unchecked) public var blocked = false
 
     public init(connectionSlot: UInt32, connectionID: UInt64, id: UInt32, manualAck: Bool, prefetch: Int, queue: MessageQueue) {
         self.connectionSlot = connectionSlot

@@ -2,6 +2,8 @@ public import EvbusWire
 
 /// A queue: ready messages in order, its consumers in round-robin order, its limits and counters.
 /// Pure: it decides which message goes to which consumer; the server writes the frames.
+/// Loop-bound like the server, so dynamic exclusivity checks on its hot state are off (they cost
+/// more than the work itself, as on `BrokerServer`).
 public final class MessageQueue {
     public let name: String
     /// The server's slot for it (route targets name queues by slot).
@@ -10,22 +12,26 @@ public final class MessageQueue {
     /// The connection an exclusive queue belongs to.
     public let owner: UInt64?
 
-    private var ready = RingBuffer<StoredMessage>()
-    public private(set) var readyBytes: UInt64 = 0
-    public private(set) var consumers: [ConsumerRecord] = []
-    private var nextConsumer = 0
+    @exclusivity(unchecked) private var ready = RingBuffer<StoredMessage>()
+    @exclusivity(unchecked) public private(set) var readyBytes: UInt64 = 0
+    /// Memory the ready messages take (stored bytes, not just payloads): what backpressure watches.
+    @exclusivity(unchecked) public private(set) var readyMemory = 0
+    /// Publishers paused because this queue holds more than the high watermark: (slot, id).
+    public var blockedPublishers: [(slot: UInt32, id: UInt64)] = []
+    @exclusivity(unchecked) public private(set) var consumers: [ConsumerRecord] = []
+    @exclusivity(unchecked) private var nextConsumer = 0
     /// Deliveries to manual-ack consumers not yet acknowledged.
-    public internal(set) var unacked = 0
+    @exclusivity(unchecked) public internal(set) var unacked = 0
     /// An auto-delete queue goes when its last consumer leaves, but only once it has had one.
     public private(set) var hadConsumer = false
     /// (exchange, key) of every explicit binding, to undo them when the queue goes.
     public var bindings: Set<BindingKey> = []
     /// The server has a TTL timer armed for the head (monotonic ns), 0 = none.
-    public var expiryTimerAt: UInt64 = 0
+    @exclusivity(unchecked) public var expiryTimerAt: UInt64 = 0
 
-    public var published: UInt64 = 0
-    public var delivered: UInt64 = 0
-    public var acked: UInt64 = 0
+    @exclusivity(unchecked) public var published: UInt64 = 0
+    @exclusivity(unchecked) public var delivered: UInt64 = 0
+    @exclusivity(unchecked) public var acked: UInt64 = 0
     /// Counters at the last rate sample and the rates computed from them.
     var sample: (published: UInt64, delivered: UInt64, acked: UInt64) = (0, 0, 0)
     public private(set) var rates: (publish: UInt32, deliver: UInt32, ack: UInt32) = (0, 0, 0)
@@ -57,6 +63,7 @@ public final class MessageQueue {
         if options.overflow == .rejectPublish && wouldOverflow(adding: m) { return false }
         ready.append(m)
         readyBytes &+= UInt64(m.payloadCount)
+        readyMemory &+= m.tail.count
         published &+= 1
         if options.maxLength != nil || options.maxBytes != nil {
             while isOverLimit, let head = popReady() { dropped.append(head) }
@@ -82,6 +89,7 @@ public final class MessageQueue {
         for var m in messages.reversed() {
             m.redelivered = true
             readyBytes &+= UInt64(m.payloadCount)
+            readyMemory &+= m.tail.count
             ready.prepend(m)
         }
     }
@@ -89,6 +97,7 @@ public final class MessageQueue {
     private func popReady() -> StoredMessage? {
         guard let m = ready.popFirst() else { return nil }
         readyBytes &-= UInt64(m.payloadCount)
+        readyMemory &-= m.tail.count
         return m
     }
 
@@ -97,6 +106,7 @@ public final class MessageQueue {
         let n = ready.count
         ready.removeAll()
         readyBytes = 0
+        readyMemory = 0
         return n
     }
 

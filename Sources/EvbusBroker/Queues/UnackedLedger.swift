@@ -7,7 +7,10 @@ public struct UnackedLedger {
     struct Entry {
         /// nil once settled (acked out of order: the slot stays until the prefix before it goes).
         var message: StoredMessage?
-        var consumer: ConsumerRecord
+        /// Read only while `message` is set, and a consumer's outstanding entries are all settled
+        /// before it is dropped (`takeAll`), so this never dangles when read; unchecked, it costs
+        /// no retain and release per delivery.
+        unowned(unsafe) var consumer: ConsumerRecord
     }
 
     private var entries = RingBuffer<Entry>(capacity: 64)
@@ -72,8 +75,8 @@ public struct UnackedLedger {
     }
 
     private mutating func compact() {
-        while let e = entries.first, e.message == nil {
-            _ = entries.popFirst()
+        while !entries.isEmpty && entries[0].message == nil {
+            entries.removeFirst()
             firstTag += 1
         }
     }

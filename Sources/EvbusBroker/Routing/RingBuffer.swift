@@ -16,8 +16,8 @@ public struct RingBuffer<Element> {
     @inline(__always) private func physical(_ i: Int) -> Int { (head + i) & (storage.count - 1) }
 
     public subscript(i: Int) -> Element {
-        get { storage[physical(i)]! }
-        set { storage[physical(i)] = newValue }
+        _read { yield storage[physical(i)]! }
+        _modify { yield &storage[physical(i)]! }
     }
 
     public var first: Element? { count == 0 ? nil : storage[head] }
@@ -41,6 +41,13 @@ public struct RingBuffer<Element> {
         head = (head + 1) & (storage.count - 1)
         count -= 1
         return e
+    }
+
+    /// Drops the first element without returning it (no copy).
+    public mutating func removeFirst() {
+        storage[head] = nil
+        head = (head + 1) & (storage.count - 1)
+        count -= 1
     }
 
     public mutating func removeAll() {

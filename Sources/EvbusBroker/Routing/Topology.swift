@@ -10,7 +10,7 @@ public final class Topology {
     public let defaultTopic: Exchange
     public private(set) var exchanges: [String: Exchange] = [:]
     /// Indexed by slot (route targets name queues by slot); freed slots are reused.
-    public private(set) var queues: [MessageQueue?] = []
+    @exclusivity(unchecked) public private(set) var queues: [MessageQueue?] = []
     private var queueSlots: [String: UInt32] = [:]
     private var freeQueueSlots: [UInt32] = []
     private var generatedNames: UInt64 = 0

@@ -21,12 +21,12 @@ final class BrokerConnection: ChannelDelegate {
     /// Deliveries awaiting ACK/NACK, by delivery tag.
     @exclusivity(unchecked) var ledger = UnackedLedger()
     /// The connection's write queue passed its high watermark: its consumers get nothing until it drains.
-    var consumersBlocked = false
+    @exclusivity(unchecked) var consumersBlocked = false
     /// Confirmed publishes are numbered 1, 2, 3... per connection (PROTOCOL.md §6.4).
-    var confirmSequence: UInt64 = 0
+    @exclusivity(unchecked) var confirmSequence: UInt64 = 0
     /// The highest sequence routed but not yet confirmed: confirmed with one CONFIRM(multiple)
     /// after each batch of frames read, not one frame per publish.
-    var confirmPending: UInt64 = 0
+    @exclusivity(unchecked) var confirmPending: UInt64 = 0
 
     /// How many slow receivers this connection is waiting for (backpressure); reading resumes at 0.
     var blockedBy = 0

@@ -56,6 +56,7 @@ extension BrokerServer {
                 var message = stored!
                 message.expiresAt = expiry(for: queue, properties: properties)
                 if !enqueue(message, into: queue) && outcome.rejectedBy == nil { outcome.rejectedBy = queue }
+                if queue.readyMemory > config.highWatermarkBytes, let publisher { queueOverHighWatermark(queue, publisher: publisher) }
                 continue
             }
             guard let receiver = connections[Int(target.connection)], receiver.phase == .open else { continue }
@@ -87,13 +88,27 @@ extension BrokerServer {
             receiver.phase = .closing
             receiver.channel.closeAfterFlush(graceNanos: 500_000_000)
         case .backpressure:
-            if receiver.blockedPublishers.contains(where: { $0.slot == publisher.slot && $0.id == publisher.id }) { return }
-            receiver.blockedPublishers.append((publisher.slot, publisher.id))
-            publisher.blockedBy += 1
-            if publisher.blockedBy == 1 {
-                stats.backpressurePauses &+= 1
-                publisher.channel.pauseReading()
-            }
+            pause(publisher, into: &receiver.blockedPublishers)
+        }
+    }
+
+    /// A queue holds more than the high watermark of ready messages (its consumers are slower than
+    /// its publishers, or it has none): stop reading from this publisher until it drains, so memory
+    /// stays bounded. A publisher that is also a consumer is never paused: it could not send the
+    /// acks that would drain the queue (RabbitMQ's advice is separate connections; this is safe by default).
+    private func queueOverHighWatermark(_ queue: MessageQueue, publisher: BrokerConnection) {
+        guard publisher.consumers.isEmpty, publisher.phase == .open else { return }
+        pause(publisher, into: &queue.blockedPublishers)
+    }
+
+    /// Pauses reading from `publisher` until everything in `list` that holds it releases it.
+    private func pause(_ publisher: BrokerConnection, into list: inout [(slot: UInt32, id: UInt64)]) {
+        if list.contains(where: { $0.slot == publisher.slot && $0.id == publisher.id }) { return }
+        list.append((publisher.slot, publisher.id))
+        publisher.blockedBy += 1
+        if publisher.blockedBy == 1 {
+            stats.backpressurePauses &+= 1
+            publisher.channel.pauseReading()
         }
     }
 
@@ -101,6 +116,17 @@ extension BrokerServer {
     func releasePublishers(blockedOn receiver: BrokerConnection) {
         let blocked = receiver.blockedPublishers
         receiver.blockedPublishers.removeAll()
+        resume(blocked)
+    }
+
+    /// A queue drained below the low watermark, or went away: let its publishers go on.
+    func releasePublishers(blockedOn queue: MessageQueue) {
+        let blocked = queue.blockedPublishers
+        queue.blockedPublishers.removeAll()
+        resume(blocked)
+    }
+
+    private func resume(_ blocked: [(slot: UInt32, id: UInt64)]) {
         for (slot, id) in blocked {
             guard let publisher = connections[Int(slot)], publisher.id == id else { continue }
             publisher.blockedBy -= 1

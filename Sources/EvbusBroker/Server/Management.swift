@@ -34,6 +34,7 @@ extension BrokerServer {
             answer(c, id) { () throws(WireError) in
                 let q = try topology.queue(name, connection: c.id)
                 let count = q.purge()
+                releasePublishers(blockedOn: q)
                 return .queueOK(requestID: id, info: QueueInfo(name: name, messageCount: UInt32(clamping: count), consumerCount: UInt32(clamping: q.consumers.count)))
             }
         case .bind(let id, let queue, let exchange, let key):
@@ -126,6 +127,7 @@ extension BrokerServer {
         }
         for consumer in q.consumers { q.remove(consumer) }
         _ = q.purge()
+        releasePublishers(blockedOn: q)
         topology.remove(q)
     }
 

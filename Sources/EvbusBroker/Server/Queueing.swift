@@ -111,6 +111,9 @@ extension BrokerServer {
             }
         }
         armExpiry(queue)
+        if !queue.blockedPublishers.isEmpty && queue.readyMemory <= config.lowWatermarkBytes {
+            releasePublishers(blockedOn: queue)
+        }
     }
 
     private func armExpiry(_ queue: MessageQueue) {
@@ -119,10 +122,10 @@ extension BrokerServer {
         let now = monotonicNanos()
         let slot = Int(queue.slot)
         let identity = ObjectIdentifier(queue)
-        loop.scheduleTimer(afterNanos: at > now ? at - now : 0) { [weak self] in
-            guard let self, let q = topology.queues[slot], ObjectIdentifier(q) == identity, q.expiryTimerAt == at else { return }
+        scheduleTimer(afterNanos: at > now ? at - now : 0) { server in
+            guard let q = server.topology.queues[slot], ObjectIdentifier(q) == identity, q.expiryTimerAt == at else { return }
             q.expiryTimerAt = 0
-            dispatch(q)
+            server.dispatch(q)
         }
     }
 

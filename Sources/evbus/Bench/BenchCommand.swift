@@ -6,6 +6,7 @@ import EvbusIO
 struct BenchCommand: EvbusCommand {
     static let allScenarios = [
         "pubsub", "pubsub-1k", "fanout", "pubsub-event", "fanout-event", "latency", "idle", "dispatch", "dispatch-latency",
+        "workqueue", "workqueue-4", "workqueue-confirm",
     ]
     static let spec = CommandSpec(
         name: "bench",
@@ -15,7 +16,10 @@ struct BenchCommand: EvbusCommand {
             payloads), fanout (1 -> 10 subscribers, one topic) use the zero-copy `EventView`
             handler; pubsub-event and fanout-event repeat them with the allocating `Event` handler;
             latency (one-way, paced at 20,000
-            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection, 1,000 connections). Publisher and
+            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection, 1,000 connections);
+            workqueue (1 producer -> 1 queue -> 1 consumer, 16-byte messages, manual ack of each message,
+            prefetch 100), workqueue-4 (4 competing consumers), workqueue-confirm (the producer also
+            publishes with confirms and waits for them). Publisher and
             subscribers are peers in this process, each on its own event loop; the broker is a
             separate `evbus broker` process.
             """,
@@ -107,6 +111,12 @@ struct BenchCommand: EvbusCommand {
                 line = r.line
             case "fanout-event":
                 let r = try await Scenarios.pubsub(name: s, socket: socket, messages: messages ?? 500_000, size: 16, subscribers: 10, delivery: .event)
+                lost += r.lost
+                line = r.line
+            case "workqueue", "workqueue-4", "workqueue-confirm":
+                let r = try await QueueScenarios.workQueue(
+                    name: s, socket: socket, messages: messages ?? 2_000_000, consumers: s == "workqueue-4" ? 4 : 1,
+                    prefetch: 100, confirm: s == "workqueue-confirm")
                 lost += r.lost
                 line = r.line
             case "dispatch":

@@ -87,7 +87,11 @@ final class Receiver: Sendable {
 /// Publishes numbered, optionally time-stamped messages.
 enum Publisher {
     /// Publishes `count` messages of `size` bytes (at least 16) as fast as the peer takes them.
-    static func run(_ peer: Peer, topic: String, count: Int, size: Int, stampEvery: Int = 64, pacedPerSecond: Int? = nil) async throws {
+    /// With `exchange`, publishes there with `topic` as the routing key (and `confirm` if asked).
+    static func run(
+        _ peer: Peer, topic: String, count: Int, size: Int, stampEvery: Int = 64, pacedPerSecond: Int? = nil,
+        exchange: String? = nil, confirm: Bool = false
+    ) async throws {
         var payload = [UInt8](repeating: 0x61, count: max(size, 16))
         let start = monotonicNanos()
         for i in 0..<count {
@@ -100,8 +104,13 @@ enum Publisher {
                 p.storeBytes(of: UInt64(i), toByteOffset: 0, as: UInt64.self)
                 p.storeBytes(of: stamp, toByteOffset: 8, as: UInt64.self)
             }
-            try await peer.publish(topic, payload)
+            if let exchange {
+                try await peer.publish(to: exchange, key: topic, payload, confirm: confirm)
+            } else {
+                try await peer.publish(topic, payload)
+            }
         }
+        if confirm { try await peer.waitForConfirms() }
         try await peer.flush()
     }
 }
