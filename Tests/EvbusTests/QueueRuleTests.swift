@@ -253,6 +253,32 @@ import Testing
         await peer.close()
     }
 
+    @Test func aFillingQueuePausesItsPublisherAndLosesNothing() async throws {
+        let broker = try InProcessBroker { config in
+            config.highWatermarkBytes = 8192
+            config.lowWatermarkBytes = 2048
+        }
+        defer { broker.shutdown() }
+        let producer = try await Peer.connect(to: broker.socketPath, name: "producer")
+        let worker = try await Peer.connect(to: broker.socketPath, name: "worker")
+        _ = try await producer.declareQueue("backlog")
+        let payload = [UInt8](repeating: 7, count: 100)
+        for _ in 0..<1000 { try await producer.publish(to: "", key: "backlog", payload) }
+        // Far more than 8 KiB was sent: the broker stopped reading from the producer.
+        #expect(await eventually { broker.stat("backpressure_pauses") >= 1 })
+        let depth = try await worker.declareQueue("backlog", passive: true).messageCount
+        #expect(depth < 1000)
+        let got = Collector<Int>()
+        _ = try await worker.consume("backlog", ack: .manual, prefetch: 50) { d in
+            got.add(d.payload.count)
+            try? d.ack()
+        }
+        #expect(await eventually { got.count == 1000 })
+        try await producer.flush()
+        await producer.close()
+        await worker.close()
+    }
+
     @Test func queuesExchangesAndBindingsDeclaredInTheConfigExistAtStart() async throws {
         let broker = try InProcessBroker { config in
             config.exchanges = [DeclaredExchange(name: "events", type: .topic)]

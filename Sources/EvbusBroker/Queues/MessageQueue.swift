@@ -17,7 +17,7 @@ public final class MessageQueue {
     /// Memory the ready messages take (stored bytes, not just payloads): what backpressure watches.
     @exclusivity(unchecked) public private(set) var readyMemory = 0
     /// Publishers paused because this queue holds more than the high watermark: (slot, id).
-    public var blockedPublishers: [(slot: UInt32, id: UInt64)] = []
+    @exclusivity(unchecked) public var blockedPublishers: [(slot: UInt32, id: UInt64)] = []
     @exclusivity(unchecked) public private(set) var consumers: [ConsumerRecord] = []
     @exclusivity(unchecked) private var nextConsumer = 0
     /// Deliveries to manual-ack consumers not yet acknowledged.

@@ -62,6 +62,19 @@ public struct UnackedLedger {
         compact()
     }
 
+    /// Settles one tag (the common ACK): no closure, no allocation. Throws `unknown-delivery-tag`.
+    @inline(__always)
+    public mutating func settle(_ tag: UInt64) throws(WireError) -> (StoredMessage, ConsumerRecord) {
+        guard tag >= firstTag, tag < nextTag, !entries.isEmpty else { throw unknown(tag) }
+        let i = Int(tag - firstTag)
+        guard let m = entries[i].message else { throw unknown(tag) }
+        entries[i].message = nil
+        outstanding -= 1
+        let consumer = entries[i].consumer
+        compact()
+        return (m, consumer)
+    }
+
     /// Removes every outstanding delivery of `consumer` (or of all consumers when nil), in tag order,
     /// for requeueing.
     public mutating func takeAll(of consumer: ConsumerRecord?, _ body: (StoredMessage, ConsumerRecord) -> Void) {

@@ -13,7 +13,7 @@ final class BrokerConnection: ChannelDelegate {
     /// The server owns every connection and outlives it, so an unchecked reference is safe and
     /// avoids an unowned-retain on each access (it is read for every frame).
     unowned(unsafe) let server: BrokerServer
-    var phase = Phase.preamble
+    @exclusivity(unchecked) var phase = Phase.preamble
     var name = ""
     var subscriptions: Set<UInt32> = []
     /// This connection's queue consumers, by their client-chosen id.
@@ -29,7 +29,7 @@ final class BrokerConnection: ChannelDelegate {
     @exclusivity(unchecked) var confirmPending: UInt64 = 0
 
     /// How many slow receivers this connection is waiting for (backpressure); reading resumes at 0.
-    var blockedBy = 0
+    @exclusivity(unchecked) var blockedBy = 0
     /// Publishers paused because this connection is slow: (slot, id) so a reused slot is not confused.
     var blockedPublishers: [(slot: UInt32, id: UInt64)] = []
 
@@ -71,9 +71,11 @@ final class BrokerConnection: ChannelDelegate {
             }
         } catch {
             fail(error)
+            server.flushPendingDispatch()
             return bytes.count
         }
         flushConfirms()
+        server.flushPendingDispatch()
         return offset
     }
 

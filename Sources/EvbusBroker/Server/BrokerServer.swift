@@ -18,6 +18,8 @@ public final class BrokerServer {
     /// Reused buffers of the queue paths (loop thread only).
     @exclusivity(unchecked) var droppedScratch: [StoredMessage] = []
     @exclusivity(unchecked) var touchedQueues: [MessageQueue] = []
+    /// A queue whose consumers' ACKs made room during this read batch (see `ack`).
+    @exclusivity(unchecked) var pendingDispatch: MessageQueue?
     /// How deep dead letters are nested right now (a cycle guard).
     var deadLetterDepth = 0
     var lastRateSample = monotonicNanos()

@@ -140,6 +140,26 @@ extension BrokerServer {
     // MARK: Acknowledgements
 
     func ack(from c: BrokerConnection, tag: UInt64, flags: UInt8) {
+        if flags & AckFlag.multiple == 0 {
+            // One tag: the per-message path of a work queue.
+            let consumer: ConsumerRecord
+            do {
+                consumer = try c.ledger.settle(tag).1
+            } catch {
+                c.refuse(error, requestID: 0)
+                return
+            }
+            let queue = consumer.queue
+            queue.settled(consumer, acked: true)
+            stats.acked &+= 1
+            // Refill the window once per batch of frames read, not once per ACK: one dispatch then
+            // writes all the messages the batch's acks made room for.
+            if queue !== pendingDispatch {
+                if let previous = pendingDispatch { dispatch(previous) }
+                pendingDispatch = queue
+            }
+            return
+        }
         touchedQueues.removeAll(keepingCapacity: true)
         do {
             try c.ledger.settle(tag, multiple: flags & AckFlag.multiple != 0) { _, consumer in
@@ -152,6 +172,14 @@ extension BrokerServer {
             return
         }
         for q in touchedQueues { dispatch(q) }
+    }
+
+    /// Runs the dispatch that ACKs deferred (end of a read batch, or before anything that must see it).
+    func flushPendingDispatch() {
+        guard let queue = pendingDispatch else { return }
+        pendingDispatch = nil
+        // The queue may have been deleted by a later frame of the batch.
+        if topology.queues[Int(queue.slot)] === queue { dispatch(queue) }
     }
 
     func nack(from c: BrokerConnection, tag: UInt64, flags: UInt8) {

@@ -27,8 +27,8 @@ struct BenchCommand: EvbusCommand {
             .init(long: "scenario", short: nil, valueName: "names", help: "Comma-separated scenarios (default: all)."),
             .init(long: "messages", short: "m", valueName: "n", help: "Messages per throughput scenario (default: 2,000,000; 500,000 for pubsub-1k and fanout)."),
             .init(long: "connections", short: nil, valueName: "n", help: "Connections for the idle scenario (default: 1000)."),
-            .init(long: "against", short: nil, valueName: "broker", help: "Measure nats or redis instead (started by you; see docs/BENCHMARKS.md)."),
-            .init(long: "address", short: nil, valueName: "address", help: "With --against: host:port (nats, default 127.0.0.1:4222) or a Unix socket path (redis)."),
+            .init(long: "against", short: nil, valueName: "broker", help: "Measure nats, redis or rabbitmq instead (started by you; see docs/BENCHMARKS.md)."),
+            .init(long: "address", short: nil, valueName: "address", help: "With --against: host:port (nats 127.0.0.1:4222, rabbitmq 127.0.0.1:5672) or a Unix socket path (redis)."),
             .init(long: "server-pid", short: nil, valueName: "pid", help: "With --against: the server's pid, for the idle scenario's memory figure."),
         ])
 
@@ -48,13 +48,14 @@ struct BenchCommand: EvbusCommand {
         serverPID = try a.int("server-pid", in: 1...Int(Int32.max), spec: Self.spec).map { Int32($0) }
         if let against = a.value("against") {
             guard let kind = ForeignKind(rawValue: against) else {
-                throw UsageError("The value '\(against)' is invalid for '--against <broker>': expected nats or redis")
+                throw UsageError("The value '\(against)' is invalid for '--against <broker>': expected nats, redis or rabbitmq")
             }
-            let address = a.value("address") ?? (kind == .nats ? "127.0.0.1:4222" : "/tmp/redis-bench.sock")
-            foreign = ForeignBus(kind: kind, address: address)
-            if a.value("scenario") == nil { scenarios = ["pubsub", "pubsub-1k", "fanout", "idle"] }
-            for s in scenarios where s.hasSuffix("-event") || s.hasPrefix("dispatch") || s == "latency" {
-                throw UsageError("Scenario '\(s)' is evbus-only; with --against use pubsub, pubsub-1k, fanout or idle")
+            let defaults: [ForeignKind: String] = [.nats: "127.0.0.1:4222", .redis: "/tmp/redis-bench.sock", .rabbitmq: "127.0.0.1:5672"]
+            foreign = ForeignBus(kind: kind, address: a.value("address") ?? defaults[kind]!)
+            let supported = kind == .rabbitmq ? ["workqueue", "workqueue-4", "workqueue-confirm"] : ["pubsub", "pubsub-1k", "fanout", "idle"]
+            if a.value("scenario") == nil { scenarios = supported }
+            for s in scenarios where !supported.contains(s) {
+                throw UsageError("Scenario '\(s)' is not run against \(kind.rawValue); use \(supported.joined(separator: ", "))")
             }
         }
     }
@@ -65,6 +66,11 @@ struct BenchCommand: EvbusCommand {
         for s in scenarios {
             let line: String
             switch s {
+            case "workqueue", "workqueue-4", "workqueue-confirm":
+                let r = try ForeignScenarios.workQueue(
+                    bus, name: s, messages: messages ?? 200_000, consumers: s == "workqueue-4" ? 4 : 1, confirm: s == "workqueue-confirm")
+                lost += r.lost
+                line = r.line
             case "pubsub", "pubsub-1k", "fanout":
                 let r = try ForeignScenarios.pubsub(
                     bus, name: s, messages: messages ?? (s == "pubsub" ? 2_000_000 : 500_000),

@@ -6,12 +6,14 @@ import Synchronization
 /// TCP) or Redis (RESP pub/sub over a Unix socket). The clients do no more work than parsing
 /// frames, so they flatter the foreign brokers slightly compared with evbus's full library.
 enum ForeignKind: String {
-    case nats, redis
+    case nats, redis, rabbitmq
 }
 
 struct ForeignBus {
     let kind: ForeignKind
     let address: String
+    /// `evbus bench` only runs the work-queue scenarios against RabbitMQ (AMQPClient.swift).
+    static let pubSubOnly = "the pub/sub scenarios run against NATS and Redis only"
 
     /// A connected, subscribed client whose reader thread feeds `receiver`; returns once subscribed.
     func subscriber(_ subject: String, _ receiver: Receiver) throws -> RawSocket {
@@ -21,6 +23,8 @@ struct ForeignBus {
             s.write("CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB \(subject) 1\r\nPING\r\n")
         case .redis:
             s.write(resp(["SUBSCRIBE", subject]))
+        case .rabbitmq:
+            preconditionFailure(Self.pubSubOnly)
         }
         let ready = DispatchSemaphore(value: 0)
         let kind = self.kind
@@ -31,6 +35,7 @@ struct ForeignBus {
                 switch kind {
                 case .nats: Self.parseNATS(&buf, s, receiver, &signalled, ready)
                 case .redis: Self.parseRedis(&buf, receiver, &signalled, ready)
+                case .rabbitmq: preconditionFailure(Self.pubSubOnly)
                 }
             }
             if !signalled { ready.signal() }
@@ -63,6 +68,7 @@ struct ForeignBus {
         switch kind {
         case .nats: header = Array("PUB \(subject) \(payload.count)\r\n".utf8)
         case .redis: header = Array("*3\r\n$7\r\nPUBLISH\r\n$\(subject.utf8.count)\r\n\(subject)\r\n$\(payload.count)\r\n".utf8)
+        case .rabbitmq: preconditionFailure(Self.pubSubOnly)
         }
         for i in 0..<count {
             let stamp: UInt64 = i % stampEvery == 0 ? monotonicNanos() : 0

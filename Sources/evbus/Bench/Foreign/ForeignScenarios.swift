@@ -31,4 +31,24 @@ enum ForeignScenarios {
         return "\(bus.kind.rawValue) idle    \(connections) connections  server RSS \(before / 1024) KiB -> \(after / 1024) KiB  "
             + "= \(BenchReport.format(Double(after - before) / Double(connections) / 1024, 2)) KiB per connection"
     }
+
+    /// RabbitMQ's side of the work-queue scenarios: same queue shape, prefetch, acks and payload.
+    static func workQueue(_ bus: ForeignBus, name: String, messages: Int, consumers: Int, confirm: Bool) throws -> BenchResult {
+        let queue = "bench.\(name).\(getpid())"
+        let admin = try AMQPClient(address: bus.address)
+        try admin.declareQueue(queue)
+        let acked = Receiver()
+        let clients = try (0..<consumers).map { _ in try AMQPClient(address: bus.address) }
+        for c in clients { try c.consume(queue, prefetch: 100, acked: acked) }
+        let producer = try AMQPClient(address: bus.address)
+        if confirm { try producer.confirmSelect() }
+        let start = monotonicNanos()
+        try producer.publish(queue: queue, count: messages, confirm: confirm)
+        let end = acked.waitForBlocking(messages)
+        try admin.deleteQueue(queue)
+        withExtendedLifetime(clients) {}
+        return BenchResult(
+            name: "rabbitmq \(name)", messages: messages, deliveries: messages, received: acked.count.load(ordering: .acquiring),
+            nanos: end - start, extra: "  (prefetch 100\(confirm ? ", confirms" : ""))")
+    }
 }
