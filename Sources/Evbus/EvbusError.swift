@@ -25,6 +25,12 @@ public struct EvbusError: Error, Hashable, Sendable, CustomStringConvertible {
         /// Publisher confirms: the broker refused one or more publishes (a full reject-publish queue,
         /// an unknown exchange, an invalid routing key).
         public static let nacked = Code(name: "nacked")
+        /// Request/reply: the broker knew at once that nothing could receive the request.
+        public static let noResponder = Code(name: "no-responder")
+        /// Request/reply: the responder that accepted the request went away before replying.
+        public static let responderGone = Code(name: "responder-gone")
+        /// Request/reply: the responder's handler threw; `remoteCode` and `message` say what.
+        public static let remote = Code(name: "remote")
         /// The broker answered something this library does not understand.
         public static let protocolViolation = Code(name: "protocol-violation")
     }
@@ -33,10 +39,13 @@ public struct EvbusError: Error, Hashable, Sendable, CustomStringConvertible {
     /// The broker's error code, for `refused` (and for local checks of the broker's rules).
     public var wireCode: ErrorCode?
     public var message: String
+    /// For `remote`: the code the responder gave (`RemoteError.code`), e.g. "invalid-argument".
+    public var remoteCode: String?
 
-    public init(_ code: Code, wireCode: ErrorCode? = nil, _ message: String) {
+    public init(_ code: Code, wireCode: ErrorCode? = nil, remoteCode: String? = nil, _ message: String) {
         self.code = code
         self.wireCode = wireCode
+        self.remoteCode = remoteCode
         self.message = message
     }
 
@@ -46,6 +55,7 @@ public struct EvbusError: Error, Hashable, Sendable, CustomStringConvertible {
 
     public var description: String {
         if let wireCode { return "\(code) [\(wireCode)]: \(message)" }
+        if let remoteCode { return "\(code) [\(remoteCode)]: \(message)" }
         return "\(code): \(message)"
     }
 }

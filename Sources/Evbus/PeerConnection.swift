@@ -59,6 +59,8 @@ final class PeerConnection: ChannelDelegate {
     private var confirmedThrough: UInt64 = 0
     private var nacked: [UInt64] = []
     private var confirmWaiters: [(through: UInt64, waiter: CheckedContinuation<Void, any Error>)] = []
+    /// Requests in flight (request/reply), by correlation id.
+    let calls = RequestTable()
 
     init(
         channel: Channel, outbox: Outbox, onAsyncError: (@Sendable (EvbusError) -> Void)?,
@@ -106,7 +108,7 @@ final class PeerConnection: ChannelDelegate {
         var remaining = ids.count
         var firstError: (any Error)?
         for (id, pattern) in zip(ids, patterns) {
-            let reply = Reply { [self] result in
+            let reply = LocalReply { [self] result in
                 if case .failure(let e) = result {
                     sinks[id] = nil
                     firstError = firstError ?? e
@@ -131,9 +133,9 @@ final class PeerConnection: ChannelDelegate {
     }
 
     /// Replies handled on the loop itself (multi-pattern subscribe), by request id.
-    private var localReplies: [UInt32: Reply] = [:]
+    private var localReplies: [UInt32: LocalReply] = [:]
 
-    final class Reply {
+    final class LocalReply {
         let body: (Result<Frame, any Error>) -> Void
         init(_ body: @escaping (Result<Frame, any Error>) -> Void) { self.body = body }
     }
@@ -146,7 +148,7 @@ final class PeerConnection: ChannelDelegate {
         var remaining = ids.count
         for id in ids {
             // OK or unknown-subscription: either way the subscription is gone, which is the goal.
-            localReplies[id] = Reply { _ in
+            localReplies[id] = LocalReply { _ in
                 remaining -= 1
                 if remaining == 0 { waiter.resume() }
             }
@@ -158,7 +160,7 @@ final class PeerConnection: ChannelDelegate {
     func consume(_ frame: Frame, id: UInt32, sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
         if let failure { return waiter.resume(throwing: failure) }
         sinks[id] = sink
-        localReplies[id] = Reply { [self] result in
+        localReplies[id] = LocalReply { [self] result in
             switch result {
             case .success: waiter.resume()
             case .failure(let error):
@@ -174,7 +176,7 @@ final class PeerConnection: ChannelDelegate {
         sinks.removeValue(forKey: id)?.finish(nil)
         if let failure { return waiter.resume(throwing: failure) }
         // OK or unknown-consumer (the broker cancelled it first): either way it is gone.
-        localReplies[id] = Reply { _ in waiter.resume() }
+        localReplies[id] = LocalReply { _ in waiter.resume() }
         send(.cancel(consumerID: id))
     }
 
@@ -202,6 +204,23 @@ final class PeerConnection: ChannelDelegate {
         let ready = confirmWaiters.filter { $0.through <= confirmedThrough }
         confirmWaiters.removeAll { $0.through <= confirmedThrough }
         for (through, waiter) in ready { finishConfirmWait(through: through, waiter) }
+    }
+
+    /// Registers a request and sends it (after everything published before it).
+    func startCall(_ id: String, _ frame: Frame, _ call: RequestTable.Call, timeout: Duration) {
+        if let failure {
+            switch call.waiter {
+            case .one(let c): c.resume(throwing: failure)
+            case .all(let c): c.resume(throwing: failure)
+            }
+            return
+        }
+        calls.add(id, call)
+        let loop = channel.loop
+        call.timer = loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [calls] in
+            calls.expire(id, after: timeout, loop: loop)
+        }
+        send(frame)
     }
 
     /// PING; resumes when the PONG comes back, so the broker has handled everything sent before.
@@ -253,6 +272,13 @@ final class PeerConnection: ChannelDelegate {
     private func handle(_ frame: RawFrame) throws(WireError) {
         if frame.type == .deliver {
             let d = try DeliverView(body: frame.body)
+            if d.subscriptionID == Inbox.subscriptionID {
+                // A reply to this peer's inbox.
+                let properties = d.decodedProperties()
+                guard let id = properties.correlationID else { return }
+                calls.reply(id, Reply(payload: Array(d.payload), properties: properties, publisher: d.publisher), loop: channel.loop)
+                return
+            }
             guard let sink = sink(for: d.subscriptionID) else { return }  // unsubscribed while in flight
             switch sink {
             case .view(let h):
@@ -300,7 +326,13 @@ final class PeerConnection: ChannelDelegate {
         case .confirm(let sequence, let flags):
             confirmed(sequence, flags: flags)
         case .returned(let code, let exchange, let key, let properties, let payload):
-            onReturn?(ReturnedMessage(code: code, exchange: exchange, routingKey: key, properties: properties, payload: payload))
+            if code == .responderGone, let id = properties.correlationID {
+                calls.responderGone(id, loop: channel.loop)
+            } else {
+                onReturn?(ReturnedMessage(code: code, exchange: exchange, routingKey: key, properties: properties, payload: payload))
+            }
+        case .routed(let reached, let id):
+            calls.routed(id, reached: Int(reached), loop: channel.loop)
         case .cancel(let id):
             sinks.removeValue(forKey: id)?.finish(EvbusError(.consumerCancelled, "the broker cancelled consumer \(id): its queue was deleted"))
         case .welcome(_, let maxFrame, let connectionID, let brokerName):
@@ -420,6 +452,7 @@ final class PeerConnection: ChannelDelegate {
         let confirmWaiting = confirmWaiters
         confirmWaiters.removeAll()
         for (_, w) in confirmWaiting { w.resume(throwing: error) }
+        calls.failAll(error, loop: channel.loop)
         acker = nil
         for w in closeWaiters { w.resume() }
         closeWaiters.removeAll()

@@ -32,6 +32,9 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let unroutable = ErrorCode(rawValue: 212)
     public static let accessRefused = ErrorCode(rawValue: 213)
     public static let unknownConsumer = ErrorCode(rawValue: 214)
+    public static let noResponder = ErrorCode(rawValue: 215)
+    public static let responderGone = ErrorCode(rawValue: 216)
+    public static let invalidRequest = ErrorCode(rawValue: 217)
 
     /// True when the broker closes the connection after sending this code.
     public var closesConnection: Bool { rawValue < 200 }
@@ -62,6 +65,9 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .unroutable: "unroutable"
         case .accessRefused: "access-refused"
         case .unknownConsumer: "unknown-consumer"
+        case .noResponder: "no-responder"
+        case .responderGone: "responder-gone"
+        case .invalidRequest: "invalid-request"
         default: "error-\(rawValue)"
         }
     }

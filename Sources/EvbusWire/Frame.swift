@@ -44,6 +44,7 @@ public enum Frame: Hashable, Sendable {
     case nack(deliveryTag: UInt64, flags: UInt8)
     case confirm(sequence: UInt64, flags: UInt8)
     case returned(code: ErrorCode, exchange: String, routingKey: String, properties: MessageProperties = .none, payload: [UInt8])
+    case routed(reached: UInt32, correlationID: String)
 
     public var type: FrameType {
         switch self {
@@ -78,6 +79,7 @@ public enum Frame: Hashable, Sendable {
         case .nack: .nack
         case .confirm: .confirm
         case .returned: .returned
+        case .routed: .routed
         }
     }
 }
@@ -252,6 +254,7 @@ extension FrameType {
         case .nack: "NACK"
         case .confirm: "CONFIRM"
         case .returned: "RETURN"
+        case .routed: "ROUTED"
         }
     }
 }

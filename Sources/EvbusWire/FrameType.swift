@@ -31,11 +31,12 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case nack = 0x45
     case confirm = 0x46
     case returned = 0x47
+    case routed = 0x48
 
     /// Frames only the broker sends; a client sending one is a protocol violation.
     public var isBrokerOnly: Bool {
         switch self {
-        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned: true
+        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed: true
         default: false
         }
     }

@@ -108,6 +108,9 @@ extension Frame {
             body.string(key)
             body.bytes.append(contentsOf: properties.encoded())
             body.bytes.append(contentsOf: payload)
+        case .routed(let reached, let correlationID):
+            body.u32(reached)
+            body.string(correlationID)
         default:
             preconditionFailure("\(type.name) is not a routing frame")
         }
@@ -229,6 +232,8 @@ extension Frame {
             let key = try r.string("routing key")
             let (properties, _) = try MessageProperties.read(&r)
             return .returned(code: code, exchange: exchange, routingKey: key, properties: properties, payload: Array(r.rest()))
+        case .routed:
+            return .routed(reached: try r.u32("reached"), correlationID: try r.string("correlation id"))
         default:
             throw WireError(.unknownFrameType, "\(type.name) has no decoder")
         }

@@ -107,7 +107,41 @@ public enum PublishFlag {
     public static let mandatory: UInt8 = 0x01
     /// Confirm it (CONFIRM frame) by sequence number; the broker numbers confirmed publishes 1, 2, 3...
     public static let confirm: UInt8 = 0x02
-    public static let reserved: UInt8 = 0xFC
+    /// A request (PROTOCOL.md §5.13): needs reply-to and correlation id; the broker answers ROUTED
+    /// with how many responders it reached (0 = no responder: nothing is queued) and tells the
+    /// caller if a responder that accepted it goes away before replying.
+    public static let request: UInt8 = 0x04
+    public static let reserved: UInt8 = 0xF8
+}
+
+/// Every connection's private reply address: `amq.inbox.<connection id>` on the default exchange.
+public enum Inbox {
+    public static let prefix = "amq.inbox."
+    /// Messages to an inbox arrive as DELIVER frames with this subscription id (never a client's).
+    public static let subscriptionID: UInt32 = 0
+    static let prefixBytes = Array(prefix.utf8)
+
+    public static func name(connectionID: UInt64) -> String { prefix + String(connectionID) }
+
+    /// The connection id an inbox routing key names, or nil if it is not an inbox name.
+    public static func connectionID(_ key: UnsafeRawBufferPointer) -> UInt64? {
+        guard key.count > prefixBytes.count, key.count <= prefixBytes.count + 20 else { return nil }
+        for (i, b) in prefixBytes.enumerated() where key[i] != b { return nil }
+        var id: UInt64 = 0
+        for b in key[prefixBytes.count...] {
+            guard b >= 0x30 && b <= 0x39 else { return nil }
+            let (times10, o1) = id.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times10.addingReportingOverflow(UInt64(b - 0x30))
+            guard !o1 && !o2 else { return nil }
+            id = sum
+        }
+        return id
+    }
+
+    public static func connectionID(_ name: String) -> UInt64? {
+        var name = name
+        return name.withUTF8 { connectionID(UnsafeRawBufferPointer($0)) }
+    }
 }
 
 /// CONSUME flag bits.

@@ -9,6 +9,9 @@ public struct StoredMessage {
     /// Monotonic nanoseconds after which it expires; 0 = never.
     public var expiresAt: UInt64
     public var redelivered = false
+    /// Published as a request (PUBLISH_TO flag 0x04): accepting it opens a request the broker
+    /// watches until its reply (see `BrokerServer.openRequest`).
+    public var isRequest = false
 
     public init(tail: [UInt8], payloadCount: Int, expiresAt: UInt64) {
         self.tail = tail

@@ -124,6 +124,8 @@ public final class Topology {
         return q
     }
 
+    public func hasQueue(_ name: String) -> Bool { queueSlots[name] != nil }
+
     /// Checks `if-unused` / `if-empty` for deleting. The server then cancels consumers and calls `remove`.
     public func checkDeletable(_ q: MessageQueue, ifUnused: Bool, ifEmpty: Bool) throws(WireError) {
         if ifUnused && !q.consumers.isEmpty {

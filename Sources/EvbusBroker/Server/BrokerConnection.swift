@@ -20,6 +20,9 @@ final class BrokerConnection: ChannelDelegate {
     var consumers: [UInt32: ConsumerRecord] = [:]
     /// Deliveries awaiting ACK/NACK, by delivery tag.
     @exclusivity(unchecked) var ledger = UnackedLedger()
+    /// Requests this connection accepted (acknowledged) and has not answered yet: (caller's
+    /// connection id, correlation id). If it goes, each caller is told `responder-gone`.
+    var openRequests: [(caller: UInt64, correlationID: String)] = []
     /// The connection's write queue passed its high watermark: its consumers get nothing until it drains.
     @exclusivity(unchecked) var consumersBlocked = false
     /// Confirmed publishes are numbered 1, 2, 3... per connection (PROTOCOL.md §6.4).
@@ -128,7 +131,7 @@ final class BrokerConnection: ChannelDelegate {
             }
         case .hello:
             throw WireError(.unexpectedFrame, "HELLO was already sent on this connection")
-        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned:
+        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed:
             throw WireError(.unexpectedFrame, "\(frame.type.name) frames are sent by the broker, not by clients")
         default:
             try handleControl(try Frame.decode(type: frame.type, body: frame.body))

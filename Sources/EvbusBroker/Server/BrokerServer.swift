@@ -51,6 +51,8 @@ public final class BrokerServer {
     /// Indexed by slot, the number routing targets use; freed slots are reused.
     @exclusivity(unchecked) private(set) var connections: [BrokerConnection?] = []
     private var freeSlots: [UInt32] = []
+    /// Connection id → slot, for inboxes (`amq.inbox.<id>`).
+    var slotsByID: [UInt64: UInt32] = [:]
     private var liveConnections = 0
     private var nextConnectionID: UInt64 = 1
     var onShutdownComplete: (() -> Void)?
@@ -125,6 +127,7 @@ public final class BrokerServer {
         let connection = BrokerConnection(id: nextConnectionID, slot: slot, channel: channel, credentials: credentials, server: self)
         nextConnectionID += 1
         connections[Int(slot)] = connection
+        slotsByID[connection.id] = slot
         liveConnections += 1
         stats.connectionsTotal += 1
         channel.delegate = connection
@@ -144,8 +147,10 @@ public final class BrokerServer {
         topology.defaultTopic.topics.removeAll(connection: c.slot, subscriptions: c.subscriptions)
         c.subscriptions.removeAll()
         releaseQueues(of: c)
+        abandonRequests(of: c)
         releasePublishers(blockedOn: c)
         connections[Int(c.slot)] = nil
+        slotsByID[c.id] = nil
         freeSlots.append(c.slot)
         liveConnections -= 1
         log.debug("\(c.label) closed: \(reason)")

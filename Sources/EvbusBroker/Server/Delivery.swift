@@ -39,7 +39,7 @@ extension BrokerServer {
     func deliver(
         to targets: [RouteTarget], from publisher: BrokerConnection?, publisherID: UInt64,
         exchange: UnsafeRawBufferPointer, routingKey: UnsafeRawBufferPointer, properties: UnsafeRawBufferPointer,
-        payload: UnsafeRawBufferPointer
+        payload: UnsafeRawBufferPointer, isRequest: Bool = false
     ) -> Outcome {
         var outcome = Outcome()
         var stored: StoredMessage?
@@ -52,6 +52,7 @@ extension BrokerServer {
                     stored = StoredMessage(
                         publisher: publisherID, exchange: exchange, routingKey: routingKey, properties: properties,
                         payload: payload, expiresAt: 0)
+                    stored!.isRequest = isRequest
                 }
                 var message = stored!
                 message.expiresAt = expiry(for: queue, properties: properties)

@@ -17,11 +17,35 @@ extension BrokerServer {
             return
         }
         let targets: [RouteTarget]
-        do {
-            targets = try exchange.route(view.routingKey)
-        } catch {
-            refusePublish(publisher, sequence, error)
-            return
+        if exchange === topology.defaultExchange, let caller = Inbox.connectionID(view.routingKey) {
+            targets = slotsByID[caller].map { [RouteTarget(connection: $0, subscription: Inbox.subscriptionID)] } ?? []
+            if !publisher.openRequests.isEmpty { answered(by: publisher, caller: caller, properties: view.properties) }
+        } else {
+            do {
+                targets = try exchange.route(view.routingKey)
+            } catch {
+                refusePublish(publisher, sequence, error)
+                return
+            }
+        }
+        let isRequest = view.flags & PublishFlag.request != 0
+        if isRequest {
+            let correlationID: String
+            do {
+                correlationID = try checkRequest(view.properties)
+            } catch {
+                refusePublish(publisher, sequence, error)
+                return
+            }
+            let reached = responders(in: targets)
+            publisher.send(.routed(reached: UInt32(reached), correlationID: correlationID))
+            if reached == 0 {
+                // Nobody can answer: say so now (ROUTED 0) instead of leaving it to time out in a queue.
+                stats.published &+= 1
+                stats.unroutable &+= 1
+                if sequence != 0 { publisher.confirmPending = sequence }
+                return
+            }
         }
         stats.published &+= 1
         if targets.isEmpty {
@@ -35,7 +59,7 @@ extension BrokerServer {
         } else {
             let outcome = deliver(
                 to: targets, from: publisher, publisherID: publisher.id, exchange: view.exchange,
-                routingKey: view.routingKey, properties: view.properties, payload: view.payload)
+                routingKey: view.routingKey, properties: view.properties, payload: view.payload, isRequest: isRequest)
             if let full = outcome.rejectedBy {
                 stats.rejectedPublishes &+= 1
                 refusePublish(publisher, sequence, WireError(.queueFull,
@@ -99,6 +123,7 @@ extension BrokerServer {
                 // A consumer is removed before its connection's slot is freed, so this always finds it.
                 guard let receiver = connections[Int(consumer.connectionSlot)] else { continue }
                 let tag = consumer.manualAck ? receiver.ledger.record(m, consumer: consumer) : 0
+                if m.isRequest && !consumer.manualAck { openRequest(m, acceptedBy: receiver) }
                 let channel = receiver.channel
                 let size = MessageEncoder.size(tailCount: m.tail.count)
                 m.tail.withUnsafeBytes { tail in
@@ -144,7 +169,9 @@ extension BrokerServer {
             // One tag: the per-message path of a work queue.
             let consumer: ConsumerRecord
             do {
-                consumer = try c.ledger.settle(tag).1
+                let (m, settled) = try c.ledger.settle(tag)
+                consumer = settled
+                if m.isRequest { openRequest(m, acceptedBy: c) }
             } catch {
                 c.refuse(error, requestID: 0)
                 return
@@ -162,7 +189,8 @@ extension BrokerServer {
         }
         touchedQueues.removeAll(keepingCapacity: true)
         do {
-            try c.ledger.settle(tag, multiple: flags & AckFlag.multiple != 0) { _, consumer in
+            try c.ledger.settle(tag, multiple: flags & AckFlag.multiple != 0) { m, consumer in
+                if m.isRequest { openRequest(m, acceptedBy: c) }
                 consumer.queue.settled(consumer, acked: true)
                 stats.acked &+= 1
                 if touchedQueues.last !== consumer.queue { touchedQueues.append(consumer.queue) }

@@ -1,0 +1,194 @@
+import EvbusWire
+import EvbusIO
+import Synchronization
+
+/// Request/reply (docs/RPC.md): every peer has a private inbox; requests carry a correlation id
+/// and the inbox as reply-to; the broker says at once how many responders a request reached.
+extension Peer {
+    /// This peer's private reply address (`amq.inbox.<connection id>`): anyone may publish to it
+    /// (through the default exchange), only this peer receives it. Needs no declaration.
+    public var inbox: String { Inbox.name(connectionID: connectionID) }
+
+    /// Sends a request and waits for its reply.
+    /// - Throws: `EvbusError` with code `noResponder` (at once, when nothing that can answer is
+    ///   consuming or subscribed where it went), `responderGone` (the responder that accepted it went
+    ///   away before replying), `remote` (the responder's handler threw: `remoteCode`, `message`),
+    ///   `timeout`, `connectionLost`; `refused` if the broker refused it (e.g. an unknown exchange).
+    public func request(
+        to destination: Destination, _ payload: [UInt8], headers: [String: String] = [:], timeout: Duration = .seconds(30)
+    ) async throws -> Reply {
+        let (id, frame) = try requestFrame(destination, payload, headers)
+        let core = self.core
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Reply, any Error>) in
+            loop.execute { core.value.startCall(id, frame, RequestTable.Call(.one(c)), timeout: timeout) }
+        }
+    }
+
+    /// Sends a UTF-8 text request.
+    public func request(
+        to destination: Destination, _ text: String, headers: [String: String] = [:], timeout: Duration = .seconds(30)
+    ) async throws -> Reply {
+        try await request(to: destination, Array(text.utf8), headers: headers, timeout: timeout)
+    }
+
+    /// Scatter-gather: sends one request to an exchange and returns every reply from the responders
+    /// it reached. Ends as soon as all of them have answered (the broker says how many it reached),
+    /// or at the deadline with the replies that arrived. Replies carrying a remote error are
+    /// included (check `headers["evbus-status"]`).
+    public func requestAll(
+        to exchange: String, key: String, _ payload: [UInt8], headers: [String: String] = [:], within limit: Duration
+    ) async throws -> [Reply] {
+        let (id, frame) = try requestFrame(.exchange(exchange, key: key), payload, headers)
+        let core = self.core
+        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<[Reply], any Error>) in
+            loop.execute { core.value.startCall(id, frame, RequestTable.Call(.all(c)), timeout: limit) }
+        }
+    }
+
+    /// Replies that arrived after their request had timed out, and were discarded.
+    public func lateReplyCount() async -> Int {
+        let core = self.core
+        return await withCheckedContinuation { c in loop.execute { c.resume(returning: core.value.calls.lateReplies) } }
+    }
+
+    private func requestFrame(_ destination: Destination, _ payload: [UInt8], _ headers: [String: String]) throws -> (String, Frame) {
+        let id = "\(connectionID)-\(remoteCalls.nextCorrelation.add(1, ordering: .relaxed).oldValue)"
+        let frame = Frame.publishTo(
+            flags: PublishFlag.request, exchange: destination.exchange, routingKey: destination.key,
+            properties: MessageProperties(correlationID: id, replyTo: inbox, headers: headers), payload: payload)
+        guard destination.exchange.utf8.count <= WireFormat.maxTopicBytes, destination.key.utf8.count <= WireFormat.maxTopicBytes else {
+            throw EvbusError(.invalidArgument, "exchange names and routing keys are at most \(WireFormat.maxTopicBytes) bytes")
+        }
+        return (id, frame)
+    }
+
+    // MARK: Responding
+
+    /// Serves requests from `queue` (declaring it if it does not exist): each goes to `handler`,
+    /// whose return value is sent back to the request's reply-to with its correlation id; a thrown
+    /// error goes back as a remote error (`RemoteError` keeps its code). At most `concurrency`
+    /// handlers run at once (default: `prefetch`).
+    ///
+    /// A request is acknowledged when its handler starts. Requests waiting for a free handler are
+    /// not: if this peer dies they go back to the queue for another responder; callers of requests
+    /// whose handler had started get `responderGone` at once.
+    public func respond(
+        on queue: String, prefetch: Int = 1, concurrency: Int? = nil,
+        handler: @escaping @Sendable (Request) async throws -> [UInt8]
+    ) async throws -> Responder {
+        let limit = concurrency ?? prefetch
+        guard limit > 0 else { throw EvbusError(.invalidArgument, "concurrency must be at least 1") }
+        do {
+            _ = try await declareQueue(queue, passive: true)
+        } catch let error as EvbusError where error.wireCode == .unknownQueue {
+            _ = try await declareQueue(queue)
+        }
+        let state = ResponderState(peer: self, limit: limit, handler: handler)
+        let consumer = try await consume(queue, ack: .manual, prefetch: prefetch) { delivery in state.arrived(delivery) }
+        return Responder(queue: queue, consumer: consumer, state: state)
+    }
+
+    /// `respond` with a handler returning text.
+    public func respond(
+        on queue: String, prefetch: Int = 1, concurrency: Int? = nil,
+        handler: @escaping @Sendable (Request) async throws -> String
+    ) async throws -> Responder {
+        try await respond(on: queue, prefetch: prefetch, concurrency: concurrency) { request -> [UInt8] in
+            Array(try await handler(request).utf8)
+        }
+    }
+
+    /// Publishes a reply (or a remote error) to a request's reply-to.
+    func sendReply(to request: Delivery, _ outcome: Result<[UInt8], any Error>) async {
+        guard let replyTo = request.properties.replyTo, let id = request.properties.correlationID else { return }
+        var headers = [ReplyHeader.status: ReplyHeader.ok]
+        var payload: [UInt8]
+        switch outcome {
+        case .success(let bytes):
+            payload = bytes
+        case .failure(let error as RemoteError):
+            headers = [ReplyHeader.status: ReplyHeader.error, ReplyHeader.errorCode: error.code]
+            payload = Array(error.message.utf8)
+        case .failure(let error):
+            headers = [ReplyHeader.status: ReplyHeader.error, ReplyHeader.errorCode: "error"]
+            payload = Array("\(error)".utf8)
+        }
+        if payload.count > maxFrameBytes - 1024 {
+            headers = [ReplyHeader.status: ReplyHeader.error, ReplyHeader.errorCode: "reply-too-large"]
+            payload = Array("the reply was \(payload.count) bytes; the broker's frame limit is \(maxFrameBytes)".utf8)
+        }
+        try? await publish(to: "", key: replyTo, payload, properties: MessageProperties(correlationID: id, headers: headers))
+    }
+}
+
+/// A running responder; keep it to stop serving.
+public final class Responder: Sendable {
+    public let queue: String
+    let consumer: Consumer
+    let state: ResponderState
+
+    init(queue: String, consumer: Consumer, state: ResponderState) {
+        self.queue = queue
+        self.consumer = consumer
+        self.state = state
+    }
+
+    /// Stops taking requests; those not yet started go back to the queue. Handlers already running finish.
+    public func cancel() async throws {
+        try await consumer.cancel()
+    }
+
+    /// Requests handled so far.
+    public var handled: Int { state.counts.withLock { $0.handled } }
+}
+
+/// Requests waiting for a free handler, and how many handlers run. Deliveries arrive on the peer's
+/// loop; handlers finish on any thread, so the state is behind a lock.
+final class ResponderState: Sendable {
+    struct Counts {
+        var waiting: [Delivery] = []
+        var running = 0
+        var handled = 0
+    }
+
+    let counts = Mutex(Counts())
+    let limit: Int
+    let handler: @Sendable (Request) async throws -> [UInt8]
+    /// The peer owns its responders' consumers; `unowned` keeps a responder from keeping its peer alive.
+    unowned let peer: Peer
+
+    init(peer: Peer, limit: Int, handler: @escaping @Sendable (Request) async throws -> [UInt8]) {
+        self.peer = peer
+        self.limit = limit
+        self.handler = handler
+    }
+
+    func arrived(_ delivery: Delivery) {
+        counts.withLock { $0.waiting.append(delivery) }
+        startWhatFits()
+    }
+
+    private func startWhatFits() {
+        while let next = counts.withLock({ c -> Delivery? in
+            guard c.running < limit, !c.waiting.isEmpty else { return nil }
+            c.running += 1
+            return c.waiting.removeFirst()
+        }) {
+            // Accepted: from here on, if this peer dies the caller hears `responderGone`.
+            try? next.ack()
+            let request = Request(
+                payload: next.payload, properties: next.properties, routingKey: next.routingKey, publisher: next.publisher,
+                redelivered: next.redelivered)
+            Task { [handler, peer] in
+                let outcome: Result<[UInt8], any Error>
+                do { outcome = .success(try await handler(request)) } catch { outcome = .failure(error) }
+                await peer.sendReply(to: next, outcome)
+                self.counts.withLock {
+                    $0.running -= 1
+                    $0.handled += 1
+                }
+                self.startWhatFits()
+            }
+        }
+    }
+}

@@ -1,0 +1,66 @@
+import EvbusIO
+import EvbusWire
+
+/// Request/reply (PROTOCOL.md §5.13): inboxes, ROUTED counts, and telling callers when the
+/// responder that accepted their request goes away before answering.
+extension BrokerServer {
+    /// A request must say where its reply goes and how to match it: a correlation id and a
+    /// reply-to that names a live inbox or an existing queue. Returns the correlation id.
+    func checkRequest(_ block: UnsafeRawBufferPointer) throws(WireError) -> String {
+        let p = MessageProperties.decode(block: block)
+        guard let correlationID = p.correlationID, !correlationID.isEmpty else {
+            throw WireError(.invalidRequest, "a request needs a correlation id")
+        }
+        guard let replyTo = p.replyTo, !replyTo.isEmpty else {
+            throw WireError(.invalidRequest, "request \(correlationID) has no reply-to")
+        }
+        if let caller = Inbox.connectionID(replyTo) {
+            guard slotsByID[caller] != nil else {
+                throw WireError(.invalidRequest, "request \(correlationID): reply-to \(replyTo) is the inbox of no connected peer")
+            }
+        } else if !topology.hasQueue(replyTo) {
+            throw WireError(.invalidRequest, "request \(correlationID): reply-to \"\(replyTo)\" names no inbox and no queue")
+        }
+        return correlationID
+    }
+
+    /// How many responders a request reaches: subscriptions and inboxes count one each; a queue
+    /// counts if it has a consumer (a queue nobody consumes cannot answer).
+    func responders(in targets: [RouteTarget]) -> Int {
+        var n = 0
+        for t in targets {
+            if t.isQueue {
+                if let q = topology.queues[Int(t.queueSlot)], !q.consumers.isEmpty { n += 1 }
+            } else {
+                n += 1
+            }
+        }
+        return n
+    }
+
+    /// `responder` accepted (acknowledged, or received with auto-ack) a request: watch it until answered.
+    func openRequest(_ m: StoredMessage, acceptedBy responder: BrokerConnection) {
+        let p = m.parts().properties
+        guard let replyTo = p.replyTo, let caller = Inbox.connectionID(replyTo), let id = p.correlationID else { return }
+        responder.openRequests.append((caller, id))
+    }
+
+    /// `responder` published into `caller`'s inbox: if that answers a request it accepted, close it.
+    func answered(by responder: BrokerConnection, caller: UInt64, properties: UnsafeRawBufferPointer) {
+        guard let id = MessageProperties.decode(block: properties).correlationID else { return }
+        if let i = responder.openRequests.firstIndex(where: { $0.caller == caller && $0.correlationID == id }) {
+            responder.openRequests.remove(at: i)
+        }
+    }
+
+    /// `responder` went: every caller still waiting on it is told now, not at its timeout.
+    func abandonRequests(of responder: BrokerConnection) {
+        for (caller, id) in responder.openRequests {
+            guard let slot = slotsByID[caller], let c = connections[Int(slot)], c.phase == .open else { continue }
+            c.send(.returned(
+                code: .responderGone, exchange: "", routingKey: Inbox.name(connectionID: caller),
+                properties: MessageProperties(correlationID: id), payload: []))
+        }
+        responder.openRequests.removeAll()
+    }
+}

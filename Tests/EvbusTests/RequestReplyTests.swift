@@ -1,0 +1,210 @@
+import Evbus
+import EvbusIO
+import EvbusTestSupport
+import Foundation
+import Synchronization
+import Testing
+
+/// Request/reply through a real broker: inboxes, correlation, and every way a call can fail.
+@Suite struct RequestReplyTests {
+    @Test func aRequestGetsItsReply() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath, name: "server")
+        let client = try await Peer.connect(to: broker.socketPath, name: "client")
+        _ = try await server.respond(on: "upper") { (request: Request) -> String in request.text.uppercased() }
+        let reply = try await client.request(to: .queue("upper"), "hello", headers: ["lang": "en"])
+        #expect(reply.text == "HELLO")
+        #expect(reply.headers["evbus-status"] == "ok")
+        #expect(reply.publisher == server.connectionID)
+        #expect(client.inbox == "amq.inbox.\(client.connectionID)")
+        await client.close()
+        await server.close()
+    }
+
+    @Test func aThousandConcurrentCallsFromOnePeerAreEachMatched() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath, name: "server")
+        let client = try await Peer.connect(to: broker.socketPath, name: "client")
+        _ = try await server.respond(on: "square", prefetch: 16) { (request: Request) -> String in
+            let n = Int(request.text)!
+            if n % 7 == 0 { try await Task.sleep(for: .milliseconds(1)) }  // finish out of order
+            return String(n * n)
+        }
+        let results = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+            for i in 0..<1000 {
+                group.addTask { (i, try await client.request(to: .queue("square"), String(i)).text) }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.0] = $1.1 }
+        }
+        #expect(results.count == 1000)
+        #expect(results.allSatisfy { $0.value == String($0.key * $0.key) })
+        await client.close()
+        await server.close()
+    }
+
+    @Test func noResponderIsAnsweredAtOnce() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let client = try await Peer.connect(to: broker.socketPath)
+        _ = try await client.declareQueue("nobody-home")
+        let start = ContinuousClock.now
+        let error = await callError { _ = try await client.request(to: .queue("nobody-home"), "x", timeout: .seconds(20)) }
+        #expect(error?.code == .noResponder)
+        #expect(ContinuousClock.now - start < .seconds(10), "answered by the broker, not by the timeout")
+        #expect(await callError { _ = try await client.request(to: .queue("no-such-queue"), "x") }?.code == .noResponder)
+        // Nothing was left behind in the queue.
+        #expect(try await client.declareQueue("nobody-home", passive: true).messageCount == 0)
+        await client.close()
+    }
+
+    @Test func aSlowResponderTimesOutAndItsLateReplyIsDiscarded() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath)
+        let client = try await Peer.connect(to: broker.socketPath)
+        let release = AsyncGate()
+        _ = try await server.respond(on: "slow") { (_: Request) -> String in
+            await release.wait()
+            return "too late"
+        }
+        #expect(await callError { _ = try await client.request(to: .queue("slow"), "x", timeout: .milliseconds(100)) }?.code == .timeout)
+        release.open()
+        #expect(await eventually { await client.lateReplyCount() == 1 })
+        // The next call is not confused by the late reply.
+        #expect(try await client.request(to: .queue("slow"), "y").text == "too late")
+        await client.close()
+        await server.close()
+    }
+
+    @Test func aHandlerErrorTravelsBack() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath)
+        let client = try await Peer.connect(to: broker.socketPath)
+        _ = try await server.respond(on: "picky") { (request: Request) -> String in
+            guard request.text == "please" else { throw RemoteError("impolite", "say please") }
+            return "ok"
+        }
+        let error = await callError { _ = try await client.request(to: .queue("picky"), "now") }
+        #expect(error?.code == .remote && error?.remoteCode == "impolite" && error?.message == "say please")
+        #expect(try await client.request(to: .queue("picky"), "please").text == "ok")
+        await client.close()
+        await server.close()
+    }
+
+    @Test func aResponderThatLeavesMidRequestFailsItsCallersFast() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath)
+        let client = try await Peer.connect(to: broker.socketPath)
+        let started = AsyncGate()
+        _ = try await server.respond(on: "fragile") { (_: Request) -> String in
+            started.open()
+            try await Task.sleep(for: .seconds(60))
+            return "never"
+        }
+        let call = Task { try await client.request(to: .queue("fragile"), "x", timeout: .seconds(30)) }
+        await started.wait()
+        let start = ContinuousClock.now
+        await server.close()
+        let error = await callError { _ = try await call.value }
+        #expect(error?.code == .responderGone)
+        #expect(ContinuousClock.now - start < .seconds(10))
+        await client.close()
+    }
+
+    @Test func callsFailWithConnectionLostWhenTheBrokerStops() async throws {
+        let broker = try InProcessBroker()
+        let server = try await Peer.connect(to: broker.socketPath)
+        let client = try await Peer.connect(to: broker.socketPath)
+        let started = AsyncGate()
+        _ = try await server.respond(on: "hang") { (_: Request) -> String in
+            started.open()
+            try await Task.sleep(for: .seconds(60))
+            return ""
+        }
+        let call = Task { try await client.request(to: .queue("hang"), "x", timeout: .seconds(30)) }
+        await started.wait()
+        broker.shutdown()
+        #expect(await callError { _ = try await call.value }?.code == .connectionLost)
+    }
+
+    @Test func scatterGatherEndsWhenEveryResponderAnswered() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let client = try await Peer.connect(to: broker.socketPath)
+        try await client.declareExchange("census", kind: .fanout)
+        var servers: [Peer] = []
+        for i in 0..<3 {
+            let peer = try await Peer.connect(to: broker.socketPath, name: "node-\(i)")
+            let q = try await peer.declareQueue("", QueueOptions(exclusive: true))
+            try await peer.bind(queue: q.name, exchange: "census")
+            _ = try await peer.respond(on: q.name) { (_: Request) -> String in "node-\(i)" }
+            servers.append(peer)
+        }
+        let start = ContinuousClock.now
+        let replies = try await client.requestAll(to: "census", key: "", Array("who?".utf8), within: .seconds(20))
+        #expect(Set(replies.map(\.text)) == ["node-0", "node-1", "node-2"])
+        #expect(ContinuousClock.now - start < .seconds(10), "ended when all three answered, not at the deadline")
+        // With nobody bound, it ends at once.
+        try await client.declareExchange("empty", kind: .fanout)
+        #expect(await callError { _ = try await client.requestAll(to: "empty", key: "", [], within: .seconds(20)) }?.code == .noResponder)
+        for p in servers { await p.close() }
+        await client.close()
+    }
+
+    @Test func repliesToAnInboxReachOnlyItsPeer() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let returned = Collector<ReturnedMessage>()
+        var options = Peer.Options()
+        options.onReturn = { returned.add($0) }
+        let a = try await Peer.connect(to: broker.socketPath, options: options)
+        let b = try await Peer.connect(to: broker.socketPath)
+        // An inbox is not a queue: nobody can consume or bind it.
+        #expect(await refusalCode { _ = try await b.consume(a.inbox) } == .unknownQueue)
+        #expect(await refusalCode { try await b.bind(queue: a.inbox, exchange: "amq.fanout") } == .unknownQueue)
+        // A reply to an inbox nobody has comes back when mandatory.
+        try await a.publish(to: "", key: "amq.inbox.999999", "anyone?", mandatory: true)
+        #expect(await eventually { returned.count == 1 })
+        await a.close()
+        await b.close()
+    }
+}
+
+/// The `EvbusError` a call fails with (nil if it succeeded).
+func callError(_ body: () async throws -> Void) async -> EvbusError? {
+    do {
+        try await body()
+        return nil
+    } catch let error as EvbusError {
+        return error
+    } catch {
+        return nil
+    }
+}
+
+/// A one-shot gate: `wait` suspends until `open`.
+final class AsyncGate: Sendable {
+    private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+    func open() {
+        let waiters = state.withLock { s in
+            s.open = true
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+    }
+    func wait() async {
+        await withCheckedContinuation { c in
+            let now = state.withLock { s -> Bool in
+                if s.open { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+}
