@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .library(name: "Evbus", targets: ["Evbus"]),
         .executable(name: "evbus", targets: ["evbus"]),
+        .executable(name: "evbus-fib", targets: ["evbus-fib"]),
     ],
     targets: [
         // Headers and one-line wrappers for what glibc hides from Swift (epoll, eventfd, timerfd, ucred, accept4).
@@ -31,6 +32,8 @@ let package = Package(
         // Starts real brokers (the `evbus` binary or in-process) for tests.
         .target(name: "EvbusTestSupport", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire"], swiftSettings: strict),
         .executableTarget(name: "evbus", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire", "EvbusController"], swiftSettings: strict),
+        // The RabbitMQ RPC tutorial (fib) as a server and a client.
+        .executableTarget(name: "evbus-fib", dependencies: ["Evbus", "EvbusController"], swiftSettings: strict),
 
         .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),
         .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
@@ -39,7 +42,7 @@ let package = Package(
         .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Evbus", "EvbusTestSupport", "EvbusBroker", "evbus"],
+            dependencies: ["Evbus", "EvbusTestSupport", "EvbusBroker", "evbus", "evbus-fib"],
             swiftSettings: strict
         ),
     ]

@@ -11,16 +11,21 @@ public enum TestPaths {
     }
 
     /// The built `evbus` executable: it sits beside the test bundle in the build folder.
-    public static var evbusBinary: String {
+    public static var evbusBinary: String { builtExecutable("evbus") }
+
+    /// The built `evbus-fib` executable.
+    public static var fibBinary: String { builtExecutable("evbus-fib") }
+
+    static func builtExecutable(_ name: String) -> String {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         var dir = exe.deletingLastPathComponent()
         // swift test runs <build>/evbusPackageTests.xctest; look beside it (and one level up, to be safe).
         for _ in 0..<3 {
-            let candidate = dir.appendingPathComponent("evbus").path
+            let candidate = dir.appendingPathComponent(name).path
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
             dir = dir.deletingLastPathComponent()
         }
-        return exe.deletingLastPathComponent().appendingPathComponent("evbus").path
+        return exe.deletingLastPathComponent().appendingPathComponent(name).path
     }
 }
 

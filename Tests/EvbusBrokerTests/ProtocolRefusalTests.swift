@@ -190,4 +190,26 @@ import Testing
             .publishTo(flags: 0, exchange: "", routingKey: "q", payload: [2]), .queueFull, requestID: 0,
             setup: [.declareQueue(requestID: 1, name: "q", options: QueueOptions(maxLength: 0, overflow: .rejectPublish))])
     }
+
+    // MARK: Requests (PROTOCOL.md §5.13)
+
+    @Test func requestWithoutCorrelationID() async throws {
+        try await expectRequestRefused(
+            .publishTo(flags: PublishFlag.request, exchange: "", routingKey: "q", properties: MessageProperties(replyTo: "amq.inbox.1"), payload: []),
+            .invalidRequest, requestID: 0)
+    }
+
+    @Test func requestWhoseReplyToNamesNothing() async throws {
+        try await expectRequestRefused(
+            .publishTo(flags: PublishFlag.request, exchange: "", routingKey: "q",
+                       properties: MessageProperties(correlationID: "1", replyTo: "nowhere"), payload: []),
+            .invalidRequest, requestID: 0)
+    }
+
+    @Test func requestWhoseReplyToIsADeadInbox() async throws {
+        try await expectRequestRefused(
+            .publishTo(flags: PublishFlag.request, exchange: "", routingKey: "q",
+                       properties: MessageProperties(correlationID: "1", replyTo: "amq.inbox.424242"), payload: []),
+            .invalidRequest, requestID: 0)
+    }
 }

@@ -55,6 +55,7 @@ extension BrokerServer {
 
     /// `responder` went: every caller still waiting on it is told now, not at its timeout.
     func abandonRequests(of responder: BrokerConnection) {
+        if !responder.openRequests.isEmpty { log.debug("\(responder.label) closed with \(responder.openRequests.count) requests unanswered") }
         for (caller, id) in responder.openRequests {
             guard let slot = slotsByID[caller], let c = connections[Int(slot)], c.phase == .open else { continue }
             c.send(.returned(

@@ -13,7 +13,8 @@ enum CLI {
     static let version = "0.1.0"
     static let commands: [any EvbusCommand.Type] = [
         BrokerCommand.self, PubCommand.self, SubCommand.self, DeclareCommand.self, BindCommand.self, UnbindCommand.self,
-        DeleteCommand.self, PurgeCommand.self, ConsumeCommand.self, StatsCommand.self, BenchCommand.self,
+        DeleteCommand.self, PurgeCommand.self, ConsumeCommand.self, RPCCommand.self, RespondCommand.self, StatsCommand.self,
+        BenchCommand.self,
     ]
 
     static var topHelp: String {
