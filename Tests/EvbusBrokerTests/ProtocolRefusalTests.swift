@@ -193,6 +193,10 @@ import Testing
 
     // MARK: Requests (PROTOCOL.md §5.13)
 
+    @Test func subscriptionIDZeroIsTheInboxs() async throws {
+        try await expectRequestRefused(.subscribe(subscriptionID: 0, pattern: "a"), .duplicateSubscription, requestID: 0)
+    }
+
     @Test func requestWithoutCorrelationID() async throws {
         try await expectRequestRefused(
             .publishTo(flags: PublishFlag.request, exchange: "", routingKey: "q", properties: MessageProperties(replyTo: "amq.inbox.1"), payload: []),

@@ -50,6 +50,7 @@ let sampleFrames: [Frame] = [
     .ack(deliveryTag: 99, flags: 1),
     .nack(deliveryTag: 98, flags: 3),
     .confirm(sequence: 12, flags: 2),
+    .routed(reached: 3, correlationID: "7-1"),
     .returned(code: .unroutable, exchange: "logs", routingKey: "k", properties: MessageProperties(messageID: "m"), payload: []),
 ]
 

@@ -63,7 +63,7 @@ import Testing
                      .unexpectedFrame, .slowConsumer, .shuttingDown, .handshakeTimeout, .invalidTopic, .invalidPattern,
                      .unknownSubscription, .duplicateSubscription, .tooManySubscriptions, .unknownExchange, .unknownQueue,
                      .queueLocked, .unknownDeliveryTag, .preconditionFailed, .invalidName, .queueFull, .unroutable,
-                     .accessRefused, .unknownConsumer] {
+                     .accessRefused, .unknownConsumer, .noResponder, .responderGone, .invalidRequest] {
             #expect(text.contains("| \(code.rawValue) | `\(code.name)` |"), "error \(code) missing from PROTOCOL.md")
         }
     }

@@ -165,6 +165,9 @@ public final class BrokerServer {
     // MARK: Subscriptions
 
     func subscribe(_ c: BrokerConnection, id: UInt32, pattern: String) throws(WireError) {
+        guard id != Inbox.subscriptionID else {
+            throw WireError(.duplicateSubscription, "subscription id 0 is reserved: DELIVER frames with id 0 are replies to this connection's inbox")
+        }
         guard c.subscriptions.count < config.maxSubscriptionsPerConnection || c.subscriptions.contains(id) else {
             throw WireError(.tooManySubscriptions, "this connection already holds \(c.subscriptions.count) subscriptions, the limit")
         }

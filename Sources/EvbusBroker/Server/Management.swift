@@ -80,6 +80,9 @@ extension BrokerServer {
     // MARK: Consumers
 
     private func consume(_ c: BrokerConnection, id: UInt32, queue name: String, manualAck: Bool, prefetch: Int) throws(WireError) {
+        guard id != 0 else {
+            throw WireError(.duplicateSubscription, "consumer id 0 is reserved (it would be confused with the inbox)")
+        }
         guard !c.subscriptions.contains(id) && c.consumers[id] == nil else {
             throw WireError(.duplicateSubscription, "id \(id) is already in use by a subscription or consumer on this connection")
         }
