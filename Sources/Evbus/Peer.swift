@@ -2,6 +2,7 @@ public import EvbusIO
 public import EvbusWire
 import Glibc
 import Synchronization
+import EvbusController
 
 /// A connection to an evbus broker: publish, subscribe, and (in later layers) queues and RPC.
 ///
@@ -19,6 +20,10 @@ public final class Peer: Sendable {
     public let maxFrameBytes: Int
     public let brokerName: String
     public let loop: EventLoop
+    /// Runs tasks on this peer's event loop: `Task(executorPreference: peer.executor) { ... }`.
+    /// Code that makes many requests or handles many deliveries avoids a thread switch per
+    /// message this way (replies resume it on the loop that received them). Keep such code short.
+    public let executor: any TaskExecutor
 
     let core: LoopBound<PeerConnection>
     let outbox: Outbox
@@ -55,6 +60,7 @@ public final class Peer: Sendable {
         outbox: Outbox, acker: Acker, subscriptionBuffer: Int
     ) {
         self.acker = acker
+        self.executor = LoopTaskExecutor(loop: loop)
         self.subscriptionBuffer = subscriptionBuffer
         self.socketPath = socketPath
         self.name = name

@@ -19,8 +19,13 @@ extension Peer {
     ) async throws -> Reply {
         let (id, frame) = try requestFrame(destination, payload, headers)
         let core = self.core
+        let loop = self.loop
         return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Reply, any Error>) in
-            loop.execute { core.value.startCall(id, frame, RequestTable.Call(.one(c)), timeout: timeout) }
+            if loop.inEventLoop {
+                core.value.startCall(id, frame, RequestTable.Call(.one(c)), timeout: timeout)  // already there: no hop
+            } else {
+                loop.execute { core.value.startCall(id, frame, RequestTable.Call(.one(c)), timeout: timeout) }
+            }
         }
     }
 
@@ -38,7 +43,7 @@ extension Peer {
     public func requestAll(
         to exchange: String, key: String, _ payload: [UInt8], headers: [String: String] = [:], within limit: Duration
     ) async throws -> [Reply] {
-        let (id, frame) = try requestFrame(.exchange(exchange, key: key), payload, headers)
+        let (id, frame) = try requestFrame(.exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached)
         let core = self.core
         return try await withCheckedThrowingContinuation { (c: CheckedContinuation<[Reply], any Error>) in
             loop.execute { core.value.startCall(id, frame, RequestTable.Call(.all(c)), timeout: limit) }
@@ -51,10 +56,12 @@ extension Peer {
         return await withCheckedContinuation { c in loop.execute { c.resume(returning: core.value.calls.lateReplies) } }
     }
 
-    private func requestFrame(_ destination: Destination, _ payload: [UInt8], _ headers: [String: String]) throws -> (String, Frame) {
+    private func requestFrame(
+        _ destination: Destination, _ payload: [UInt8], _ headers: [String: String], flags: UInt8 = PublishFlag.request
+    ) throws -> (String, Frame) {
         let id = "\(connectionID)-\(remoteCalls.nextCorrelation.add(1, ordering: .relaxed).oldValue)"
         let frame = Frame.publishTo(
-            flags: PublishFlag.request, exchange: destination.exchange, routingKey: destination.key,
+            flags: flags, exchange: destination.exchange, routingKey: destination.key,
             properties: MessageProperties(correlationID: id, replyTo: inbox, headers: headers), payload: payload)
         guard destination.exchange.utf8.count <= WireFormat.maxTopicBytes, destination.key.utf8.count <= WireFormat.maxTopicBytes else {
             throw EvbusError(.invalidArgument, "exchange names and routing keys are at most \(WireFormat.maxTopicBytes) bytes")
@@ -101,7 +108,8 @@ extension Peer {
     /// Publishes a reply (or a remote error) to a request's reply-to.
     func sendReply(to request: Delivery, _ outcome: Result<[UInt8], any Error>) async {
         guard let replyTo = request.properties.replyTo, let id = request.properties.correlationID else { return }
-        var headers = [ReplyHeader.status: ReplyHeader.ok]
+        // A success carries no headers (no status means ok): nothing to encode or decode per call.
+        var headers: [String: String] = [:]
         var payload: [UInt8]
         switch outcome {
         case .success(let bytes):
@@ -113,7 +121,7 @@ extension Peer {
             headers = [ReplyHeader.status: ReplyHeader.error, ReplyHeader.errorCode: "error"]
             payload = Array("\(error)".utf8)
         }
-        if payload.count > maxFrameBytes - 1024 {
+        if payload.count > maxFrameBytes - 1024 - replyTo.utf8.count - id.utf8.count {
             headers = [ReplyHeader.status: ReplyHeader.error, ReplyHeader.errorCode: "reply-too-large"]
             payload = Array("the reply was \(payload.count) bytes; the broker's frame limit is \(maxFrameBytes)".utf8)
         }
@@ -179,7 +187,8 @@ final class ResponderState: Sendable {
             let request = Request(
                 payload: next.payload, properties: next.properties, routingKey: next.routingKey, publisher: next.publisher,
                 redelivered: next.redelivered)
-            Task { [handler, peer] in
+            // On the peer's loop: a handler that does not await anything else never leaves it.
+            Task(executorPreference: peer.executor) { [handler, peer] in
                 let outcome: Result<[UInt8], any Error>
                 do { outcome = .success(try await handler(request)) } catch { outcome = .failure(error) }
                 await peer.sendReply(to: next, outcome)

@@ -33,6 +33,8 @@ public final class EventLoop: @unchecked Sendable {
     private var slots: [Slot] = []
     private var freeSlots: [Int] = []
     private var deferred: [() -> Void] = []
+    /// Tasks were queued from the loop thread: run them before blocking again (loop thread only).
+    private var localTasksPending = false
     @exclusivity(unchecked) var dirty: [Channel] = []
     var timers = TimerHeap()
     private let events: UnsafeMutablePointer<epoll_event>
@@ -114,6 +116,13 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `task` on the loop thread soon. Safe from any thread; wakes the loop only when no wake-up
     /// is already pending. Tasks submitted after the loop stopped are dropped.
     public func execute(_ task: @escaping @Sendable () -> Void) {
+        if inEventLoop {
+            // From the loop itself (a reply resuming a task on this loop, an ack draining the
+            // outbox): no eventfd round trip; the loop runs it before it next blocks.
+            tasks.withLock { $0.queue.append(task) }
+            localTasksPending = true
+            return
+        }
         let wake = tasks.withLock { state -> Bool in
             state.queue.append(task)
             if state.wakePending { return false }
@@ -248,7 +257,8 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Deferred work, then one flush of every channel written this iteration (repeat while either adds more).
     private func finishIteration() {
-        while !deferred.isEmpty || !dirty.isEmpty {
+        while !deferred.isEmpty || !dirty.isEmpty || localTasksPending {
+            if localTasksPending { runLocalTasks() }
             while !deferred.isEmpty {
                 let work = deferred
                 deferred.removeAll(keepingCapacity: true)
@@ -267,6 +277,17 @@ public final class EventLoop: @unchecked Sendable {
         _ = Glibc.read(wakeFD, &count, 8)
         let batch = tasks.withLock { state -> [@Sendable () -> Void] in
             state.wakePending = false
+            defer { state.queue.removeAll(keepingCapacity: true) }
+            return state.queue
+        }
+        for task in batch { task() }
+    }
+
+    /// Runs tasks queued from the loop thread itself (and any others queued meanwhile), without
+    /// touching the eventfd: a wake-up another thread signalled is still pending and harmless.
+    private func runLocalTasks() {
+        localTasksPending = false
+        let batch = tasks.withLock { state -> [@Sendable () -> Void] in
             defer { state.queue.removeAll(keepingCapacity: true) }
             return state.queue
         }

@@ -22,6 +22,8 @@ struct TimerHeap {
     var heap: [Entry] = []
     var actions: [UInt64: Action] = [:]
     var nextID: UInt64 = 1
+    /// The deadline the timerfd is armed for (0 = disarmed), to skip re-arming it for nothing.
+    var armed: UInt64 = 0
 
     mutating func push(_ e: Entry) {
         heap.append(e)
@@ -94,6 +96,11 @@ extension EventLoop {
     }
 
     func armTimerFD() {
+        // A timer later than the armed deadline changes nothing: skip the syscall (request/reply
+        // schedules one timeout per call).
+        let earliest = timers.earliest() ?? 0
+        guard earliest != timers.armed else { return }
+        timers.armed = earliest
         var spec = itimerspec()
         if let deadline = timers.earliest() {
             // Absolute time; a deadline already past fires at once (0 would disarm, so use 1 ns).
@@ -106,6 +113,7 @@ extension EventLoop {
     func fireTimers() {
         var expirations: UInt64 = 0
         _ = Glibc.read(timerFD, &expirations, 8)
+        timers.armed = 0  // it fired: whatever comes next must be armed anew
         let now = monotonicNanos()
         while let deadline = timers.earliest(), deadline <= now, let entry = timers.pop() {
             guard var action = timers.actions[entry.id] else { continue }

@@ -85,6 +85,18 @@ public struct MessageProperties: Hashable, Sendable {
         return try read(&r).raw
     }
 
+    /// The correlation id and reply-to of a checked block, in place (no decoding, no allocation):
+    /// they are its second and third fields, after the optional content type.
+    public static func routingFields(block: UnsafeRawBufferPointer) -> (correlationID: UnsafeRawBufferPointer?, replyTo: UnsafeRawBufferPointer?) {
+        guard block.count > 1 else { return (nil, nil) }
+        var r = ByteReader(block)
+        guard let flags = try? r.u8("flags") else { return (nil, nil) }
+        if flags & Flag.contentType != 0 { _ = try? r.stringBytes("content type") }
+        let correlationID = flags & Flag.correlationID != 0 ? try? r.stringBytes("correlation id") : nil
+        let replyTo = flags & Flag.replyTo != 0 ? try? r.stringBytes("reply-to") : nil
+        return (correlationID, replyTo)
+    }
+
     /// Decodes a block already checked by `read` (a DELIVER's, say); none for a bare flags byte.
     public static func decode(block: UnsafeRawBufferPointer) -> MessageProperties {
         guard block.count > 1 else { return .none }

@@ -107,11 +107,14 @@ public enum PublishFlag {
     public static let mandatory: UInt8 = 0x01
     /// Confirm it (CONFIRM frame) by sequence number; the broker numbers confirmed publishes 1, 2, 3...
     public static let confirm: UInt8 = 0x02
-    /// A request (PROTOCOL.md §5.13): needs reply-to and correlation id; the broker answers ROUTED
-    /// with how many responders it reached (0 = no responder: nothing is queued) and tells the
-    /// caller if a responder that accepted it goes away before replying.
+    /// A request (PROTOCOL.md §5.13): needs reply-to and correlation id; the broker answers ROUTED 0
+    /// at once if it reached no responder (nothing is queued) and tells the caller if a responder
+    /// that accepted it goes away before replying.
     public static let request: UInt8 = 0x04
-    public static let reserved: UInt8 = 0xF8
+    /// With `request`: send ROUTED even when responders were reached (scatter-gather needs the
+    /// count; a single call only needs to hear "none").
+    public static let reportReached: UInt8 = 0x08
+    public static let reserved: UInt8 = 0xF0
 }
 
 /// Every connection's private reply address: `amq.inbox.<connection id>` on the default exchange.

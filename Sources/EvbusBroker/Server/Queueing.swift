@@ -38,7 +38,9 @@ extension BrokerServer {
                 return
             }
             let reached = responders(in: targets)
-            publisher.send(.routed(reached: UInt32(reached), correlationID: correlationID))
+            if reached == 0 || view.flags & PublishFlag.reportReached != 0 {
+                publisher.send(.routed(reached: UInt32(reached), correlationID: correlationID))
+            }
             if reached == 0 {
                 // Nobody can answer: say so now (ROUTED 0) instead of leaving it to time out in a queue.
                 stats.published &+= 1

@@ -7,19 +7,23 @@ extension BrokerServer {
     /// A request must say where its reply goes and how to match it: a correlation id and a
     /// reply-to that names a live inbox or an existing queue. Returns the correlation id.
     func checkRequest(_ block: UnsafeRawBufferPointer) throws(WireError) -> String {
-        let p = MessageProperties.decode(block: block)
-        guard let correlationID = p.correlationID, !correlationID.isEmpty else {
+        let (idBytes, replyBytes) = MessageProperties.routingFields(block: block)
+        guard let idBytes, !idBytes.isEmpty else {
             throw WireError(.invalidRequest, "a request needs a correlation id")
         }
-        guard let replyTo = p.replyTo, !replyTo.isEmpty else {
+        let correlationID = String(decoding: idBytes, as: UTF8.self)
+        guard let replyBytes, !replyBytes.isEmpty else {
             throw WireError(.invalidRequest, "request \(correlationID) has no reply-to")
         }
-        if let caller = Inbox.connectionID(replyTo) {
+        if let caller = Inbox.connectionID(replyBytes) {
             guard slotsByID[caller] != nil else {
-                throw WireError(.invalidRequest, "request \(correlationID): reply-to \(replyTo) is the inbox of no connected peer")
+                throw WireError(.invalidRequest, "request \(correlationID): reply-to amq.inbox.\(caller) is the inbox of no connected peer")
             }
-        } else if !topology.hasQueue(replyTo) {
-            throw WireError(.invalidRequest, "request \(correlationID): reply-to \"\(replyTo)\" names no inbox and no queue")
+        } else {
+            let replyTo = String(decoding: replyBytes, as: UTF8.self)
+            guard topology.hasQueue(replyTo) else {
+                throw WireError(.invalidRequest, "request \(correlationID): reply-to \"\(replyTo)\" names no inbox and no queue")
+            }
         }
         return correlationID
     }
@@ -40,14 +44,22 @@ extension BrokerServer {
 
     /// `responder` accepted (acknowledged, or received with auto-ack) a request: watch it until answered.
     func openRequest(_ m: StoredMessage, acceptedBy responder: BrokerConnection) {
-        let p = m.parts().properties
-        guard let replyTo = p.replyTo, let caller = Inbox.connectionID(replyTo), let id = p.correlationID else { return }
-        responder.openRequests.append((caller, id))
+        m.tail.withUnsafeBytes { tail in
+            // The stored tail: u64 publisher, str exchange, str routing key, then the properties.
+            var r = ByteReader(tail)
+            guard (try? r.u64("publisher")) != nil, (try? r.stringBytes("exchange")) != nil,
+                (try? r.stringBytes("routing key")) != nil
+            else { return }
+            let (id, replyTo) = MessageProperties.routingFields(block: r.rest())
+            guard let id, let replyTo, let caller = Inbox.connectionID(replyTo) else { return }
+            responder.openRequests.append((caller, String(decoding: id, as: UTF8.self)))
+        }
     }
 
     /// `responder` published into `caller`'s inbox: if that answers a request it accepted, close it.
     func answered(by responder: BrokerConnection, caller: UInt64, properties: UnsafeRawBufferPointer) {
-        guard let id = MessageProperties.decode(block: properties).correlationID else { return }
+        guard let idBytes = MessageProperties.routingFields(block: properties).correlationID else { return }
+        let id = String(decoding: idBytes, as: UTF8.self)
         if let i = responder.openRequests.firstIndex(where: { $0.caller == caller && $0.correlationID == id }) {
             responder.openRequests.remove(at: i)
         }

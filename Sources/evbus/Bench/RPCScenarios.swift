@@ -1,0 +1,51 @@
+import Evbus
+import EvbusIO
+import Foundation
+import Synchronization
+
+/// Request/reply: sequential round trips from one client (latency), and 8 clients at once (throughput).
+enum RPCScenarios {
+    /// One responder peer echoing 16-byte requests; `clients` client peers, each doing sequential
+    /// round trips, `calls` in all. Each peer has its own event loop.
+    static func roundTrips(name: String, socket: String, calls: Int, clients: Int) async throws -> String {
+        let serverLoop = try EventLoop.startThread(name: "bench-responder")
+        let clientLoop = try EventLoop.startThread(name: "bench-client")
+        defer {
+            serverLoop.stopAndJoin()
+            clientLoop.stopAndJoin()
+        }
+        let queue = "bench.\(name)"
+        let server = try await Peer.connect(to: socket, name: "bench-responder", loop: serverLoop)
+        let responder = try await server.respond(on: queue, prefetch: 64) { (request: Request) -> [UInt8] in request.payload }
+        var peers: [Peer] = []
+        for _ in 0..<clients { peers.append(try await Peer.connect(to: socket, name: "bench-client", loop: clientLoop)) }
+        let payload = [UInt8](repeating: 0x61, count: 16)
+        // Warm up: routes cached, buffers grown, threads awake.
+        for p in peers { for _ in 0..<200 { _ = try await p.request(to: .queue(queue), payload) } }
+        let perClient = calls / clients
+        let start = monotonicNanos()
+        let latencies = try await withThrowingTaskGroup(of: [UInt64].self) { group in
+            for p in peers {
+                group.addTask(executorPreference: p.executor) {
+                    var mine: [UInt64] = []
+                    mine.reserveCapacity(perClient)
+                    for _ in 0..<perClient {
+                        let t0 = monotonicNanos()
+                        _ = try await p.request(to: .queue(queue), payload)
+                        mine.append(monotonicNanos() - t0)
+                    }
+                    return mine
+                }
+            }
+            return try await group.reduce(into: [UInt64]()) { $0 += $1 }.sorted()
+        }
+        let elapsed = monotonicNanos() - start
+        try await responder.cancel()
+        for p in peers { await p.close() }
+        await server.close()
+        let rate = BenchReport.rate(latencies.count, nanos: elapsed)
+        return "\(name.padding(toLength: 26, withPad: " ", startingAt: 0)) round trips/s \(BenchReport.human(rate))  "
+            + "calls \(latencies.count) clients \(clients)  latency p50 \(BenchReport.micros(BenchReport.percentile(latencies, 50)))"
+            + " p99 \(BenchReport.micros(BenchReport.percentile(latencies, 99))) p99.9 \(BenchReport.micros(BenchReport.percentile(latencies, 99.9)))"
+    }
+}
