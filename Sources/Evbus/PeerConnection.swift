@@ -207,7 +207,7 @@ final class PeerConnection: ChannelDelegate {
     }
 
     /// Registers a request and sends it (after everything published before it).
-    func startCall(_ id: String, _ frame: Frame, _ call: RequestTable.Call, timeout: Duration) {
+    func startCall(_ id: String, _ request: OutgoingRequest, _ call: RequestTable.Call, timeout: Duration) {
         if let failure {
             switch call.waiter {
             case .one(let c): c.resume(throwing: failure)
@@ -220,7 +220,11 @@ final class PeerConnection: ChannelDelegate {
         call.timer = loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [calls] in
             calls.expire(id, after: timeout, loop: loop)
         }
-        send(frame)
+        // After everything published before it, like every control frame.
+        channel.write(contentsOf: outbox.take())
+        let size = request.size
+        request.write(into: channel.reserve(size))
+        channel.commit(size)
     }
 
     /// PING; resumes when the PONG comes back, so the broker has handled everything sent before.

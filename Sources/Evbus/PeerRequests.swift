@@ -58,15 +58,22 @@ extension Peer {
 
     private func requestFrame(
         _ destination: Destination, _ payload: [UInt8], _ headers: [String: String], flags: UInt8 = PublishFlag.request
-    ) throws -> (String, Frame) {
-        let id = "\(connectionID)-\(remoteCalls.nextCorrelation.add(1, ordering: .relaxed).oldValue)"
-        let frame = Frame.publishTo(
-            flags: flags, exchange: destination.exchange, routingKey: destination.key,
-            properties: MessageProperties(correlationID: id, replyTo: inbox, headers: headers), payload: payload)
+    ) throws -> (String, OutgoingRequest) {
         guard destination.exchange.utf8.count <= WireFormat.maxTopicBytes, destination.key.utf8.count <= WireFormat.maxTopicBytes else {
             throw EvbusError(.invalidArgument, "exchange names and routing keys are at most \(WireFormat.maxTopicBytes) bytes")
         }
-        return (id, frame)
+        // Unique per peer (replies come to this peer's own inbox), and short enough to be a small
+        // string: no allocation for the id itself.
+        let id = "r" + String(remoteCalls.nextCorrelation.add(1, ordering: .relaxed).oldValue)
+        let properties = MessageProperties(correlationID: id, replyTo: inbox, headers: headers).encoded()
+        let request = OutgoingRequest(
+            flags: flags, exchange: Array(destination.exchange.utf8), key: Array(destination.key.utf8), properties: properties,
+            payload: payload)
+        guard request.size - 4 <= maxFrameBytes else {
+            throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
+                "a \(payload.count)-byte request makes a \(request.size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
+        }
+        return (id, request)
     }
 
     // MARK: Responding

@@ -68,3 +68,29 @@ enum ReplyHeader {
     static let ok = "ok"
     static let error = "error"
 }
+
+/// A request's PUBLISH_TO, encoded straight into the connection's write queue on the loop.
+struct OutgoingRequest: Sendable {
+    var flags: UInt8
+    var exchange: [UInt8]
+    var key: [UInt8]
+    var properties: [UInt8]
+    var payload: [UInt8]
+
+    var size: Int {
+        PublishToEncoder.size(
+            exchangeCount: exchange.count, keyCount: key.count, propertiesCount: properties.count, payloadCount: payload.count)
+    }
+
+    func write(into base: UnsafeMutableRawPointer) {
+        exchange.withUnsafeBytes { e in
+            key.withUnsafeBytes { k in
+                properties.withUnsafeBytes { p in
+                    payload.withUnsafeBytes { b in
+                        PublishToEncoder.write(into: base, flags: flags, exchange: e, routingKey: k, properties: p, payload: b)
+                    }
+                }
+            }
+        }
+    }
+}
