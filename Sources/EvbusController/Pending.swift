@@ -3,50 +3,11 @@ import EvbusIO
 import Synchronization
 
 /// The eventual result of work handed to a controller: await it (`value`), or block for it from
-/// non-async code (`wait`). Resolved exactly once, on the controller's thread. Copies share one result.
-///
-/// A thin typed face on a non-generic `PendingCore`: a generic class would look up its generic
-/// metadata at runtime to destroy each instance, which cost 8% of a dispatch (measured).
-public struct Pending<Value: Sendable>: Sendable {
-    let core: PendingCore
-
-    init(loop: EventLoop?) { core = PendingCore(loop: loop) }
-
-    /// An already-failed pending (work refused before it was queued).
-    static func failed(_ error: any Error) -> Pending {
-        let p = Pending(loop: nil)
-        p.resolve(.failure(error))
-        return p
-    }
-
-    /// True once a result is in.
-    public var isResolved: Bool { core.isResolved }
-
-    /// The result, suspending until it is in; rethrows the work's error.
-    public var value: Value {
-        get async throws { try await core.value() as! Value }
-    }
-
-    /// Blocks the calling thread until the result is in (or `timeout` passes). For non-async code.
-    /// - Throws: the work's error; `timedOut`; `wouldDeadlock` when called on the controller's own
-    ///   thread (the result could never arrive).
-    @available(*, noasync, message: "use 'await pending.value' in async code")
-    public func wait(timeout: Duration? = nil) throws -> Value {
-        try core.wait(timeout: timeout) as! Value
-    }
-
-    /// Runs `callback` once the result is in (at once if it already is), on the resolving thread.
-    func whenResolved(_ callback: @escaping @Sendable () -> Void) { core.whenResolved(callback) }
-
-    func resolve(_ result: Result<Value, any Error>) { core.resolve(result.map { $0 as any Sendable }) }
-}
-
-/// One result slot and whoever waits for it, with the value type erased (small values such as
-/// `DispatchResult` fit the existential's inline buffer: no extra allocation).
-final class PendingCore: Sendable {
+/// non-async code (`wait`). Resolved exactly once, on the controller's thread.
+public final class Pending<Value: Sendable>: Sendable {
     private struct State {
-        var result: Result<any Sendable, any Error>?
-        var waiters: [CheckedContinuation<any Sendable, any Error>] = []
+        var result: Result<Value, any Error>?
+        var waiters: [CheckedContinuation<Value, any Error>] = []
         var blocked: [DispatchSemaphore] = []
         var callbacks: [@Sendable () -> Void] = []
     }
@@ -57,26 +18,40 @@ final class PendingCore: Sendable {
 
     init(loop: EventLoop?) { self.loop = loop }
 
-    var isResolved: Bool { state.withLock { $0.result != nil } }
+    /// An already-failed pending (work refused before it was queued).
+    static func failed(_ error: any Error) -> Pending {
+        let p = Pending(loop: nil)
+        p.resolve(.failure(error))
+        return p
+    }
 
-    func value() async throws -> any Sendable {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<any Sendable, any Error>) in
-            let ready = state.withLock { s -> Result<any Sendable, any Error>? in
-                if let r = s.result { return r }
-                s.waiters.append(c)
-                return nil
+    /// True once a result is in.
+    public var isResolved: Bool { state.withLock { $0.result != nil } }
+
+    /// The result, suspending until it is in; rethrows the work's error.
+    public var value: Value {
+        get async throws {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Value, any Error>) in
+                let ready = state.withLock { s -> Result<Value, any Error>? in
+                    if let r = s.result { return r }
+                    s.waiters.append(c)
+                    return nil
+                }
+                if let ready { c.resume(with: ready) }
             }
-            if let ready { c.resume(with: ready) }
         }
     }
 
-    @available(*, noasync)
-    func wait(timeout: Duration?) throws -> any Sendable {
+    /// Blocks the calling thread until the result is in (or `timeout` passes). For non-async code.
+    /// - Throws: the work's error; `timedOut`; `wouldDeadlock` when called on the controller's own
+    ///   thread (the result could never arrive).
+    @available(*, noasync, message: "use 'await pending.value' in async code")
+    public func wait(timeout: Duration? = nil) throws -> Value {
         if let loop, loop.inEventLoop {
             throw ControllerError(.wouldDeadlock, "Pending.wait() on the controller's own thread would never return; use it from another thread, or `await value`")
         }
         let semaphore = DispatchSemaphore(value: 0)
-        if let ready = state.withLock({ s -> Result<any Sendable, any Error>? in
+        if let ready = state.withLock({ s -> Result<Value, any Error>? in
             if s.result == nil { s.blocked.append(semaphore) }
             return s.result
         }) {
@@ -90,6 +65,7 @@ final class PendingCore: Sendable {
         return try state.withLock { $0.result! }.get()
     }
 
+    /// Runs `callback` once the result is in (at once if it already is), on the resolving thread.
     func whenResolved(_ callback: @escaping @Sendable () -> Void) {
         let now = state.withLock { s -> Bool in
             if s.result != nil { return true }
@@ -99,8 +75,8 @@ final class PendingCore: Sendable {
         if now { callback() }
     }
 
-    func resolve(_ result: Result<any Sendable, any Error>) {
-        var waiters: [CheckedContinuation<any Sendable, any Error>] = []
+    func resolve(_ result: Result<Value, any Error>) {
+        var waiters: [CheckedContinuation<Value, any Error>] = []
         var blocked: [DispatchSemaphore] = []
         var callbacks: [@Sendable () -> Void] = []
         state.withLock { s in
