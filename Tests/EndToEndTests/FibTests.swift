@@ -47,6 +47,24 @@ import Testing
         await broker.stop()
     }
 
+    @Test func aLargeFibDoesNotStallTheServer() async throws {
+        let broker = try await BrokerProcess()
+        let s = try await server(broker, workers: 2)
+        let client = try await Peer.connect(to: broker.socketPath)
+        // fib(45) keeps one worker busy for a long time; the server's loop and its other worker
+        // keep answering meanwhile.
+        let big = Task { try await client.request(to: .queue("rpc_queue"), "45", timeout: .seconds(600)) }
+        #expect(await eventually { (try? await client.topology().queues.first { $0.name == "rpc_queue" }?.acked) == 1 })
+        for n in [10, 20, 5] {
+            #expect(try await client.request(to: .queue("rpc_queue"), String(n), timeout: .seconds(30)).text == String(fib(n)))
+        }
+        #expect(await client.lateReplyCount() == 0)
+        big.cancel()
+        s.signal(SIGKILL)
+        await client.close()
+        await broker.stop()
+    }
+
     @Test func aThousandConcurrentCallsAreMatchedAndTwoServersShareThem() async throws {
         let broker = try await BrokerProcess()
         let a = try await server(broker)
