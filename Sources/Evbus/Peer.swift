@@ -174,17 +174,31 @@ public final class Peer: Sendable {
                 throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
                     "a \(payload.count)-byte payload makes a \(size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
             }
-            switch outbox.append(size: size, { PublishEncoder.write(into: $0, topic: topicBytes, properties: propertiesBlock, payload: payload) }) {
-            case .closed(let error):
-                throw error
-            case .queued(let scheduleDrain, let full):
-                if scheduleDrain {
-                    let core = self.core
-                    loop.execute { core.value.drainOutbox() }
-                }
-                return full
-            }
+            return try admitted(outbox.append(size: size) {
+                PublishEncoder.write(into: $0, topic: topicBytes, properties: propertiesBlock, payload: payload)
+            })
         }
+    }
+
+    /// Acts on what the outbox said to a frame: throws if the peer is closed, has the loop drain the
+    /// outbox if this frame is the first of a batch; true when the caller must wait for room.
+    func admitted(_ admission: Outbox.Admission) throws -> Bool {
+        switch admission {
+        case .closed(let error):
+            throw error
+        case .queued(let scheduleDrain, let full):
+            if scheduleDrain {
+                let core = self.core
+                loop.execute { core.value.drainOutbox() }
+            }
+            return full
+        }
+    }
+
+    /// Runs `body` on the peer's loop with the connection; `body` resumes the continuation.
+    func withConnection<T: Sendable>(_ body: @escaping @Sendable (PeerConnection, CheckedContinuation<T, any Error>) -> Void) async throws -> T {
+        let core = self.core
+        return try await withCheckedThrowingContinuation { c in loop.execute { body(core.value, c) } }
     }
 
     /// Runs a local check of a broker rule; a violation becomes `invalidArgument` with the wire code.
@@ -198,10 +212,7 @@ public final class Peer: Sendable {
 
     /// Waits until the broker has handled everything this peer sent before the call.
     public func flush() async throws {
-        let core = self.core
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            loop.execute { core.value.ping(c) }
-        }
+        try await withConnection { $0.ping($1) }
     }
 
     // MARK: Subscribing
@@ -238,20 +249,14 @@ public final class Peer: Sendable {
             try Self.check { () throws(WireError) in try TopicRules.validatePattern(pattern) }
         }
         let ids = patterns.map { _ in nextID.add(1, ordering: .relaxed).oldValue }
-        let core = self.core
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            loop.execute { core.value.subscribe(ids, patterns: patterns, sink: sink, c) }
-        }
+        try await withConnection { $0.subscribe(ids, patterns: patterns, sink: sink, $1) }
         return Subscription(patterns: patterns, ids: ids, queue: queue, peer: self)
     }
 
     /// Stops a subscription: no more events are delivered to it and its iteration ends.
     public func unsubscribe(_ subscription: Subscription) async throws {
-        let core = self.core
         let ids = subscription.ids
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            loop.execute { core.value.unsubscribe(ids, c) }
-        }
+        try await withConnection { $0.unsubscribe(ids, $1) }
     }
 
     // MARK: Stats and close
@@ -259,10 +264,7 @@ public final class Peer: Sendable {
     /// The broker's counters (see PROTOCOL.md, STATS_REPLY).
     public func brokerStats() async throws -> [StatEntry] {
         let id = nextID.add(1, ordering: .relaxed).oldValue
-        let core = self.core
-        let reply = try await withCheckedThrowingContinuation { (c: CheckedContinuation<Frame, any Error>) in
-            loop.execute { core.value.request(.stats(requestID: id), id: id, c) }
-        }
+        let reply: Frame = try await withConnection { $0.request(.stats(requestID: id), id: id, $1) }
         guard case .statsReply(_, let entries) = reply else {
             throw EvbusError(.protocolViolation, "expected STATS_REPLY, got \(reply.type.name)")
         }

@@ -116,19 +116,9 @@ extension Peer {
             throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
                 "a \(payload.count)-byte payload makes a \(size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
         }
-        let admission = outbox.append(size: size, confirm: flags & PublishFlag.confirm != 0) {
+        return try admitted(outbox.append(size: size, confirm: flags & PublishFlag.confirm != 0) {
             PublishToEncoder.write(into: $0, flags: flags, exchange: exchange, routingKey: key, properties: properties, payload: payload)
-        }
-        switch admission {
-        case .closed(let error):
-            throw error
-        case .queued(let scheduleDrain, let full):
-            if scheduleDrain {
-                let core = self.core
-                loop.execute { core.value.drainOutbox() }
-            }
-            return full
-        }
+        })
     }
 
     /// Waits until the broker has answered every confirmed publish made so far.
@@ -136,11 +126,8 @@ extension Peer {
     ///   `connectionLost`.
     public func waitForConfirms(timeout: Duration = .seconds(30)) async throws {
         let through = outbox.confirmSequence
-        let core = self.core
         try await withTimeout(timeout, "publisher confirms") {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-                self.loop.execute { core.value.waitForConfirms(through: through, c) }
-            }
+            try await self.withConnection { $0.waitForConfirms(through: through, $1) }
         }
     }
 
@@ -188,20 +175,14 @@ extension Peer {
         let id = nextID.add(1, ordering: .relaxed).oldValue
         let frame = Frame.consume(
             consumerID: id, queue: queue, flags: ack == .manual ? ConsumeFlag.manualAck : 0, prefetch: UInt16(prefetch))
-        let core = self.core
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            loop.execute { core.value.consume(frame, id: id, sink: sink, c) }
-        }
+        try await withConnection { $0.consume(frame, id: id, sink: sink, $1) }
         return Consumer(queue: queue, id: id, buffer: buffer, peer: self)
     }
 
     /// Stops a consumer; its unacknowledged deliveries go back to the queue.
     public func cancel(_ consumer: Consumer) async throws {
-        let core = self.core
         let id = consumer.id
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            loop.execute { core.value.cancelConsumer(id, c) }
-        }
+        try await withConnection { $0.cancelConsumer(id, $1) }
     }
 
     /// Acknowledges a delivery by tag (with `multiple`, every outstanding one up to it).
@@ -220,10 +201,7 @@ extension Peer {
     func call(_ make: (UInt32) -> Frame) async throws -> Frame {
         let id = nextID.add(1, ordering: .relaxed).oldValue
         let frame = make(id)
-        let core = self.core
-        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Frame, any Error>) in
-            loop.execute { core.value.request(frame, id: id, c) }
-        }
+        return try await withConnection { $0.request(frame, id: id, $1) }
     }
 
     static func queueInfo(_ reply: Frame) throws -> QueueInfo {

@@ -44,10 +44,7 @@ extension Peer {
         to exchange: String, key: String, _ payload: [UInt8], headers: [String: String] = [:], within limit: Duration
     ) async throws -> [Reply] {
         let (id, frame) = try requestFrame(.exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached)
-        let core = self.core
-        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<[Reply], any Error>) in
-            loop.execute { core.value.startCall(id, frame, RequestTable.Call(.all(c)), timeout: limit) }
-        }
+        return try await withConnection { $0.startCall(id, frame, RequestTable.Call(.all($1)), timeout: limit) }
     }
 
     /// Replies that arrived after their request had timed out, and were discarded.
