@@ -12,12 +12,22 @@ import Testing
     }
 
     @Test func everyControllerDocExampleIsATest() throws {
-        let doc = try String(contentsOf: Self.root.appendingPathComponent("docs/CONTROLLER.md"), encoding: .utf8)
-        let tests = try ["Tests/EvbusControllerTests/DocExampleTests.swift", "Tests/EvbusTests/DocExampleTests.swift"]
+        try expectExamplesCompiled(doc: "docs/CONTROLLER.md", in: ["Tests/EvbusControllerTests/DocExampleTests.swift", "Tests/EvbusTests/DocExampleTests.swift"], atLeast: 15)
+    }
+
+    @Test func everyRoutingAndRPCDocExampleIsATest() throws {
+        for doc in ["docs/ROUTING.md", "docs/RPC.md"] {
+            try expectExamplesCompiled(doc: doc, in: ["Tests/EvbusTests/RoutingDocExampleTests.swift"], atLeast: 3)
+        }
+    }
+
+    func expectExamplesCompiled(doc path: String, in files: [String], atLeast minimum: Int) throws {
+        let doc = try String(contentsOf: Self.root.appendingPathComponent(path), encoding: .utf8)
+        let tests = try files
             .map { try String(contentsOf: Self.root.appendingPathComponent($0), encoding: .utf8) }
             .map(lines)
         let blocks = doc.components(separatedBy: "```swift\n").dropFirst().map { $0.components(separatedBy: "\n```")[0] }
-        #expect(blocks.count >= 15)
+        #expect(blocks.count >= minimum, "\(path) has only \(blocks.count) Swift examples")
         for block in blocks {
             let wanted = lines(block)
             let found = tests.contains { file in
@@ -25,7 +35,7 @@ import Testing
                     start + wanted.count <= file.count && Array(file[start..<(start + wanted.count)]) == wanted
                 }
             }
-            #expect(found, "docs/CONTROLLER.md example not found in a test:\n\(block)")
+            #expect(found, "\(path) example not found in a test:\n\(block)")
         }
     }
 }
