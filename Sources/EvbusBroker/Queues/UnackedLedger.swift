@@ -13,7 +13,7 @@ public struct UnackedLedger {
         unowned(unsafe) var consumer: ConsumerRecord
     }
 
-    private var entries = RingBuffer<Entry>(capacity: 64)
+    private var entries = RingBuffer<Entry>(capacity: 0)
     /// The tag of `entries[0]`.
     private var firstTag: UInt64 = 1
     public private(set) var nextTag: UInt64 = 1

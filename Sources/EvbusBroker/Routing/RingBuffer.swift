@@ -5,7 +5,13 @@ public struct RingBuffer<Element> {
     private var head = 0
     public private(set) var count = 0
 
+    /// `capacity` 0 allocates nothing until the first element (every connection has a ledger; most
+    /// never use it).
     public init(capacity: Int = 16) {
+        guard capacity > 0 else {
+            storage = []
+            return
+        }
         var c = 1
         while c < capacity { c <<= 1 }
         storage = Array(repeating: nil, count: c)
@@ -13,7 +19,7 @@ public struct RingBuffer<Element> {
 
     public var isEmpty: Bool { count == 0 }
 
-    @inline(__always) private func physical(_ i: Int) -> Int { (head + i) & (storage.count - 1) }
+    @inline(__always) private func physical(_ i: Int) -> Int { (head + i) & (storage.count &- 1) }
 
     public subscript(i: Int) -> Element {
         _read { yield storage[physical(i)]! }
@@ -30,7 +36,7 @@ public struct RingBuffer<Element> {
 
     public mutating func prepend(_ e: Element) {
         if count == storage.count { grow() }
-        head = (head - 1) & (storage.count - 1)
+        head = (head &- 1) & (storage.count - 1)
         storage[head] = e
         count += 1
     }
@@ -57,7 +63,7 @@ public struct RingBuffer<Element> {
     }
 
     private mutating func grow() {
-        var bigger: [Element?] = Array(repeating: nil, count: storage.count * 2)
+        var bigger: [Element?] = Array(repeating: nil, count: max(16, storage.count * 2))
         for i in 0..<count { bigger[i] = storage[physical(i)].take() }
         storage = bigger
         head = 0
