@@ -151,9 +151,14 @@ struct BodyBuilder {
     mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     /// Strings longer than the u16 length can say are cut to fit (callers validate limits first).
     mutating func string(_ s: String) {
-        let utf8 = Array(s.utf8.prefix(Int(UInt16.max)))
-        u16(UInt16(utf8.count))
-        bytes.append(contentsOf: utf8)
+        let count = s.utf8.count
+        if count <= Int(UInt16.max) {
+            u16(UInt16(count))
+            bytes.append(contentsOf: s.utf8)  // the contiguous fast path: no intermediate array
+        } else {
+            u16(UInt16.max)
+            bytes.append(contentsOf: s.utf8.prefix(Int(UInt16.max)))
+        }
     }
 }
 
