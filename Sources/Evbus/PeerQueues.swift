@@ -103,7 +103,7 @@ extension Peer {
         try await publish(to: exchange, key: key, Array(text.utf8), properties: properties, mandatory: mandatory, confirm: confirm)
     }
 
-    private func enqueuePublishTo(
+    func enqueuePublishTo(
         _ flags: UInt8, _ exchange: UnsafeRawBufferPointer, _ key: UnsafeRawBufferPointer,
         _ properties: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer
     ) throws -> Bool {

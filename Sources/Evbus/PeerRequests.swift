@@ -87,6 +87,12 @@ extension Peer {
         on queue: String, prefetch: Int = 1, concurrency: Int? = nil,
         handler: @escaping @Sendable (Request) async throws -> [UInt8]
     ) async throws -> Responder {
+        try await startResponder(on: queue, prefetch: prefetch, concurrency: concurrency, handler: .async(handler))
+    }
+
+    private func startResponder(
+        on queue: String, prefetch: Int, concurrency: Int?, handler: ResponderState.Handler
+    ) async throws -> Responder {
         let limit = concurrency ?? prefetch
         guard limit > 0 else { throw EvbusError(.invalidArgument, "concurrency must be at least 1") }
         do {
@@ -97,6 +103,23 @@ extension Peer {
         let state = ResponderState(peer: self, limit: limit, handler: handler)
         let consumer = try await consume(queue, ack: .manual, prefetch: prefetch) { delivery in state.arrived(delivery) }
         return Responder(queue: queue, consumer: consumer, state: state)
+    }
+
+    /// `respond` with a plain (non-async) handler: it runs on the peer's event loop as each request
+    /// arrives, with no task per request — the fastest form, for handlers that only compute.
+    public func respond(
+        on queue: String, prefetch: Int = 1, concurrency: Int? = nil,
+        handler: @escaping @Sendable (Request) throws -> [UInt8]
+    ) async throws -> Responder {
+        try await startResponder(on: queue, prefetch: prefetch, concurrency: concurrency, handler: .sync(handler))
+    }
+
+    /// The plain form with a handler returning text.
+    public func respond(
+        on queue: String, prefetch: Int = 1, concurrency: Int? = nil,
+        handler: @escaping @Sendable (Request) throws -> String
+    ) async throws -> Responder {
+        try await startResponder(on: queue, prefetch: prefetch, concurrency: concurrency, handler: .sync({ Array(try handler($0).utf8) }))
     }
 
     /// `respond` with a handler returning text.
@@ -110,7 +133,9 @@ extension Peer {
     }
 
     /// Publishes a reply (or a remote error) to a request's reply-to.
-    func sendReply(to request: Delivery, _ outcome: Result<[UInt8], any Error>) async {
+    /// Replies go out without waiting for outbox room: there are at most `concurrency` of them in
+    /// flight per responder, so they cannot grow the outbox without bound.
+    func sendReply(to request: Delivery, _ outcome: Result<[UInt8], any Error>) {
         guard let replyTo = request.properties.replyTo, let id = request.properties.correlationID else { return }
         // A success carries no headers (no status means ok): nothing to encode or decode per call.
         var headers: [String: String] = [:]
@@ -129,7 +154,15 @@ extension Peer {
             headers = [ReplyHeader.status: ReplyHeader.error, ReplyHeader.errorCode: "reply-too-large"]
             payload = Array("the reply was \(payload.count) bytes; the broker's frame limit is \(maxFrameBytes)".utf8)
         }
-        try? await publish(to: "", key: replyTo, payload, properties: MessageProperties(correlationID: id, headers: headers))
+        let properties = MessageProperties(correlationID: id, headers: headers).encoded()
+        var key = replyTo
+        _ = try? key.withUTF8 { k in
+            try payload.withUnsafeBytes { p in
+                try properties.withUnsafeBytes { b in
+                    try enqueuePublishTo(0, UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(k), b, p)
+                }
+            }
+        }
     }
 }
 
@@ -163,16 +196,30 @@ final class ResponderState: Sendable {
         var handled = 0
     }
 
+    enum Handler: Sendable {
+        /// Runs inline on the peer's loop: no task per request.
+        case sync(@Sendable (Request) throws -> [UInt8])
+        /// Runs in a task on the peer's loop (it may await other work).
+        case async(@Sendable (Request) async throws -> [UInt8])
+    }
+
     let counts = Mutex(Counts())
     let limit: Int
-    let handler: @Sendable (Request) async throws -> [UInt8]
+    let handler: Handler
     /// The peer owns its responders' consumers; `unowned` keeps a responder from keeping its peer alive.
     unowned let peer: Peer
 
-    init(peer: Peer, limit: Int, handler: @escaping @Sendable (Request) async throws -> [UInt8]) {
+    init(peer: Peer, limit: Int, handler: Handler) {
         self.peer = peer
         self.limit = limit
         self.handler = handler
+    }
+
+    private func finished() {
+        counts.withLock {
+            $0.running -= 1
+            $0.handled += 1
+        }
     }
 
     func arrived(_ delivery: Delivery) {
@@ -191,16 +238,19 @@ final class ResponderState: Sendable {
             let request = Request(
                 payload: next.payload, properties: next.properties, routingKey: next.routingKey, publisher: next.publisher,
                 redelivered: next.redelivered)
-            // On the peer's loop: a handler that does not await anything else never leaves it.
-            Task(executorPreference: peer.executor) { [handler, peer] in
-                let outcome: Result<[UInt8], any Error>
-                do { outcome = .success(try await handler(request)) } catch { outcome = .failure(error) }
-                await peer.sendReply(to: next, outcome)
-                self.counts.withLock {
-                    $0.running -= 1
-                    $0.handled += 1
+            switch handler {
+            case .sync(let body):
+                peer.sendReply(to: next, Result { try body(request) })
+                finished()
+            case .async(let body):
+                // On the peer's loop: a handler that does not await anything else never leaves it.
+                Task(executorPreference: peer.executor) { [peer] in
+                    let outcome: Result<[UInt8], any Error>
+                    do { outcome = .success(try await body(request)) } catch { outcome = .failure(error) }
+                    peer.sendReply(to: next, outcome)
+                    self.finished()
+                    self.startWhatFits()  // a waiting request may take its place
                 }
-                self.startWhatFits()
             }
         }
     }
