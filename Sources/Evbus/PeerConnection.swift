@@ -215,11 +215,7 @@ final class PeerConnection: ChannelDelegate {
             }
             return
         }
-        calls.add(id, call)
-        let loop = channel.loop
-        call.timer = loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [calls] in
-            calls.expire(id, after: timeout, loop: loop)
-        }
+        calls.add(id, call, timeout: timeout, loop: channel.loop)
         // After everything published before it, like every control frame.
         channel.write(contentsOf: outbox.take())
         let size = request.size
