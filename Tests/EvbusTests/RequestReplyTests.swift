@@ -78,6 +78,26 @@ import Testing
         await server.close()
     }
 
+    @Test func shorterTimeoutsExpireFirstWhateverTheOrder() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath)
+        let client = try await Peer.connect(to: broker.socketPath)
+        let release = AsyncGate()
+        _ = try await server.respond(on: "stuck", prefetch: 8) { (_: Request) -> String in
+            await release.wait()
+            return "late"
+        }
+        // A long call first, then a short one: the short deadline is earlier than the armed one.
+        let long = Task { try await client.request(to: .queue("stuck"), "long", timeout: .seconds(60)) }
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(await callError { _ = try await client.request(to: .queue("stuck"), "short", timeout: .milliseconds(100)) }?.code == .timeout)
+        release.open()
+        #expect(try await long.value.text == "late")
+        await client.close()
+        await server.close()
+    }
+
     @Test func aHandlerErrorTravelsBack() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
