@@ -206,8 +206,10 @@ final class ResponderState: Sendable {
     let counts = Mutex(Counts())
     let limit: Int
     let handler: Handler
-    /// The peer owns its responders' consumers; `unowned` keeps a responder from keeping its peer alive.
-    unowned let peer: Peer
+    /// Strong on purpose: a responder keeps serving, and so keeps its peer alive, until it is
+    /// cancelled or the peer is closed (which drops the consumer's handler and with it this state).
+    /// An unowned reference could dangle if the peer were dropped while requests were arriving.
+    let peer: Peer
 
     init(peer: Peer, limit: Int, handler: Handler) {
         self.peer = peer
