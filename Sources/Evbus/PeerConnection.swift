@@ -38,7 +38,7 @@ final class PeerConnection: ChannelDelegate {
     private var requests: [UInt32: CheckedContinuation<Frame, any Error>] = [:]
     private var pings: [UInt64: CheckedContinuation<Void, any Error>] = [:]
     private var nextPing: UInt64 = 1
-    private var sinks: [UInt32: Sink] = [:] {
+    var sinks: [UInt32: Sink] = [:] {
         didSet { cachedSink = nil }
     }
     /// The last sink looked up: most connections deliver to one subscription over and over.
@@ -56,9 +56,9 @@ final class PeerConnection: ChannelDelegate {
     /// which breaks the cycle acker → core → this connection.
     var acker: Acker?
     /// Publisher confirms: every sequence up to this one has been answered; these were nacked.
-    private var confirmedThrough: UInt64 = 0
-    private var nacked: [UInt64] = []
-    private var confirmWaiters: [(through: UInt64, waiter: CheckedContinuation<Void, any Error>)] = []
+    var confirmedThrough: UInt64 = 0
+    var nacked: [UInt64] = []
+    var confirmWaiters: [(through: UInt64, waiter: CheckedContinuation<Void, any Error>)] = []
     /// Requests in flight (request/reply), by correlation id.
     let calls = RequestTable()
 
@@ -91,7 +91,7 @@ final class PeerConnection: ChannelDelegate {
     }
 
     /// Control frames go after everything published before them, so order is what the caller wrote.
-    private func send(_ frame: Frame) {
+    func send(_ frame: Frame) {
         channel.write(contentsOf: outbox.take())
         channel.write(frame.encoded())
     }
@@ -133,7 +133,7 @@ final class PeerConnection: ChannelDelegate {
     }
 
     /// Replies handled on the loop itself (multi-pattern subscribe), by request id.
-    private var localReplies: [UInt32: LocalReply] = [:]
+    var localReplies: [UInt32: LocalReply] = [:]
 
     final class LocalReply {
         let body: (Result<Frame, any Error>) -> Void
@@ -154,73 +154,6 @@ final class PeerConnection: ChannelDelegate {
             }
             send(.unsubscribe(subscriptionID: id))
         }
-    }
-
-    /// CONSUME: the sink is in place before the broker can deliver; removed again if refused.
-    func consume(_ frame: Frame, id: UInt32, sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
-        if let failure { return waiter.resume(throwing: failure) }
-        sinks[id] = sink
-        localReplies[id] = LocalReply { [self] result in
-            switch result {
-            case .success: waiter.resume()
-            case .failure(let error):
-                sinks[id] = nil
-                waiter.resume(throwing: error)
-            }
-        }
-        send(frame)
-    }
-
-    /// CANCEL: deliveries stop at once; iteration ends.
-    func cancelConsumer(_ id: UInt32, _ waiter: CheckedContinuation<Void, any Error>) {
-        sinks.removeValue(forKey: id)?.finish(nil)
-        if let failure { return waiter.resume(throwing: failure) }
-        // OK or unknown-consumer (the broker cancelled it first): either way it is gone.
-        localReplies[id] = LocalReply { _ in waiter.resume() }
-        send(.cancel(consumerID: id))
-    }
-
-    /// Resumes once every confirmed publish up to `through` is answered; throws if any was nacked.
-    func waitForConfirms(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
-        if confirmedThrough >= through { return finishConfirmWait(through: through, waiter) }
-        if let failure { return waiter.resume(throwing: failure) }
-        confirmWaiters.append((through, waiter))
-    }
-
-    private func finishConfirmWait(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
-        let refused = nacked.filter { $0 <= through }
-        nacked.removeAll { $0 <= through }
-        if refused.isEmpty {
-            waiter.resume()
-        } else {
-            waiter.resume(throwing: EvbusError(.nacked,
-                "the broker refused \(refused.count) confirmed publish(es) (sequence \(refused.map(String.init).joined(separator: ", ")))"))
-        }
-    }
-
-    private func confirmed(_ sequence: UInt64, flags: UInt8) {
-        if flags & AckFlag.nack != 0 { nacked.append(sequence) }
-        confirmedThrough = max(confirmedThrough, sequence)
-        let ready = confirmWaiters.filter { $0.through <= confirmedThrough }
-        confirmWaiters.removeAll { $0.through <= confirmedThrough }
-        for (through, waiter) in ready { finishConfirmWait(through: through, waiter) }
-    }
-
-    /// Registers a request and sends it (after everything published before it).
-    func startCall(_ id: String, _ request: OutgoingRequest, _ call: RequestTable.Call, timeout: Duration) {
-        if let failure {
-            switch call.waiter {
-            case .one(let c): c.resume(throwing: failure)
-            case .all(let c): c.resume(throwing: failure)
-            }
-            return
-        }
-        calls.add(id, call, timeout: timeout, loop: channel.loop)
-        // After everything published before it, like every control frame.
-        channel.write(contentsOf: outbox.take())
-        let size = request.size
-        request.write(into: channel.reserve(size))
-        channel.commit(size)
     }
 
     /// PING; resumes when the PONG comes back, so the broker has handled everything sent before.

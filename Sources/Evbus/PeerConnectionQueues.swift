@@ -1,0 +1,73 @@
+import EvbusIO
+import EvbusWire
+
+/// The queue and request/reply side of the peer connection: consumers, publisher confirms and calls.
+/// Loop-bound, like the rest of `PeerConnection`.
+extension PeerConnection {
+    /// CONSUME: the sink is in place before the broker can deliver; removed again if refused.
+    func consume(_ frame: Frame, id: UInt32, sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
+        if let failure { return waiter.resume(throwing: failure) }
+        sinks[id] = sink
+        localReplies[id] = LocalReply { [self] result in
+            switch result {
+            case .success: waiter.resume()
+            case .failure(let error):
+                sinks[id] = nil
+                waiter.resume(throwing: error)
+            }
+        }
+        send(frame)
+    }
+
+    /// CANCEL: deliveries stop at once; iteration ends.
+    func cancelConsumer(_ id: UInt32, _ waiter: CheckedContinuation<Void, any Error>) {
+        sinks.removeValue(forKey: id)?.finish(nil)
+        if let failure { return waiter.resume(throwing: failure) }
+        // OK or unknown-consumer (the broker cancelled it first): either way it is gone.
+        localReplies[id] = LocalReply { _ in waiter.resume() }
+        send(.cancel(consumerID: id))
+    }
+
+    /// Resumes once every confirmed publish up to `through` is answered; throws if any was nacked.
+    func waitForConfirms(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
+        if confirmedThrough >= through { return finishConfirmWait(through: through, waiter) }
+        if let failure { return waiter.resume(throwing: failure) }
+        confirmWaiters.append((through, waiter))
+    }
+
+    private func finishConfirmWait(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
+        let refused = nacked.filter { $0 <= through }
+        nacked.removeAll { $0 <= through }
+        if refused.isEmpty {
+            waiter.resume()
+        } else {
+            waiter.resume(throwing: EvbusError(.nacked,
+                "the broker refused \(refused.count) confirmed publish(es) (sequence \(refused.map(String.init).joined(separator: ", ")))"))
+        }
+    }
+
+    func confirmed(_ sequence: UInt64, flags: UInt8) {
+        if flags & AckFlag.nack != 0 { nacked.append(sequence) }
+        confirmedThrough = max(confirmedThrough, sequence)
+        let ready = confirmWaiters.filter { $0.through <= confirmedThrough }
+        confirmWaiters.removeAll { $0.through <= confirmedThrough }
+        for (through, waiter) in ready { finishConfirmWait(through: through, waiter) }
+    }
+
+    /// Registers a request and sends it (after everything published before it).
+    func startCall(_ id: String, _ request: OutgoingRequest, _ call: RequestTable.Call, timeout: Duration) {
+        if let failure {
+            switch call.waiter {
+            case .one(let c): c.resume(throwing: failure)
+            case .all(let c): c.resume(throwing: failure)
+            }
+            return
+        }
+        calls.add(id, call, timeout: timeout, loop: channel.loop)
+        // After everything published before it, like every control frame.
+        channel.write(contentsOf: outbox.take())
+        let size = request.size
+        request.write(into: channel.reserve(size))
+        channel.commit(size)
+    }
+}
