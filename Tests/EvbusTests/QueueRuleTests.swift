@@ -282,6 +282,27 @@ import Testing
         await worker.close()
     }
 
+    @Test func topologyReportsRatesPerSecond() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let peer = try await Peer.connect(to: broker.socketPath)
+        _ = try await peer.declareQueue("busy")
+        _ = try await peer.consume("busy", ack: .manual) { try? $0.ack() }
+        // Keep traffic flowing across at least one of the broker's one-second samples.
+        let sender = Task {
+            while !Task.isCancelled {
+                for _ in 0..<100 { try await peer.publish(to: "", key: "busy", "tick") }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        #expect(try await eventually(10) {
+            guard let q = try await peer.topology().queues.first(where: { $0.name == "busy" }) else { return false }
+            return q.publishRate > 0 && q.deliverRate > 0 && q.ackRate > 0
+        })
+        sender.cancel()
+        await peer.close()
+    }
+
     @Test func queuesExchangesAndBindingsDeclaredInTheConfigExistAtStart() async throws {
         let broker = try InProcessBroker { config in
             config.exchanges = [DeclaredExchange(name: "events", type: .topic)]
