@@ -137,6 +137,14 @@ import Testing
         #expect(late.status == 1 && late.stderr.contains("no reply"), "\(late.stderr)")
         let misuse = try await RunningProcess.runEvbus(["respond", "q", "--socket", socket])
         #expect(misuse.status == 64 && misuse.stderr.contains("--exec"))
+        for args in [["rpc"], ["rpc", "q", "--timeout", "0"], ["rpc", "q", "--header", "nope"], ["respond", "q", "--exec", "x", "--prefetch", "0"]] {
+            let r = try await RunningProcess.runEvbus(args + ["--socket", socket])
+            #expect(r.status == 64 && r.stderr.contains("Usage: evbus"), "\(args): \(r.stderr)")
+        }
+        let fibMisuse = try await runFib(["client"], broker)
+        #expect(fibMisuse.status == 64 && fibMisuse.stderr.contains("Missing expected argument"))
+        #expect(try await runFib(["server", "--workers", "0"], broker).status == 64)
+        #expect(try await runFib(["serve"], broker).status == 64)
         failing.signal(SIGKILL)
         slow.signal(SIGKILL)
         await broker.stop()
