@@ -128,6 +128,28 @@ func waitForBindings(_ n: Int, on name: String, at socket: String) async throws 
         await broker.stop()
     }
 
+    @Test func consumeJSONAndBrokerNamedQueues() async throws {
+        let broker = try await BrokerProcess()
+        let named = try await evbus(["declare", "queue"], broker)
+        #expect(named.status == 0 && named.stdout.hasPrefix("amq.gen-"), "\(named.stdout)")
+        _ = try await evbus(["declare", "queue", "inbox-test"], broker)
+        _ = try await evbus(["pub", "--exchange", "", "--key", "inbox-test", "--header", "tenant=a", "{\"n\":1}"], broker)
+        let r = try await evbus(["consume", "inbox-test", "--count", "1", "--json"], broker)
+        #expect(r.status == 0, "\(r.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as! [String: Any]
+        #expect(object["payload"] as? String == "{\"n\":1}")
+        #expect(object["routing_key"] as? String == "inbox-test" && object["exchange"] as? String == "")
+        #expect(object["redelivered"] as? Bool == false && (object["delivery_tag"] as? Int ?? 0) > 0)
+        #expect((object["headers"] as? [String: String]) == ["tenant": "a"])
+        // --ack none puts it back: the next look sees it again, flagged.
+        _ = try await evbus(["pub", "--exchange", "", "--key", "inbox-test", "again"], broker)
+        _ = try await evbus(["consume", "inbox-test", "--count", "1", "--ack", "none"], broker)
+        let again = try await evbus(["consume", "inbox-test", "--count", "1", "--json"], broker)
+        let second = try JSONSerialization.jsonObject(with: Data(again.stdout.utf8)) as! [String: Any]
+        #expect(second["payload"] as? String == "again" && second["redelivered"] as? Bool == true)
+        await broker.stop()
+    }
+
     @Test func refusalsExitNonZeroWithTheReason() async throws {
         let broker = try await BrokerProcess()
         _ = try await evbus(["declare", "exchange", "logs", "--type", "fanout"], broker)
