@@ -171,15 +171,3 @@ import Testing
         await broker.stop()
     }
 }
-
-/// The `EvbusError` a call fails with (nil if it succeeded).
-func callError(_ body: () async throws -> Void) async -> EvbusError? {
-    do {
-        try await body()
-        return nil
-    } catch let error as EvbusError {
-        return error
-    } catch {
-        return nil
-    }
-}

@@ -13,28 +13,6 @@ final class Collected: Sendable {
     var count: Int { events.withLock { $0.count } }
 }
 
-/// Takes `n` events from a subscription, failing (not hanging) if they do not come.
-func take(_ n: Int, from subscription: Subscription, seconds: Double = 20) async throws -> [Event] {
-    try await withThrowingTaskGroup(of: [Event]?.self) { group in
-        group.addTask {
-            var out: [Event] = []
-            for try await e in subscription {
-                out.append(e)
-                if out.count == n { break }
-            }
-            return out
-        }
-        group.addTask {
-            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
-            return nil
-        }
-        let first = try await group.next()!
-        group.cancelAll()
-        guard let events = first else { throw TestSupportError("timed out waiting for \(n) events") }
-        return events
-    }
-}
-
 @Suite struct PeerTests {
     @Test func publishAndIterateMatchingEvents() async throws {
         let broker = try InProcessBroker()

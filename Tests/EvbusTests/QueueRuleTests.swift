@@ -318,15 +318,3 @@ import Testing
         await peer.close()
     }
 }
-
-/// The wire code a refused call fails with (nil if it succeeded or failed otherwise).
-func refusalCode(_ body: () async throws -> Void) async -> ErrorCode? {
-    do {
-        try await body()
-        return nil
-    } catch let error as EvbusError {
-        return error.wireCode
-    } catch {
-        return nil
-    }
-}

@@ -194,18 +194,6 @@ import Testing
     }
 }
 
-/// The `EvbusError` a call fails with (nil if it succeeded).
-func callError(_ body: () async throws -> Void) async -> EvbusError? {
-    do {
-        try await body()
-        return nil
-    } catch let error as EvbusError {
-        return error
-    } catch {
-        return nil
-    }
-}
-
 /// A one-shot gate: `wait` suspends until `open`.
 final class AsyncGate: Sendable {
     private let state = Mutex<(open: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))

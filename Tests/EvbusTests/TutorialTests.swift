@@ -141,25 +141,3 @@ final class Collector<T: Sendable>: Sendable {
     var items: [T] { values.withLock { $0 } }
     var count: Int { values.withLock { $0.count } }
 }
-
-/// Takes `n` deliveries from a consumer, failing (not hanging) if they do not come.
-func take(_ n: Int, from consumer: Consumer, seconds: Double = 20) async throws -> [Delivery] {
-    try await withThrowingTaskGroup(of: [Delivery]?.self) { group in
-        group.addTask {
-            var out: [Delivery] = []
-            for try await d in consumer {
-                out.append(d)
-                if out.count == n { break }
-            }
-            return out
-        }
-        group.addTask {
-            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
-            return nil
-        }
-        let first = try await group.next()!
-        group.cancelAll()
-        guard let deliveries = first else { throw TestSupportError("timed out waiting for \(n) deliveries") }
-        return deliveries
-    }
-}

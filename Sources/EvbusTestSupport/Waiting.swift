@@ -1,0 +1,41 @@
+public import Evbus
+
+/// Takes `n` elements from a subscription or consumer, failing (not hanging) if they do not come.
+public func take<S: AsyncSequence & Sendable>(_ n: Int, from sequence: S, seconds: Double = 20) async throws -> [S.Element]
+where S.Element: Sendable {
+    try await withThrowingTaskGroup(of: [S.Element]?.self) { group in
+        group.addTask {
+            var out: [S.Element] = []
+            for try await e in sequence {
+                out.append(e)
+                if out.count == n { break }
+            }
+            return out
+        }
+        group.addTask {
+            try await Task.sleep(nanoseconds: UInt64(seconds * 1e9))
+            return nil
+        }
+        let first = try await group.next()!
+        group.cancelAll()
+        guard let elements = first else { throw TestSupportError("timed out waiting for \(n) elements") }
+        return elements
+    }
+}
+
+/// The `EvbusError` a call fails with (nil if it succeeded or failed otherwise).
+public func callError(_ body: () async throws -> Void) async -> EvbusError? {
+    do {
+        try await body()
+        return nil
+    } catch let error as EvbusError {
+        return error
+    } catch {
+        return nil
+    }
+}
+
+/// The broker's wire code for a refused call (nil if it succeeded or failed otherwise).
+public func refusalCode(_ body: () async throws -> Void) async -> ErrorCode? {
+    await callError(body)?.wireCode
+}
