@@ -29,8 +29,8 @@ public final class Peer: Sendable {
     let outbox: Outbox
     /// Sends ACK/NACK through the outbox.
     let acker: Acker
-    /// Calls to controllers in other processes waiting for replies.
-    let remoteCalls = RemoteCalls()
+    /// Numbers this peer's requests (their correlation ids).
+    let nextCorrelation = Atomic<UInt64>(1)
     let nextID = Atomic<UInt32>(1)
 
     /// The loop every peer uses unless told otherwise: one I/O thread per process.

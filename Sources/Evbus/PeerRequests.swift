@@ -61,7 +61,7 @@ extension Peer {
         }
         // Unique per peer (replies come to this peer's own inbox), and short enough to be a small
         // string: no allocation for the id itself.
-        let id = "r" + String(remoteCalls.nextCorrelation.add(1, ordering: .relaxed).oldValue)
+        let id = "r" + String(nextCorrelation.add(1, ordering: .relaxed).oldValue)
         let properties = MessageProperties(correlationID: id, replyTo: inbox, headers: headers).encoded()
         let request = OutgoingRequest(
             flags: flags, exchange: Array(destination.exchange.utf8), key: Array(destination.key.utf8), properties: properties,

@@ -1,7 +1,6 @@
 public import EvbusController
 import EvbusIO
 import EvbusWire
-import Synchronization
 
 /// Dispatching to a controller in another process, over the bus (EventDriven's Subprocess adapter,
 /// generalised to any process on the machine), built on request/reply (docs/RPC.md).
@@ -45,11 +44,6 @@ enum Remote {
         if let text = value as? String { return Array(text.utf8) }
         throw EvbusError(.invalidArgument, "a result of type \(type(of: value)) cannot cross processes; return [UInt8] or String")
     }
-}
-
-/// Per-peer request numbering (correlation ids).
-final class RemoteCalls: Sendable {
-    let nextCorrelation = Atomic<UInt64>(1)
 }
 
 extension Peer {
