@@ -172,7 +172,10 @@ func waitForBindings(_ n: Int, on name: String, at socket: String) async throws 
             ["declare", "queue", "q", "--overflow", "sometimes"], ["declare", "queue", "q", "--type", "fanout"],
             ["consume"], ["consume", "q", "--ack", "maybe"], ["consume", "q", "--exchange", "x"], ["pub", "--exchange", "x", "m"],
             ["pub", "t", "m", "--confirm"], ["delete", "exchange", "x", "--if-empty"], ["bind", "q"],
-            ["pub", "--exchange", "", "--key", "q", "--header", "novalue", "m"],
+            ["pub", "--exchange", "", "--key", "q", "--header", "novalue", "m"], ["pub", "t", "m", "--key", "k"],
+            ["pub", "--exchange", "", "--key", "q", "--expiration", "-5", "m"], ["consume", "--key", "k"],
+            ["consume", "q", "--prefetch", "70000"], ["delete", "queue"], ["purge"], ["unbind", "q"],
+            ["declare", "queue", "q", "--max-length", "many"],
         ] {
             let r = try await evbus(args, broker)
             #expect(r.status == 64, "\(args): \(r.stderr)")
