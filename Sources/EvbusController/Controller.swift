@@ -39,7 +39,7 @@ public final class Controller: Sendable {
     private let stoppedSignal = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
     /// Work dispatched from any thread waits here; the first item of a batch schedules one drain on
     /// the loop, which takes the whole batch (one wake-up and no allocation per dispatch).
-    private let inbox = Mutex<(items: [Work], spare: [Work], scheduled: Bool)>(([], [], false))
+    private let inbox = Mutex<(items: WorkFIFO, pool: SegmentPool, scheduled: Bool)>((WorkFIFO(), SegmentPool(), false))
     /// Lets `dispatch` skip the listener lock when nobody listens (the usual case).
     private let listenerCount = Atomic<Int>(0)
 
@@ -158,7 +158,7 @@ public final class Controller: Sendable {
             return
         }
         let schedule = inbox.withLock { box -> Bool in
-            box.items.append(work)
+            box.items.append(work, pool: &box.pool)
             if box.scheduled { return false }
             box.scheduled = true
             return true
@@ -168,16 +168,16 @@ public final class Controller: Sendable {
                 // Take batches until the inbox is empty; only then clear `scheduled`, under the same
                 // lock that saw it empty. While the loop works, producers append without waking it
                 // (a wake-up is a syscall: one per dispatch when the loop keeps up, otherwise).
-                var batch: [Work] = []
+                // Each visit also hands back the segments the engine has emptied, for reuse.
+                var batch = WorkFIFO()
                 while true {
                     let more = inbox.withLock { box -> Bool in
+                        box.pool.give(contentsOf: &engine.spentSegments)
                         if box.items.isEmpty {
                             box.scheduled = false
-                            if batch.capacity <= 65_536 { box.spare = batch }  // keep capacity, unless huge
                             return false
                         }
-                        swap(&batch, &box.spare)
-                        swap(&batch, &box.items)  // batch = items, items = the emptied spare
+                        swap(&batch, &box.items)
                         return true
                     }
                     guard more else { break }

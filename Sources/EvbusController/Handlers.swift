@@ -13,11 +13,13 @@ public struct HandlerID: Hashable, Sendable {
 /// A handler body: plain (runs inline on the loop) or async (awaited on the loop before anything else
 /// of this controller runs).
 enum HandlerBody: Sendable {
-    case sync(@Sendable (Session) throws -> (any Sendable)?)
+    case sync(PlainHandler)
     case async(@Sendable (Session) async throws -> (any Sendable)?)
 
     var isAsync: Bool { if case .async = self { true } else { false } }
 }
+
+typealias PlainHandler = @Sendable (Session) throws -> (any Sendable)?
 
 /// One handler registered for one event.
 struct Registration: Sendable {
@@ -38,19 +40,46 @@ struct Registration: Sendable {
     }
 }
 
+/// The handlers one dispatch runs, in order, prepared for running: when none is async, their
+/// bodies are also kept as a plain list, so the engine calls them without inspecting registrations.
+final class HandlerSet: Sendable {
+    let registrations: [Registration]
+    /// Every body, when all are plain; nil when at least one is async (the engine then awaits).
+    let plainBodies: [PlainHandler]?
+
+    init(_ registrations: [Registration]) {
+        self.registrations = registrations
+        var bodies: [PlainHandler] = []
+        for r in registrations {
+            guard case .sync(let body) = r.body else {
+                plainBodies = nil
+                return
+            }
+            bodies.append(body)
+        }
+        plainBodies = bodies
+    }
+
+    static let empty = HandlerSet([])
+}
+
 /// Every controller's handlers by event name, each list kept in phase order, then registration order.
 struct HandlerTable {
     private(set) var byEvent: [String: [Registration]] = [:]
-    /// Events whose handlers all run unconditionally and forever: `take` can hand out the stored
-    /// list as it is (no filtering, no copy) — the common case, and the hot path.
-    private var plain: Set<String> = []
+    /// Events whose handlers all run unconditionally and forever, prepared once: `take` hands out
+    /// the same set every time (no filtering, no copy) — the common case, and the hot path.
+    private var plain: [String: HandlerSet] = [:]
     /// The last plain event taken and its handlers: a stream of one event name costs a string
-    /// compare instead of two hashes. Cleared on every change.
-    private var last: (event: String, list: [Registration])?
+    /// compare instead of a hash. Cleared on every change.
+    private var last: (event: String, set: HandlerSet)?
 
     private mutating func store(_ event: String, _ list: [Registration]) {
         byEvent[event] = list.isEmpty ? nil : list
-        if list.allSatisfy({ $0.match.isEmpty && $0.remaining == nil }) { plain.insert(event) } else { plain.remove(event) }
+        if !list.isEmpty && list.allSatisfy({ $0.match.isEmpty && $0.remaining == nil }) {
+            plain[event] = HandlerSet(list)
+        } else {
+            plain[event] = nil
+        }
         last = nil
     }
 
@@ -77,13 +106,13 @@ struct HandlerTable {
     }
 
     /// The handlers to run for one dispatch, counting down (and dropping) limited ones.
-    mutating func take(_ event: String, context: [String: any Sendable]) -> [Registration] {
-        if let last, last.event == event { return last.list }
-        guard var list = byEvent[event] else { return [] }
-        if plain.contains(event) {
-            last = (event, list)
-            return list
+    mutating func take(_ event: String, context: [String: any Sendable]) -> HandlerSet {
+        if let last, last.event == event { return last.set }
+        if let set = plain[event] {
+            last = (event, set)
+            return set
         }
+        guard var list = byEvent[event] else { return .empty }
         var chosen: [Registration] = []
         var i = 0
         while i < list.count {
@@ -100,7 +129,7 @@ struct HandlerTable {
             i += 1
         }
         store(event, list)
-        return chosen
+        return HandlerSet(chosen)
     }
 
     func handlers(for event: String) -> [Registration] { byEvent[event] ?? [] }

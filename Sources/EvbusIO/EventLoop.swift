@@ -106,6 +106,10 @@ public final class EventLoop: @unchecked Sendable {
     /// True on this loop's thread.
     public var inEventLoop: Bool { threadID.load(ordering: .relaxed) == pthread_self() }
 
+    /// The running loop's thread (`pthread_self()` there), 0 when it is not running. Lets an object
+    /// remember which thread serves it without keeping the loop alive.
+    public var runningThread: UInt { threadID.load(ordering: .relaxed) }
+
     @inline(__always)
     func assertInLoop(_ function: StaticString = #function) {
         assert(inEventLoop, "\(function) must be called on the event loop thread")

@@ -19,10 +19,13 @@ enum ControllerScenarios {
             return nil
         }
         let start = monotonicNanos()
-        try await onThread {
-            for i in 0..<count { c.dispatch("tick", i) }
+        // Handlers run in dispatch order, so the last dispatch's result means all are handled.
+        // (Awaiting it, rather than polling a counter, keeps a third thread off the two cores.)
+        let last = try await onThread { () -> Pending<DispatchResult> in
+            for i in 0..<count - 1 { c.dispatch("tick", i) }
+            return c.dispatch("tick", count - 1)
         }
-        while counter.count.load(ordering: .relaxed) < count { try await Task.sleep(nanoseconds: 100_000) }
+        _ = try await last.value
         let nanos = monotonicNanos() - start
         c.shutdown()
         await c.stopped()
@@ -58,11 +61,10 @@ enum ControllerScenarios {
     }
 
     /// Runs blocking code on a plain thread (a dispatching producer is usually not a Swift task).
-    static func onThread(_ body: @escaping @Sendable () -> Void) async throws {
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async throws -> T {
+        await withCheckedContinuation { (c: CheckedContinuation<T, Never>) in
             Thread.detachNewThread {
-                body()
-                c.resume()
+                c.resume(returning: body())
             }
         }
     }
