@@ -53,7 +53,7 @@ struct BenchCommand: EvbusCommand {
             }
             let defaults: [ForeignKind: String] = [.nats: "127.0.0.1:4222", .redis: "/tmp/redis-bench.sock", .rabbitmq: "127.0.0.1:5672"]
             foreign = ForeignBus(kind: kind, address: a.value("address") ?? defaults[kind]!)
-            let supported = kind == .rabbitmq ? ["workqueue", "workqueue-4", "workqueue-confirm"] : ["pubsub", "pubsub-1k", "fanout", "idle"]
+            let supported = kind == .rabbitmq ? ["workqueue", "workqueue-4", "workqueue-confirm"] : ["pubsub", "pubsub-1k", "fanout", "idle", "rpc", "rpc-8"]
             if a.value("scenario") == nil { scenarios = supported }
             for s in scenarios where !supported.contains(s) {
                 throw UsageError("Scenario '\(s)' is not run against \(kind.rawValue); use \(supported.joined(separator: ", "))")
@@ -78,6 +78,9 @@ struct BenchCommand: EvbusCommand {
                     size: s == "pubsub-1k" ? 1024 : 16, subscribers: s == "fanout" ? 10 : 1)
                 lost += r.lost
                 line = r.line
+            case "rpc", "rpc-8":
+                line = try ForeignRPC.roundTrips(
+                    bus, name: s, calls: messages ?? (s == "rpc" ? 20_000 : 80_000), clients: s == "rpc" ? 1 : 8)
             default:
                 guard let serverPID else { throw UsageError("the idle scenario needs --server-pid") }
                 line = try ForeignScenarios.idle(bus, connections: connections, serverPID: serverPID)
