@@ -29,3 +29,9 @@ void CEvbus_setThreadName(const char *name) {
     cut[15] = 0;
     pthread_setname_np(pthread_self(), cut);
 }
+
+static _Thread_local int onLoopThread;
+
+void CEvbus_setLoopThread(int on) { onLoopThread = on; }
+
+int CEvbus_isLoopThread(void) { return onLoopThread; }

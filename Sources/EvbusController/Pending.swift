@@ -62,6 +62,11 @@ public final class Pending<Value: Sendable>: Sendable {
         return try state.withLock { $0.result! }.get() as! Value
     }
 
+    /// Makes a resolved Pending unresolved again, for reuse. Only for one nobody else references.
+    func reset() {
+        state.withLock { $0 = PendingState() }
+    }
+
     /// Runs `callback` once the result is in (at once if it already is), on the resolving thread.
     func whenResolved(_ callback: @escaping @Sendable () -> Void) {
         let now = state.withLock { s -> Bool in

@@ -106,6 +106,9 @@ public final class EventLoop: @unchecked Sendable {
     /// True on this loop's thread.
     public var inEventLoop: Bool { threadID.load(ordering: .relaxed) == pthread_self() }
 
+    /// True on the thread of any running event loop (code there must never block).
+    public static var onLoopThread: Bool { CEvbus_isLoopThread() != 0 }
+
     /// The running loop's thread (`pthread_self()` there), 0 when it is not running. Lets an object
     /// remember which thread serves it without keeping the loop alive.
     public var runningThread: UInt { threadID.load(ordering: .relaxed) }
@@ -231,6 +234,8 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs the loop on the calling thread until `stop()`.
     public func run(onStart: () -> Void = {}) {
         threadID.store(pthread_self(), ordering: .relaxed)
+        CEvbus_setLoopThread(1)
+        defer { CEvbus_setLoopThread(0) }
         running = true
         onStart()
         while running {

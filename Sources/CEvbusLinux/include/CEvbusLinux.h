@@ -42,6 +42,11 @@ int CEvbus_peercred(int fd, CEvbus_ucred *out);
 /// sendmsg(2) of an iovec array with MSG_NOSIGNAL: writev without SIGPIPE.
 ssize_t CEvbus_sendv(int fd, const struct iovec *iov, int count);
 
+/// Marks (1) or unmarks (0) the calling thread as running an evbus event loop; read back with
+/// CEvbus_isLoopThread. A C thread-local: Swift has none short of pthread keys.
+void CEvbus_setLoopThread(int on);
+int CEvbus_isLoopThread(void);
+
 /// Names the calling thread (shows in top, perf and gdb); names longer than 15 bytes are cut.
 void CEvbus_setThreadName(const char *name);
 
