@@ -73,6 +73,10 @@ public final class Controller: Sendable {
     /// Lets `dispatch` skip the listener lock when nobody listens (the usual case).
     private let listenerCount = Atomic<Int>(0)
 
+    /// The default `idleSpin`: events closer together than 50 µs (20,000 a second and more) are
+    /// picked up without a wake-up.
+    public static let defaultIdleSpin: Duration = .microseconds(50)
+
     /// Starts a controller.
     /// - Parameters:
     ///   - loop: run on an existing loop (several controllers may share one thread, all strictly
@@ -80,7 +84,14 @@ public final class Controller: Sendable {
     ///   - blueprints: handler sets to install.
     ///   - stopOnError: stop at the first handler error; by default errors go to the Pending and the
     ///     `exception` event, and the loop carries on.
-    public init(name: String = "controller", loop: EventLoop? = nil, blueprints: [Blueprint] = [], stopOnError: Bool = false) throws {
+    ///   - idleSpin: with a thread of its own, how long the controller keeps polling for the next
+    ///     event before it sleeps, while events keep arriving that often (`EventLoop.idleSpin`):
+    ///     an event then starts without a thread wake-up. Events arriving less often than this
+    ///     never cause polling; `.zero` turns it off. Ignored with a shared `loop`.
+    public init(
+        name: String = "controller", loop: EventLoop? = nil, blueprints: [Blueprint] = [], stopOnError: Bool = false,
+        idleSpin: Duration = Controller.defaultIdleSpin
+    ) throws {
         self.name = name
         self.stopOnError = stopOnError
         if let loop {
@@ -88,6 +99,7 @@ public final class Controller: Sendable {
             ownsLoop = false
         } else {
             self.loop = try EventLoop.startThread(name: name)
+            self.loop.idleSpin = idleSpin
             ownsLoop = true
         }
         engine = Mutex(nil)

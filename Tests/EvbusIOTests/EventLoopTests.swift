@@ -4,6 +4,32 @@ import Synchronization
 import Testing
 
 @Suite struct EventLoopTests {
+    /// CPU time the calling thread has used.
+    static func threadCPUNanos() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t)
+        return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
+    }
+
+    @Test func aPollingLoopStillRunsTasksAndTimersAndSleepsWhenWorkStops() throws {
+        let loop = try EventLoop.startThread(name: "spin-test")
+        defer { loop.stopAndJoin() }
+        loop.idleSpin = .microseconds(500)
+        #expect(loop.idleSpin == .microseconds(500))
+        // Work arriving back to back: the loop polls between items, and still runs every one.
+        var sum = 0
+        for i in 1...300 { sum += try loop.runAndWait { i } }
+        #expect(sum == 300 * 301 / 2)
+        let timerFired = DispatchSemaphore(value: 0)
+        try loop.runAndWait { _ = loop.scheduleTimer(afterNanos: 1_000_000) { timerFired.signal() } }
+        #expect(timerFired.wait(timeout: .now() + 20) == .success)
+        // Then nothing for half a second: a loop that kept polling would burn most of it.
+        let before = try loop.runAndWait { Self.threadCPUNanos() }
+        usleep(500_000)
+        let after = try loop.runAndWait { Self.threadCPUNanos() }
+        #expect(after - before < 100_000_000)
+    }
+
     @Test func tasksFromManyThreadsAllRunOnTheLoopInPerThreadOrder() async throws {
         let loop = try EventLoop.startThread(name: "loop-test")
         defer { loop.stopAndJoin() }

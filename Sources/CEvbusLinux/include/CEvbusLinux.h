@@ -25,6 +25,7 @@ static const uint32_t CEvbus_EPOLLOUT = EPOLLOUT;
 static const uint32_t CEvbus_EPOLLERR = EPOLLERR;
 static const uint32_t CEvbus_EPOLLHUP = EPOLLHUP;
 static const uint32_t CEvbus_EPOLLRDHUP = EPOLLRDHUP;
+static const uint32_t CEvbus_EPOLLET = EPOLLET;
 static const int CEvbus_EFD_NONBLOCK = EFD_NONBLOCK;
 static const int CEvbus_EFD_CLOEXEC = EFD_CLOEXEC;
 static const int CEvbus_TFD_NONBLOCK = TFD_NONBLOCK;
