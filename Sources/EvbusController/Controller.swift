@@ -247,7 +247,7 @@ public final class Controller: Sendable {
                 let more = inbox.withLock { box -> Bool in
                     box.pool.give(contentsOf: &engine.spentSegments)
                     if !engine.spentPendings.isEmpty {
-                        if box.spares.count < Engine.pendingsKept { box.spares += engine.spentPendings }
+                        box.spares += engine.spentPendings.prefix(max(0, Engine.pendingsKept - box.spares.count))
                         engine.spentPendings.removeAll(keepingCapacity: true)
                     }
                     if box.items.isEmpty {
