@@ -7,6 +7,8 @@ public final class RunningProcess: Sendable {
     private let stdoutBuffer = Mutex<[UInt8]>([])
     private let stderrBuffer = Mutex<[UInt8]>([])
     private let stdinPipe: Pipe
+    /// Output pipes read to their end (both, once the child and anything it spawned have exited).
+    private let pipesDrained = Atomic<Int>(0)
 
     /// Starts `executable` with `arguments` and extra `environment` entries.
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
@@ -22,15 +24,30 @@ public final class RunningProcess: Sendable {
         process.standardInput = input
         stdinPipe = input
         self.process = process
-        out.fileHandleForReading.readabilityHandler = { [weak self] h in
-            let d = h.availableData
-            self?.stdoutBuffer.withLock { $0.append(contentsOf: d) }
-        }
-        err.fileHandleForReading.readabilityHandler = { [weak self] h in
-            let d = h.availableData
-            self?.stderrBuffer.withLock { $0.append(contentsOf: d) }
-        }
         try process.run()
+        // One reading thread per pipe, with plain blocking reads. Not `readabilityHandler`: tearing
+        // down its dispatch read source races libdispatch's epoll loop on Linux and intermittently
+        // crashes the whole test process in `_dispatch_event_loop_drain` (a known Foundation bug,
+        // swift-corelibs-foundation#5507).
+        let (outHandle, errHandle) = (out.fileHandleForReading, err.fileHandleForReading)
+        Thread.detachNewThread { [self] in readToEnd(outHandle, stdout: true) }
+        Thread.detachNewThread { [self] in readToEnd(errHandle, stdout: false) }
+    }
+
+    /// Appends everything `handle` delivers to the stdout or stderr buffer, until end of file.
+    private func readToEnd(_ handle: FileHandle, stdout: Bool) {
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            if stdout {
+                stdoutBuffer.withLock { $0.append(contentsOf: chunk[..<n]) }
+            } else {
+                stderrBuffer.withLock { $0.append(contentsOf: chunk[..<n]) }
+            }
+        }
+        pipesDrained.add(1, ordering: .releasing)
     }
 
     /// Runs `evbus` with `arguments`.
@@ -58,8 +75,12 @@ public final class RunningProcess: Sendable {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }
-        // Let the readability handlers drain the pipes.
-        try? await Task.sleep(nanoseconds: 50_000_000)
+        // Let the reading threads take what the child wrote last (bounded: a grandchild that
+        // inherited the pipes could keep them open).
+        let drainDeadline = Date().addingTimeInterval(5)
+        while pipesDrained.load(ordering: .acquiring) < 2 && Date() < drainDeadline {
+            try? await Task.sleep(nanoseconds: 2_000_000)
+        }
         return process.terminationStatus
     }
 
@@ -74,3 +95,4 @@ public final class RunningProcess: Sendable {
         return (status, p.stdout, p.stderr)
     }
 }
+
