@@ -15,10 +15,10 @@ public protocol Selectable: AnyObject {
 /// ready fds, runs submitted tasks and deferred work, then flushes every channel written during that
 /// iteration, so many frames leave in one `sendmsg`.
 ///
-/// `@unchecked Sendable` proof: the only state other threads touch is `tasks` (a `Mutex`), `threadID`
-/// (an `Atomic`) and the eventfd (`write(2)` is thread-safe). Every other stored property is read and
-/// written only on the loop thread: the methods touching them are documented "loop thread only" and
-/// check it with `assertInLoop()` in debug builds.
+/// `@unchecked Sendable` proof: the only state other threads touch is `tasks` (a `Mutex`),
+/// `threadID` and `idleSpinNanos` (`Atomic`s) and the eventfd (`write(2)` is thread-safe). Every
+/// other stored property is read and written only on the loop thread: the methods touching them
+/// are documented "loop thread only" and check it with `assertInLoop()` in debug builds.
 public final class EventLoop: @unchecked Sendable {
     let epfd: Int32
     let wakeFD: Int32
@@ -242,10 +242,14 @@ public final class EventLoop: @unchecked Sendable {
     /// that polls is found at once. The policy is adaptive, so the CPU spent stays small: the loop
     /// polls only after it last found work within the window (by polling, or by a sleep shorter
     /// than the window), so work arriving sporadically costs at most one window per burst, while a
-    /// steady stream faster than one item per window is picked up without any wake-up.
+    /// steady stream faster than one item per window is picked up without any wake-up. Settable
+    /// from any thread; negative means zero, and more than a second means a second.
     public var idleSpin: Duration {
         get { .nanoseconds(idleSpinNanos.load(ordering: .relaxed)) }
-        set { idleSpinNanos.store(Int64(newValue.components.seconds) * 1_000_000_000 + newValue.components.attoseconds / 1_000_000_000, ordering: .relaxed) }
+        set {
+            let clamped = min(max(newValue, .zero), .seconds(1))
+            idleSpinNanos.store(clamped.components.seconds * 1_000_000_000 + clamped.components.attoseconds / 1_000_000_000, ordering: .relaxed)
+        }
     }
 
     /// Runs the loop on the calling thread until `stop()`.
