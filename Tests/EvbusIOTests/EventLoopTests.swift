@@ -11,6 +11,16 @@ import Testing
         return UInt64(t.tv_sec) * 1_000_000_000 + UInt64(t.tv_nsec)
     }
 
+    @Test func idleSpinIsClampedToZeroThroughOneSecond() throws {
+        let loop = try EventLoop()
+        loop.idleSpin = .seconds(-1)
+        #expect(loop.idleSpin == .zero)
+        loop.idleSpin = .seconds(5)
+        #expect(loop.idleSpin == .seconds(1))
+        loop.idleSpin = .microseconds(50)
+        #expect(loop.idleSpin == .microseconds(50))
+    }
+
     @Test func aPollingLoopStillRunsTasksAndTimersAndSleepsWhenWorkStops() throws {
         let loop = try EventLoop.startThread(name: "spin-test")
         defer { loop.stopAndJoin() }

@@ -44,11 +44,12 @@ enum ForeignRPC {
     }
 
     /// One party: a connection subscribed to `listenOn`, and (Redis) a second one to publish from.
-    /// Used by one thread at a time.
+    ///
+    /// `@unchecked Sendable` proof: the only mutable state is `buffer`. The creating thread uses it
+    /// (subscribing, then the warm-up calls) and only afterwards starts the one thread that uses
+    /// the endpoint from then on (its client thread, or the responder's); starting a thread orders
+    /// everything before it. The Redis drain thread touches only its own buffer and the socket.
     final class Endpoint: @unchecked Sendable {
-        // `@unchecked Sendable` proof: an endpoint is handed to exactly one thread (its client or
-        // the responder) after construction, and only that thread touches `buffer` from then on;
-        // the drain thread touches only its own locals and the socket.
         let bus: ForeignBus
         let inbound: RawSocket
         let outbound: RawSocket
