@@ -31,6 +31,8 @@ public final class Peer: Sendable {
     let acker: Acker
     /// Numbers this peer's requests (their correlation ids).
     let nextCorrelation = Atomic<UInt64>(1)
+    /// `inbox` as bytes, the reply-to of every request.
+    let inboxBytes: [UInt8]
     let nextID = Atomic<UInt32>(1)
 
     /// The loop every peer uses unless told otherwise: one I/O thread per process.
@@ -65,6 +67,7 @@ public final class Peer: Sendable {
         self.socketPath = socketPath
         self.name = name
         self.connectionID = welcome.connectionID
+        self.inboxBytes = Array(Inbox.name(connectionID: welcome.connectionID).utf8)
         self.maxFrameBytes = welcome.maxFrame
         self.brokerName = welcome.brokerName
         self.loop = loop

@@ -206,10 +206,11 @@ final class PeerConnection: ChannelDelegate {
         if frame.type == .deliver {
             let d = try DeliverView(body: frame.body)
             if d.subscriptionID == Inbox.subscriptionID {
-                // A reply to this peer's inbox.
-                let properties = d.decodedProperties()
-                guard let id = properties.correlationID else { return }
-                calls.reply(id, Reply(payload: Array(d.payload), properties: properties, publisher: d.publisher), loop: channel.loop)
+                // A reply to this peer's inbox: decoded only if a call is waiting for it.
+                guard let idBytes = MessageProperties.routingFields(block: d.properties).correlationID,
+                    let id = calls.waiting(CorrelationNumber.parse(idBytes))
+                else { return }
+                calls.reply(id, Reply(payload: Array(d.payload), properties: d.decodedProperties(), publisher: d.publisher), loop: channel.loop)
                 return
             }
             guard let sink = sink(for: d.subscriptionID) else { return }  // unsubscribed while in flight
@@ -259,13 +260,13 @@ final class PeerConnection: ChannelDelegate {
         case .confirm(let sequence, let flags):
             confirmed(sequence, flags: flags)
         case .returned(let code, let exchange, let key, let properties, let payload):
-            if code == .responderGone, let id = properties.correlationID {
+            if code == .responderGone, let id = properties.correlationID.flatMap(CorrelationNumber.parse) {
                 calls.responderGone(id, loop: channel.loop)
             } else {
                 onReturn?(ReturnedMessage(code: code, exchange: exchange, routingKey: key, properties: properties, payload: payload))
             }
         case .routed(let reached, let id):
-            calls.routed(id, reached: Int(reached), loop: channel.loop)
+            if let id = CorrelationNumber.parse(id) { calls.routed(id, reached: Int(reached), loop: channel.loop) }
         case .cancel(let id):
             sinks.removeValue(forKey: id)?.finish(EvbusError(.consumerCancelled, "the broker cancelled consumer \(id): its queue was deleted"))
         case .welcome(_, let maxFrame, let connectionID, let brokerName):

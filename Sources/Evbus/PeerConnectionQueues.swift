@@ -55,7 +55,7 @@ extension PeerConnection {
     }
 
     /// Registers a request and sends it (after everything published before it).
-    func startCall(_ id: String, _ request: OutgoingRequest, _ call: RequestTable.Call, timeout: Duration) {
+    func startCall(_ request: OutgoingRequest, _ call: RequestTable.Call, timeout: Duration) {
         if let failure {
             switch call.waiter {
             case .one(let c): c.resume(throwing: failure)
@@ -63,7 +63,7 @@ extension PeerConnection {
             }
             return
         }
-        calls.add(id, call, timeout: timeout, loop: channel.loop)
+        calls.add(request.number, call, timeout: timeout, loop: channel.loop)
         // After everything published before it, like every control frame.
         channel.write(contentsOf: outbox.take())
         let size = request.size

@@ -17,14 +17,15 @@ extension Peer {
     public func request(
         to destination: Destination, _ payload: [UInt8], headers: [String: String] = [:], timeout: Duration = .seconds(30)
     ) async throws -> Reply {
-        let (id, frame) = try requestFrame(destination, payload, headers)
+        let request = try outgoingRequest(destination, payload, headers)
         let core = self.core
         let loop = self.loop
-        return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Reply, any Error>) in
+        // Unsafe (unchecked) continuation: the request table resumes each call exactly once (see RequestTable).
+        return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Reply, any Error>) in
             if loop.inEventLoop {
-                core.value.startCall(id, frame, RequestTable.Call(.one(c)), timeout: timeout)  // already there: no hop
+                core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout)  // already there: no hop
             } else {
-                loop.execute { core.value.startCall(id, frame, RequestTable.Call(.one(c)), timeout: timeout) }
+                loop.execute { core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout) }
             }
         }
     }
@@ -43,8 +44,11 @@ extension Peer {
     public func requestAll(
         to exchange: String, key: String, _ payload: [UInt8], headers: [String: String] = [:], within limit: Duration
     ) async throws -> [Reply] {
-        let (id, frame) = try requestFrame(.exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached)
-        return try await withConnection { $0.startCall(id, frame, RequestTable.Call(.all($1)), timeout: limit) }
+        let request = try outgoingRequest(.exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached)
+        let core = self.core
+        return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<[Reply], any Error>) in
+            loop.execute { core.value.startCall(request, RequestTable.Call(.all(c)), timeout: limit) }
+        }
     }
 
     /// Replies that arrived after their request had timed out, and were discarded.
@@ -53,24 +57,20 @@ extension Peer {
         return await withCheckedContinuation { c in loop.execute { c.resume(returning: core.value.calls.lateReplies) } }
     }
 
-    private func requestFrame(
+    private func outgoingRequest(
         _ destination: Destination, _ payload: [UInt8], _ headers: [String: String], flags: UInt8 = PublishFlag.request
-    ) throws -> (String, OutgoingRequest) {
+    ) throws -> OutgoingRequest {
         guard destination.exchange.utf8.count <= WireFormat.maxTopicBytes, destination.key.utf8.count <= WireFormat.maxTopicBytes else {
             throw EvbusError(.invalidArgument, "exchange names and routing keys are at most \(WireFormat.maxTopicBytes) bytes")
         }
-        // Unique per peer (replies come to this peer's own inbox), and short enough to be a small
-        // string: no allocation for the id itself.
-        let id = "r" + String(nextCorrelation.add(1, ordering: .relaxed).oldValue)
-        let properties = MessageProperties(correlationID: id, replyTo: inbox, headers: headers).encoded()
         let request = OutgoingRequest(
-            flags: flags, exchange: Array(destination.exchange.utf8), key: Array(destination.key.utf8), properties: properties,
-            payload: payload)
+            flags: flags, destination: destination, number: nextCorrelation.add(1, ordering: .relaxed).oldValue,
+            replyTo: inboxBytes, headers: headers, payload: payload)
         guard request.size - 4 <= maxFrameBytes else {
             throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
                 "a \(payload.count)-byte request makes a \(request.size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
         }
-        return (id, request)
+        return request
     }
 
     // MARK: Responding
@@ -154,12 +154,24 @@ extension Peer {
             headers = [ReplyHeader.status: ReplyHeader.error, ReplyHeader.errorCode: "reply-too-large"]
             payload = Array("the reply was \(payload.count) bytes; the broker's frame limit is \(maxFrameBytes)".utf8)
         }
-        let properties = MessageProperties(correlationID: id, headers: headers).encoded()
         var key = replyTo
-        _ = try? key.withUTF8 { k in
-            try payload.withUnsafeBytes { p in
-                try properties.withUnsafeBytes { b in
-                    try enqueuePublishTo(0, UnsafeRawBufferPointer(start: nil, count: 0), UnsafeRawBufferPointer(k), b, p)
+        var correlation = id
+        key.withUTF8 { k in
+            payload.withUnsafeBytes { p in
+                let noExchange = UnsafeRawBufferPointer(start: nil, count: 0)
+                guard headers.isEmpty else {
+                    let properties = MessageProperties(correlationID: id, headers: headers).encoded()
+                    _ = properties.withUnsafeBytes { try? enqueuePublishTo(0, noExchange, UnsafeRawBufferPointer(k), $0, p) }
+                    return
+                }
+                // The usual case: a properties block holding only the correlation id, built on the stack.
+                correlation.withUTF8 { i in
+                    withUnsafeTemporaryAllocation(byteCount: 3 + i.count, alignment: 1) { block in
+                        var w = ByteWriter(block.baseAddress!)
+                        w.u8(MessageProperties.Flag.correlationID)
+                        w.string(UnsafeRawBufferPointer(i))
+                        _ = try? enqueuePublishTo(0, noExchange, UnsafeRawBufferPointer(k), UnsafeRawBufferPointer(block), p)
+                    }
                 }
             }
         }
@@ -225,8 +237,24 @@ final class ResponderState: Sendable {
     }
 
     func arrived(_ delivery: Delivery) {
+        if case .sync(let body) = handler {
+            // Inline on the loop, one at a time: nothing ever waits for a free handler.
+            accept(delivery)
+            peer.sendReply(to: delivery, Result { try body(request(delivery)) })
+            counts.withLock { $0.handled += 1 }
+            return
+        }
         counts.withLock { $0.waiting.append(delivery) }
         startWhatFits()
+    }
+
+    /// Accepted: from here on, if this peer dies the caller hears `responderGone`.
+    private func accept(_ delivery: Delivery) {
+        try? delivery.ack()
+    }
+
+    private func request(_ d: Delivery) -> Request {
+        Request(payload: d.payload, properties: d.properties, routingKey: d.routingKey, publisher: d.publisher, redelivered: d.redelivered)
     }
 
     private func startWhatFits() {
@@ -235,24 +263,16 @@ final class ResponderState: Sendable {
             c.running += 1
             return c.waiting.removeFirst()
         }) {
-            // Accepted: from here on, if this peer dies the caller hears `responderGone`.
-            try? next.ack()
-            let request = Request(
-                payload: next.payload, properties: next.properties, routingKey: next.routingKey, publisher: next.publisher,
-                redelivered: next.redelivered)
-            switch handler {
-            case .sync(let body):
-                peer.sendReply(to: next, Result { try body(request) })
-                finished()
-            case .async(let body):
-                // On the peer's loop: a handler that does not await anything else never leaves it.
-                Task(executorPreference: peer.executor) { [peer] in
-                    let outcome: Result<[UInt8], any Error>
-                    do { outcome = .success(try await body(request)) } catch { outcome = .failure(error) }
-                    peer.sendReply(to: next, outcome)
-                    self.finished()
-                    self.startWhatFits()  // a waiting request may take its place
-                }
+            accept(next)
+            let request = request(next)
+            guard case .async(let body) = handler else { continue }  // sync handlers never wait (see `arrived`)
+            // On the peer's loop: a handler that does not await anything else never leaves it.
+            Task(executorPreference: peer.executor) { [peer] in
+                let outcome: Result<[UInt8], any Error>
+                do { outcome = .success(try await body(request)) } catch { outcome = .failure(error) }
+                peer.sendReply(to: next, outcome)
+                self.finished()
+                self.startWhatFits()  // a waiting request may take its place
             }
         }
     }

@@ -69,28 +69,104 @@ enum ReplyHeader {
     static let error = "error"
 }
 
-/// A request's PUBLISH_TO, encoded straight into the connection's write queue on the loop.
+/// A request's PUBLISH_TO, encoded straight into the connection's write queue on the loop: the
+/// properties block (correlation id, reply-to, any headers) is written in place, not built first.
 struct OutgoingRequest: Sendable {
-    var flags: UInt8
-    var exchange: [UInt8]
-    var key: [UInt8]
-    var properties: [UInt8]
-    var payload: [UInt8]
+    let flags: UInt8
+    let destination: Destination
+    /// The call's number; its correlation id on the wire is `r<number>` (`CorrelationNumber`).
+    let number: UInt64
+    /// The peer's inbox name (shared, not copied per request).
+    let replyTo: [UInt8]
+    /// The encoded header count and pairs, or empty (the usual case: no headers).
+    let headers: [UInt8]
+    let payload: [UInt8]
+    /// Bytes of the whole frame.
+    let size: Int
+    private let propertiesCount: Int
 
-    var size: Int {
-        PublishToEncoder.size(
-            exchangeCount: exchange.count, keyCount: key.count, propertiesCount: properties.count, payloadCount: payload.count)
+    init(flags: UInt8, destination: Destination, number: UInt64, replyTo: [UInt8], headers: [String: String], payload: [UInt8]) {
+        self.flags = flags
+        self.destination = destination
+        self.number = number
+        self.replyTo = replyTo
+        // Encoded by MessageProperties (sorted, capped) without its flags byte.
+        self.headers = headers.isEmpty ? [] : Array(MessageProperties(headers: headers).encoded().dropFirst())
+        self.payload = payload
+        propertiesCount = 1 + 2 + CorrelationNumber.count(number) + 2 + replyTo.count + self.headers.count
+        size = PublishToEncoder.size(
+            exchangeCount: destination.exchange.utf8.count, keyCount: destination.key.utf8.count,
+            propertiesCount: propertiesCount, payloadCount: payload.count)
     }
 
     func write(into base: UnsafeMutableRawPointer) {
-        exchange.withUnsafeBytes { e in
-            key.withUnsafeBytes { k in
-                properties.withUnsafeBytes { p in
-                    payload.withUnsafeBytes { b in
-                        PublishToEncoder.write(into: base, flags: flags, exchange: e, routingKey: k, properties: p, payload: b)
-                    }
-                }
+        var exchange = destination.exchange
+        var key = destination.key
+        exchange.withUTF8 { e in
+            key.withUTF8 { k in
+                var w = ByteWriter(base)
+                w.header(.publishTo, bodyCount: size - WireFormat.headerSize)
+                w.u8(flags)
+                w.string(UnsafeRawBufferPointer(e))
+                w.string(UnsafeRawBufferPointer(k))
+                var propertyFlags = MessageProperties.Flag.correlationID | MessageProperties.Flag.replyTo
+                if !headers.isEmpty { propertyFlags |= MessageProperties.Flag.headers }
+                w.u8(propertyFlags)
+                w.u16(UInt16(CorrelationNumber.count(number)))
+                CorrelationNumber.write(number, into: &w)
+                replyTo.withUnsafeBytes { w.string($0) }
+                headers.withUnsafeBytes { w.bytes($0) }
+                payload.withUnsafeBytes { w.bytes($0) }
             }
         }
+    }
+}
+
+/// A request's correlation id is `r` and its call number in decimal: unique per peer (replies
+/// come to its own inbox), parsed back to the number without making a string.
+enum CorrelationNumber {
+    /// Bytes of `r<number>`.
+    static func count(_ number: UInt64) -> Int {
+        var digits = 1
+        var rest = number / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        return 1 + digits
+    }
+
+    static func write(_ number: UInt64, into w: inout ByteWriter) {
+        let end = w.offset + count(number)
+        w.u8(UInt8(ascii: "r"))
+        var rest = number
+        var at = end
+        repeat {
+            at -= 1
+            w.base.storeBytes(of: UInt8(ascii: "0") + UInt8(rest % 10), toByteOffset: at, as: UInt8.self)
+            rest /= 10
+        } while rest > 0
+        w.offset = end
+    }
+
+    static func text(_ number: UInt64) -> String { "r\(number)" }
+
+    /// The number in `r<number>`, or nil for any other id (not one of this peer's).
+    static func parse(_ id: UnsafeRawBufferPointer) -> UInt64? {
+        guard id.count >= 2, id.count <= 21, id[0] == UInt8(ascii: "r") else { return nil }
+        var number: UInt64 = 0
+        for b in id[1...] {
+            guard b >= UInt8(ascii: "0"), b <= UInt8(ascii: "9") else { return nil }
+            let (times10, o1) = number.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times10.addingReportingOverflow(UInt64(b - UInt8(ascii: "0")))
+            guard !o1 && !o2 else { return nil }
+            number = sum
+        }
+        return number
+    }
+
+    static func parse(_ id: String) -> UInt64? {
+        var id = id
+        return id.withUTF8 { parse(UnsafeRawBufferPointer($0)) }
     }
 }

@@ -1,14 +1,18 @@
 import EvbusIO
 import EvbusWire
 
-/// The peer's requests in flight, by correlation id. Loop-bound: the peer connection feeds it ROUTED
-/// counts, replies from the inbox and responder-gone notices; calls register and time out here.
+/// The peer's requests in flight, by call number (the correlation id is `r<number>`). Loop-bound:
+/// the peer connection feeds it ROUTED counts, replies from the inbox and responder-gone notices;
+/// calls register and time out here.
+///
+/// The continuations are unsafe (unchecked) ones: every path resumes a call only after removing it
+/// from `calls`, on the loop thread, so each is resumed exactly once.
 final class RequestTable {
-    final class Call {
+    struct Call {
         /// One reply (`request`) or all of them (`requestAll`).
         enum Waiter {
-            case one(CheckedContinuation<Reply, any Error>)
-            case all(CheckedContinuation<[Reply], any Error>)
+            case one(UnsafeContinuation<Reply, any Error>)
+            case all(UnsafeContinuation<[Reply], any Error>)
         }
         let waiter: Waiter
         /// How long it may take (for the timeout's message).
@@ -19,21 +23,22 @@ final class RequestTable {
         init(_ waiter: Waiter) { self.waiter = waiter }
     }
 
-    private var calls: [String: Call] = [:]
+    private var calls: [UInt64: Call] = [:]
     /// Replies that came after their call timed out (or for ids never issued): discarded.
     private(set) var lateReplies = 0
     /// Every call's deadline (monotonic ns), in deadline order. One loop timer serves them all,
     /// armed for the earliest; entries of finished calls are dropped from the front as they finish.
-    private var deadlines: [(at: UInt64, id: String)] = []
+    private var deadlines: [(at: UInt64, id: UInt64)] = []
     private var deadlinesHead = 0
     private var timer: TimerID?
     private var armedAt: UInt64 = 0
 
     var count: Int { calls.count }
 
-    func add(_ id: String, _ call: Call, timeout: Duration, loop: EventLoop) {
-        calls[id] = call
+    func add(_ id: UInt64, _ call: Call, timeout: Duration, loop: EventLoop) {
+        var call = call
         call.limit = timeout
+        calls[id] = call
         let at = monotonicNanos() &+ timeout.wholeNanoseconds
         if deadlinesHead == deadlines.count || at >= deadlines[deadlines.count - 1].at {
             deadlines.append((at, id))  // the usual case: one timeout for every call
@@ -79,55 +84,64 @@ final class RequestTable {
         }
     }
 
-    func routed(_ id: String, reached: Int, loop: EventLoop) {
+    func routed(_ id: UInt64, reached: Int, loop: EventLoop) {
         guard let call = calls[id] else { return }
         if reached == 0 {
-            finish(id, .failure(EvbusError(.noResponder, "no responder: nothing that can answer is subscribed or consuming where request \(id) went")), loop: loop)
+            let name = CorrelationNumber.text(id)
+            finish(id, .failure(EvbusError(.noResponder, "no responder: nothing that can answer is subscribed or consuming where request \(name) went")), loop: loop)
             return
         }
-        call.expected = reached
+        calls[id]?.expected = reached
         if case .all = call.waiter, call.replies.count >= reached { finish(id, .success(()), loop: loop) }
     }
 
-    func reply(_ id: String, _ reply: Reply, loop: EventLoop) {
+    /// `id` if a call is waiting for it; otherwise (a call that timed out, or an id this peer never
+    /// issued) nil, and the reply counts as late.
+    func waiting(_ id: UInt64?) -> UInt64? {
+        if let id, calls[id] != nil { return id }
+        lateReplies += 1
+        return nil
+    }
+
+    func reply(_ id: UInt64, _ reply: Reply, loop: EventLoop) {
         guard let call = calls[id] else {
             lateReplies += 1
             return
         }
         switch call.waiter {
         case .one:
-            if reply.headers[ReplyHeader.status] == ReplyHeader.error {
+            if !reply.properties.headers.isEmpty, reply.headers[ReplyHeader.status] == ReplyHeader.error {
                 let code = reply.headers[ReplyHeader.errorCode] ?? "error"
                 finish(id, .failure(EvbusError(.remote, remoteCode: code, reply.text)), loop: loop)
             } else {
-                call.replies.append(reply)
-                finish(id, .success(()), loop: loop)
+                finish(id, .reply(reply), loop: loop)
             }
         case .all:
-            call.replies.append(reply)
-            if let expected = call.expected, call.replies.count >= expected { finish(id, .success(()), loop: loop) }
+            calls[id]?.replies.append(reply)
+            if let expected = call.expected, call.replies.count + 1 >= expected { finish(id, .success(()), loop: loop) }
         }
     }
 
-    func responderGone(_ id: String, loop: EventLoop) {
+    func responderGone(_ id: UInt64, loop: EventLoop) {
         guard let call = calls[id] else { return }
         switch call.waiter {
         case .one:
-            finish(id, .failure(EvbusError(.responderGone, "the responder that accepted request \(id) went away before replying")), loop: loop)
+            let name = CorrelationNumber.text(id)
+            finish(id, .failure(EvbusError(.responderGone, "the responder that accepted request \(name) went away before replying")), loop: loop)
         case .all:
             // One fewer reply to wait for.
             if let expected = call.expected {
-                call.expected = expected - 1
+                calls[id]?.expected = expected - 1
                 if call.replies.count >= expected - 1 { finish(id, .success(()), loop: loop) }
             }
         }
     }
 
     /// The deadline passed: a single call fails with `timeout`; `requestAll` returns what it has.
-    private func expire(_ id: String, after limit: Duration, loop: EventLoop) {
+    private func expire(_ id: UInt64, after limit: Duration, loop: EventLoop) {
         guard let call = calls[id] else { return }
         switch call.waiter {
-        case .one: finish(id, .failure(EvbusError(.timeout, "no reply to request \(id) within \(limit)")), loop: loop)
+        case .one: finish(id, .failure(EvbusError(.timeout, "no reply to request \(CorrelationNumber.text(id)) within \(limit)")), loop: loop)
         case .all: finish(id, .success(()), loop: loop)
         }
     }
@@ -138,12 +152,22 @@ final class RequestTable {
         timer = nil
     }
 
-    private func finish(_ id: String, _ outcome: Result<Void, EvbusError>, loop: EventLoop) {
+    private enum Outcome {
+        /// A single call's reply.
+        case reply(Reply)
+        /// `requestAll` returns what it gathered.
+        case success(Void)
+        case failure(EvbusError)
+    }
+
+    private func finish(_ id: UInt64, _ outcome: Outcome, loop: EventLoop) {
         guard let call = calls.removeValue(forKey: id) else { return }
         if deadlinesHead < deadlines.count && deadlines[deadlinesHead].id == id { dropFinished() }
         switch (call.waiter, outcome) {
-        case (.one(let c), .success): c.resume(returning: call.replies[0])
+        case (.one(let c), .reply(let reply)): c.resume(returning: reply)
+        case (.one(let c), .success): c.resume(throwing: EvbusError(.protocolViolation, "request \(CorrelationNumber.text(id)) ended without a reply"))
         case (.one(let c), .failure(let e)): c.resume(throwing: e)
+        case (.all(let c), .reply(let reply)): c.resume(returning: call.replies + [reply])
         case (.all(let c), .success): c.resume(returning: call.replies)
         case (.all(let c), .failure(let e)): c.resume(throwing: e)
         }

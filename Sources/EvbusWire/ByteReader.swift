@@ -56,10 +56,20 @@ public struct ByteReader {
         guard raw.count <= maxBytes else {
             throw WireError(.malformedFrame, "field '\(field)' is \(raw.count) bytes; the limit is \(maxBytes)")
         }
+        // ASCII (nearly every name, id and key) needs no generic validation.
+        if UTF8Check.isASCII(raw) { return String(decoding: raw, as: UTF8.self) }
         guard let text = String(validating: raw, as: UTF8.self) else {
             throw WireError(.malformedFrame, "field '\(field)' is not valid UTF-8")
         }
         return text
+    }
+
+    /// A u16-prefixed string checked to be valid UTF-8, returned in place (no `String` made).
+    @inlinable
+    public mutating func checkedStringBytes(_ field: StaticString) throws(WireError) -> UnsafeRawBufferPointer {
+        let raw = try stringBytes(field)
+        guard UTF8Check.isValid(raw) else { throw WireError(.malformedFrame, "field '\(field)' is not valid UTF-8") }
+        return raw
     }
 
     /// The next `n` bytes as a view.
@@ -81,5 +91,31 @@ public struct ByteReader {
         guard remaining == 0 else {
             throw WireError(.malformedFrame, "\(remaining) unexpected trailing bytes in \(frame) frame")
         }
+    }
+}
+
+/// UTF-8 checks on bytes in place, with a fast path for ASCII.
+public enum UTF8Check {
+    /// All bytes below 0x80: eight at a time, then the rest.
+    @inlinable
+    public static func isASCII(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard let base = bytes.baseAddress else { return true }
+        var i = 0
+        var high: UInt64 = 0
+        while i + 8 <= bytes.count {
+            high |= base.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+            i += 8
+        }
+        while i < bytes.count {
+            high |= UInt64(base.load(fromByteOffset: i, as: UInt8.self))
+            i += 1
+        }
+        return high & 0x8080_8080_8080_8080 == 0
+    }
+
+    /// Valid UTF-8 (the standard library's validation for anything that is not ASCII).
+    @inlinable
+    public static func isValid(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        isASCII(bytes) || String(validating: bytes, as: UTF8.self) != nil
     }
 }

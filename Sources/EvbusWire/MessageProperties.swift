@@ -82,7 +82,37 @@ public struct MessageProperties: Hashable, Sendable {
     @inlinable
     public static func checkedBlock(_ r: inout ByteReader) throws(WireError) -> UnsafeRawBufferPointer {
         if r.remaining > 0 && r.bytes[r.offset] == 0 { return try r.fixed(1) }
-        return try read(&r).raw
+        return try validate(&r)
+    }
+
+    /// Checks a block exactly as `read` does — lengths, reserved bits, header count, UTF-8 — without
+    /// decoding it (no strings, no dictionary), and returns its raw bytes. The broker checks every
+    /// block it relays this way; only the receiver decodes.
+    public static func validate(_ r: inout ByteReader) throws(WireError) -> UnsafeRawBufferPointer {
+        let start = r.offset
+        let flags = try r.u8("property flags")
+        if flags != 0 {
+            guard flags & Flag.reserved == 0 else {
+                throw WireError(.malformedFrame, "reserved property flag bits set (0x\(String(flags, radix: 16)))")
+            }
+            if flags & Flag.contentType != 0 { _ = try r.checkedStringBytes("content type") }
+            if flags & Flag.correlationID != 0 { _ = try r.checkedStringBytes("correlation id") }
+            if flags & Flag.replyTo != 0 { _ = try r.checkedStringBytes("reply-to") }
+            if flags & Flag.messageID != 0 { _ = try r.checkedStringBytes("message id") }
+            if flags & Flag.timestamp != 0 { _ = try r.u64("timestamp") }
+            if flags & Flag.headers != 0 {
+                let count = Int(try r.u16("header count"))
+                guard count <= maxHeaders else {
+                    throw WireError(.malformedFrame, "\(count) headers; the limit is \(maxHeaders)")
+                }
+                for _ in 0..<count {
+                    _ = try r.checkedStringBytes("header name")
+                    _ = try r.checkedStringBytes("header value")
+                }
+            }
+            if flags & Flag.expiration != 0 { _ = try r.u32("expiration") }
+        }
+        return UnsafeRawBufferPointer(rebasing: r.bytes[start..<r.offset])
     }
 
     /// The correlation id and reply-to of a checked block, in place (no decoding, no allocation):

@@ -175,6 +175,33 @@ import Testing
         await client.close()
     }
 
+    @Test func strayMessagesToAnInboxAreCountedAndNeverAnswerACall() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath)
+        let client = try await Peer.connect(to: broker.socketPath)
+        let stranger = try await Peer.connect(to: broker.socketPath)
+        let release = AsyncGate()
+        _ = try await server.respond(on: "gated") { (request: Request) -> String in
+            await release.wait()
+            return "real " + request.text
+        }
+        let call = Task { try await client.request(to: .queue("gated"), "x").text }
+        // While the call waits: a correlation id this peer never issues, a number it never issued,
+        // and no correlation id at all. The first two count as late; the last cannot be matched.
+        for id in ["not-ours", "r99999999"] {
+            try await stranger.publish(to: "", key: client.inbox, "forged", properties: MessageProperties(correlationID: id))
+        }
+        try await stranger.publish(to: "", key: client.inbox, "no id")
+        try await stranger.flush()
+        #expect(await eventually { await client.lateReplyCount() == 2 })
+        release.open()
+        #expect(try await call.value == "real x")
+        await stranger.close()
+        await client.close()
+        await server.close()
+    }
+
     @Test func repliesToAnInboxReachOnlyItsPeer() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }

@@ -211,6 +211,44 @@ func wireError(_ body: () throws -> Void) -> WireError? {
         #expect(error?.message.contains("UTF-8") == true)
     }
 
+    @Test func relayedPropertiesAreCheckedInPlaceLikeDecoding() throws {
+        // The views (what the broker relays) validate without decoding; they must refuse exactly
+        // what `read` refuses, and accept the same bytes.
+        let good = MessageProperties(
+            contentType: "text/plain", correlationID: "r42", replyTo: "amq.inbox.7", messageID: "m", timestamp: 9,
+            headers: ["ünï": "cödé", "k": ""], expiration: 5).encoded()
+        let badCorrelation: [UInt8] = [0x02, 2, 0, 0xC3, 0x28]  // correlation id: invalid UTF-8
+        let badHeader: [UInt8] = [0x20, 1, 0, 1, 0, 0x6B, 1, 0, 0xFF]  // header value: 0xFF
+        let badCount: [UInt8] = [0x20, 0x01, 0x04]  // 1025 headers
+        for (block, accepted) in [(good, true), (badCorrelation, false), (badHeader, false), (badCount, false), ([0], true)] {
+            let body: [UInt8] = [1, 0, 0x61] + block + [0xAA]  // PUBLISH "a", properties, 1-byte payload
+            let viewError = body.withUnsafeBytes { raw -> WireError? in
+                do throws(WireError) {
+                    let view = try PublishView(body: raw)
+                    #expect(view.properties.count == block.count)
+                    #expect(view.payload.count == 1)
+                    return nil
+                } catch { return error }
+            }
+            #expect((viewError == nil) == accepted, "block \(block)")
+            if !accepted { #expect(viewError?.code == .malformedFrame) }
+            #expect((decodeError(.publish, body) == nil) == accepted)
+        }
+        #expect(MessageProperties.decode(block: good.withUnsafeBytes { UnsafeRawBufferPointer($0) }).headers["ünï"] == "cödé")
+    }
+
+    @Test func asciiCheckLooksAtEveryByte() {
+        for length in 0..<20 {
+            let ascii = [UInt8](repeating: 0x61, count: length)
+            #expect(ascii.withUnsafeBytes { UTF8Check.isASCII($0) })
+            for position in 0..<length {
+                var bytes = ascii
+                bytes[position] = 0xC3
+                #expect(!bytes.withUnsafeBytes { UTF8Check.isASCII($0) }, "length \(length), position \(position)")
+            }
+        }
+    }
+
     @Test func preambleChecks() throws {
         let good = WireFormat.preamble
         #expect(try good.withUnsafeBytes { try Preamble.check($0) } == 1)

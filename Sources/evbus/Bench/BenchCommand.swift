@@ -131,7 +131,8 @@ struct BenchCommand: EvbusCommand {
                 line = r.line
             case "rpc", "rpc-8":
                 line = try await RPCScenarios.roundTrips(
-                    name: s, socket: socket, calls: messages ?? (s == "rpc" ? 20_000 : 80_000), clients: s == "rpc" ? 1 : 8)
+                    name: s, socket: socket, calls: messages ?? (s == "rpc" ? 20_000 : 80_000), clients: s == "rpc" ? 1 : 8,
+                    brokerPID: broker.pid)
             case "dispatch":
                 line = try await ControllerScenarios.throughput(count: messages ?? 2_000_000)
             case "dispatch-latency":

@@ -7,7 +7,10 @@ import Synchronization
 enum RPCScenarios {
     /// One responder peer echoing 16-byte requests; `clients` client peers, each doing sequential
     /// round trips, `calls` in all. Each peer has its own event loop.
-    static func roundTrips(name: String, socket: String, calls: Int, clients: Int) async throws -> String {
+    /// Also prints the CPU time each party spent per round trip (client loop, responder loop, broker
+    /// process): steadier than the wall-clock figures on a shared machine, and what a change to the
+    /// request path moves first.
+    static func roundTrips(name: String, socket: String, calls: Int, clients: Int, brokerPID: Int32) async throws -> String {
         let serverLoop = try EventLoop.startThread(name: "bench-responder")
         let clientLoop = try EventLoop.startThread(name: "bench-client")
         defer {
@@ -23,6 +26,9 @@ enum RPCScenarios {
         // Warm up: routes cached, buffers grown, threads awake.
         for p in peers { for _ in 0..<200 { _ = try await p.request(to: .queue(queue), payload) } }
         let perClient = calls / clients
+        let clientCPU = try clientLoop.runAndWait { ControllerScenarios.threadCPUNanos() }
+        let serverCPU = try serverLoop.runAndWait { ControllerScenarios.threadCPUNanos() }
+        let brokerCPU = processCPUNanos(brokerPID)
         let start = monotonicNanos()
         let latencies = try await withThrowingTaskGroup(of: [UInt64].self) { group in
             for p in peers {
@@ -40,6 +46,11 @@ enum RPCScenarios {
             return try await group.reduce(into: [UInt64]()) { $0 += $1 }.sorted()
         }
         let elapsed = monotonicNanos() - start
+        let n = UInt64(latencies.count)
+        let cpu = (
+            client: (try clientLoop.runAndWait { ControllerScenarios.threadCPUNanos() } - clientCPU) / n,
+            server: (try serverLoop.runAndWait { ControllerScenarios.threadCPUNanos() } - serverCPU) / n,
+            broker: (processCPUNanos(brokerPID) &- brokerCPU) / n)
         try await responder.cancel()
         for p in peers { await p.close() }
         await server.close()
@@ -47,5 +58,20 @@ enum RPCScenarios {
         return "\(name.padding(toLength: 26, withPad: " ", startingAt: 0)) round trips/s \(BenchReport.human(rate))  "
             + "calls \(latencies.count) clients \(clients)  latency p50 \(BenchReport.micros(BenchReport.percentile(latencies, 50)))"
             + " p99 \(BenchReport.micros(BenchReport.percentile(latencies, 99))) p99.9 \(BenchReport.micros(BenchReport.percentile(latencies, 99.9)))"
+            + "  CPU per round trip: client \(BenchReport.micros(cpu.client)) responder \(BenchReport.micros(cpu.server)) broker \(BenchReport.micros(cpu.broker))"
+    }
+
+    /// CPU time (user and system) used so far by all threads of a process, from each thread's
+    /// `/proc/PID/task/TID/schedstat` (nanoseconds, unlike `stat`'s clock ticks).
+    static func processCPUNanos(_ pid: Int32) -> UInt64 {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        var total: UInt64 = 0
+        for tid in tasks {
+            guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/schedstat", encoding: .utf8),
+                let first = text.split(separator: " ").first, let nanos = UInt64(first)
+            else { continue }
+            total += nanos
+        }
+        return total
     }
 }
