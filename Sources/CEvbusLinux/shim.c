@@ -16,6 +16,8 @@ int CEvbus_peercred(int fd, CEvbus_ucred *out) {
 }
 
 ssize_t CEvbus_sendv(int fd, const struct iovec *iov, int count) {
+    // One buffer (the usual case for small messages): send(2) skips copying in a msghdr and an iovec array.
+    if (count == 1) return send(fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL);
     struct msghdr msg;
     memset(&msg, 0, sizeof msg);
     msg.msg_iov = (struct iovec *)iov;

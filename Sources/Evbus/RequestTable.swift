@@ -23,15 +23,16 @@ final class RequestTable {
         init(_ waiter: Waiter) { self.waiter = waiter }
     }
 
-    private var calls: [UInt64: Call] = [:]
+    // Loop-bound, one access at a time: no dynamic exclusivity checks (hot on every call).
+    @exclusivity(unchecked) private var calls: [UInt64: Call] = [:]
     /// Replies that came after their call timed out (or for ids never issued): discarded.
     private(set) var lateReplies = 0
     /// Every call's deadline (monotonic ns), in deadline order. One loop timer serves them all,
     /// armed for the earliest; entries of finished calls are dropped from the front as they finish.
-    private var deadlines: [(at: UInt64, id: UInt64)] = []
-    private var deadlinesHead = 0
-    private var timer: TimerID?
-    private var armedAt: UInt64 = 0
+    @exclusivity(unchecked) private var deadlines: [(at: UInt64, id: UInt64)] = []
+    @exclusivity(unchecked) private var deadlinesHead = 0
+    @exclusivity(unchecked) private var timer: TimerID?
+    @exclusivity(unchecked) private var armedAt: UInt64 = 0
 
     var count: Int { calls.count }
 

@@ -39,7 +39,7 @@ public final class Channel: Selectable {
     public unowned let loop: EventLoop
     /// Strong while open (the loop's registration keeps the channel, the channel keeps its owner);
     /// cleared on close, which breaks the cycle.
-    public var delegate: (any ChannelDelegate)?
+    @exclusivity(unchecked) public var delegate: (any ChannelDelegate)?
     public let highWatermark: Int
     public let lowWatermark: Int
 
@@ -47,13 +47,13 @@ public final class Channel: Selectable {
     // exclusivity checks on it cost more than the work itself (measured with perf), so they are off.
     @usableFromInline @exclusivity(unchecked) var outbound = WriteQueue()
     /// A partial frame left over from the last read; empty (unallocated) for an idle connection.
-    private var pending: [UInt8] = []
-    private var registration: EventLoop.Registration?
-    private var interest: UInt32
+    @exclusivity(unchecked) private var pending: [UInt8] = []
+    @exclusivity(unchecked) private var registration: EventLoop.Registration?
+    @exclusivity(unchecked) private var interest: UInt32
     @exclusivity(unchecked) private var isDirty = false
-    public private(set) var isClosed = false
-    public private(set) var isClosing = false
-    public private(set) var isReadingPaused = false
+    @exclusivity(unchecked) public private(set) var isClosed = false
+    @exclusivity(unchecked) public private(set) var isClosing = false
+    @exclusivity(unchecked) public private(set) var isReadingPaused = false
     /// False from the moment the write queue passes `highWatermark` until it drains below `lowWatermark`.
     @exclusivity(unchecked) public private(set) var isWritable = true
 

@@ -29,13 +29,19 @@ public final class EventLoop: @unchecked Sendable {
     private let thread = Mutex<pthread_t?>(nil)
     private let idleSpinNanos = Atomic<Int64>(0)
 
-    // Loop-thread state.
-    private var running = false
-    private var slots: [Slot] = []
+    // Loop-thread state, touched on the loop thread one access at a time: dynamic exclusivity
+    // checks on it are off (they showed in every profile of the request path).
+    @exclusivity(unchecked) private var running = false
+    @exclusivity(unchecked) private var slots: [Slot] = []
     private var freeSlots: [Int] = []
-    private var deferred: [() -> Void] = []
+    @exclusivity(unchecked) private var deferred: [() -> Void] = []
+    /// Spare arrays swapped with `tasks`, `deferred` and `dirty` so that taking a batch never
+    /// copies or allocates (taking a copy and emptying the original would reallocate it every time).
+    @exclusivity(unchecked) private var taskBatch: [@Sendable () -> Void] = []
+    @exclusivity(unchecked) private var deferredBatch: [() -> Void] = []
+    @exclusivity(unchecked) private var dirtyBatch: [Channel] = []
     /// Tasks were queued from the loop thread: run them before blocking again (loop thread only).
-    private var localTasksPending = false
+    @exclusivity(unchecked) private var localTasksPending = false
     @exclusivity(unchecked) var dirty: [Channel] = []
     var timers = TimerHeap()
     private let events: UnsafeMutablePointer<epoll_event>
@@ -308,36 +314,36 @@ public final class EventLoop: @unchecked Sendable {
         while !deferred.isEmpty || !dirty.isEmpty || localTasksPending {
             if localTasksPending { runLocalTasks() }
             while !deferred.isEmpty {
-                let work = deferred
-                deferred.removeAll(keepingCapacity: true)
-                for w in work { w() }
+                swap(&deferred, &deferredBatch)
+                for w in deferredBatch { w() }
+                deferredBatch.removeAll(keepingCapacity: true)
             }
             if !dirty.isEmpty {
-                let channels = dirty
-                dirty.removeAll(keepingCapacity: true)
-                for s in channels { s.flushFromLoop() }
+                swap(&dirty, &dirtyBatch)
+                for s in dirtyBatch { s.flushFromLoop() }
+                dirtyBatch.removeAll(keepingCapacity: true)
             }
         }
     }
 
     private func runTasks() {
-        let batch = tasks.withLock { state -> [@Sendable () -> Void] in
-            state.wakePending = false
-            defer { state.queue.removeAll(keepingCapacity: true) }
-            return state.queue
-        }
-        for task in batch { task() }
+        runTaskBatch(clearingWake: true)
     }
 
     /// Runs tasks queued from the loop thread itself (and any others queued meanwhile), without
     /// touching the eventfd: a wake-up another thread signalled is still pending and harmless.
     private func runLocalTasks() {
         localTasksPending = false
-        let batch = tasks.withLock { state -> [@Sendable () -> Void] in
-            defer { state.queue.removeAll(keepingCapacity: true) }
-            return state.queue
+        runTaskBatch(clearingWake: false)
+    }
+
+    private func runTaskBatch(clearingWake: Bool) {
+        tasks.withLock { state in
+            if clearingWake { state.wakePending = false }
+            swap(&state.queue, &taskBatch)
         }
-        for task in batch { task() }
+        for task in taskBatch { task() }
+        taskBatch.removeAll(keepingCapacity: true)
     }
 
     /// Grows the shared read buffer to at least `capacity` bytes (loop thread only).

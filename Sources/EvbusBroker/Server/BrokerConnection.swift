@@ -22,7 +22,7 @@ final class BrokerConnection: ChannelDelegate {
     @exclusivity(unchecked) var ledger = UnackedLedger()
     /// Requests this connection accepted (acknowledged) and has not answered yet: (caller's
     /// connection id, correlation id). If it goes, each caller is told `responder-gone`.
-    var openRequests: [(caller: UInt64, correlationID: String)] = []
+    @exclusivity(unchecked) var openRequests: [(caller: UInt64, correlationID: String)] = []
     /// The connection's write queue passed its high watermark: its consumers get nothing until it drains.
     @exclusivity(unchecked) var consumersBlocked = false
     /// Confirmed publishes are numbered 1, 2, 3... per connection (PROTOCOL.md §6.4).

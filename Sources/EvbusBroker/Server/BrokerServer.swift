@@ -20,6 +20,8 @@ public final class BrokerServer {
     @exclusivity(unchecked) var touchedQueues: [MessageQueue] = []
     /// A queue whose consumers' ACKs made room during this read batch (see `ack`).
     @exclusivity(unchecked) var pendingDispatch: MessageQueue?
+    /// The route of a publish to an inbox, rewritten in place for each one (see `publishTo`).
+    @exclusivity(unchecked) var inboxRoute = [RouteTarget(connection: 0, subscription: Inbox.subscriptionID)]
     /// How deep dead letters are nested right now (a cycle guard).
     var deadLetterDepth = 0
     var lastRateSample = monotonicNanos()
@@ -52,7 +54,7 @@ public final class BrokerServer {
     @exclusivity(unchecked) private(set) var connections: [BrokerConnection?] = []
     private var freeSlots: [UInt32] = []
     /// Connection id → slot, for inboxes (`amq.inbox.<id>`).
-    var slotsByID: [UInt64: UInt32] = [:]
+    @exclusivity(unchecked) var slotsByID: [UInt64: UInt32] = [:]
     private var liveConnections = 0
     private var nextConnectionID: UInt64 = 1
     var onShutdownComplete: (() -> Void)?

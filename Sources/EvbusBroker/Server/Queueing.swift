@@ -18,7 +18,13 @@ extension BrokerServer {
         }
         let targets: [RouteTarget]
         if exchange === topology.defaultExchange, let caller = Inbox.connectionID(view.routingKey) {
-            targets = slotsByID[caller].map { [RouteTarget(connection: $0, subscription: Inbox.subscriptionID)] } ?? []
+            if let slot = slotsByID[caller] {
+                // Reused one-element route: a reply costs no array allocation.
+                inboxRoute[0] = RouteTarget(connection: slot, subscription: Inbox.subscriptionID)
+                targets = inboxRoute
+            } else {
+                targets = []
+            }
             if !publisher.openRequests.isEmpty { answered(by: publisher, caller: caller, properties: view.properties) }
         } else {
             do {
