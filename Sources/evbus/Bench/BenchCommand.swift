@@ -6,7 +6,7 @@ import EvbusIO
 struct BenchCommand: EvbusCommand {
     static let allScenarios = [
         "pubsub", "pubsub-1k", "fanout", "pubsub-event", "fanout-event", "latency", "idle", "dispatch", "dispatch-latency",
-        "workqueue", "workqueue-4", "workqueue-confirm", "rpc", "rpc-8",
+        "workqueue", "workqueue-4", "workqueue-confirm", "rpc", "rpc-8", "rpc-poll",
     ]
     static let spec = CommandSpec(
         name: "bench",
@@ -20,7 +20,8 @@ struct BenchCommand: EvbusCommand {
             workqueue (1 producer -> 1 queue -> 1 consumer, 16-byte messages, manual ack of each message,
             prefetch 100), workqueue-4 (4 competing consumers), workqueue-confirm (the producer also
             publishes with confirms and waits for them); rpc (one client, sequential request/reply round
-            trips to a responder echoing 16 bytes: latency) and rpc-8 (8 clients at once: round trips/s). Publisher and
+            trips to a responder echoing 16 bytes: latency), rpc-8 (8 clients at once: round trips/s) and
+            rpc-poll (rpc with the client's loop polling 50 µs before it sleeps: latency for CPU). Publisher and
             subscribers are peers in this process, each on its own event loop; the broker is a
             separate `evbus broker` process.
             """,
@@ -129,10 +130,10 @@ struct BenchCommand: EvbusCommand {
                     prefetch: 100, confirm: s == "workqueue-confirm")
                 lost += r.lost
                 line = r.line
-            case "rpc", "rpc-8":
+            case "rpc", "rpc-8", "rpc-poll":
                 line = try await RPCScenarios.roundTrips(
-                    name: s, socket: socket, calls: messages ?? (s == "rpc" ? 20_000 : 80_000), clients: s == "rpc" ? 1 : 8,
-                    brokerPID: broker.pid)
+                    name: s, socket: socket, calls: messages ?? (s == "rpc-8" ? 80_000 : 20_000), clients: s == "rpc-8" ? 8 : 1,
+                    clientPolling: s == "rpc-poll" ? .microseconds(50) : .zero, brokerPID: broker.pid)
             case "dispatch":
                 line = try await ControllerScenarios.throughput(count: messages ?? 2_000_000)
             case "dispatch-latency":

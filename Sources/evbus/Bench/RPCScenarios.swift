@@ -10,9 +10,13 @@ enum RPCScenarios {
     /// Also prints the CPU time each party spent per round trip (client loop, responder loop, broker
     /// process): steadier than the wall-clock figures on a shared machine, and what a change to the
     /// request path moves first.
-    static func roundTrips(name: String, socket: String, calls: Int, clients: Int, brokerPID: Int32) async throws -> String {
+    /// `clientPolling` is the client loop's `idleSpin` (zero: it sleeps in `epoll_wait` at once).
+    static func roundTrips(
+        name: String, socket: String, calls: Int, clients: Int, clientPolling: Duration = .zero, brokerPID: Int32
+    ) async throws -> String {
         let serverLoop = try EventLoop.startThread(name: "bench-responder")
         let clientLoop = try EventLoop.startThread(name: "bench-client")
+        clientLoop.idleSpin = clientPolling
         defer {
             serverLoop.stopAndJoin()
             clientLoop.stopAndJoin()

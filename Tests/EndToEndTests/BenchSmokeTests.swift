@@ -1,0 +1,20 @@
+import EvbusTestSupport
+import Foundation
+import Testing
+
+/// `evbus bench` itself works end to end (its own broker process, real peers): tiny counts, and
+/// only what it reports is checked, never how fast (speed is recorded in docs/BENCHMARKS.md).
+@Suite struct BenchSmokeTests {
+    @Test func requestReplyScenariosRunAndReportTheirFigures() async throws {
+        let r = try await RunningProcess.runEvbus(["bench", "--scenario", "rpc,rpc-8,rpc-poll", "--messages", "400"], seconds: 120)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n").map(String.init)
+        for (name, calls, clients) in [("rpc ", 400, 1), ("rpc-8 ", 400, 8), ("rpc-poll ", 400, 1)] {
+            let line = lines.first { $0.hasPrefix(name) }
+            #expect(line?.contains("calls \(calls) clients \(clients)") == true, "\(r.stdout)")
+            #expect(line?.contains("latency p50") == true)
+            #expect(line?.contains("CPU per round trip: client") == true)
+            #expect(line?.contains("broker") == true)
+        }
+    }
+}
