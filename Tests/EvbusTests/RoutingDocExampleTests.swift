@@ -3,6 +3,7 @@
 // the scene (a broker, the peers an example assumes) and check the outcome.
 
 import Evbus
+import EvbusIO
 import EvbusTestSupport
 import Testing
 
@@ -137,6 +138,21 @@ import Testing
         let price = try await peer.request(to: .exchange("services", key: "pricing.eu"), #"{"sku":1}"#)
         #expect(reply.text == "832040" && price.text == "9.99")
         await peer.close()
+    }
+
+    @Test func aPollingCaller() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let socketPath = broker.socketPath
+        let server = try await Peer.connect(to: socketPath)
+        _ = try await server.respond(on: "echo") { (request: Request) -> [UInt8] in request.payload }
+        let loop = try EventLoop.startThread(name: "rpc-caller")
+        loop.idleSpin = .microseconds(50)          // poll up to 50 µs before sleeping
+        let caller = try await Peer.connect(to: socketPath, loop: loop)
+        for i in 0..<100 { #expect(try await caller.request(to: .queue("echo"), "\(i)").text == "\(i)") }
+        await caller.close()
+        await server.close()
+        loop.stopAndJoin()
     }
 
     @Test func scatterGather() async throws {
