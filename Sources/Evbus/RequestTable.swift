@@ -105,11 +105,13 @@ final class RequestTable {
     }
 
     func reply(_ id: UInt64, _ reply: Reply, loop: EventLoop) {
-        guard let call = calls[id] else {
+        // Only the waiter is copied out: holding the whole call would make the append below copy
+        // the replies gathered so far.
+        guard let waiter = calls[id]?.waiter else {
             lateReplies += 1
             return
         }
-        switch call.waiter {
+        switch waiter {
         case .one:
             if !reply.properties.headers.isEmpty, reply.headers[ReplyHeader.status] == ReplyHeader.error {
                 let code = reply.headers[ReplyHeader.errorCode] ?? "error"
@@ -118,8 +120,8 @@ final class RequestTable {
                 finish(id, .reply(reply), loop: loop)
             }
         case .all:
-            calls[id]?.replies.append(reply)
-            if let expected = call.expected, call.replies.count + 1 >= expected { finish(id, .success(()), loop: loop) }
+            calls[id]!.replies.append(reply)
+            if let expected = calls[id]!.expected, calls[id]!.replies.count >= expected { finish(id, .success(()), loop: loop) }
         }
     }
 

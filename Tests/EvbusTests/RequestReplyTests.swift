@@ -12,9 +12,11 @@ import Testing
         defer { broker.shutdown() }
         let server = try await Peer.connect(to: broker.socketPath, name: "server")
         let client = try await Peer.connect(to: broker.socketPath, name: "client")
-        _ = try await server.respond(on: "upper") { (request: Request) -> String in request.text.uppercased() }
-        let reply = try await client.request(to: .queue("upper"), "hello", headers: ["lang": "en"])
-        #expect(reply.text == "HELLO")
+        _ = try await server.respond(on: "upper") { (request: Request) -> String in
+            "\(request.text.uppercased())/\(request.headers["lang"] ?? "none")/\(request.replyTo ?? "none")"
+        }
+        let reply = try await client.request(to: .queue("upper"), "hello", headers: ["lang": "en", "b": "2"])
+        #expect(reply.text == "HELLO/en/\(client.inbox)", "the request's headers and reply-to reach the responder")
         #expect(reply.headers["evbus-status"] == nil, "a success carries no status header")
         #expect(reply.publisher == server.connectionID)
         #expect(client.inbox == "amq.inbox.\(client.connectionID)")
