@@ -240,7 +240,7 @@ final class ResponderState: Sendable {
         if case .sync(let body) = handler {
             // Inline on the loop, one at a time: nothing ever waits for a free handler.
             accept(delivery)
-            peer.sendReply(to: delivery, Result { try body(request(delivery)) })
+            peer.sendReply(to: delivery, Result { try body(makeRequest(delivery)) })
             counts.withLock { $0.handled += 1 }
             return
         }
@@ -253,7 +253,7 @@ final class ResponderState: Sendable {
         try? delivery.ack()
     }
 
-    private func request(_ d: Delivery) -> Request {
+    private func makeRequest(_ d: Delivery) -> Request {
         Request(payload: d.payload, properties: d.properties, routingKey: d.routingKey, publisher: d.publisher, redelivered: d.redelivered)
     }
 
@@ -264,7 +264,7 @@ final class ResponderState: Sendable {
             return c.waiting.removeFirst()
         }) {
             accept(next)
-            let request = request(next)
+            let request = makeRequest(next)
             guard case .async(let body) = handler else { continue }  // sync handlers never wait (see `arrived`)
             // On the peer's loop: a handler that does not await anything else never leaves it.
             Task(executorPreference: peer.executor) { [peer] in

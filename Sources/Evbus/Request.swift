@@ -83,7 +83,6 @@ struct OutgoingRequest: Sendable {
     let payload: [UInt8]
     /// Bytes of the whole frame.
     let size: Int
-    private let propertiesCount: Int
 
     init(flags: UInt8, destination: Destination, number: UInt64, replyTo: [UInt8], headers: [String: String], payload: [UInt8]) {
         self.flags = flags
@@ -93,7 +92,7 @@ struct OutgoingRequest: Sendable {
         // Encoded by MessageProperties (sorted, capped) without its flags byte.
         self.headers = headers.isEmpty ? [] : Array(MessageProperties(headers: headers).encoded().dropFirst())
         self.payload = payload
-        propertiesCount = 1 + 2 + CorrelationNumber.count(number) + 2 + replyTo.count + self.headers.count
+        let propertiesCount = 1 + 2 + CorrelationNumber.count(number) + 2 + replyTo.count + self.headers.count
         size = PublishToEncoder.size(
             exchangeCount: destination.exchange.utf8.count, keyCount: destination.key.utf8.count,
             propertiesCount: propertiesCount, payloadCount: payload.count)
