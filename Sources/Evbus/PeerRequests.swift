@@ -57,6 +57,12 @@ extension Peer {
         return await withCheckedContinuation { c in loop.execute { c.resume(returning: core.value.calls.lateReplies) } }
     }
 
+    /// Deadline entries the request table holds (for tests: it must stay bounded by the calls in flight).
+    package func deadlineEntryCount() async -> Int {
+        let core = self.core
+        return await withCheckedContinuation { c in loop.execute { c.resume(returning: core.value.calls.deadlineEntries) } }
+    }
+
     private func outgoingRequest(
         _ destination: Destination, _ payload: [UInt8], _ headers: [String: String], flags: UInt8 = PublishFlag.request
     ) throws -> OutgoingRequest {

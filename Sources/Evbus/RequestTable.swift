@@ -52,6 +52,19 @@ final class RequestTable {
             deadlines.insert((at, id), at: low)
         }
         if timer == nil || at < armedAt { arm(at, loop: loop) }
+        compactIfMostlyFinished()
+    }
+
+    /// Deadline entries kept (finished calls' entries included, until they are dropped).
+    var deadlineEntries: Int { deadlines.count - deadlinesHead }
+
+    /// Entries of finished calls are dropped from the front only, so one slow call at the front
+    /// (a long timeout, a hung responder) would let every later call's entry pile up behind it.
+    /// When most entries are finished, keep only the live ones: amortised O(1) per call.
+    private func compactIfMostlyFinished() {
+        guard deadlineEntries > 2 * calls.count + 1024 else { return }
+        deadlines = deadlines[deadlinesHead...].filter { calls[$0.id] != nil }
+        deadlinesHead = 0
     }
 
     private func arm(_ at: UInt64, loop: EventLoop) {

@@ -100,6 +100,29 @@ import Testing
         await server.close()
     }
 
+    @Test func aLongCallDoesNotLetFinishedCallsPileUpBehindIt() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await Peer.connect(to: broker.socketPath)
+        let client = try await Peer.connect(to: broker.socketPath)
+        let started = AsyncGate(), release = AsyncGate()
+        _ = try await server.respond(on: "hang") { (_: Request) -> String in
+            started.open()
+            await release.wait()
+            return "late"
+        }
+        _ = try await server.respond(on: "echo") { (request: Request) -> [UInt8] in request.payload }
+        // A call with the earliest deadline stays in flight while thousands of later ones finish.
+        let hung = Task { try await client.request(to: .queue("hang"), "x", timeout: .seconds(60)) }
+        await started.wait()
+        for i in 0..<3000 { _ = try await client.request(to: .queue("echo"), "\(i)", timeout: .seconds(120)) }
+        #expect(await client.deadlineEntryCount() < 2000, "finished calls' deadlines are dropped even behind a pending one")
+        release.open()
+        #expect(try await hung.value.text == "late")
+        await client.close()
+        await server.close()
+    }
+
     @Test func aHandlerErrorTravelsBack() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
