@@ -21,6 +21,10 @@ import Testing
         }
     }
 
+    @Test func everyLibraryDocExampleIsATest() throws {
+        try expectExamplesCompiled(doc: "docs/LIBRARY.md", in: ["Tests/EvbusTests/LibraryDocExampleTests.swift"], atLeast: 7)
+    }
+
     func expectExamplesCompiled(doc path: String, in files: [String], atLeast minimum: Int) throws {
         let doc = try String(contentsOf: Self.root.appendingPathComponent(path), encoding: .utf8)
         let tests = try files

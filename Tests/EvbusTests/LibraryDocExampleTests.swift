@@ -1,0 +1,85 @@
+// The Swift examples of docs/LIBRARY.md, line for line (DocSyncTests checks that each still stands
+// here). Examples that iterate forever or need another program are compiled, not run (the functions
+// marked "compiled only"); the publishing ones run against a broker. Lines outside the examples set
+// the scene and check the outcome.
+
+import Evbus
+import EvbusTestSupport
+import Testing
+
+@Suite struct LibraryDocExampleTests {
+    @Test func publishing() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let peer = try await Peer.connect(to: broker.socketPath)
+        let seen = try await peer.subscribe("#")
+        let jpegBytes: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0]
+
+        try await peer.publish("sensors.kitchen.temp", "21.5")              // UTF-8 text
+        try await peer.publish("frames.cam0", jpegBytes)                     // [UInt8]
+        try await peer.flush()                                               // wait until the broker has routed them
+
+        try await peer.publish("rpc.fib", "30", properties: MessageProperties(
+            correlationID: "42", replyTo: "replies.\(peer.connectionID)", headers: ["unit": "steps"]))
+
+        var events: [Event] = []
+        for try await event in seen {
+            events.append(event)
+            if events.count == 3 { break }
+        }
+        #expect(events.map(\.topic) == ["sensors.kitchen.temp", "frames.cam0", "rpc.fib"])
+        #expect(events[1].payload == jpegBytes)
+        #expect(events[2].properties.correlationID == "42" && events[2].properties.headers["unit"] == "steps")
+
+        await peer.close()
+    }
+
+    // Compiled only: the default socket and /run/myapp are not this test's.
+    func connecting() async throws {
+        let peer = try await Peer.connect()                                   // default socket
+        let daemon = try await Peer.connect(to: "/run/myapp/evbus.sock", name: "camera-daemon")
+        _ = (peer, daemon)
+    }
+
+    // Compiled only: the iteration runs until the subscription ends.
+    func subscribing(_ peer: Peer, counter: Collector<[UInt8]>, book: OrderBook) async throws {
+        // 1. An AsyncSequence: the simplest.
+        let alerts = try await peer.subscribe("alerts.#", "*.critical")     // one or more patterns
+        for try await event in alerts { print(event.topic, event.text, event.publisher) }
+
+        // 2. A handler, called on the peer's I/O thread, in order. Keep it short.
+        let sub = try await peer.subscribe("metrics.#") { event in counter.add(event.payload) }
+
+        // 3. A zero-copy handler: no allocation per event; the view is valid only during the call.
+        let raw = try await peer.subscribeViews("ticks.#") { view in book.apply(view.payload) }
+
+        try await sub.cancel()          // or peer.unsubscribe(sub): deliveries stop, iteration ends
+        _ = raw
+    }
+
+    // Compiled only: the worker loop runs until the consumer ends.
+    func queues(_ peer: Peer, worker: Peer, handle: ([UInt8]) -> Void) async throws {
+        _ = try await peer.declareQueue("task_queue", QueueOptions(maxLength: 10_000, overflow: .rejectPublish))
+        try await peer.publish(to: "", key: "task_queue", "resize photo 42", confirm: true)
+        try await peer.waitForConfirms()                          // throws `nacked` if the queue refused it
+
+        let work = try await worker.consume("task_queue", ack: .manual, prefetch: 1)
+        for try await job in work {
+            handle(job.payload)
+            try job.ack()                                         // or job.nack(requeue:), job.reject()
+        }
+    }
+
+    // Compiled only: RPC.md's examples run (RoutingDocExampleTests).
+    func requestReply(_ peer: Peer, server: Peer, compute: @escaping @Sendable (String) -> String) async throws {
+        let reply = try await peer.request(to: .queue("rpc_queue"), "30", timeout: .seconds(5))
+        let responder = try await server.respond(on: "rpc_queue", prefetch: 4) { (r: Request) -> String in compute(r.text) }
+        let all = try await peer.requestAll(to: "census", key: "", Array("ping".utf8), within: .seconds(1))
+        _ = (reply, responder, all)
+    }
+}
+
+/// What the zero-copy example feeds.
+final class OrderBook: Sendable {
+    func apply(_ bytes: UnsafeRawBufferPointer) {}
+}
