@@ -8,7 +8,6 @@ package final class LoopTaskExecutor: TaskExecutor {
     package init(loop: EventLoop) { self.loop = loop }
 
     package func enqueue(_ job: consuming ExecutorJob) {
-        let unowned = UnownedJob(job)
-        loop.execute { [self] in unowned.runSynchronously(on: asUnownedTaskExecutor()) }
+        loop.enqueue(UnownedJob(job), on: self)
     }
 }

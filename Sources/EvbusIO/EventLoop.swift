@@ -24,7 +24,7 @@ public final class EventLoop: @unchecked Sendable {
     let wakeFD: Int32
     let timerFD: Int32
 
-    private let tasks = Mutex<(queue: [@Sendable () -> Void], wakePending: Bool)>(([], false))
+    private let tasks = Mutex<(queue: [LoopWork], wakePending: Bool)>(([], false))
     private let threadID = Atomic<UInt>(0)
     private let thread = Mutex<pthread_t?>(nil)
     private let idleSpinNanos = Atomic<Int64>(0)
@@ -37,7 +37,7 @@ public final class EventLoop: @unchecked Sendable {
     @exclusivity(unchecked) private var deferred: [() -> Void] = []
     /// Spare arrays swapped with `tasks`, `deferred` and `dirty` so that taking a batch never
     /// copies or allocates (taking a copy and emptying the original would reallocate it every time).
-    @exclusivity(unchecked) private var taskBatch: [@Sendable () -> Void] = []
+    @exclusivity(unchecked) private var taskBatch: [LoopWork] = []
     @exclusivity(unchecked) private var deferredBatch: [() -> Void] = []
     @exclusivity(unchecked) private var dirtyBatch: [Channel] = []
     /// Tasks were queued from the loop thread: run them before blocking again (loop thread only).
@@ -133,15 +133,26 @@ public final class EventLoop: @unchecked Sendable {
     /// Runs `task` on the loop thread soon. Safe from any thread; wakes the loop only when no wake-up
     /// is already pending. Tasks submitted after the loop stopped are dropped.
     public func execute(_ task: @escaping @Sendable () -> Void) {
+        submit(.closure(task))
+    }
+
+    /// Runs a Swift concurrency job on the loop thread soon (what a task executor on this loop
+    /// enqueues): queued as it is, with no closure allocated around it. The executor is held until
+    /// the job has run.
+    public func enqueue(_ job: UnownedJob, on executor: any TaskExecutor) {
+        submit(.job(job, executor))
+    }
+
+    private func submit(_ work: LoopWork) {
         if inEventLoop {
             // From the loop itself (a reply resuming a task on this loop, an ack draining the
             // outbox): no eventfd round trip; the loop runs it before it next blocks.
-            tasks.withLock { $0.queue.append(task) }
+            tasks.withLock { $0.queue.append(work) }
             localTasksPending = true
             return
         }
         let wake = tasks.withLock { state -> Bool in
-            state.queue.append(task)
+            state.queue.append(work)
             if state.wakePending { return false }
             state.wakePending = true
             return true
@@ -342,7 +353,12 @@ public final class EventLoop: @unchecked Sendable {
             if clearingWake { state.wakePending = false }
             swap(&state.queue, &taskBatch)
         }
-        for task in taskBatch { task() }
+        for work in taskBatch {
+            switch work {
+            case .closure(let task): task()
+            case .job(let job, let executor): job.runSynchronously(on: executor.asUnownedTaskExecutor())
+            }
+        }
         taskBatch.removeAll(keepingCapacity: true)
     }
 
@@ -358,6 +374,12 @@ public final class EventLoop: @unchecked Sendable {
 private final class ThreadBody {
     let body: () -> Void
     init(_ body: @escaping () -> Void) { self.body = body }
+}
+
+/// Work submitted to a loop from any thread.
+private enum LoopWork: Sendable {
+    case closure(@Sendable () -> Void)
+    case job(UnownedJob, any TaskExecutor)
 }
 
 private final class StartFlag: Sendable {
