@@ -78,7 +78,8 @@ public final class Peer: Sendable {
     deinit {
         // Dropped without close(): end the connection abruptly (the broker cleans up on EOF).
         let core = self.core
-        loop.execute { if !core.value.channel.isClosed { core.value.channel.close(.local) } }
+        // A stopped loop has no connection left to end.
+        try? loop.execute { if !core.value.channel.isClosed { core.value.channel.close(.local) } }
     }
 
     /// Connects and completes the handshake.
@@ -110,7 +111,7 @@ public final class Peer: Sendable {
         let onReturn = options.onReturn
         let (core, welcome) = try await withCheckedThrowingContinuation {
             (c: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) in
-            loop.execute {
+            Self.onLoop(loop, else: c) {
                 do {
                     let channel = try Channel(fd: fd, loop: loop, highWatermark: 1 << 20, lowWatermark: 256 << 10)
                     let connection = PeerConnection(channel: channel, outbox: outbox, onAsyncError: onAsyncError, onReturn: onReturn)
@@ -121,9 +122,11 @@ public final class Peer: Sendable {
                     c.resume(throwing: EvbusError(.cannotConnect, "cannot register the connection: \(error)"))
                 }
             }
+            if loop.isStopped { Glibc.close(fd) }
         }
-        let acker = Acker(outbox: outbox) { loop.execute { core.value.drainOutbox() } }
-        loop.execute { core.value.acker = acker }
+        // Draining is a nudge: once the loop has stopped there is nothing left to drain into.
+        let acker = Acker(outbox: outbox) { try? loop.execute { core.value.drainOutbox() } }
+        try? loop.execute { core.value.acker = acker }
         return Peer(
             socketPath: path, name: name, welcome: welcome, loop: loop, core: core, outbox: outbox,
             acker: acker, subscriptionBuffer: options.subscriptionBuffer)
@@ -192,7 +195,7 @@ public final class Peer: Sendable {
         case .queued(let scheduleDrain, let full):
             if scheduleDrain {
                 let core = self.core
-                loop.execute { core.value.drainOutbox() }
+                try loop.execute { core.value.drainOutbox() }
             }
             return full
         }
@@ -201,7 +204,16 @@ public final class Peer: Sendable {
     /// Runs `body` on the peer's loop with the connection; `body` resumes the continuation.
     func withConnection<T: Sendable>(_ body: @escaping @Sendable (PeerConnection, CheckedContinuation<T, any Error>) -> Void) async throws -> T {
         let core = self.core
-        return try await withCheckedThrowingContinuation { c in loop.execute { body(core.value, c) } }
+        return try await withCheckedThrowingContinuation { c in Self.onLoop(loop, else: c) { body(core.value, c) } }
+    }
+
+    /// Runs `body` on `loop`; if the loop has stopped, fails `c` instead, so no caller waits forever.
+    static func onLoop<T>(_ loop: EventLoop, else c: CheckedContinuation<T, any Error>, _ body: @escaping @Sendable () -> Void) {
+        do {
+            try loop.execute(body)
+        } catch {
+            c.resume(throwing: EvbusError(.closed, "the peer's event loop has stopped"))
+        }
     }
 
     /// Runs a local check of a broker rule; a violation becomes `invalidArgument` with the wire code.
@@ -230,7 +242,7 @@ public final class Peer: Sendable {
         let core = self.core
         let loop = self.loop
         let queue = EventQueue(capacity: subscriptionBuffer) {
-            loop.execute { core.value.queueHasRoom() }
+            try? loop.execute { core.value.queueHasRoom() }
         }
         return try await subscribe(patterns, sink: .queue(queue), queue: queue)
     }
@@ -279,7 +291,8 @@ public final class Peer: Sendable {
     public func close() async {
         let core = self.core
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            loop.execute { core.value.close(c) }
+            // A stopped loop closed every connection on it already.
+            do { try loop.execute { core.value.close(c) } } catch { c.resume() }
         }
     }
 }

@@ -147,7 +147,7 @@ extension Peer {
         let core = self.core
         let loop = self.loop
         let buffer = DeliveryBuffer<Delivery>(capacity: subscriptionBuffer) {
-            loop.execute { core.value.queueHasRoom() }
+            try? loop.execute { core.value.queueHasRoom() }
         }
         return try await consume(queue, ack: ack, prefetch: prefetch, sink: .deliveries(buffer), buffer: buffer)
     }

@@ -25,7 +25,11 @@ extension Peer {
             if loop.inEventLoop {
                 core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout)  // already there: no hop
             } else {
-                loop.execute { core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout) }
+                do {
+                    try loop.execute { core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout) }
+                } catch {
+                    c.resume(throwing: Self.loopStopped)
+                }
             }
         }
     }
@@ -47,20 +51,30 @@ extension Peer {
         let request = try outgoingRequest(.exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached)
         let core = self.core
         return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<[Reply], any Error>) in
-            loop.execute { core.value.startCall(request, RequestTable.Call(.all(c)), timeout: limit) }
+            do {
+                try loop.execute { core.value.startCall(request, RequestTable.Call(.all(c)), timeout: limit) }
+            } catch {
+                c.resume(throwing: Self.loopStopped)
+            }
         }
     }
+
+    private static var loopStopped: EvbusError { EvbusError(.closed, "the peer's event loop has stopped") }
 
     /// Replies that arrived after their request had timed out, and were discarded.
     public func lateReplyCount() async -> Int {
         let core = self.core
-        return await withCheckedContinuation { c in loop.execute { c.resume(returning: core.value.calls.lateReplies) } }
+        return await withCheckedContinuation { c in
+            do { try loop.execute { c.resume(returning: core.value.calls.lateReplies) } } catch { c.resume(returning: 0) }
+        }
     }
 
     /// Deadline entries the request table holds (for tests: it must stay bounded by the calls in flight).
     package func deadlineEntryCount() async -> Int {
         let core = self.core
-        return await withCheckedContinuation { c in loop.execute { c.resume(returning: core.value.calls.deadlineEntries) } }
+        return await withCheckedContinuation { c in
+            do { try loop.execute { c.resume(returning: core.value.calls.deadlineEntries) } } catch { c.resume(returning: 0) }
+        }
     }
 
     private func outgoingRequest(

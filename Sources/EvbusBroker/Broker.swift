@@ -31,18 +31,45 @@ public final class Broker: Sendable {
     }
 
     /// The broker's counters.
-    public func statistics() -> [StatEntry] {
-        (try? loop.runAndWait { [server] in server.value.statistics }) ?? []
+    /// - Throws: `EventLoopError.stopped` after `shutdown()`.
+    @available(*, noasync, message: "blocks its thread until the broker's loop answers")
+    public func statistics() throws(EventLoopError) -> [StatEntry] {
+        do {
+            return try loop.runAndWait { [server] in server.value.statistics }
+        } catch {
+            throw .stopped  // the body cannot throw: only the loop refuses
+        }
     }
 
     /// Graceful stop: close the listener and socket file, send CLOSE to every client, flush, close,
     /// then end the loop thread. Blocks until done (at most about `graceNanos` plus a little).
+    /// Calling it again, or after the loop stopped, returns at once.
+    @available(*, noasync, message: "blocks its thread until every connection has closed")
     public func shutdown(graceNanos: UInt64 = 1_000_000_000) {
         let done = DispatchSemaphore(value: 0)
-        loop.execute { [server] in
-            server.value.shutdown(graceNanos: graceNanos) { done.signal() }
+        do {
+            try loop.execute { [server] in
+                server.value.shutdown(graceNanos: graceNanos) { done.signal() }
+            }
+        } catch {
+            return  // already shut down
         }
         done.wait()
         loop.stopAndJoin()
+    }
+
+    /// `shutdown` for async code: suspends instead of blocking while connections close.
+    public func shutdown(graceNanos: UInt64 = 1_000_000_000) async {
+        let loop = self.loop
+        let server = self.server
+        let wasRunning: Bool = await withCheckedContinuation { c in
+            do {
+                try loop.execute { server.value.shutdown(graceNanos: graceNanos) { c.resume(returning: true) } }
+            } catch {
+                c.resume(returning: false)
+            }
+        }
+        // Every connection is closed: the loop ends within one iteration, so the join is short.
+        if wasRunning { loop.stopAndJoin() }
     }
 }

@@ -111,7 +111,8 @@ public final class Controller: Sendable {
 
     private func onEngine(_ body: @escaping @Sendable (Engine) -> Void) {
         guard let bound = engine.withLock({ $0 }) else { return }
-        loop.execute { body(bound.value) }
+        // A stopped loop means the controller has shut down: there is no engine left to act on.
+        try? loop.execute { body(bound.value) }
     }
 
     // MARK: Handlers
@@ -274,7 +275,7 @@ public final class Controller: Sendable {
         let loop = self.loop
         let name = self.name
         return try await withCheckedThrowingContinuation { (c: CheckedContinuation<Session, any Error>) in
-            loop.execute {
+            let queued = (try? loop.execute {
                 let engine = bound.value
                 if engine.stopped {
                     c.resume(throwing: ControllerError(.shutDown, "the controller '\(name)' is shut down"))
@@ -291,7 +292,8 @@ public final class Controller: Sendable {
                         w.waiter.resume(throwing: ControllerError(.timedOut, "no '\(event)' event within \(timeout)"))
                     }
                 }
-            }
+            }) != nil
+            if !queued { c.resume(throwing: ControllerError(.shutDown, "the controller '\(name)' is shut down")) }
         }
     }
 

@@ -19,7 +19,8 @@ public final class ControllerTimer: Sendable {
 
     private func arm(_ interval: Duration) {
         let loop = controller.loop
-        loop.execute { [self] in
+        // Once the controller's loop has stopped, no timer can run: nothing to arm.
+        try? loop.execute { [self] in
             guard !stopped.load(ordering: .relaxed) else { return }
             if let old = timer.withLock({ $0 }) { loop.cancelTimer(old) }
             let id = loop.scheduleTimer(afterNanos: interval.wholeNanoseconds, everyNanos: repeats ? interval.wholeNanoseconds : nil) { [self] in
@@ -42,7 +43,7 @@ public final class ControllerTimer: Sendable {
     public func stop() {
         stopped.store(true, ordering: .relaxed)
         let loop = controller.loop
-        loop.execute { [self] in
+        try? loop.execute { [self] in
             if let id = timer.withLock({ $0 }) { loop.cancelTimer(id) }
         }
     }

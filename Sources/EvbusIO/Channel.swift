@@ -76,9 +76,25 @@ public final class Channel: Selectable {
     public func ready(_ events: UInt32) {
         if events & CEvbus_EPOLLOUT != 0 { flushNow() }
         if isClosed { return }
-        if events & (CEvbus_EPOLLIN | CEvbus_EPOLLHUP | CEvbus_EPOLLERR | CEvbus_EPOLLRDHUP) != 0 && !isReadingPaused {
+        if isReadingPaused {
+            // epoll reports a hang-up or an error whatever the interest, on every wait while it
+            // lasts (level-triggered): left unread while paused, it would spin the loop. The other
+            // side has gone for good, so the connection closes now, and what it sent that was not
+            // read yet is discarded (it was never confirmed: PROTOCOL.md §8).
+            if events & (CEvbus_EPOLLHUP | CEvbus_EPOLLERR) != 0 { closeOnHangUp(events) }
+            return
+        }
+        if events & (CEvbus_EPOLLIN | CEvbus_EPOLLHUP | CEvbus_EPOLLERR | CEvbus_EPOLLRDHUP) != 0 {
             readOnce()
         }
+    }
+
+    private func closeOnHangUp(_ events: UInt32) {
+        guard events & CEvbus_EPOLLERR != 0 else { return close(.endOfFile) }
+        var code: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length)
+        close(.error(IOError("socket", errno: code == 0 ? ECONNRESET : code)))
     }
 
     private func readOnce() {

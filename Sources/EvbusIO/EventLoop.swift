@@ -15,6 +15,11 @@ public protocol Selectable: AnyObject {
 /// ready fds, runs submitted tasks and deferred work, then flushes every channel written during that
 /// iteration, so many frames leave in one `sendmsg`.
 ///
+/// Stopping: once `run` returns, the loop is stopped for good. Work queued before the stop still
+/// runs (on the loop thread, as the loop ends); work handed to it afterwards is refused with
+/// `EventLoopError.stopped`, and Swift concurrency jobs, which cannot be refused, continue on the
+/// global concurrent executor, so nothing handed to a loop is ever left waiting.
+///
 /// `@unchecked Sendable` proof: the only state other threads touch is `tasks` (a `Mutex`),
 /// `threadID` and `idleSpinNanos` (`Atomic`s) and the eventfd (`write(2)` is thread-safe). Every
 /// other stored property is read and written only on the loop thread: the methods touching them
@@ -24,7 +29,7 @@ public final class EventLoop: @unchecked Sendable {
     let wakeFD: Int32
     let timerFD: Int32
 
-    private let tasks = Mutex<(queue: [LoopWork], wakePending: Bool)>(([], false))
+    private let tasks = Mutex<TaskQueue>(TaskQueue())
     private let threadID = Atomic<UInt>(0)
     private let thread = Mutex<pthread_t?>(nil)
     private let idleSpinNanos = Atomic<Int64>(0)
@@ -131,33 +136,44 @@ public final class EventLoop: @unchecked Sendable {
     // MARK: Cross-thread work
 
     /// Runs `task` on the loop thread soon. Safe from any thread; wakes the loop only when no wake-up
-    /// is already pending. Tasks submitted after the loop stopped are dropped.
-    public func execute(_ task: @escaping @Sendable () -> Void) {
-        submit(.closure(task))
+    /// is already pending.
+    /// - Throws: `EventLoopError.stopped` once the loop has stopped; `task` is then not run.
+    public func execute(_ task: @escaping @Sendable () -> Void) throws(EventLoopError) {
+        guard submit(.closure(task)) else { throw .stopped }
     }
 
     /// Runs a Swift concurrency job on the loop thread soon (what a task executor on this loop
     /// enqueues): queued as it is, with no closure allocated around it. The executor is held until
-    /// the job has run.
+    /// the job has run. A job enqueued once the loop has stopped runs on the global concurrent
+    /// executor instead: a job cannot be refused, and its task must not wait forever.
     public func enqueue(_ job: UnownedJob, on executor: any TaskExecutor) {
-        submit(.job(job, executor))
+        if !submit(.job(job, executor)) {
+            job.runSynchronously(on: globalConcurrentExecutor.asUnownedTaskExecutor())
+        }
     }
 
-    private func submit(_ work: LoopWork) {
+    /// Queues `work`; false when the loop has stopped.
+    private func submit(_ work: LoopWork) -> Bool {
         if inEventLoop {
             // From the loop itself (a reply resuming a task on this loop, an ack draining the
             // outbox): no eventfd round trip; the loop runs it before it next blocks.
-            tasks.withLock { $0.queue.append(work) }
-            localTasksPending = true
-            return
+            let queued = tasks.withLock { state -> Bool in
+                guard !state.stopped else { return false }
+                state.queue.append(work)
+                return true
+            }
+            if queued { localTasksPending = true }
+            return queued
         }
-        let wake = tasks.withLock { state -> Bool in
+        let (queued, wake) = tasks.withLock { state -> (Bool, Bool) in
+            guard !state.stopped else { return (false, false) }
             state.queue.append(work)
-            if state.wakePending { return false }
+            if state.wakePending { return (true, false) }
             state.wakePending = true
-            return true
+            return (true, true)
         }
         if wake { signalWake() }
+        return queued
     }
 
     private func signalWake() {
@@ -172,10 +188,14 @@ public final class EventLoop: @unchecked Sendable {
         deferred.append(work)
     }
 
-    /// Asks the loop to stop after the current iteration. Safe from any thread.
+    /// Asks the loop to stop after the current iteration. Safe from any thread; does nothing once
+    /// the loop has stopped.
     public func stop() {
-        execute { [self] in running = false }
+        try? execute { [self] in running = false }
     }
+
+    /// True once the loop has stopped for good (work handed to it is refused). Safe from any thread.
+    public var isStopped: Bool { tasks.withLock { $0.stopped } }
 
     /// Stops the loop and waits for its thread (started by `startThread`) to end.
     /// Must not be called on the loop thread.
@@ -277,8 +297,9 @@ public final class EventLoop: @unchecked Sendable {
         running = true
         onStart()
         var spinNext = false
+        var workLeft = false
         while running {
-            let n = waitForEvents(spinning: &spinNext)
+            let n = workLeft ? epoll_wait(epfd, events, Int32(Self.maxEvents), 0) : waitForEvents(spinning: &spinNext)
             if n < 0 {
                 if errno == EINTR { continue }
                 fatalError("epoll_wait failed: \(IOError("epoll_wait", errno: errno))")
@@ -298,9 +319,30 @@ public final class EventLoop: @unchecked Sendable {
                     handler.ready(mask)
                 }
             }
-            finishIteration()
+            workLeft = finishIteration()
         }
+        drainAtStop()
         threadID.store(0, ordering: .relaxed)
+    }
+
+    /// The loop is ending: refuse new work from now on, then run what was queued before the stop
+    /// (still on the loop thread) so that nobody waits for it forever.
+    private func drainAtStop() {
+        while true {
+            let batch = tasks.withLock { state -> [LoopWork] in
+                state.stopped = true
+                defer { state.queue = [] }
+                return state.queue
+            }
+            if batch.isEmpty && deferred.isEmpty { break }
+            for work in batch { run(work) }
+            let work = deferred
+            deferred = []
+            for w in work { w() }
+        }
+        localTasksPending = false
+        for s in dirty { s.flushFromLoop() }
+        dirty = []
     }
 
     /// `epoll_wait`, preceded by polling when `idleSpin` says so; updates whether to poll next time.
@@ -320,21 +362,37 @@ public final class EventLoop: @unchecked Sendable {
         return n
     }
 
-    /// Deferred work, then one flush of every channel written this iteration (repeat while either adds more).
-    private func finishIteration() {
+    /// How many rounds of loop-local tasks and deferred work one iteration runs before it polls
+    /// for I/O and timers again (as swift-nio bounds the tasks it runs per tick). Work that keeps
+    /// queueing more work then shares the thread with sockets and timers instead of starving them.
+    static let maxRoundsPerIteration = 16
+
+    /// Tasks queued from the loop thread and deferred work, each batch followed by one flush of
+    /// every channel written, repeated while they add more, up to `maxRoundsPerIteration` rounds.
+    /// Returns whether work is left: the next `epoll_wait` then only polls (timeout 0).
+    private func finishIteration() -> Bool {
+        var rounds = 0
         while !deferred.isEmpty || !dirty.isEmpty || localTasksPending {
+            if rounds == Self.maxRoundsPerIteration { break }
+            rounds += 1
             if localTasksPending { runLocalTasks() }
-            while !deferred.isEmpty {
+            if !deferred.isEmpty {
                 swap(&deferred, &deferredBatch)
                 for w in deferredBatch { w() }
                 deferredBatch.removeAll(keepingCapacity: true)
             }
-            if !dirty.isEmpty {
-                swap(&dirty, &dirtyBatch)
-                for s in dirtyBatch { s.flushFromLoop() }
-                dirtyBatch.removeAll(keepingCapacity: true)
-            }
+            flushDirty()
         }
+        // Bytes written by the last round leave now, not after the next poll.
+        flushDirty()
+        return localTasksPending || !deferred.isEmpty || !dirty.isEmpty
+    }
+
+    private func flushDirty() {
+        guard !dirty.isEmpty else { return }
+        swap(&dirty, &dirtyBatch)
+        for s in dirtyBatch { s.flushFromLoop() }
+        dirtyBatch.removeAll(keepingCapacity: true)
     }
 
     private func runTasks() {
@@ -353,13 +411,16 @@ public final class EventLoop: @unchecked Sendable {
             if clearingWake { state.wakePending = false }
             swap(&state.queue, &taskBatch)
         }
-        for work in taskBatch {
-            switch work {
-            case .closure(let task): task()
-            case .job(let job, let executor): job.runSynchronously(on: executor.asUnownedTaskExecutor())
-            }
-        }
+        for work in taskBatch { run(work) }
         taskBatch.removeAll(keepingCapacity: true)
+    }
+
+    @inline(__always)
+    private func run(_ work: LoopWork) {
+        switch work {
+        case .closure(let task): task()
+        case .job(let job, let executor): job.runSynchronously(on: executor.asUnownedTaskExecutor())
+        }
     }
 
     /// Grows the shared read buffer to at least `capacity` bytes (loop thread only).
@@ -382,23 +443,59 @@ private enum LoopWork: Sendable {
     case job(UnownedJob, any TaskExecutor)
 }
 
+/// The queue other threads hand work through (under the loop's mutex).
+private struct TaskQueue {
+    var queue: [LoopWork] = []
+    /// The eventfd was written and the loop has not taken the queue since.
+    var wakePending = false
+    /// The loop has ended: nothing more is queued.
+    var stopped = false
+}
+
+/// Why an event loop did not take work.
+public enum EventLoopError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The loop has stopped: work handed to it is not run.
+    case stopped
+
+    public var description: String {
+        switch self {
+        case .stopped: "the event loop has stopped"
+        }
+    }
+}
+
 private final class StartFlag: Sendable {
     let value = Atomic<Bool>(false)
 }
 
 extension EventLoop {
     /// Runs `body` on the loop and blocks the calling thread until it returns (never call it on the
-    /// loop itself: that would wait forever, so it traps instead).
+    /// loop itself: that would wait forever, so it traps instead). Blocking, so not for async code.
+    /// - Throws: what `body` throws, or `EventLoopError.stopped` if the loop has stopped.
+    @available(*, noasync, message: "blocks its thread; use the loop's executor or a continuation from async code")
     public func runAndWait<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
         precondition(!inEventLoop, "runAndWait called on its own event loop would deadlock")
         let done = DispatchSemaphore(value: 0)
         let result = Mutex<Result<T, any Error>?>(nil)
-        execute {
+        try execute {
             let r = Result { try body() }
             result.withLock { $0 = r }
             done.signal()
         }
         done.wait()
         return try result.withLock { $0! }.get()
+    }
+
+    /// Runs `body` on the loop and returns its result, suspending (not blocking) the caller: the
+    /// async counterpart of `runAndWait`.
+    /// - Throws: what `body` throws, or `EventLoopError.stopped` if the loop has stopped.
+    public func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+            do {
+                try execute { c.resume(with: Result { try body() }) }
+            } catch {
+                c.resume(throwing: error)
+            }
+        }
     }
 }

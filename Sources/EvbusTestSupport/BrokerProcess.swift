@@ -43,7 +43,7 @@ public final class InProcessBroker: Sendable {
 
     /// A counter from the broker's statistics.
     public func stat(_ name: String) -> UInt64 {
-        broker.statistics().first { $0.name == name }?.value ?? 0
+        ((try? broker.statistics()) ?? []).first { $0.name == name }?.value ?? 0
     }
 
     public func shutdown() { broker.shutdown() }

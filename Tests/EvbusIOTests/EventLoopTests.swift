@@ -52,7 +52,7 @@ import Testing
             for t in 0..<8 {
                 group.addTask {
                     for i in 0..<2000 {
-                        loop.execute {
+                        try! loop.execute {
                             if !loop.inEventLoop { log.offLoop.add(1, ordering: .relaxed) }
                             log.seen.withLock { $0[t, default: []].append(i) }
                         }

@@ -30,9 +30,9 @@ final class Recorder: ChannelDelegate, @unchecked Sendable {
     var closeReason: Channel.CloseReason? { state.withLock { $0.closed } }
 }
 
-/// Polls until `condition` or 20 s.
-func eventually(_ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(20)
+/// Polls until `condition` or `seconds`.
+func eventually(seconds: Double = 20, _ condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
     while Date() < deadline {
         if condition() { return true }
         usleep(2_000)

@@ -30,8 +30,8 @@ enum RPCScenarios {
         // Warm up: routes cached, buffers grown, threads awake.
         for p in peers { for _ in 0..<200 { _ = try await p.request(to: .queue(queue), payload) } }
         let perClient = calls / clients
-        let clientCPU = try clientLoop.runAndWait { ControllerScenarios.threadCPUNanos() }
-        let serverCPU = try serverLoop.runAndWait { ControllerScenarios.threadCPUNanos() }
+        let clientCPU = try await clientLoop.submit { ControllerScenarios.threadCPUNanos() }
+        let serverCPU = try await serverLoop.submit { ControllerScenarios.threadCPUNanos() }
         let brokerCPU = processCPUNanos(brokerPID)
         let start = monotonicNanos()
         let latencies = try await withThrowingTaskGroup(of: [UInt64].self) { group in
@@ -52,8 +52,8 @@ enum RPCScenarios {
         let elapsed = monotonicNanos() - start
         let n = UInt64(latencies.count)
         let cpu = (
-            client: (try clientLoop.runAndWait { ControllerScenarios.threadCPUNanos() } - clientCPU) / n,
-            server: (try serverLoop.runAndWait { ControllerScenarios.threadCPUNanos() } - serverCPU) / n,
+            client: (try await clientLoop.submit { ControllerScenarios.threadCPUNanos() } - clientCPU) / n,
+            server: (try await serverLoop.submit { ControllerScenarios.threadCPUNanos() } - serverCPU) / n,
             broker: (processCPUNanos(brokerPID) &- brokerCPU) / n)
         try await responder.cancel()
         for p in peers { await p.close() }

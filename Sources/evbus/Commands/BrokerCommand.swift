@@ -61,7 +61,7 @@ struct BrokerCommand: EvbusCommand {
         }
         let signalName = await waitForTerminationSignal()
         log.info("\(signalName) received: shutting down")
-        broker.shutdown()
+        await broker.shutdown()
         log.info("stopped")
         return ExitCode.success
     }
