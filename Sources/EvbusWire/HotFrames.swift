@@ -206,3 +206,44 @@ public enum AckEncoder {
         w.u8(flags)
     }
 }
+
+/// An ACK or NACK body seen in place: `u64 delivery_tag`, `u8 flags` (PROTOCOL.md §5.9).
+public struct AckView {
+    public var deliveryTag: UInt64
+    public var flags: UInt8
+
+    /// - Parameter isNack: NACK also allows the `requeue` bit.
+    @inlinable
+    public init(body: UnsafeRawBufferPointer, isNack: Bool) throws(WireError) {
+        let name = isNack ? "NACK" : "ACK"
+        guard body.count == 9 else {
+            throw WireError(.malformedFrame, "\(name) body is \(body.count) bytes; it must be 9")
+        }
+        deliveryTag = UInt64(littleEndian: body.loadUnaligned(as: UInt64.self))
+        flags = body[8]
+        let allowed = isNack ? AckFlag.multiple | AckFlag.requeue : AckFlag.multiple
+        guard flags & ~allowed == 0 else {
+            throw WireError(.malformedFrame, "reserved \(name) flag bits set (0x\(String(flags, radix: 16)))")
+        }
+    }
+}
+
+/// A stored message tail (what `MessageEncoder.writeTail` wrote: the end of a MESSAGE body) seen
+/// in place.
+public struct MessageTailView {
+    public var publisher: UInt64
+    public var exchange: UnsafeRawBufferPointer
+    public var routingKey: UnsafeRawBufferPointer
+    public var properties: UnsafeRawBufferPointer
+    public var payload: UnsafeRawBufferPointer
+
+    @inlinable
+    public init(tail: UnsafeRawBufferPointer) throws(WireError) {
+        var r = ByteReader(tail)
+        publisher = try r.u64("publisher")
+        exchange = try r.stringBytes("exchange name")
+        routingKey = try r.stringBytes("routing key")
+        properties = try MessageProperties.checkedBlock(&r)
+        payload = r.rest()
+    }
+}

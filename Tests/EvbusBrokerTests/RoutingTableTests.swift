@@ -125,16 +125,18 @@ import Testing
         let tags = (0..<5).map { ledger.record(message("\($0)"), consumer: c) }
         #expect(tags == [1, 2, 3, 4, 5])
         var settled: [String] = []
-        try ledger.settle(3, multiple: false) { m, _ in settled.append(text(m)) }
-        #expect(throws: WireError.self) { try ledger.settle(3, multiple: false) { _, _ in } }
-        #expect(throws: WireError.self) { try ledger.settle(9, multiple: false) { _, _ in } }
-        #expect(throws: WireError.self) { try ledger.settle(0, multiple: false) { _, _ in } }
-        try ledger.settle(4, multiple: true) { m, _ in settled.append(text(m)) }
+        settled.append(text(try ledger.settle(3).0))
+        #expect(throws: WireError.self) { try ledger.settle(3) }
+        #expect(throws: WireError.self) { try ledger.settle(9) }
+        #expect(throws: WireError.self) { try ledger.settle(0) }
+        var upTo4: [UnackedLedger.Settled] = []
+        try ledger.settleUpTo(4, into: &upTo4)
+        settled += upTo4.map { text($0.message) }
         #expect(settled == ["2", "0", "1", "3"])
-        var rest: [String] = []
-        ledger.takeAll(of: c) { m, _ in rest.append(text(m)) }
+        let rest = ledger.takeAll(of: c).map { text($0.message) }
         #expect(rest == ["4"] && ledger.outstanding == 0)
-        #expect(throws: WireError.self) { try ledger.settle(0, multiple: true) { _, _ in } }
+        var none: [UnackedLedger.Settled] = []
+        #expect(throws: WireError.self) { try ledger.settleUpTo(0, into: &none) }
     }
 
     @Test func exclusiveQueuesAndConflictingDeclarations() throws {

@@ -2,29 +2,18 @@ public import EvbusIO
 public import EvbusWire
 import Glibc
 
-/// The broker on its event loop: accepts connections, owns the routing table, delivers.
-/// The only place where routing meets I/O. Loop-bound: create and use it on `loop`'s thread.
+/// The broker on its event loop: the glue between the sockets and the broker core. It accepts
+/// connections, hands their frames to the core, and carries out what the core asks (bytes to a
+/// connection, pause, resume, close, a wake-up), holding no broker rule itself.
+/// Loop-bound: create and use it on `loop`'s thread.
 public final class BrokerServer {
     public let config: BrokerConfig
     public let socketPath: String
     let loop: EventLoop
     let log: Logger
-    // Hot-path state below is only touched on the loop thread, one access at a time; dynamic
-    // exclusivity checks on it cost more than the work itself (measured with perf), so they are off.
-    @exclusivity(unchecked) var stats = BrokerStats()
-    /// Exchanges, queues and bindings; `topology.defaultTopic` also holds plain subscriptions.
-    let topology = Topology()
-    let defaultTopicName = Array("amq.topic".utf8)
-    /// Reused buffers of the queue paths (loop thread only).
-    @exclusivity(unchecked) var droppedScratch: [StoredMessage] = []
-    @exclusivity(unchecked) var touchedQueues: [MessageQueue] = []
-    /// A queue whose consumers' ACKs made room during this read batch (see `ack`).
-    @exclusivity(unchecked) var pendingDispatch: MessageQueue?
-    /// The route of a publish to an inbox, rewritten in place for each one (see `publishTo`).
-    @exclusivity(unchecked) var inboxRoute = [RouteTarget(connection: 0, subscription: Inbox.subscriptionID)]
-    /// How deep dead letters are nested right now (a cycle guard).
-    var deadLetterDepth = 0
-    var lastRateSample = monotonicNanos()
+    /// The rules. Created right after the server (it needs the server as its output).
+    private(set) var core: BrokerCore<BrokerServer>!
+
     /// What timers hold instead of a weak reference to the server: a weak reference would give the
     /// server a refcount side table and put every retain of it on the slow path (measured: the
     /// work-queue benchmark spent 7% of its time there).
@@ -48,15 +37,13 @@ public final class BrokerServer {
         }
     }
     private var rateTimer: TimerID?
+    /// The core's one wake-up (`wake(at:)`): its deadline and timer.
+    private var wakeTimer: (at: UInt64, id: TimerID)?
 
     private var listener: Listener?
-    /// Indexed by slot, the number routing targets use; freed slots are reused.
+    /// Indexed by the core's session slots: a connection exists exactly while its session does.
+    /// Read for every frame the core writes.
     @exclusivity(unchecked) private(set) var connections: [BrokerConnection?] = []
-    private var freeSlots: [UInt32] = []
-    /// Connection id → slot, for inboxes (`amq.inbox.<id>`).
-    @exclusivity(unchecked) var slotsByID: [UInt64: UInt32] = [:]
-    private var liveConnections = 0
-    private var nextConnectionID: UInt64 = 1
     var onShutdownComplete: (() -> Void)?
 
     /// Binds the socket and starts accepting. Refuses to start over a live broker; replaces a stale
@@ -66,27 +53,19 @@ public final class BrokerServer {
         self.loop = loop
         self.log = log
         socketPath = SocketPath.resolve(config.socketPath)
+        core = BrokerCore(settings: CoreSettings(config), output: self)
         try Self.clearStaleSocket(socketPath, log: log)
         listener = try Listener(
             path: socketPath, mode: config.socketMode, loop: loop,
             onAccept: { [unowned self] fd in accept(fd) },
             onError: { [log] error in log.error("accept: \(error)") })
-        try declareConfigured()
-        rateTimer = scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { server in
-            let now = monotonicNanos()
-            server.topology.sampleRates(elapsedNanos: now - server.lastRateSample)
-            server.lastRateSample = now
-        }
-        log.info("listening on \(socketPath) (policy \(config.slowConsumerPolicy.rawValue), max frame \(config.maxFrameBytes) bytes)")
-    }
-
-    /// Creates the exchanges, queues and bindings the config declares.
-    private func declareConfigured() throws {
         do {
-            try topology.declare(config)
+            try core.topology.declare(config)
         } catch {
             throw StartError(description: "config: \(error.keyPath): \(error.reason)")
         }
+        rateTimer = scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { $0.core.sampleRates() }
+        log.info("listening on \(socketPath) (policy \(config.slowConsumerPolicy.rawValue), max frame \(config.maxFrameBytes) bytes)")
     }
 
     /// Why the broker cannot start.
@@ -116,83 +95,42 @@ public final class BrokerServer {
             channel = try Channel(fd: fd, loop: loop, highWatermark: config.highWatermarkBytes, lowWatermark: config.lowWatermarkBytes)
         } catch {
             log.error("cannot register connection: \(error)")
-            close(fd)
+            Glibc.close(fd)
             return
         }
-        let slot: UInt32
-        if let reused = freeSlots.popLast() {
-            slot = reused
-        } else {
-            slot = UInt32(connections.count)
-            connections.append(nil)
-        }
-        let connection = BrokerConnection(id: nextConnectionID, slot: slot, channel: channel, credentials: credentials, server: self)
-        nextConnectionID += 1
-        connections[Int(slot)] = connection
-        slotsByID[connection.id] = slot
-        liveConnections += 1
-        stats.connectionsTotal += 1
+        let session = core.open()
+        let slot = Int(session.slot)
+        if slot == connections.count { connections.append(nil) }
+        let connection = BrokerConnection(session: session, channel: channel, credentials: credentials, server: self)
+        connections[slot] = connection
         channel.delegate = connection
         if onShutdownComplete != nil { goAway(connection) }
         // A silent client must not hold a connection forever. The timer names the connection by slot
         // and id: a weak reference would give every connection a refcount side table, which made
         // all its retains and releases take the slow path (measured: -30% pub/sub throughput).
-        let id = connection.id
+        let id = session.id
         scheduleTimer(afterNanos: UInt64(config.handshakeTimeoutMillis) * 1_000_000) { server in
-            guard let c = server.connections[Int(slot)], c.id == id, c.phase == .preamble || c.phase == .hello else { return }
+            guard let c = server.connections[slot], c.session.id == id, c.phase != .open else { return }
             c.fail(WireError(.handshakeTimeout, "no handshake (preamble and HELLO) within \(server.config.handshakeTimeoutMillis) ms"))
         }
     }
 
     func connectionClosed(_ c: BrokerConnection, reason: Channel.CloseReason) {
-        guard connections[Int(c.slot)] === c else { return }
-        topology.defaultTopic.topics.removeAll(connection: c.slot, subscriptions: c.subscriptions)
-        c.subscriptions.removeAll()
-        releaseQueues(of: c)
-        abandonRequests(of: c)
-        releasePublishers(blockedOn: c)
-        connections[Int(c.slot)] = nil
-        slotsByID[c.id] = nil
-        freeSlots.append(c.slot)
-        liveConnections -= 1
+        let slot = Int(c.session.slot)
+        guard connections[slot] === c else { return }
+        core.closed(c.session)
+        connections[slot] = nil
         log.debug("\(c.label) closed: \(reason)")
-        if liveConnections == 0, let done = onShutdownComplete {
+        if core.liveSessions == 0, let done = onShutdownComplete {
             onShutdownComplete = nil
             done()
         }
     }
 
-    public var connectionCount: Int { liveConnections }
-
-    // MARK: Subscriptions
-
-    func subscribe(_ c: BrokerConnection, id: UInt32, pattern: String) throws(WireError) {
-        guard id != Inbox.subscriptionID else {
-            throw WireError(.duplicateSubscription, "subscription id 0 is reserved: DELIVER frames with id 0 are replies to this connection's inbox")
-        }
-        guard c.subscriptions.count < config.maxSubscriptionsPerConnection || c.subscriptions.contains(id) else {
-            throw WireError(.tooManySubscriptions, "this connection already holds \(c.subscriptions.count) subscriptions, the limit")
-        }
-        guard c.consumers[id] == nil else {
-            throw WireError(.duplicateSubscription, "id \(id) is already in use by a consumer on this connection")
-        }
-        try topology.defaultTopic.topics.subscribe(pattern, RouteTarget(connection: c.slot, subscription: id))
-        c.subscriptions.insert(id)
-    }
-
-    func unsubscribe(_ c: BrokerConnection, id: UInt32) throws(WireError) {
-        try topology.defaultTopic.topics.unsubscribe(RouteTarget(connection: c.slot, subscription: id))
-        c.subscriptions.remove(id)
-    }
-
-    func statEntries() -> [StatEntry] {
-        stats.entries(
-            connections: liveConnections, subscriptions: topology.defaultTopic.topics.subscriptionCount,
-            exchanges: topology.exchanges.count, queues: topology.liveQueues.count)
-    }
+    public var connectionCount: Int { core.liveSessions }
 
     /// The counters, for tests and the CLI (loop thread only).
-    public var statistics: [StatEntry] { statEntries() }
+    public var statistics: [StatEntry] { core.statEntries() }
 
     // MARK: Shutdown
 
@@ -203,11 +141,13 @@ public final class BrokerServer {
         listener?.close()
         listener = nil
         if let rateTimer { loop.cancelTimer(rateTimer) }
+        if let wakeTimer { loop.cancelTimer(wakeTimer.id) }
+        wakeTimer = nil
         var finished = false
         let finish = { if !finished { finished = true; done() } }
         onShutdownComplete = finish
         for case let c? in connections { goAway(c, graceNanos: graceNanos) }
-        if liveConnections == 0 {
+        if core.liveSessions == 0 {
             onShutdownComplete = nil
             finish()
             return
@@ -219,9 +159,63 @@ public final class BrokerServer {
     }
 
     private func goAway(_ c: BrokerConnection, graceNanos: UInt64 = 1_000_000_000) {
-        guard c.phase != .closing else { return }
+        guard c.session.isOpen else { return }
         c.send(.close(code: ErrorCode.shuttingDown.rawValue, reason: "broker shutting down"))
-        c.phase = .closing
-        c.channel.closeAfterFlush(graceNanos: graceNanos)
+        c.close(graceNanos: graceNanos)
+    }
+}
+
+/// What the core asks, carried out on channels.
+extension BrokerServer: BrokerOutput {
+    @inline(__always)
+    public func reserve(_ connection: UInt32, _ count: Int) -> UnsafeMutableRawPointer {
+        connections[Int(connection)]!.channel.reserve(count)
+    }
+
+    @inline(__always)
+    public func commit(_ connection: UInt32, _ count: Int) -> Bool {
+        let channel = connections[Int(connection)]!.channel
+        channel.commit(count)
+        return channel.isWritable
+    }
+
+    public func bufferedBytes(_ connection: UInt32) -> Int {
+        connections[Int(connection)]?.channel.bufferedBytes ?? 0
+    }
+
+    public func pauseReading(_ connection: UInt32) {
+        connections[Int(connection)]?.channel.pauseReading()
+    }
+
+    public func resumeReading(_ connection: UInt32) {
+        connections[Int(connection)]?.channel.resumeReading()
+    }
+
+    public func close(_ connection: UInt32, graceNanos: UInt64) {
+        connections[Int(connection)]?.close(graceNanos: graceNanos)
+    }
+
+    public func wake(at deadline: UInt64) {
+        if let current = wakeTimer {
+            if current.at == deadline { return }
+            loop.cancelTimer(current.id)
+            wakeTimer = nil
+        }
+        guard deadline != 0 else { return }
+        let now = monotonicNanos()
+        let id = scheduleTimer(afterNanos: deadline > now ? deadline - now : 0) { server in
+            server.wakeTimer = nil
+            server.core.timerFired()
+        }
+        wakeTimer = (deadline, id)
+    }
+
+    public func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String) {
+        let line = connection.flatMap { connections[Int($0)] }.map { "\($0.label): \(message)" } ?? message
+        switch level {
+        case .debug: log.debug(line)
+        case .info: log.info(line)
+        case .warning: log.warning(line)
+        }
     }
 }

@@ -17,7 +17,7 @@ public final class MessageQueue {
     /// Memory the ready messages take (stored bytes, not just payloads): what backpressure watches.
     @exclusivity(unchecked) public private(set) var readyMemory = 0
     /// Publishers paused because this queue holds more than the high watermark: (slot, id).
-    @exclusivity(unchecked) public var blockedPublishers: [(slot: UInt32, id: UInt64)] = []
+    var blockedPublishers: [PublisherRef] = []
     @exclusivity(unchecked) public private(set) var consumers: [ConsumerRecord] = []
     @exclusivity(unchecked) private var nextConsumer = 0
     /// Deliveries to manual-ack consumers not yet acknowledged.
@@ -26,7 +26,7 @@ public final class MessageQueue {
     public private(set) var hadConsumer = false
     /// (exchange, key) of every explicit binding, to undo them when the queue goes.
     public var bindings: Set<BindingKey> = []
-    /// The server has a TTL timer armed for the head (monotonic ns), 0 = none.
+    /// The core has an expiry armed for the head (monotonic ns), 0 = none.
     @exclusivity(unchecked) public var expiryTimerAt: UInt64 = 0
 
     @exclusivity(unchecked) public var published: UInt64 = 0

@@ -1,9 +1,8 @@
-import EvbusIO
 import EvbusWire
 
 /// Request/reply (PROTOCOL.md §5.13): inboxes, ROUTED counts, and telling callers when the
 /// responder that accepted their request goes away before answering.
-extension BrokerServer {
+extension BrokerCore {
     /// A request must say where its reply goes and how to match it: a correlation id and a
     /// reply-to that names a live inbox or an existing queue. Returns the correlation id.
     func checkRequest(_ block: UnsafeRawBufferPointer) throws(WireError) -> String {
@@ -43,21 +42,18 @@ extension BrokerServer {
     }
 
     /// `responder` accepted (acknowledged, or received with auto-ack) a request: watch it until answered.
-    func openRequest(_ m: StoredMessage, acceptedBy responder: BrokerConnection) {
+    func openRequest(_ m: StoredMessage, acceptedBy responder: Session) {
         m.tail.withUnsafeBytes { tail in
-            // The stored tail: u64 publisher, str exchange, str routing key, then the properties.
-            var r = ByteReader(tail)
-            guard (try? r.u64("publisher")) != nil, (try? r.stringBytes("exchange")) != nil,
-                (try? r.stringBytes("routing key")) != nil
-            else { return }
-            let (id, replyTo) = MessageProperties.routingFields(block: r.rest())
+            // The tail was written by this process from checked input: it always parses.
+            guard let view = try? MessageTailView(tail: tail) else { return }
+            let (id, replyTo) = MessageProperties.routingFields(block: view.properties)
             guard let id, let replyTo, let caller = Inbox.connectionID(replyTo) else { return }
             responder.openRequests.append((caller, String(decoding: id, as: UTF8.self)))
         }
     }
 
     /// `responder` published into `caller`'s inbox: if that answers a request it accepted, close it.
-    func answered(by responder: BrokerConnection, caller: UInt64, properties: UnsafeRawBufferPointer) {
+    func answered(by responder: Session, caller: UInt64, properties: UnsafeRawBufferPointer) {
         guard let idBytes = MessageProperties.routingFields(block: properties).correlationID else { return }
         let id = String(decoding: idBytes, as: UTF8.self)
         if let i = responder.openRequests.firstIndex(where: { $0.caller == caller && $0.correlationID == id }) {
@@ -66,13 +62,15 @@ extension BrokerServer {
     }
 
     /// `responder` went: every caller still waiting on it is told now, not at its timeout.
-    func abandonRequests(of responder: BrokerConnection) {
-        if !responder.openRequests.isEmpty { log.debug("\(responder.label) closed with \(responder.openRequests.count) requests unanswered") }
+    func abandonRequests(of responder: Session) {
+        if !responder.openRequests.isEmpty {
+            output.log(.debug, responder.slot, "closed with \(responder.openRequests.count) requests unanswered")
+        }
         for (caller, id) in responder.openRequests {
-            guard let slot = slotsByID[caller], let c = connections[Int(slot)], c.phase == .open else { continue }
-            c.send(.returned(
+            guard let slot = slotsByID[caller], let c = session(slot), c.isOpen else { continue }
+            send(.returned(
                 code: .responderGone, exchange: "", routingKey: Inbox.name(connectionID: caller),
-                properties: MessageProperties(correlationID: id), payload: []))
+                properties: MessageProperties(correlationID: id), payload: []), to: c)
         }
         responder.openRequests.removeAll()
     }

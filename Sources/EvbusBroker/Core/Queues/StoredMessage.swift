@@ -10,7 +10,7 @@ public struct StoredMessage {
     public var expiresAt: UInt64
     public var redelivered = false
     /// Published as a request (PUBLISH_TO flag 0x04): accepting it opens a request the broker
-    /// watches until its reply (see `BrokerServer.openRequest`).
+    /// watches until its reply (see `BrokerCore.openRequest`).
     public var isRequest = false
 
     public init(tail: [UInt8], payloadCount: Int, expiresAt: UInt64) {
@@ -48,13 +48,14 @@ public struct StoredMessage {
 
     public func parts() -> Parts {
         tail.withUnsafeBytes { raw in
-            var r = ByteReader(raw)
-            // The tail was written by this process from checked input: it always decodes.
-            let publisher = (try? r.u64("publisher")) ?? 0
-            let exchange = (try? r.string("exchange")) ?? ""
-            let key = (try? r.string("routing key")) ?? ""
-            let properties = (try? MessageProperties.read(&r).0) ?? .none
-            return Parts(publisher: publisher, exchange: exchange, routingKey: key, properties: properties, payload: Array(r.rest()))
+            // The tail was written by this process from checked input: it always parses.
+            guard let view = try? MessageTailView(tail: raw) else {
+                return Parts(publisher: 0, exchange: "", routingKey: "", properties: .none, payload: [])
+            }
+            return Parts(
+                publisher: view.publisher, exchange: String(decoding: view.exchange, as: UTF8.self),
+                routingKey: String(decoding: view.routingKey, as: UTF8.self),
+                properties: MessageProperties.decode(block: view.properties), payload: Array(view.payload))
         }
     }
 

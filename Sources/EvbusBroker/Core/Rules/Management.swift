@@ -1,10 +1,9 @@
-import EvbusIO
 import EvbusWire
 
 /// Declaring, binding, consuming and deleting: the cold requests on exchanges and queues.
 /// Each either succeeds and is answered (OK / QUEUE_OK) or refuses that one request.
-extension BrokerServer {
-    func handleRouting(_ frame: Frame, from c: BrokerConnection) {
+extension BrokerCore {
+    func handleRouting(_ frame: Frame, from c: Session) {
         switch frame {
         case .declareExchange(let id, let name, let kind, let passive):
             answer(c, id) { () throws(WireError) in
@@ -48,9 +47,13 @@ extension BrokerServer {
                 return .ok(requestID: id)
             }
         case .consume(let id, let queue, let flags, let prefetch):
-            answer(c, id) { () throws(WireError) in
-                try consume(c, id: id, queue: queue, manualAck: flags & ConsumeFlag.manualAck != 0, prefetch: Int(prefetch))
-                return .ok(requestID: id)
+            do {
+                let q = try consume(c, id: id, queue: queue, manualAck: flags & ConsumeFlag.manualAck != 0, prefetch: Int(prefetch))
+                // The OK goes out before the first MESSAGE.
+                send(.ok(requestID: id), to: c)
+                dispatch(q)
+            } catch {
+                refuse(error, requestID: id, to: c)
             }
         case .cancel(let id):
             answer(c, id) { () throws(WireError) in
@@ -60,26 +63,14 @@ extension BrokerServer {
                 removeConsumer(consumer, of: c)
                 return .ok(requestID: id)
             }
-        case .topology(let id):
-            let (exchanges, queues) = topology.summaries()
-            c.send(.topologyReply(requestID: id, exchanges: exchanges, queues: queues))
         default:
-            break
-        }
-    }
-
-    /// Runs one request; its reply, or its refusal, goes back under the request's id.
-    private func answer(_ c: BrokerConnection, _ id: UInt32, _ body: () throws(WireError) -> Frame) {
-        do {
-            c.send(try body())
-        } catch {
-            c.refuse(error, requestID: id)
+            preconditionFailure("\(frame.type.name) is not a routing request")
         }
     }
 
     // MARK: Consumers
 
-    private func consume(_ c: BrokerConnection, id: UInt32, queue name: String, manualAck: Bool, prefetch: Int) throws(WireError) {
+    private func consume(_ c: Session, id: UInt32, queue name: String, manualAck: Bool, prefetch: Int) throws(WireError) -> MessageQueue {
         guard id != 0 else {
             throw WireError(.duplicateSubscription, "consumer id 0 is reserved (it would be confused with the inbox)")
         }
@@ -89,29 +80,23 @@ extension BrokerServer {
         let q = try topology.queue(name, connection: c.id)
         let consumer = ConsumerRecord(
             connectionSlot: c.slot, connectionID: c.id, id: id, manualAck: manualAck, prefetch: prefetch, queue: q)
-        consumer.blocked = c.consumersBlocked
+        consumer.blocked = c.outputFull
         c.consumers[id] = consumer
         q.add(consumer)
-        // The OK goes out before the first MESSAGE: dispatch once this request is answered.
-        loop.deferWork { [unowned self] in
-            if topology.queues[Int(q.slot)] === q { dispatch(q) }
-        }
+        return q
     }
 
     /// Cancels a consumer: its unacknowledged messages go back to the head of the queue (flagged
     /// redelivered) and an auto-delete queue left without consumers is deleted.
-    func removeConsumer(_ consumer: ConsumerRecord, of c: BrokerConnection) {
-        var back: [(MessageQueue, StoredMessage)] = []
-        c.ledger.takeAll(of: consumer) { m, owner in
-            owner.queue.settled(owner, acked: false)
-            back.append((owner.queue, m))
-        }
+    func removeConsumer(_ consumer: ConsumerRecord, of c: Session) {
+        let back = c.ledger.takeAll(of: consumer)
+        for s in back { s.consumer.queue.settled(s.consumer, acked: false) }
         c.consumers[consumer.id] = nil
         let q = consumer.queue
         q.remove(consumer)
-        q.requeue(back.map(\.1))
+        q.requeue(back.map(\.message))
         if q.options.autoDelete && q.consumers.isEmpty && q.hadConsumer {
-            log.debug("auto-delete queue \"\(q.name)\" lost its last consumer; deleting it")
+            output.log(.debug, c.slot, "auto-delete queue \"\(q.name)\" lost its last consumer; deleting it")
             deleteQueue(q, closing: c)
         } else {
             dispatch(q)
@@ -121,12 +106,12 @@ extension BrokerServer {
     /// Deletes a queue: its other consumers are told (CANCEL from the broker), its messages and
     /// unacknowledged deliveries are discarded, its bindings removed. `closing` is a connection
     /// being torn down, which is not sent anything.
-    func deleteQueue(_ q: MessageQueue, closing: BrokerConnection?) {
+    func deleteQueue(_ q: MessageQueue, closing: Session?) {
         for consumer in q.consumers {
-            guard let owner = connections[Int(consumer.connectionSlot)] else { continue }
-            owner.ledger.takeAll(of: consumer) { _, holder in holder.queue.settled(holder, acked: false) }
+            guard let owner = session(consumer.connectionSlot) else { continue }
+            for s in owner.ledger.takeAll(of: consumer) { s.consumer.queue.settled(s.consumer, acked: false) }
             owner.consumers[consumer.id] = nil
-            if owner !== closing && owner.phase == .open { owner.send(.cancel(consumerID: consumer.id)) }
+            if owner !== closing && owner.isOpen { send(.cancel(consumerID: consumer.id), to: owner) }
         }
         for consumer in q.consumers { q.remove(consumer) }
         _ = q.purge()
@@ -137,16 +122,15 @@ extension BrokerServer {
     /// A connection went: everything its consumers held goes back to the head of its queues in
     /// delivery order (flagged redelivered), auto-delete queues it was the last consumer of and
     /// exclusive queues it owned are deleted.
-    func releaseQueues(of c: BrokerConnection) {
-        var back: [(MessageQueue, StoredMessage)] = []
-        c.ledger.takeAll(of: nil) { m, owner in
-            owner.queue.settled(owner, acked: false)
-            back.append((owner.queue, m))
-        }
+    func releaseQueues(of c: Session) {
+        let back = c.ledger.takeAll(of: nil)
+        for s in back { s.consumer.queue.settled(s.consumer, acked: false) }
         let consumers = Array(c.consumers.values)
         c.consumers.removeAll()
         for consumer in consumers { consumer.queue.remove(consumer) }
-        for q in Self.distinct(back.map(\.0)) { q.requeue(back.filter { $0.0 === q }.map(\.1)) }
+        for q in Self.distinct(back.map(\.consumer.queue)) {
+            q.requeue(back.filter { $0.consumer.queue === q }.map(\.message))
+        }
         for q in Self.distinct(consumers.map(\.queue)) {
             if q.options.autoDelete && q.consumers.isEmpty && q.hadConsumer {
                 deleteQueue(q, closing: c)

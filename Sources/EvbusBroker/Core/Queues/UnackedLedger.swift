@@ -32,33 +32,28 @@ public struct UnackedLedger {
         return tag
     }
 
-    /// Settles `tag` (or, with `multiple`, every outstanding tag up to it; tag 0 with `multiple`
-    /// means all), calling `body` for each in tag order. Throws `unknown-delivery-tag` when nothing
-    /// outstanding matches: an unknown, already settled, or never-issued tag.
-    public mutating func settle(
-        _ tag: UInt64, multiple: Bool, _ body: (StoredMessage, ConsumerRecord) -> Void
-    ) throws(WireError) {
-        let last = multiple && tag == 0 ? nextTag - 1 : tag
+    /// One settled delivery: the message and the consumer it was delivered to.
+    public struct Settled {
+        public var message: StoredMessage
+        public var consumer: ConsumerRecord
+    }
+
+    /// Settles every outstanding tag up to `tag` (tag 0 means all), appending each to `settled` in
+    /// tag order. Throws `unknown-delivery-tag` when nothing outstanding matches: an unknown,
+    /// already settled, or never-issued tag. The caller acts on `settled` afterwards, so no access
+    /// to the ledger is open while it does.
+    public mutating func settleUpTo(_ tag: UInt64, into settled: inout [Settled]) throws(WireError) {
+        let last = tag == 0 ? nextTag - 1 : tag
         guard tag < nextTag, last >= firstTag, !entries.isEmpty else { throw unknown(tag) }
-        if multiple {
-            var settledAny = false
-            let end = Int(last - firstTag)
-            for i in 0...end {
-                if let m = entries[i].message {
-                    entries[i].message = nil
-                    outstanding -= 1
-                    settledAny = true
-                    body(m, entries[i].consumer)
-                }
+        let before = settled.count
+        for i in 0...Int(last - firstTag) {
+            if let m = entries[i].message {
+                entries[i].message = nil
+                outstanding -= 1
+                settled.append(Settled(message: m, consumer: entries[i].consumer))
             }
-            guard settledAny else { throw unknown(tag) }
-        } else {
-            let i = Int(tag - firstTag)
-            guard let m = entries[i].message else { throw unknown(tag) }
-            entries[i].message = nil
-            outstanding -= 1
-            body(m, entries[i].consumer)
         }
+        guard settled.count > before else { throw unknown(tag) }
         compact()
     }
 
@@ -75,16 +70,18 @@ public struct UnackedLedger {
         return (m, consumer)
     }
 
-    /// Removes every outstanding delivery of `consumer` (or of all consumers when nil), in tag order,
-    /// for requeueing.
-    public mutating func takeAll(of consumer: ConsumerRecord?, _ body: (StoredMessage, ConsumerRecord) -> Void) {
+    /// Removes every outstanding delivery of `consumer` (or of all consumers when nil), in tag
+    /// order, for requeueing.
+    public mutating func takeAll(of consumer: ConsumerRecord?) -> [Settled] {
+        var taken: [Settled] = []
         for i in 0..<entries.count {
             guard let m = entries[i].message, consumer == nil || entries[i].consumer === consumer else { continue }
             entries[i].message = nil
             outstanding -= 1
-            body(m, entries[i].consumer)
+            taken.append(Settled(message: m, consumer: entries[i].consumer))
         }
         compact()
+        return taken
     }
 
     private mutating func compact() {

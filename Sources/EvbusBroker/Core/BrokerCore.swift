@@ -1,0 +1,267 @@
+public import EvbusWire
+
+/// The broker's rules, as a state machine with no I/O.
+///
+/// It owns the topology (exchanges, queues, bindings, plain subscriptions), every connection's
+/// session (consumers, unacknowledged deliveries, open requests, confirms, backpressure links)
+/// and the counters. It changes only in response to its inputs, the methods below: a connection
+/// opened, a frame it sent, the end of a batch of its frames, its output draining, it closing or
+/// closed, a timer. It answers only through `output`: bytes to a connection, pause or resume a
+/// connection's input, close a connection, wake me at this time, a log line. Every change of a
+/// queue's state therefore passes through this type, which is where persistence will record it
+/// and access control will check it.
+///
+/// Time comes from `clock`, so the rules that depend on it (TTL) are tested without sleeping.
+/// Loop-bound: every input must come from one thread, one at a time.
+public final class BrokerCore<Output: BrokerOutput> {
+    public let settings: CoreSettings
+    public let clock: BrokerClock
+    /// The output owns the core and outlives it (the server, or a test's memory output), so an
+    /// unchecked reference is safe and costs no reference counting per delivery.
+    unowned(unsafe) let output: Output
+
+    /// Read and bumped on every publish and delivery, one access at a time on the loop thread;
+    /// the dynamic exclusivity check cost more than the increment (perf), so it is off.
+    @exclusivity(unchecked) public internal(set) var stats = BrokerStats()
+    /// Exchanges, queues and bindings; `topology.defaultTopic` also holds plain subscriptions.
+    public let topology = Topology()
+    let defaultTopicName = Array("amq.topic".utf8)
+
+    /// Indexed by slot, the number routing targets and outputs use; freed slots are reused.
+    /// Read for every delivery.
+    @exclusivity(unchecked) private(set) var sessions: [Session?] = []
+    private var freeSlots: [UInt32] = []
+    /// Connection id → slot, for inboxes (`amq.inbox.<id>`).
+    var slotsByID: [UInt64: UInt32] = [:]
+    public private(set) var liveSessions = 0
+    private var nextConnectionID: UInt64 = 1
+
+    // Scratch state of the queue paths, reused so a message costs no allocation here.
+    var droppedScratch: [StoredMessage] = []
+    var settledScratch: [UnackedLedger.Settled] = []
+    var touchedQueues: [MessageQueue] = []
+    /// A queue whose consumers' ACKs made room during this read batch (see `ack`).
+    var pendingDispatch: MessageQueue?
+    /// The route of a publish to an inbox, rewritten in place for each one (see `publishTo`).
+    var inboxRoute = [RouteTarget(connection: 0, subscription: Inbox.subscriptionID)]
+    /// How deep dead letters are nested right now (a cycle guard).
+    var deadLetterDepth = 0
+    var expiries = ExpiryTimers()
+    /// The wake-up last asked of the output (0 = none).
+    var wakeRequested: UInt64 = 0
+    private var lastRateSample: UInt64
+
+    public init(settings: CoreSettings, clock: BrokerClock = .monotonic, output: Output) {
+        self.settings = settings
+        self.clock = clock
+        self.output = output
+        lastRateSample = clock.now()
+    }
+
+    // MARK: Connections
+
+    /// A connection was accepted: it gets a session, a slot and an id (the one WELCOME announces).
+    public func open() -> Session {
+        let slot: UInt32
+        if let reused = freeSlots.popLast() {
+            slot = reused
+        } else {
+            slot = UInt32(sessions.count)
+            sessions.append(nil)
+        }
+        let session = Session(id: nextConnectionID, slot: slot)
+        nextConnectionID += 1
+        sessions[Int(slot)] = session
+        slotsByID[session.id] = slot
+        liveSessions += 1
+        stats.connectionsTotal += 1
+        return session
+    }
+
+    /// The connection is closing (a protocol error, its CLOSE, the broker shutting down): nothing
+    /// more is delivered to it. Its state is released when it has `closed`.
+    public func closing(_ s: Session) {
+        s.isOpen = false
+    }
+
+    /// The connection is gone: its subscriptions end, its unacknowledged deliveries go back to
+    /// their queues, its exclusive and auto-delete queues go, its callers are told, and the
+    /// publishers it was holding back resume.
+    public func closed(_ s: Session) {
+        guard sessions[Int(s.slot)] === s else { return }
+        s.isOpen = false
+        topology.defaultTopic.topics.removeAll(connection: s.slot, subscriptions: s.subscriptions)
+        s.subscriptions.removeAll()
+        releaseQueues(of: s)
+        abandonRequests(of: s)
+        releasePublishers(blockedOn: s)
+        sessions[Int(s.slot)] = nil
+        slotsByID[s.id] = nil
+        freeSlots.append(s.slot)
+        liveSessions -= 1
+    }
+
+    /// The session in `slot`, if open. Hot path.
+    @inline(__always)
+    func session(_ slot: UInt32) -> Session? { sessions[Int(slot)] }
+
+    // MARK: Frames
+
+    /// One frame from an open connection (after its handshake). Requests the core refuses are
+    /// answered with ERROR and leave the connection open; a protocol violation throws, and the
+    /// server then closes that connection alone.
+    @inline(__always)
+    public func received(_ frame: RawFrame, from s: Session) throws(WireError) {
+        switch frame.type {
+        case .publish:
+            publish(try PublishView(body: frame.body), from: s)
+        case .publishTo:
+            publishTo(try PublishToView(body: frame.body), from: s)
+        case .ack:
+            let view = try AckView(body: frame.body, isNack: false)
+            ack(view.deliveryTag, multiple: view.flags & AckFlag.multiple != 0, from: s)
+        case .nack:
+            let view = try AckView(body: frame.body, isNack: true)
+            nack(view.deliveryTag, flags: view.flags, from: s)
+        case .hello:
+            throw WireError(.unexpectedFrame, "HELLO was already sent on this connection")
+        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed:
+            throw WireError(.unexpectedFrame, "\(frame.type.name) frames are sent by the broker, not by clients")
+        case .ping, .pong, .close, .subscribe, .unsubscribe, .stats, .topology, .declareExchange, .deleteExchange,
+            .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .consume, .cancel:
+            handleControl(try Frame.decode(type: frame.type, body: frame.body), from: s)
+        }
+    }
+
+    /// The cold frames, decoded.
+    private func handleControl(_ frame: Frame, from s: Session) {
+        switch frame {
+        case .subscribe(let id, let pattern):
+            answer(s, id) { () throws(WireError) in
+                try subscribe(s, id: id, pattern: pattern)
+                return .ok(requestID: id)
+            }
+        case .unsubscribe(let id):
+            answer(s, id) { () throws(WireError) in
+                try topology.defaultTopic.topics.unsubscribe(RouteTarget(connection: s.slot, subscription: id))
+                s.subscriptions.remove(id)
+                return .ok(requestID: id)
+            }
+        case .ping(let token):
+            send(.pong(token: token), to: s)
+        case .pong:
+            break
+        case .stats(let requestID):
+            send(.statsReply(requestID: requestID, entries: statEntries()), to: s)
+        case .close:
+            s.isOpen = false
+            output.close(s.slot, graceNanos: 2_000_000_000)
+        case .topology(let id):
+            let (exchanges, queues) = topology.summaries()
+            send(.topologyReply(requestID: id, exchanges: exchanges, queues: queues), to: s)
+        case .declareExchange, .deleteExchange, .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .consume, .cancel:
+            handleRouting(frame, from: s)
+        case .hello, .welcome, .error, .ok, .publish, .deliver, .statsReply, .topologyReply, .queueOK, .publishTo,
+            .message, .ack, .nack, .confirm, .returned, .routed:
+            break  // routed by `received` before decoding
+        }
+    }
+
+    /// The end of one batch of frames read from `s`: one CONFIRM for every publish confirmed in
+    /// it, and one dispatch for the room its ACKs made.
+    public func endOfBatch(_ s: Session) {
+        flushConfirms(s)
+        flushPendingDispatch()
+    }
+
+    /// `s`'s output drained below the low watermark.
+    public func becameWritable(_ s: Session) {
+        releasePublishers(blockedOn: s)
+        unblockConsumers(of: s)
+    }
+
+    // MARK: Subscriptions
+
+    func subscribe(_ s: Session, id: UInt32, pattern: String) throws(WireError) {
+        guard id != Inbox.subscriptionID else {
+            throw WireError(.duplicateSubscription, "subscription id 0 is reserved: DELIVER frames with id 0 are replies to this connection's inbox")
+        }
+        guard s.subscriptions.count < settings.maxSubscriptionsPerConnection || s.subscriptions.contains(id) else {
+            throw WireError(.tooManySubscriptions, "this connection already holds \(s.subscriptions.count) subscriptions, the limit")
+        }
+        guard s.consumers[id] == nil else {
+            throw WireError(.duplicateSubscription, "id \(id) is already in use by a consumer on this connection")
+        }
+        try topology.defaultTopic.topics.subscribe(pattern, RouteTarget(connection: s.slot, subscription: id))
+        s.subscriptions.insert(id)
+    }
+
+    // MARK: Output helpers
+
+    /// Encodes and queues one frame (cold paths; the hot ones write in place).
+    func send(_ frame: Frame, to s: Session) {
+        let bytes = frame.encoded()
+        bytes.withUnsafeBytes { raw in
+            output.reserve(s.slot, raw.count).copyMemory(from: raw.baseAddress!, byteCount: raw.count)
+        }
+        _ = output.commit(s.slot, bytes.count)
+    }
+
+    /// Runs one request; its reply, or its refusal, goes back under the request's id.
+    func answer(_ s: Session, _ id: UInt32, _ body: () throws(WireError) -> Frame) {
+        do {
+            send(try body(), to: s)
+        } catch {
+            refuse(error, requestID: id, to: s)
+        }
+    }
+
+    /// Refuses one request; the connection stays open.
+    func refuse(_ error: WireError, requestID: UInt32, to s: Session) {
+        stats.rejectedRequests += 1
+        output.log(.info, s.slot, "refused request \(requestID): \(error)")
+        send(.error(code: error.code, requestID: requestID, message: error.message), to: s)
+    }
+
+    // MARK: Time
+
+    /// The time asked for with `output.wake(at:)` has come: expire what is due.
+    public func timerFired() {
+        wakeRequested = 0
+        let now = clock.now()
+        while let due = expiries.popDue(now) {
+            guard let q = topology.queues[Int(due.queueSlot)], ObjectIdentifier(q) == due.queue,
+                q.expiryTimerAt == due.deadline
+            else { continue }
+            q.expiryTimerAt = 0
+            dispatch(q)
+        }
+        requestWake()
+    }
+
+    /// Asks the output for a wake-up at the earliest pending expiry, if it changed.
+    func requestWake() {
+        let next = expiries.earliest ?? 0
+        guard next != wakeRequested else { return }
+        wakeRequested = next
+        output.wake(at: next)
+    }
+
+    /// Updates every queue's rates from its counters (the server calls it about once a second).
+    public func sampleRates() {
+        let now = clock.now()
+        topology.sampleRates(elapsedNanos: now - lastRateSample)
+        lastRateSample = now
+    }
+
+    // MARK: Counters
+
+    /// The counters the server adds to its own (`protocolErrors`).
+    public func countProtocolError() { stats.protocolErrors += 1 }
+
+    public func statEntries() -> [StatEntry] {
+        stats.entries(
+            connections: liveSessions, subscriptions: topology.defaultTopic.topics.subscriptionCount,
+            exchanges: topology.exchanges.count, queues: topology.liveQueues.count)
+    }
+}

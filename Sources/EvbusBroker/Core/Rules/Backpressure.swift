@@ -1,0 +1,82 @@
+import EvbusWire
+
+/// Slow receivers: what happens when a connection's output or a queue's ready messages pass the
+/// high watermark, and when they drain below the low one (PROTOCOL.md §8).
+extension BrokerCore {
+    /// `receiver`'s output just passed the high watermark (or was already over it).
+    func overHighWatermark(_ receiver: Session, publisher: Session?) {
+        blockConsumers(of: receiver)
+        switch settings.slowConsumerPolicy {
+        case .drop:
+            break  // later deliveries are dropped until it drains
+        case .disconnect:
+            guard receiver.isOpen else { return }
+            stats.slowConsumerDisconnects &+= 1
+            output.log(.warning, receiver.slot, "disconnected as a slow consumer (\(output.bufferedBytes(receiver.slot)) bytes queued)")
+            send(.error(code: .slowConsumer, requestID: 0,
+                message: "more than \(settings.highWatermarkBytes) bytes queued for this connection; it is not reading fast enough"), to: receiver)
+            receiver.isOpen = false
+            output.close(receiver.slot, graceNanos: 500_000_000)
+        case .backpressure:
+            if let publisher { pause(publisher, into: &receiver.blockedPublishers) }
+        }
+    }
+
+    /// Stops deliveries to `s`'s consumers until its output drains.
+    func blockConsumers(of s: Session) {
+        guard !s.outputFull else { return }
+        s.outputFull = true
+        for consumer in s.consumers.values { consumer.blocked = true }
+    }
+
+    /// The connection drained below its low watermark: its consumers may take messages again.
+    func unblockConsumers(of s: Session) {
+        guard s.outputFull else { return }
+        s.outputFull = false
+        for consumer in s.consumers.values { consumer.blocked = false }
+        for consumer in s.consumers.values { dispatch(consumer.queue) }
+    }
+
+    /// A queue holds more than the high watermark of ready messages (its consumers are slower than
+    /// its publishers, or it has none): stop reading from this publisher until it drains, so memory
+    /// stays bounded. A publisher that is also a consumer is never paused: it could not send the
+    /// acks that would drain the queue (RabbitMQ's advice is separate connections; this is safe by default).
+    func queueOverHighWatermark(_ queue: MessageQueue, publisher: Session) {
+        guard publisher.consumers.isEmpty, publisher.isOpen else { return }
+        pause(publisher, into: &queue.blockedPublishers)
+    }
+
+    /// Pauses reading from `publisher` until everything in `list` that holds it releases it.
+    private func pause(_ publisher: Session, into list: inout [PublisherRef]) {
+        let ref = PublisherRef(slot: publisher.slot, id: publisher.id)
+        if list.contains(ref) { return }
+        list.append(ref)
+        publisher.blockedBy += 1
+        if publisher.blockedBy == 1 {
+            stats.backpressurePauses &+= 1
+            output.pauseReading(publisher.slot)
+        }
+    }
+
+    /// `receiver` drained below the low watermark, or closed: let its publishers go on.
+    func releasePublishers(blockedOn receiver: Session) {
+        let blocked = receiver.blockedPublishers
+        receiver.blockedPublishers.removeAll()
+        resume(blocked)
+    }
+
+    /// A queue drained below the low watermark, or went away: let its publishers go on.
+    func releasePublishers(blockedOn queue: MessageQueue) {
+        let blocked = queue.blockedPublishers
+        queue.blockedPublishers.removeAll()
+        resume(blocked)
+    }
+
+    private func resume(_ blocked: [PublisherRef]) {
+        for ref in blocked {
+            guard let publisher = session(ref.slot), publisher.id == ref.id else { continue }
+            publisher.blockedBy -= 1
+            if publisher.blockedBy == 0 { output.resumeReading(publisher.slot) }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+import EvbusWire
+
+/// The hot path: a PUBLISH or PUBLISH_TO in, one DELIVER per matching subscription and one queued
+/// message per matching queue out; mandatory returns and publisher confirms.
+extension BrokerCore {
+    /// PUBLISH: a topic on the default topic exchange.
+    @inline(__always)
+    func publish(_ view: PublishView, from publisher: Session) {
+        let targets: [RouteTarget]
+        do {
+            targets = try topology.defaultTopic.topics.route(view.topic)
+        } catch {
+            refuse(error, requestID: 0, to: publisher)
+            return
+        }
+        stats.published &+= 1
+        if targets.isEmpty {
+            stats.unroutable &+= 1
+            return
+        }
+        _ = defaultTopicName.withUnsafeBytes { name in
+            deliver(to: targets, from: publisher, publisherID: publisher.id, exchange: name, routingKey: view.topic,
+                    properties: view.properties, payload: view.payload)
+        }
+    }
+
+    /// PUBLISH_TO: an exchange and routing key, optionally mandatory, confirmed, or a request.
+    func publishTo(_ view: PublishToView, from publisher: Session) {
+        var sequence: UInt64 = 0
+        if view.flags & PublishFlag.confirm != 0 {
+            publisher.confirmSequence += 1
+            sequence = publisher.confirmSequence
+        }
+        guard let exchange = topology.exchange(bytes: view.exchange) else {
+            let name = String(decoding: view.exchange, as: UTF8.self)
+            refusePublish(publisher, sequence, WireError(.unknownExchange, "no exchange named \"\(name)\"; the message was not routed"))
+            return
+        }
+        let targets: [RouteTarget]
+        if exchange === topology.defaultExchange, let caller = Inbox.connectionID(view.routingKey) {
+            if let slot = slotsByID[caller] {
+                // Reused one-element route: a reply costs no array allocation.
+                inboxRoute[0] = RouteTarget(connection: slot, subscription: Inbox.subscriptionID)
+                targets = inboxRoute
+            } else {
+                targets = []
+            }
+            if !publisher.openRequests.isEmpty { answered(by: publisher, caller: caller, properties: view.properties) }
+        } else {
+            do {
+                targets = try exchange.route(view.routingKey)
+            } catch {
+                refusePublish(publisher, sequence, error)
+                return
+            }
+        }
+        let isRequest = view.flags & PublishFlag.request != 0
+        if isRequest {
+            let correlationID: String
+            do {
+                correlationID = try checkRequest(view.properties)
+            } catch {
+                refusePublish(publisher, sequence, error)
+                return
+            }
+            let reached = responders(in: targets)
+            if reached == 0 || view.flags & PublishFlag.reportReached != 0 {
+                send(.routed(reached: UInt32(reached), correlationID: correlationID), to: publisher)
+            }
+            if reached == 0 {
+                // Nobody can answer: say so now (ROUTED 0) instead of leaving it to time out in a queue.
+                stats.published &+= 1
+                stats.unroutable &+= 1
+                if sequence != 0 { publisher.confirmPending = sequence }
+                return
+            }
+        }
+        stats.published &+= 1
+        if targets.isEmpty {
+            stats.unroutable &+= 1
+            if view.flags & PublishFlag.mandatory != 0 {
+                stats.returned &+= 1
+                send(.returned(
+                    code: .unroutable, exchange: exchange.name, routingKey: String(decoding: view.routingKey, as: UTF8.self),
+                    properties: MessageProperties.decode(block: view.properties), payload: Array(view.payload)), to: publisher)
+            }
+        } else {
+            let rejectedBy = deliver(
+                to: targets, from: publisher, publisherID: publisher.id, exchange: view.exchange,
+                routingKey: view.routingKey, properties: view.properties, payload: view.payload, isRequest: isRequest)
+            if let full = rejectedBy {
+                stats.rejectedPublishes &+= 1
+                refusePublish(publisher, sequence, WireError(.queueFull,
+                    "queue \"\(full.name)\" is full (\(Topology.describe(full.options))); the message was refused there"))
+                return
+            }
+        }
+        if sequence != 0 { publisher.confirmPending = sequence }
+    }
+
+    /// A publish that did not go (everywhere): an ERROR frame saying why, and a nack when confirmed.
+    private func refusePublish(_ publisher: Session, _ sequence: UInt64, _ error: WireError) {
+        refuse(error, requestID: 0, to: publisher)
+        if sequence != 0 {
+            flushConfirms(publisher)
+            send(.confirm(sequence: sequence, flags: AckFlag.nack), to: publisher)
+        }
+    }
+
+    /// Sends one CONFIRM(multiple) for every publish confirmed since the last one.
+    func flushConfirms(_ s: Session) {
+        guard s.confirmPending != 0 else { return }
+        send(.confirm(sequence: s.confirmPending, flags: AckFlag.multiple), to: s)
+        s.confirmPending = 0
+    }
+
+    /// Hands one message to every target: subscriptions get a DELIVER written at once, queues get a
+    /// stored copy (one allocation shared by all of them) and dispatch to their consumers.
+    /// `publisher` is nil for dead letters (nobody to slow down). Returns the first queue that
+    /// refused the message (a full `reject-publish` queue), if any.
+    @inline(__always)
+    func deliver(
+        to targets: [RouteTarget], from publisher: Session?, publisherID: UInt64,
+        exchange: UnsafeRawBufferPointer, routingKey: UnsafeRawBufferPointer, properties: UnsafeRawBufferPointer,
+        payload: UnsafeRawBufferPointer, isRequest: Bool = false
+    ) -> MessageQueue? {
+        var rejectedBy: MessageQueue?
+        var stored: StoredMessage?
+        let deliverSize = DeliverEncoder.size(
+            topicCount: routingKey.count, propertiesCount: properties.count, payloadCount: payload.count)
+        for target in targets {
+            if target.isQueue {
+                guard let queue = topology.queues[Int(target.queueSlot)] else { continue }
+                if stored == nil {
+                    stored = StoredMessage(
+                        publisher: publisherID, exchange: exchange, routingKey: routingKey, properties: properties,
+                        payload: payload, expiresAt: 0)
+                    stored!.isRequest = isRequest
+                }
+                var message = stored!
+                message.expiresAt = expiry(for: queue, properties: properties)
+                if !enqueue(message, into: queue) && rejectedBy == nil { rejectedBy = queue }
+                if queue.readyMemory > settings.highWatermarkBytes, let publisher { queueOverHighWatermark(queue, publisher: publisher) }
+                continue
+            }
+            guard let receiver = session(target.connection), receiver.isOpen else { continue }
+            if settings.slowConsumerPolicy == .drop && receiver.outputFull {
+                stats.dropped &+= 1
+                continue
+            }
+            DeliverEncoder.write(
+                into: output.reserve(receiver.slot, deliverSize), subscriptionID: target.subscription, publisher: publisherID,
+                topic: routingKey, properties: properties, payload: payload)
+            let writable = output.commit(receiver.slot, deliverSize)
+            stats.delivered &+= 1
+            if !writable { overHighWatermark(receiver, publisher: publisher) }
+        }
+        return rejectedBy
+    }
+}

@@ -1,0 +1,42 @@
+/// What the core knows of one connection: its subscriptions and consumers, the deliveries it has
+/// not settled, the requests it accepted, its publisher-confirm numbering and its backpressure
+/// links. Created by `BrokerCore.open`, dropped at `BrokerCore.closed`. Loop-bound like the core.
+public final class Session {
+    public let id: UInt64
+    /// The number outputs and route targets name this connection by.
+    public let slot: UInt32
+    /// False once the connection is closing: nothing more is delivered to it or read from it.
+    public internal(set) var isOpen = true
+    var subscriptions: Set<UInt32> = []
+    /// This connection's queue consumers, by their client-chosen id.
+    var consumers: [UInt32: ConsumerRecord] = [:]
+    /// Deliveries awaiting ACK/NACK, by delivery tag. Touched once per delivery and per ACK.
+    @exclusivity(unchecked) var ledger = UnackedLedger()
+    /// Requests this connection accepted (acknowledged) and has not answered yet: (caller's
+    /// connection id, correlation id). If it goes, each caller is told `responder-gone`.
+    var openRequests: [(caller: UInt64, correlationID: String)] = []
+    /// Its output passed the high watermark (`BrokerOutput.commit` said so) and has not drained
+    /// below the low one since: its consumers get nothing, and the slow-consumer policy applies.
+    @exclusivity(unchecked) var outputFull = false
+    /// Confirmed publishes are numbered 1, 2, 3... per connection (PROTOCOL.md §5.10).
+    @exclusivity(unchecked) var confirmSequence: UInt64 = 0
+    /// The highest sequence routed but not yet confirmed: confirmed with one CONFIRM(multiple)
+    /// after each batch of frames read, not one frame per publish.
+    @exclusivity(unchecked) var confirmPending: UInt64 = 0
+    /// How many slow receivers this connection is waiting for (backpressure); reading resumes at
+    /// 0. The server stops handing it frames while this is above 0. Read for every frame.
+    @exclusivity(unchecked) public internal(set) var blockedBy = 0
+    /// Publishers paused because this connection is slow: (slot, id) so a reused slot is not confused.
+    var blockedPublishers: [PublisherRef] = []
+
+    init(id: UInt64, slot: UInt32) {
+        self.id = id
+        self.slot = slot
+    }
+}
+
+/// A connection named so that a reused slot is never mistaken for it.
+struct PublisherRef: Equatable {
+    var slot: UInt32
+    var id: UInt64
+}
