@@ -148,6 +148,10 @@ public final class BrokerCore<Output: BrokerOutput> {
                 return .ok(requestID: id)
             }
         case .ping(let token):
+            // PONG means "everything before the PING is handled": what this batch's ACKs and
+            // confirmed publishes owe goes out before it, not at the end of the batch.
+            flushConfirms(s)
+            flushPendingDispatch()
             send(.pong(token: token), to: s)
         case .pong:
             break

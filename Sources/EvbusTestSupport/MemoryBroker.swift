@@ -1,0 +1,199 @@
+public import EvbusBroker
+public import EvbusWire
+
+/// The broker core with no sockets: a `BrokerOutput` that keeps each connection's output bytes in
+/// memory and does what the server's glue does, in the same order: frames a paused connection
+/// sends wait until it is resumed, a close takes effect after the input that asked for it, and
+/// a wake-up fires when the test moves the clock past it.
+///
+/// Single-threaded: one test drives it from one task at a time.
+public final class MemoryBroker: BrokerOutput {
+    public let clock = ManualClock()
+    public private(set) var core: BrokerCore<MemoryBroker>!
+    let settings: CoreSettings
+
+    final class Connection {
+        let session: Session
+        var output: [UInt8] = []
+        var read = 0
+        /// Over the high watermark, until the client reads below the low one (like `Channel`).
+        var full = false
+        var paused = false
+        /// Frames sent while paused, for when it resumes.
+        var held: [[UInt8]] = []
+        var closed = false
+        init(session: Session) { self.session = session }
+        var unread: Int { output.count - read }
+    }
+
+    private var connections: [Connection?] = []
+    private var scratch = UnsafeMutableRawPointer.allocate(byteCount: 1 << 16, alignment: 16)
+    private var scratchSize = 1 << 16
+    private var closing: [UInt32] = []
+    private var resumed: [UInt32] = []
+    private var wakeAt: UInt64 = 0
+    public private(set) var logLines: [String] = []
+
+    public init(settings: CoreSettings = CoreSettings()) {
+        self.settings = settings
+        core = BrokerCore(settings: settings, clock: .manual(clock), output: self)
+    }
+
+    deinit { scratch.deallocate() }
+
+    // MARK: Driving it
+
+    /// A connection that has completed its handshake.
+    public func connect() -> Session {
+        let session = core.open()
+        let slot = Int(session.slot)
+        while connections.count <= slot { connections.append(nil) }
+        connections[slot] = Connection(session: session)
+        return session
+    }
+
+    /// Frames from `session`, as one batch read from its socket.
+    public func send(_ frames: [Frame], from session: Session) {
+        guard let c = connection(session.slot), !c.closed else { return }
+        for frame in frames { c.held.append(frame.encoded()) }
+        deliverHeld(c)
+        settle()
+    }
+
+    /// The next complete frame `session` has been sent, if any.
+    public func nextFrame(for session: Session) throws -> Frame? {
+        guard let c = connection(session.slot) ?? closedConnections[session.slot] else { return nil }
+        let frame: Frame? = try c.output.withUnsafeBytes { raw in
+            let rest = UnsafeRawBufferPointer(rebasing: raw[c.read...])
+            switch try FrameSplitter.next(rest, maxFrame: WireFormat.maxMaxFrame + 64) {
+            case .needMore: return nil
+            case .frame(let f, let consumed):
+                c.read += consumed
+                return try Frame.decode(type: f.type, body: f.body)
+            }
+        }
+        if c.full && c.unread <= settings.lowWatermarkBytes && !c.closed {
+            c.full = false
+            core.becameWritable(c.session)
+            settle()
+        }
+        return frame
+    }
+
+    /// The client hangs up.
+    public func disconnect(_ session: Session) {
+        guard let c = connection(session.slot), !c.closed else { return }
+        finishClose(c)
+        settle()
+    }
+
+    /// Moves the clock; fires the core's wake-up if it has come.
+    public func advance(by duration: Duration) {
+        clock.advance(by: duration)
+        if wakeAt != 0 && wakeAt <= clock.now {
+            wakeAt = 0
+            core.timerFired()
+        }
+        settle()
+    }
+
+    public func isClosed(_ session: Session) -> Bool { connection(session.slot)?.session !== session || connection(session.slot)!.closed }
+
+    // MARK: The glue's order of events
+
+    private var closedConnections: [UInt32: Connection] = [:]
+
+    private func connection(_ slot: UInt32) -> Connection? {
+        Int(slot) < connections.count ? connections[Int(slot)] : nil
+    }
+
+    private func deliverHeld(_ c: Connection) {
+        while !c.held.isEmpty && !c.paused && !c.closed && c.session.isOpen && c.session.blockedBy == 0 {
+            let bytes = c.held.removeFirst()
+            let failure = bytes.withUnsafeBytes { raw -> WireError? in
+                do throws(WireError) {
+                    guard case .frame(let frame, _) = try FrameSplitter.next(raw, maxFrame: WireFormat.maxMaxFrame) else { return nil }
+                    try core.received(frame, from: c.session)
+                    return nil
+                } catch {
+                    return error
+                }
+            }
+            if let error = failure {
+                // What the server does with a protocol violation: ERROR, then close this one.
+                core.countProtocolError()
+                append(Frame.error(code: error.code, requestID: 0, message: error.message).encoded(), to: c)
+                core.closing(c.session)
+                closing.append(c.session.slot)
+                break
+            }
+        }
+        core.endOfBatch(c.session)
+    }
+
+    /// Runs what the core asked for during the last input, until nothing more is asked.
+    private func settle() {
+        while !closing.isEmpty || !resumed.isEmpty {
+            let toClose = closing
+            closing.removeAll()
+            for slot in toClose { if let c = connection(slot), !c.closed { finishClose(c) } }
+            let toResume = resumed
+            resumed.removeAll()
+            for slot in toResume { if let c = connection(slot), !c.closed { deliverHeld(c) } }
+        }
+    }
+
+    private func finishClose(_ c: Connection) {
+        c.closed = true
+        core.closed(c.session)
+        closedConnections[c.session.slot] = c
+        connections[Int(c.session.slot)] = nil
+    }
+
+    private func append(_ bytes: [UInt8], to c: Connection) {
+        c.output.append(contentsOf: bytes)
+    }
+
+    // MARK: BrokerOutput
+
+    public func reserve(_ connection: UInt32, _ count: Int) -> UnsafeMutableRawPointer {
+        if count > scratchSize {
+            scratch.deallocate()
+            scratch = .allocate(byteCount: count, alignment: 16)
+            scratchSize = count
+        }
+        return scratch
+    }
+
+    public func commit(_ slot: UInt32, _ count: Int) -> Bool {
+        guard let c = connection(slot) else { return true }
+        c.output.append(contentsOf: UnsafeRawBufferPointer(start: scratch, count: count))
+        if !c.full && c.unread > settings.highWatermarkBytes { c.full = true }
+        return !c.full
+    }
+
+    public func bufferedBytes(_ slot: UInt32) -> Int { connection(slot)?.unread ?? 0 }
+
+    public func pauseReading(_ slot: UInt32) { connection(slot)?.paused = true }
+
+    public func resumeReading(_ slot: UInt32) {
+        guard let c = connection(slot), c.paused else { return }
+        c.paused = false
+        resumed.append(slot)
+    }
+
+    public func close(_ slot: UInt32, graceNanos: UInt64) {
+        closing.append(slot)
+    }
+
+    public func wake(at deadline: UInt64) { wakeAt = deadline }
+
+    public func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String) {
+        logLines.append(message)
+    }
+
+    /// A counter from the core's statistics.
+    public func stat(_ name: String) -> UInt64 {
+        core.statEntries().first { $0.name == name }?.value ?? 0
+    }
+}
