@@ -16,9 +16,25 @@ public import EvbusWire
 public final class BrokerCore<Output: BrokerOutput> {
     public let settings: CoreSettings
     public let clock: BrokerClock
-    /// The output owns the core and outlives it (the server, or a test's memory output), so an
-    /// unchecked reference is safe and costs no reference counting per delivery.
-    unowned(unsafe) let output: Output
+    /// The output owns the core and outlives it (the server, or a test's memory output), so it is
+    /// held unretained, and used through `output`, which borrows it without a retain and release
+    /// per call (those showed as 15% of the fan-out benchmark).
+    private let outputRef: Unmanaged<Output>
+
+    /// The output, for the cold paths.
+    var output: Output { outputRef.takeUnretainedValue() }
+
+    /// `output.reserve`, with the output borrowed rather than retained (the hot paths).
+    @inline(__always)
+    func reserve(_ slot: UInt32, _ count: Int) -> UnsafeMutableRawPointer {
+        outputRef._withUnsafeGuaranteedRef { $0.reserve(slot, count) }
+    }
+
+    /// `output.commit`, with the output borrowed rather than retained (the hot paths).
+    @inline(__always)
+    func commit(_ slot: UInt32, _ count: Int) -> Bool {
+        outputRef._withUnsafeGuaranteedRef { $0.commit(slot, count) }
+    }
 
     /// Read and bumped on every publish and delivery, one access at a time on the loop thread;
     /// the dynamic exclusivity check cost more than the increment (perf), so it is off.
@@ -28,8 +44,11 @@ public final class BrokerCore<Output: BrokerOutput> {
     let defaultTopicName = Array("amq.topic".utf8)
 
     /// Indexed by slot, the number routing targets and outputs use; freed slots are reused.
-    /// Read for every delivery.
-    @exclusivity(unchecked) private(set) var sessions: [Session?] = []
+    private(set) var sessions: [Session?] = []
+    /// The same sessions unretained, for the lookup made for every delivery (a strong read costs
+    /// an atomic retain and release each time). Safe: set and cleared together with `sessions`,
+    /// which keeps each alive while its slot is in use.
+    @exclusivity(unchecked) private var sessionRefs: [Unmanaged<Session>?] = []
     private var freeSlots: [UInt32] = []
     /// Connection id → slot, for inboxes (`amq.inbox.<id>`).
     var slotsByID: [UInt64: UInt32] = [:]
@@ -54,7 +73,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     public init(settings: CoreSettings, clock: BrokerClock = .monotonic, output: Output) {
         self.settings = settings
         self.clock = clock
-        self.output = output
+        outputRef = Unmanaged.passUnretained(output)
         lastRateSample = clock.now()
     }
 
@@ -68,10 +87,12 @@ public final class BrokerCore<Output: BrokerOutput> {
         } else {
             slot = UInt32(sessions.count)
             sessions.append(nil)
+            sessionRefs.append(nil)
         }
         let session = Session(id: nextConnectionID, slot: slot)
         nextConnectionID += 1
         sessions[Int(slot)] = session
+        sessionRefs[Int(slot)] = Unmanaged.passUnretained(session)
         slotsByID[session.id] = slot
         liveSessions += 1
         stats.connectionsTotal += 1
@@ -95,14 +116,21 @@ public final class BrokerCore<Output: BrokerOutput> {
         releaseQueues(of: s)
         abandonRequests(of: s)
         releasePublishers(blockedOn: s)
+        sessionRefs[Int(s.slot)] = nil
         sessions[Int(s.slot)] = nil
         slotsByID[s.id] = nil
         freeSlots.append(s.slot)
         liveSessions -= 1
     }
 
-    /// The session in `slot`, if open. Hot path.
+    /// The session in `slot`, if any, borrowed for `body` without a retain. Hot path.
     @inline(__always)
+    func withSession<R>(_ slot: UInt32, _ body: (Session) -> R?) -> R? {
+        guard let ref = sessionRefs[Int(slot)] else { return nil }
+        return ref._withUnsafeGuaranteedRef(body)
+    }
+
+    /// The session in `slot`, if any (cold paths).
     func session(_ slot: UInt32) -> Session? { sessions[Int(slot)] }
 
     // MARK: Frames

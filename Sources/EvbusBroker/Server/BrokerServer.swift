@@ -42,8 +42,13 @@ public final class BrokerServer {
 
     private var listener: Listener?
     /// Indexed by the core's session slots: a connection exists exactly while its session does.
-    /// Read for every frame the core writes.
-    @exclusivity(unchecked) private(set) var connections: [BrokerConnection?] = []
+    private(set) var connections: [BrokerConnection?] = []
+    /// Each slot's channel, unretained, for the output calls made for every frame the core writes
+    /// (reading a strong reference out of `connections` costs two atomic retains and releases per
+    /// call, measured at 15% of the fan-out benchmark). Safe: set when the slot's connection is
+    /// stored in `connections`, which keeps the channel alive, and cleared when it is removed;
+    /// the core writes only to slots with a live session, which are exactly those.
+    @exclusivity(unchecked) private var channels: [Unmanaged<Channel>?] = []
     var onShutdownComplete: (() -> Void)?
 
     /// Binds the socket and starts accepting. Refuses to start over a live broker; replaces a stale
@@ -100,9 +105,13 @@ public final class BrokerServer {
         }
         let session = core.open()
         let slot = Int(session.slot)
-        if slot == connections.count { connections.append(nil) }
+        if slot == connections.count {
+            connections.append(nil)
+            channels.append(nil)
+        }
         let connection = BrokerConnection(session: session, channel: channel, credentials: credentials, server: self)
         connections[slot] = connection
+        channels[slot] = Unmanaged.passUnretained(channel)
         channel.delegate = connection
         if onShutdownComplete != nil { goAway(connection) }
         // A silent client must not hold a connection forever. The timer names the connection by slot
@@ -119,6 +128,7 @@ public final class BrokerServer {
         let slot = Int(c.session.slot)
         guard connections[slot] === c else { return }
         core.closed(c.session)
+        channels[slot] = nil
         connections[slot] = nil
         log.debug("\(c.label) closed: \(reason)")
         if core.liveSessions == 0, let done = onShutdownComplete {
@@ -169,14 +179,15 @@ public final class BrokerServer {
 extension BrokerServer: BrokerOutput {
     @inline(__always)
     public func reserve(_ connection: UInt32, _ count: Int) -> UnsafeMutableRawPointer {
-        connections[Int(connection)]!.channel.reserve(count)
+        channels[Int(connection)]!._withUnsafeGuaranteedRef { $0.reserve(count) }
     }
 
     @inline(__always)
     public func commit(_ connection: UInt32, _ count: Int) -> Bool {
-        let channel = connections[Int(connection)]!.channel
-        channel.commit(count)
-        return channel.isWritable
+        channels[Int(connection)]!._withUnsafeGuaranteedRef { channel in
+            channel.commit(count)
+            return channel.isWritable
+        }
     }
 
     public func bufferedBytes(_ connection: UInt32) -> Int {

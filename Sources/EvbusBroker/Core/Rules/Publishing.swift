@@ -143,17 +143,20 @@ extension BrokerCore {
                 if queue.readyMemory > settings.highWatermarkBytes, let publisher { queueOverHighWatermark(queue, publisher: publisher) }
                 continue
             }
-            guard let receiver = session(target.connection), receiver.isOpen else { continue }
-            if settings.slowConsumerPolicy == .drop && receiver.outputFull {
-                stats.dropped &+= 1
-                continue
+            withSession(target.connection) { receiver -> Void? in
+                guard receiver.isOpen else { return nil }
+                if settings.slowConsumerPolicy == .drop && receiver.outputFull {
+                    stats.dropped &+= 1
+                    return nil
+                }
+                DeliverEncoder.write(
+                    into: reserve(receiver.slot, deliverSize), subscriptionID: target.subscription, publisher: publisherID,
+                    topic: routingKey, properties: properties, payload: payload)
+                let writable = commit(receiver.slot, deliverSize)
+                stats.delivered &+= 1
+                if !writable { overHighWatermark(receiver, publisher: publisher) }
+                return nil
             }
-            DeliverEncoder.write(
-                into: output.reserve(receiver.slot, deliverSize), subscriptionID: target.subscription, publisher: publisherID,
-                topic: routingKey, properties: properties, payload: payload)
-            let writable = output.commit(receiver.slot, deliverSize)
-            stats.delivered &+= 1
-            if !writable { overHighWatermark(receiver, publisher: publisher) }
         }
         return rejectedBy
     }

@@ -42,16 +42,18 @@ extension BrokerCore {
                 deadLetter(m, from: queue, reason: "expired")
             case .deliver(let m, let consumer):
                 // A consumer is removed before its connection's slot is freed, so this always finds it.
-                guard let receiver = session(consumer.connectionSlot) else { continue }
-                let tag = consumer.manualAck ? receiver.ledger.record(m, consumer: consumer) : 0
-                if m.isRequest && !consumer.manualAck { openRequest(m, acceptedBy: receiver) }
-                let size = MessageEncoder.size(tailCount: m.tail.count)
-                m.tail.withUnsafeBytes { tail in
-                    MessageEncoder.write(
-                        into: output.reserve(receiver.slot, size), consumerID: consumer.id, deliveryTag: tag,
-                        flags: m.redelivered ? AckFlag.redelivered : 0, tail: tail)
+                withSession(consumer.connectionSlot) { receiver -> Void? in
+                    let tag = consumer.manualAck ? receiver.ledger.record(m, consumer: consumer) : 0
+                    if m.isRequest && !consumer.manualAck { openRequest(m, acceptedBy: receiver) }
+                    let size = MessageEncoder.size(tailCount: m.tail.count)
+                    m.tail.withUnsafeBytes { tail in
+                        MessageEncoder.write(
+                            into: reserve(receiver.slot, size), consumerID: consumer.id, deliveryTag: tag,
+                            flags: m.redelivered ? AckFlag.redelivered : 0, tail: tail)
+                    }
+                    if !commit(receiver.slot, size) { blockConsumers(of: receiver) }
+                    return nil
                 }
-                if !output.commit(receiver.slot, size) { blockConsumers(of: receiver) }
             }
         }
         armExpiry(queue)
