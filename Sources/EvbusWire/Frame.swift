@@ -131,7 +131,7 @@ extension Frame {
                 body.string(entry.name)
                 body.u64(entry.value)
             }
-        default:
+        case .topologyReply, .declareExchange, .deleteExchange, .declareQueue, .queueOK, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .cancel, .message, .ack, .nack, .confirm, .returned, .routed:
             encodeRouting(into: &body)
         }
         var frame = BodyBuilder()
@@ -216,7 +216,7 @@ extension Frame {
                 entries.append(StatEntry(try r.string("entry name"), try r.u64("entry value")))
             }
             frame = .statsReply(requestID: id, entries: entries)
-        default:
+        case .topology, .topologyReply, .declareExchange, .deleteExchange, .declareQueue, .queueOK, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .cancel, .message, .ack, .nack, .confirm, .returned, .routed:
             frame = try decodeRouting(type: type, &r)
         }
         try r.expectEnd(type.name)

@@ -37,7 +37,9 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     public var isBrokerOnly: Bool {
         switch self {
         case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed: true
-        default: false
+        case .hello, .ping, .pong, .close, .publish, .subscribe, .unsubscribe, .stats, .topology, .declareExchange,
+            .deleteExchange, .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .cancel,
+            .ack, .nack: false
         }
     }
 }

@@ -215,15 +215,14 @@ public struct AckView {
     /// - Parameter isNack: NACK also allows the `requeue` bit.
     @inlinable
     public init(body: UnsafeRawBufferPointer, isNack: Bool) throws(WireError) {
-        let name = isNack ? "NACK" : "ACK"
         guard body.count == 9 else {
-            throw WireError(.malformedFrame, "\(name) body is \(body.count) bytes; it must be 9")
+            throw WireError(.malformedFrame, "\(isNack ? "NACK" : "ACK") body is \(body.count) bytes; it must be 9")
         }
         deliveryTag = UInt64(littleEndian: body.loadUnaligned(as: UInt64.self))
         flags = body[8]
         let allowed = isNack ? AckFlag.multiple | AckFlag.requeue : AckFlag.multiple
         guard flags & ~allowed == 0 else {
-            throw WireError(.malformedFrame, "reserved \(name) flag bits set (0x\(String(flags, radix: 16)))")
+            throw WireError(.malformedFrame, "reserved \(isNack ? "NACK" : "ACK") flag bits set (0x\(String(flags, radix: 16)))")
         }
     }
 }

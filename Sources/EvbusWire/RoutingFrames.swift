@@ -111,8 +111,9 @@ extension Frame {
         case .routed(let reached, let correlationID):
             body.u32(reached)
             body.string(correlationID)
-        default:
-            preconditionFailure("\(type.name) is not a routing frame")
+        case .hello, .welcome, .ping, .pong, .close, .error, .ok, .publish, .subscribe, .unsubscribe, .deliver,
+            .stats, .statsReply, .topology:
+            preconditionFailure("\(type.name) is encoded by Frame.encoded()")
         }
     }
 
@@ -234,8 +235,9 @@ extension Frame {
             return .returned(code: code, exchange: exchange, routingKey: key, properties: properties, payload: Array(r.rest()))
         case .routed:
             return .routed(reached: try r.u32("reached"), correlationID: try r.string("correlation id"))
-        default:
-            throw WireError(.unknownFrameType, "\(type.name) has no decoder")
+        case .hello, .welcome, .ping, .pong, .close, .error, .ok, .publish, .subscribe, .unsubscribe, .deliver,
+            .stats, .statsReply:
+            preconditionFailure("\(type.name) is decoded by Frame.decode")
         }
     }
 

@@ -5,8 +5,12 @@ public final class Session {
     public let id: UInt64
     /// The number outputs and route targets name this connection by.
     public let slot: UInt32
+    // The properties below marked `@exclusivity(unchecked)` are read for every frame or delivery,
+    // one access at a time on the loop thread; their dynamic exclusivity checks showed in the
+    // work-queue and request profiles (perf), so they are off.
+
     /// False once the connection is closing: nothing more is delivered to it or read from it.
-    public internal(set) var isOpen = true
+    @exclusivity(unchecked) public internal(set) var isOpen = true
     var subscriptions: Set<UInt32> = []
     /// This connection's queue consumers, by their client-chosen id.
     var consumers: [UInt32: ConsumerRecord] = [:]
@@ -14,7 +18,7 @@ public final class Session {
     @exclusivity(unchecked) var ledger = UnackedLedger()
     /// Requests this connection accepted (acknowledged) and has not answered yet: (caller's
     /// connection id, correlation id). If it goes, each caller is told `responder-gone`.
-    var openRequests: [(caller: UInt64, correlationID: String)] = []
+    @exclusivity(unchecked) var openRequests: [(caller: UInt64, correlationID: String)] = []
     /// Its output passed the high watermark (`BrokerOutput.commit` said so) and has not drained
     /// below the low one since: its consumers get nothing, and the slow-consumer policy applies.
     @exclusivity(unchecked) var outputFull = false
@@ -24,7 +28,7 @@ public final class Session {
     /// after each batch of frames read, not one frame per publish.
     @exclusivity(unchecked) var confirmPending: UInt64 = 0
     /// How many slow receivers this connection is waiting for (backpressure); reading resumes at
-    /// 0. The server stops handing it frames while this is above 0. Read for every frame.
+    /// 0. The server stops handing it frames while this is above 0.
     @exclusivity(unchecked) public internal(set) var blockedBy = 0
     /// Publishers paused because this connection is slow: (slot, id) so a reused slot is not confused.
     var blockedPublishers: [PublisherRef] = []
