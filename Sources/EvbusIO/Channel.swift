@@ -35,7 +35,6 @@ public final class Channel: Selectable {
         }
     }
 
-    public let fd: Int32
     public unowned let loop: EventLoop
     /// Strong while open (the loop's registration keeps the channel, the channel keeps its owner);
     /// cleared on close, which breaks the cycle.
@@ -49,6 +48,9 @@ public final class Channel: Selectable {
     /// A partial frame left over from the last read; empty (unallocated) for an idle connection.
     @exclusivity(unchecked) private var pending: [UInt8] = []
     @exclusivity(unchecked) private var registration: EventLoop.Registration?
+    // `fd`, `interest` and the Booleans are declared together so they pack into the padding after
+    // `registration`: an idle connection is mostly these objects.
+    public let fd: Int32
     @exclusivity(unchecked) private var interest: UInt32
     @exclusivity(unchecked) private var isDirty = false
     @exclusivity(unchecked) public private(set) var isClosed = false

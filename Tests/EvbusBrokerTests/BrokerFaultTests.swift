@@ -69,4 +69,27 @@ import Testing
         #expect(throws: EventLoopError.stopped) { try counters.get() }
         await #expect(throws: EventLoopError.stopped) { try await broker.broker.loop.submit { 1 } }
     }
+
+    @Test func silentClientsAcceptedAtDifferentTimesAllTimeOutAndOthersStay() async throws {
+        // One deadline queue serves every handshake: each silent client is closed at its own
+        // deadline, and a client that finished its handshake in between is left alone.
+        let broker = try InProcessBroker { $0.handshakeTimeoutMillis = 300 }
+        defer { broker.shutdown() }
+        var silent: [RawClient] = []
+        silent.append(try RawClient(socketPath: broker.socketPath))
+        try await Task.sleep(nanoseconds: 100_000_000)
+        let polite = try RawClient.handshaken(broker.socketPath, name: "polite")
+        silent.append(try RawClient(socketPath: broker.socketPath))
+        try await Task.sleep(nanoseconds: 100_000_000)
+        silent.append(try RawClient(socketPath: broker.socketPath))
+        for client in silent {
+            let frames = client.readUntilClosed()
+            guard case .error(.handshakeTimeout, 0, _) = frames.last else {
+                Issue.record("expected handshake-timeout, got \(frames)"); continue
+            }
+        }
+        #expect(broker.stat("protocol_errors") == 3)
+        polite.send(.ping(token: 9))
+        guard case .pong(9) = try polite.readFrame() else { Issue.record("the handshaken client was closed"); return }
+    }
 }

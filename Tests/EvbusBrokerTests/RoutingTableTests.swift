@@ -1,4 +1,4 @@
-import EvbusBroker
+@testable import EvbusBroker
 import EvbusWire
 import Testing
 
@@ -166,4 +166,25 @@ import Testing
     }
 
     func text(_ m: StoredMessage) -> String { String(decoding: m.parts().payload, as: UTF8.self) }
+}
+
+@Suite struct SubscriptionIDsTests {
+    @Test func holdsNoneOneOrManyLikeASet() {
+        var ids = SubscriptionIDs()
+        #expect(ids.count == 0 && !ids.contains(1))
+        ids.insert(1)
+        ids.insert(1)
+        #expect(ids.count == 1 && ids.contains(1) && Array(ids) == [1])
+        ids.insert(2)
+        ids.insert(3)
+        #expect(ids.count == 3 && Set(ids) == [1, 2, 3])
+        ids.remove(2)
+        #expect(ids.count == 2 && !ids.contains(2))
+        ids.remove(1)
+        ids.remove(3)
+        #expect(ids.count == 0 && Array(ids).isEmpty)
+        ids.insert(4)
+        ids.removeAll()
+        #expect(ids.count == 0)
+    }
 }

@@ -3,7 +3,8 @@
 /// links. Created by `BrokerCore.open`, dropped at `BrokerCore.closed`. Loop-bound like the core.
 public final class Session {
     public let id: UInt64
-    /// The number outputs and route targets name this connection by.
+    /// The number outputs and route targets name this connection by. (Declared beside the
+    /// Booleans below so they share one word: idle sessions are most of the broker's memory.)
     public let slot: UInt32
     // The properties below marked `@exclusivity(unchecked)` are read for every frame or delivery,
     // one access at a time on the loop thread; their dynamic exclusivity checks showed in the
@@ -11,7 +12,10 @@ public final class Session {
 
     /// False once the connection is closing: nothing more is delivered to it or read from it.
     @exclusivity(unchecked) public internal(set) var isOpen = true
-    var subscriptions: Set<UInt32> = []
+    /// Its output passed the high watermark (`BrokerOutput.commit` said so) and has not drained
+    /// below the low one since: its consumers get nothing, and the slow-consumer policy applies.
+    @exclusivity(unchecked) var outputFull = false
+    var subscriptions = SubscriptionIDs()
     /// This connection's queue consumers, by their client-chosen id.
     var consumers: [UInt32: ConsumerRecord] = [:]
     /// Deliveries awaiting ACK/NACK, by delivery tag. Touched once per delivery and per ACK.
@@ -19,9 +23,6 @@ public final class Session {
     /// Requests this connection accepted (acknowledged) and has not answered yet: (caller's
     /// connection id, correlation id). If it goes, each caller is told `responder-gone`.
     @exclusivity(unchecked) var openRequests: [(caller: UInt64, correlationID: String)] = []
-    /// Its output passed the high watermark (`BrokerOutput.commit` said so) and has not drained
-    /// below the low one since: its consumers get nothing, and the slow-consumer policy applies.
-    @exclusivity(unchecked) var outputFull = false
     /// Confirmed publishes are numbered 1, 2, 3... per connection (PROTOCOL.md §5.10).
     @exclusivity(unchecked) var confirmSequence: UInt64 = 0
     /// The highest sequence routed but not yet confirmed: confirmed with one CONFIRM(multiple)

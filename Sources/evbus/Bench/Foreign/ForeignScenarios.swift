@@ -21,14 +21,18 @@ enum ForeignScenarios {
             latencies: latencies, outOfOrder: receivers.reduce(0) { $0 + $1.outOfOrder.load(ordering: .relaxed) })
     }
 
+    /// The idle scenario against another broker, measured the same way (after the same warm-up).
     static func idle(_ bus: ForeignBus, connections: Int, serverPID: Int32) throws -> String {
-        let before = BenchBroker.residentBytes(pid: serverPID)
         var sockets: [RawSocket] = []
-        for i in 0..<connections { sockets.append(try bus.subscriber("idle.\(i).\(getpid())", Receiver())) }
+        let warmUp = Scenarios.idleWarmUp(connections)
+        for i in 0..<warmUp { sockets.append(try bus.subscriber("idle.\(i).\(getpid())", Receiver())) }
+        usleep(200_000)
+        let before = BenchBroker.residentBytes(pid: serverPID)
+        for i in warmUp..<(warmUp + connections) { sockets.append(try bus.subscriber("idle.\(i).\(getpid())", Receiver())) }
         usleep(500_000)
         let after = BenchBroker.residentBytes(pid: serverPID)
         withExtendedLifetime(sockets) {}
-        return "\(bus.kind.rawValue) idle    \(connections) connections  server RSS \(before / 1024) KiB -> \(after / 1024) KiB  "
+        return "\(bus.kind.rawValue) idle    \(connections) connections (after \(warmUp))  server RSS \(before / 1024) KiB -> \(after / 1024) KiB  "
             + "= \(BenchReport.format(Double(after - before) / Double(connections) / 1024, 2)) KiB per connection"
     }
 
