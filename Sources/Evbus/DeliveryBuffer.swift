@@ -9,14 +9,13 @@ import Synchronization
 /// without bound; reading resumes once the consumer has taken half of them.
 final class DeliveryBuffer<Element: Sendable>: Sendable {
     struct State {
-        var buffer: [Element] = []
-        var head = 0
+        var buffer = RingBuffer<Element>(capacity: 0)
         var waiter: CheckedContinuation<Element?, any Error>?
         /// Set once: nil = normal end, an error = the connection failed.
         var end: EvbusError??
         /// The loop paused reading because of this queue.
         var pausedReading = false
-        var count: Int { buffer.count - head }
+        var count: Int { buffer.count }
     }
 
     let state = Mutex(State())
@@ -65,16 +64,7 @@ final class DeliveryBuffer<Element: Sendable>: Sendable {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (c: CheckedContinuation<Element?, any Error>) in
                 let outcome = state.withLock { s -> Outcome in
-                    if s.count > 0 {
-                        let e = s.buffer[s.head]
-                        s.head += 1
-                        if s.head == s.buffer.count {
-                            s.buffer.removeAll(keepingCapacity: true)
-                            s.head = 0
-                        } else if s.head >= 1024 && s.head * 2 >= s.buffer.count {
-                            s.buffer.removeFirst(s.head)
-                            s.head = 0
-                        }
+                    if let e = s.buffer.popFirst() {
                         var room = false
                         if s.pausedReading && s.count <= capacity / 2 {
                             s.pausedReading = false

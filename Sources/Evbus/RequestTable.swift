@@ -29,6 +29,7 @@ final class RequestTable {
     private(set) var lateReplies = 0
     /// Every call's deadline (monotonic ns), in deadline order. One loop timer serves them all,
     /// armed for the earliest; entries of finished calls are dropped from the front as they finish.
+    /// Touched for every call, like `calls` (and unchecked for the same reason).
     @exclusivity(unchecked) private var deadlines: [(at: UInt64, id: UInt64)] = []
     @exclusivity(unchecked) private var deadlinesHead = 0
     @exclusivity(unchecked) private var timer: TimerID?

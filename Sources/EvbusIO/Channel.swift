@@ -53,8 +53,14 @@ public final class Channel: Selectable {
     public let fd: Int32
     @exclusivity(unchecked) private var interest: UInt32
     @exclusivity(unchecked) private var isDirty = false
-    @exclusivity(unchecked) public private(set) var isClosed = false
-    @exclusivity(unchecked) public private(set) var isClosing = false
+    /// Open, then (optionally) closing while queued output flushes, then closed: one value, so
+    /// no combination of flags can contradict another.
+    public enum Lifecycle: Sendable { case open, closing, closed }
+    @exclusivity(unchecked) public private(set) var lifecycle = Lifecycle.open
+    /// Closed: deregistered and its fd closed.
+    public var isClosed: Bool { lifecycle == .closed }
+    /// Flushing its output before it closes (`closeAfterFlush`), or closed.
+    public var isClosing: Bool { lifecycle != .open }
     @exclusivity(unchecked) public private(set) var isReadingPaused = false
     /// False from the moment the write queue passes `highWatermark` until it drains below `lowWatermark`.
     @exclusivity(unchecked) public private(set) var isWritable = true
@@ -129,7 +135,7 @@ public final class Channel: Selectable {
     private func deliver(_ bytes: UnsafeRawBufferPointer) {
         guard let delegate, !isClosing else { return }
         let used = delegate.channelReceived(self, bytes)
-        if isClosed || isClosing { return }
+        if isClosing { return }
         if used < bytes.count { keep(UnsafeRawBufferPointer(rebasing: bytes[used...])) }
     }
 
@@ -146,7 +152,7 @@ public final class Channel: Selectable {
 
     /// Resumes reading; bytes kept while paused are offered again before anything new is read.
     public func resumeReading() {
-        guard isReadingPaused, !isClosed, !isClosing else { return }
+        guard isReadingPaused, !isClosing else { return }
         isReadingPaused = false
         setInterest(interest | CEvbus_EPOLLIN | CEvbus_EPOLLRDHUP)
         if !pending.isEmpty {
@@ -225,7 +231,7 @@ public final class Channel: Selectable {
             outbound.consume(written)
         }
         setInterest(interest & ~CEvbus_EPOLLOUT)
-        if isClosing {
+        if lifecycle == .closing {
             close(.local)
             return
         }
@@ -240,7 +246,7 @@ public final class Channel: Selectable {
     /// Closes now; queued output is discarded. The delegate hears `channelClosed` once.
     public func close(_ reason: CloseReason = .local) {
         guard !isClosed else { return }
-        isClosed = true
+        lifecycle = .closed
         if let registration { loop.deregister(fd, registration) }
         registration = nil
         Glibc.close(fd)
@@ -252,9 +258,9 @@ public final class Channel: Selectable {
 
     /// Stops reading, writes what is queued, then closes. Closes anyway after `graceNanos`.
     public func closeAfterFlush(graceNanos: UInt64 = 2_000_000_000) {
-        guard !isClosed, !isClosing else { return }
+        guard lifecycle == .open else { return }
         pauseReading()
-        isClosing = true
+        lifecycle = .closing
         if outbound.isEmpty {
             close(.local)
             return

@@ -1,3 +1,5 @@
+import EvbusWire
+
 /// When each connection still in its handshake must have finished it. Connections are accepted
 /// in time order and all get the same timeout, so their deadlines come due in the order they were
 /// added: a FIFO and one loop timer (for the oldest) replace a timer per connection, which cost

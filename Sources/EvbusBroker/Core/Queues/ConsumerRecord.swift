@@ -11,8 +11,10 @@ public final class ConsumerRecord {
     /// The queue outlives its consumers: deleting a queue cancels every consumer first, so this
     /// reference never dangles, and being unchecked it costs no refcounting per delivery.
     public unowned(unsafe) let queue: MessageQueue
+    /// Read and changed for every delivery and ACK, one access at a time on the loop thread (the
+    /// dynamic exclusivity checks on it and `blocked` showed in the work-queue profile).
     @exclusivity(unchecked) public internal(set) var unacked = 0
-    /// The connection's write queue is over its high watermark; set and cleared by the server.
+    /// The connection's output is over its high watermark; set and cleared by the core.
     @exclusivity(unchecked) public var blocked = false
 
     public init(connectionSlot: UInt32, connectionID: UInt64, id: UInt32, manualAck: Bool, prefetch: Int, queue: MessageQueue) {

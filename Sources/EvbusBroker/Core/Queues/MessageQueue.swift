@@ -27,7 +27,7 @@ public final class MessageQueue {
     /// (exchange, key) of every explicit binding, to undo them when the queue goes.
     public var bindings: Set<BindingKey> = []
     /// The core has an expiry armed for the head (monotonic ns), 0 = none.
-    @exclusivity(unchecked) public var expiryTimerAt: UInt64 = 0
+    public var expiryTimerAt: UInt64 = 0
 
     @exclusivity(unchecked) public var published: UInt64 = 0
     @exclusivity(unchecked) public var delivered: UInt64 = 0

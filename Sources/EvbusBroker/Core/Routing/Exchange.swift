@@ -11,6 +11,10 @@ public final class Exchange {
     /// Explicit bindings (queue slot, key), for listing, `if-unused` and cleanup.
     public private(set) var bindings: Set<Binding> = []
 
+    // `topics` and `directCache` are read for every message routed through this exchange, by one
+    // access at a time on the loop thread; their dynamic exclusivity checks showed in the pub/sub
+    // profile (perf), so they are off.
+
     /// Topic: the pattern table (the default topic exchange also holds plain subscriptions here).
     @exclusivity(unchecked) public var topics: TopicRouter
     /// Direct: exact key → queues, with a byte-keyed cache in front of the string dictionary.
