@@ -29,36 +29,45 @@ enum Sink: Sendable {
 }
 
 /// The peer's side of the protocol on its event loop: handshake, control requests and their
-/// replies, and turning DELIVER frames into events. Loop-bound.
+/// replies, and turning DELIVER and MESSAGE frames into events. Loop-bound.
 final class PeerConnection: ChannelDelegate {
+    /// Where the connection is in its life. The reason it ended is `failure`.
+    enum Phase {
+        /// HELLO sent; WELCOME resumes `Peer.connect`.
+        case handshaking(CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>)
+        case open
+        /// `close()` was called: CLOSE sent, waiting for the broker to close its end.
+        case closing
+        case closed
+    }
+
     let channel: Channel
     let outbox: Outbox
-    private var welcomeWaiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>?
-    private var welcomed = false
-    private var requests: [UInt32: CheckedContinuation<Frame, any Error>] = [:]
-    private var pings: [UInt64: CheckedContinuation<Void, any Error>] = [:]
-    private var nextPing: UInt64 = 1
+    private(set) var phase = Phase.closed
+    /// Why the connection is unusable, once it is.
+    private(set) var failure: EvbusError?
+    /// Requests and PINGs waiting for their answer.
+    private var pending = PendingReplies()
     var sinks: [UInt32: Sink] = [:] {
         didSet { cachedSink = nil }
     }
     /// The last sink looked up: most connections deliver to one subscription over and over.
+    /// Read for every delivery, one access at a time on the loop (the exclusivity check showed in
+    /// the pub/sub profile).
     @exclusivity(unchecked) private var cachedSink: (id: UInt32, sink: Sink)?
-    /// The last topic decoded, reused while the same topic repeats (saves validation and allocation).
+    /// The last topic decoded, reused while the same topic repeats (saves validation and
+    /// allocation); unchecked for the same reason as `cachedSink`.
     @exclusivity(unchecked) private var lastTopic: (bytes: [UInt8], text: String) = ([], "")
     /// Queues that asked the loop to stop reading; reading resumes when none is full.
     private var fullQueues = 0
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
-    private(set) var failure: EvbusError?
-    private var isClosing = false
     let onAsyncError: (@Sendable (EvbusError) -> Void)?
     let onReturn: (@Sendable (ReturnedMessage) -> Void)?
     /// Set by `Peer` right after the handshake (before any consumer exists); cleared on close,
     /// which breaks the cycle acker → core → this connection.
     var acker: Acker?
-    /// Publisher confirms: every sequence up to this one has been answered; these were nacked.
-    var confirmedThrough: UInt64 = 0
-    var nacked: [UInt64] = []
-    var confirmWaiters: [(through: UInt64, waiter: CheckedContinuation<Void, any Error>)] = []
+    /// Publisher confirms.
+    var confirms = ConfirmTracker()
     /// Requests in flight (request/reply), by correlation id.
     let calls = RequestTable()
 
@@ -74,7 +83,7 @@ final class PeerConnection: ChannelDelegate {
 
     /// Sends the preamble and HELLO; `waiter` resumes on WELCOME.
     func start(name: String, waiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) {
-        welcomeWaiter = waiter
+        phase = .handshaking(waiter)
         channel.write(WireFormat.preamble)
         channel.write(Frame.hello(clientName: name).encoded())
     }
@@ -98,7 +107,13 @@ final class PeerConnection: ChannelDelegate {
 
     func request(_ frame: Frame, id: UInt32, _ waiter: CheckedContinuation<Frame, any Error>) {
         if let failure { return waiter.resume(throwing: failure) }
-        requests[id] = waiter
+        pending.expect(id, .caller(waiter))
+        send(frame)
+    }
+
+    /// Sends `frame`; `body` runs on the loop with the broker's answer to request `id`.
+    func request(_ frame: Frame, id: UInt32, onLoop body: @escaping (Result<Frame, any Error>) -> Void) {
+        pending.expect(id, .onLoop(body))
         send(frame)
     }
 
@@ -108,7 +123,7 @@ final class PeerConnection: ChannelDelegate {
         var remaining = ids.count
         var firstError: (any Error)?
         for (id, pattern) in zip(ids, patterns) {
-            let reply = LocalReply { [self] result in
+            request(.subscribe(subscriptionID: id, pattern: pattern), id: id) { [self] result in
                 if case .failure(let e) = result {
                     sinks[id] = nil
                     firstError = firstError ?? e
@@ -127,17 +142,7 @@ final class PeerConnection: ChannelDelegate {
                     }
                 }
             }
-            localReplies[id] = reply
-            send(.subscribe(subscriptionID: id, pattern: pattern))
         }
-    }
-
-    /// Replies handled on the loop itself (multi-pattern subscribe), by request id.
-    var localReplies: [UInt32: LocalReply] = [:]
-
-    final class LocalReply {
-        let body: (Result<Frame, any Error>) -> Void
-        init(_ body: @escaping (Result<Frame, any Error>) -> Void) { self.body = body }
     }
 
     /// Stops deliveries for `ids` at once and tells the broker.
@@ -148,21 +153,17 @@ final class PeerConnection: ChannelDelegate {
         var remaining = ids.count
         for id in ids {
             // OK or unknown-subscription: either way the subscription is gone, which is the goal.
-            localReplies[id] = LocalReply { _ in
+            request(.unsubscribe(subscriptionID: id), id: id) { _ in
                 remaining -= 1
                 if remaining == 0 { waiter.resume() }
             }
-            send(.unsubscribe(subscriptionID: id))
         }
     }
 
     /// PING; resumes when the PONG comes back, so the broker has handled everything sent before.
     func ping(_ waiter: CheckedContinuation<Void, any Error>) {
         if let failure { return waiter.resume(throwing: failure) }
-        let token = nextPing
-        nextPing += 1
-        pings[token] = waiter
-        send(.ping(token: token))
+        send(.ping(token: pending.expectPong(waiter)))
     }
 
     /// Graceful close: send what is queued and CLOSE, then wait for the broker to close its end
@@ -172,8 +173,8 @@ final class PeerConnection: ChannelDelegate {
             return waiter.resume()
         }
         closeWaiters.append(waiter)
-        guard !isClosing else { return }
-        isClosing = true
+        if case .closing = phase { return }
+        phase = .closing
         send(.close(code: 0, reason: "client closing"))
         outbox.close(EvbusError(.closed, "the peer was closed"))
         channel.loop.scheduleTimer(afterNanos: 2_000_000_000) { [weak self] in self?.channel.close(.local) }
@@ -203,62 +204,74 @@ final class PeerConnection: ChannelDelegate {
     }
 
     private func handle(_ frame: RawFrame) throws(WireError) {
-        if frame.type == .deliver {
-            let d = try DeliverView(body: frame.body)
-            if d.subscriptionID == Inbox.subscriptionID {
-                // A reply to this peer's inbox: decoded only if a call is waiting for it.
-                guard let idBytes = MessageProperties.routingFields(block: d.properties).correlationID,
-                    let id = calls.waiting(CorrelationNumber.parse(idBytes))
-                else { return }
-                calls.reply(id, Reply(payload: Array(d.payload), properties: d.decodedProperties(), publisher: d.publisher), loop: channel.loop)
-                return
-            }
-            guard let sink = sink(for: d.subscriptionID) else { return }  // unsubscribed while in flight
-            switch sink {
-            case .view(let h):
-                h(EventView(
-                    topicBytes: d.topic, payload: d.payload, publisher: d.publisher, subscriptionID: d.subscriptionID,
-                    propertiesBytes: d.properties))
-            case .handler(let h):
-                h(event(d))
-            case .queue(let q):
-                let event = event(d)
-                if q.push(event) {
-                    fullQueues += 1
-                    channel.pauseReading()
-                }
-            default:
-                throw WireError(.unexpectedFrame, "DELIVER for consumer \(d.subscriptionID), which is not a subscription")
-            }
+        switch frame.type {
+        case .deliver: try handleDeliver(DeliverView(body: frame.body))
+        case .message: try handleMessage(MessageView(body: frame.body))
+        default: try handleControl(Frame.decode(type: frame.type, body: frame.body), type: frame.type)
+        }
+    }
+
+    /// A subscription's event, or a reply to this peer's inbox.
+    @inline(__always)
+    private func handleDeliver(_ d: DeliverView) throws(WireError) {
+        if d.subscriptionID == Inbox.subscriptionID {
+            // A reply to this peer's inbox: decoded only if a call is waiting for it.
+            guard let idBytes = MessageProperties.routingFields(block: d.properties).correlationID,
+                let id = calls.waiting(CorrelationNumber.parse(idBytes))
+            else { return }
+            calls.reply(id, Reply(payload: Array(d.payload), properties: d.decodedProperties(), publisher: d.publisher), loop: channel.loop)
             return
         }
-        if frame.type == .message {
-            let m = try MessageView(body: frame.body)
-            guard let sink = sink(for: m.consumerID) else { return }  // cancelled while in flight (the broker requeues it)
-            switch sink {
-            case .deliveryView(let h):
-                h(DeliveryView(
-                    exchangeBytes: m.exchange, routingKeyBytes: m.routingKey, payload: m.payload, propertiesBytes: m.properties,
-                    deliveryTag: m.deliveryTag, redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher,
-                    consumerID: m.consumerID))
-            case .deliveryHandler(let h):
-                h(delivery(m))
-            case .deliveries(let buffer):
-                if buffer.push(delivery(m)) {
-                    fullQueues += 1
-                    channel.pauseReading()
-                }
-            default:
-                throw WireError(.unexpectedFrame, "MESSAGE for subscription \(m.consumerID), which is not a consumer")
-            }
-            return
+        guard let sink = sink(for: d.subscriptionID) else { return }  // unsubscribed while in flight
+        switch sink {
+        case .view(let h):
+            h(EventView(
+                topicBytes: d.topic, payload: d.payload, publisher: d.publisher, subscriptionID: d.subscriptionID,
+                propertiesBytes: d.properties))
+        case .handler(let h):
+            h(event(d))
+        case .queue(let q):
+            if q.push(event(d)) { pauseForFullQueue() }
+        case .deliveries, .deliveryHandler, .deliveryView:
+            throw WireError(.unexpectedFrame, "DELIVER for consumer \(d.subscriptionID), which is not a subscription")
         }
-        let decoded = try Frame.decode(type: frame.type, body: frame.body)
+    }
+
+    /// A consumer's delivery.
+    @inline(__always)
+    private func handleMessage(_ m: MessageView) throws(WireError) {
+        guard let sink = sink(for: m.consumerID) else { return }  // cancelled while in flight (the broker requeues it)
+        switch sink {
+        case .deliveryView(let h):
+            h(DeliveryView(
+                exchangeBytes: m.exchange, routingKeyBytes: m.routingKey, payload: m.payload, propertiesBytes: m.properties,
+                deliveryTag: m.deliveryTag, redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher,
+                consumerID: m.consumerID))
+        case .deliveryHandler(let h):
+            h(delivery(m))
+        case .deliveries(let buffer):
+            if buffer.push(delivery(m)) { pauseForFullQueue() }
+        case .queue, .handler, .view:
+            throw WireError(.unexpectedFrame, "MESSAGE for subscription \(m.consumerID), which is not a consumer")
+        }
+    }
+
+    private func pauseForFullQueue() {
+        fullQueues += 1
+        channel.pauseReading()
+    }
+
+    /// Everything else the broker sends: answers, confirms, returns, and its side of the lifecycle.
+    private func handleControl(_ decoded: Frame, type: FrameType) throws(WireError) {
         switch decoded {
         case .queueOK(let id, _), .topologyReply(let id, _, _):
             resolve(id, .success(decoded))
+        case .ok(let id):
+            resolve(id, .success(.ok(requestID: id)))
+        case .statsReply(let id, let entries):
+            resolve(id, .success(.statsReply(requestID: id, entries: entries)))
         case .confirm(let sequence, let flags):
-            confirmed(sequence, flags: flags)
+            for (waiter, outcome) in confirms.confirmed(sequence, flags: flags) { waiter.resume(with: outcome.mapError { $0 }) }
         case .returned(let code, let exchange, let key, let properties, let payload):
             if code == .responderGone, let id = properties.correlationID.flatMap(CorrelationNumber.parse) {
                 calls.responderGone(id, loop: channel.loop)
@@ -270,32 +283,31 @@ final class PeerConnection: ChannelDelegate {
         case .cancel(let id):
             sinks.removeValue(forKey: id)?.finish(EvbusError(.consumerCancelled, "the broker cancelled consumer \(id): its queue was deleted"))
         case .welcome(_, let maxFrame, let connectionID, let brokerName):
-            welcomed = true
-            let info = Welcome(connectionID: connectionID, maxFrame: Int(maxFrame), brokerName: brokerName)
-            welcomeWaiter?.resume(returning: (LoopBound(self, loop: channel.loop), info))
-            welcomeWaiter = nil
-        case .ok(let id):
-            resolve(id, .success(.ok(requestID: id)))
-        case .statsReply(let id, let entries):
-            resolve(id, .success(.statsReply(requestID: id, entries: entries)))
+            guard case .handshaking(let waiter) = phase else {
+                throw WireError(.unexpectedFrame, "WELCOME after the handshake")
+            }
+            phase = .open
+            waiter.resume(returning: (LoopBound(self, loop: channel.loop), Welcome(
+                connectionID: connectionID, maxFrame: Int(maxFrame), brokerName: brokerName)))
         case .error(let code, let id, let message):
             let error = EvbusError(refused: WireError(code, message))
             if code.closesConnection {
                 fail(error)
-            } else if id != 0 && (requests[id] != nil || localReplies[id] != nil) {
+            } else if id != 0 && pending.isWaiting(for: id) {
                 resolve(id, .failure(error))
             } else {
                 onAsyncError?(error)
             }
         case .pong(let token):
-            pings.removeValue(forKey: token)?.resume()
+            pending.takePong(token)?.resume()
         case .ping(let token):
             send(.pong(token: token))
         case .close(let code, let reason):
             let text = code == ErrorCode.shuttingDown.rawValue ? "the broker is shutting down" : "the broker closed the connection"
             fail(EvbusError(.connectionLost, "\(text): \(reason)"))
-        default:
-            throw WireError(.unexpectedFrame, "\(frame.type.name) is not sent by brokers")
+        case .hello, .publish, .subscribe, .unsubscribe, .deliver, .stats, .topology, .declareExchange, .deleteExchange,
+            .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .message, .ack, .nack:
+            throw WireError(.unexpectedFrame, "\(type.name) is not sent by brokers")
         }
     }
 
@@ -332,11 +344,7 @@ final class PeerConnection: ChannelDelegate {
     }
 
     private func resolve(_ id: UInt32, _ result: Result<Frame, any Error>) {
-        if let reply = localReplies.removeValue(forKey: id) {
-            reply.body(result)
-        } else if let waiter = requests.removeValue(forKey: id) {
-            waiter.resume(with: result)
-        }
+        pending.take(id)?.resume(with: result)
     }
 
     /// Called (via the loop) when a full queue has room again.
@@ -358,37 +366,35 @@ final class PeerConnection: ChannelDelegate {
     }
 
     func channelClosed(_ channel: Channel, _ reason: Channel.CloseReason) {
+        let wasClosing: Bool
+        if case .closing = phase { wasClosing = true } else { wasClosing = false }
         let error: EvbusError
         if let failure {
             error = failure
-        } else if isClosing {
+        } else if wasClosing {
             error = EvbusError(.closed, "the peer was closed")
         } else {
             error = EvbusError(.connectionLost, "the connection to the broker ended: \(reason)")
         }
         failure = error
+        let handshake: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>?
+        if case .handshaking(let waiter) = phase { handshake = waiter } else { handshake = nil }
+        phase = .closed
         outbox.close(error)
-        if !welcomed {
-            welcomeWaiter?.resume(throwing: error)
-            welcomeWaiter = nil
-        }
-        for (_, w) in requests { w.resume(throwing: error) }
-        requests.removeAll()
-        let replies = localReplies
-        localReplies.removeAll()
-        for (_, r) in replies { r.body(.failure(error)) }
-        for (_, w) in pings { w.resume(throwing: error) }
-        pings.removeAll()
+        handshake?.resume(throwing: error)
+        let (requests, pings) = pending.takeAll()
+        for w in requests { w.resume(with: .failure(error)) }
+        for w in pings { w.resume(throwing: error) }
         // A deliberate close ends iteration normally; a lost connection makes it throw.
-        let endError: EvbusError? = isClosing && error.code == .closed ? nil : error
-        for (_, sink) in sinks { sink.finish(endError) }
+        let endError: EvbusError? = wasClosing && error.code == .closed ? nil : error
+        let ended = sinks
         sinks.removeAll()
-        let confirmWaiting = confirmWaiters
-        confirmWaiters.removeAll()
-        for (_, w) in confirmWaiting { w.resume(throwing: error) }
+        for (_, sink) in ended { sink.finish(endError) }
+        for w in confirms.takeWaiters() { w.resume(throwing: error) }
         calls.failAll(error, loop: channel.loop)
         acker = nil
-        for w in closeWaiters { w.resume() }
+        let waiting = closeWaiters
         closeWaiters.removeAll()
+        for w in waiting { w.resume() }
     }
 }

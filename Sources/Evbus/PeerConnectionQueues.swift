@@ -8,7 +8,7 @@ extension PeerConnection {
     func consume(_ frame: Frame, id: UInt32, sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
         if let failure { return waiter.resume(throwing: failure) }
         sinks[id] = sink
-        localReplies[id] = LocalReply { [self] result in
+        request(frame, id: id) { [self] result in
             switch result {
             case .success: waiter.resume()
             case .failure(let error):
@@ -16,7 +16,6 @@ extension PeerConnection {
                 waiter.resume(throwing: error)
             }
         }
-        send(frame)
     }
 
     /// CANCEL: deliveries stop at once; iteration ends.
@@ -24,34 +23,13 @@ extension PeerConnection {
         sinks.removeValue(forKey: id)?.finish(nil)
         if let failure { return waiter.resume(throwing: failure) }
         // OK or unknown-consumer (the broker cancelled it first): either way it is gone.
-        localReplies[id] = LocalReply { _ in waiter.resume() }
-        send(.cancel(consumerID: id))
+        request(.cancel(consumerID: id), id: id) { _ in waiter.resume() }
     }
 
     /// Resumes once every confirmed publish up to `through` is answered; throws if any was nacked.
     func waitForConfirms(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
-        if confirmedThrough >= through { return finishConfirmWait(through: through, waiter) }
-        if let failure { return waiter.resume(throwing: failure) }
-        confirmWaiters.append((through, waiter))
-    }
-
-    private func finishConfirmWait(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
-        let refused = nacked.filter { $0 <= through }
-        nacked.removeAll { $0 <= through }
-        if refused.isEmpty {
-            waiter.resume()
-        } else {
-            waiter.resume(throwing: EvbusError(.nacked,
-                "the broker refused \(refused.count) confirmed publish(es) (sequence \(refused.map(String.init).joined(separator: ", ")))"))
-        }
-    }
-
-    func confirmed(_ sequence: UInt64, flags: UInt8) {
-        if flags & AckFlag.nack != 0 { nacked.append(sequence) }
-        confirmedThrough = max(confirmedThrough, sequence)
-        let ready = confirmWaiters.filter { $0.through <= confirmedThrough }
-        confirmWaiters.removeAll { $0.through <= confirmedThrough }
-        for (through, waiter) in ready { finishConfirmWait(through: through, waiter) }
+        if confirms.confirmedThrough < through, let failure { return waiter.resume(throwing: failure) }
+        if let outcome = confirms.wait(through: through, waiter) { waiter.resume(with: outcome.mapError { $0 }) }
     }
 
     /// Registers a request and sends it (after everything published before it).
