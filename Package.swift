@@ -36,9 +36,9 @@ let package = Package(
         .executableTarget(name: "evbus-fib", dependencies: ["Evbus", "EvbusController"], swiftSettings: strict),
 
         .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),
-        .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
+        .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO", "Evbus"], swiftSettings: strict),
-        .testTarget(name: "EvbusControllerTests", dependencies: ["EvbusController", "EvbusIO"], swiftSettings: strict),
+        .testTarget(name: "EvbusControllerTests", dependencies: ["EvbusController", "EvbusIO", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",

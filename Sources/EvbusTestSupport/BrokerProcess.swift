@@ -1,9 +1,10 @@
+public import Evbus
 import EvbusIO
 import EvbusWire
 import Foundation
 
 /// The real `evbus broker` binary on a fresh socket.
-public final class BrokerProcess: Sendable {
+public final class BrokerProcess: TestBroker, Sendable {
     public let socketPath: String
     public let process: RunningProcess
 
@@ -26,7 +27,7 @@ public final class BrokerProcess: Sendable {
 }
 
 /// A broker in this process, on its own loop thread, with its log lines captured.
-public final class InProcessBroker: Sendable {
+public final class InProcessBroker: TestBroker, Sendable {
     public let broker: Broker
     public let logLines: LogCapture
     public var socketPath: String { broker.socketPath }
@@ -47,6 +48,7 @@ public final class InProcessBroker: Sendable {
     }
 
     public func shutdown() { broker.shutdown() }
+
 }
 
 import Synchronization
@@ -66,3 +68,21 @@ public struct TestSupportError: Error, CustomStringConvertible {
 }
 
 @_exported public import EvbusBroker
+
+/// A broker a test talks to (in this process or the `evbus` binary), and the one-line ways to
+/// connect peers to it.
+public protocol TestBroker {
+    var socketPath: String { get }
+}
+
+extension TestBroker {
+    /// A peer connected to this broker: `let worker = try await broker.connect("worker")`.
+    public func connect(_ name: String? = nil, options: Peer.Options = Peer.Options()) async throws -> Peer {
+        try await Peer.connect(to: socketPath, name: name, options: options)
+    }
+
+    /// Two peers connected to this broker: `let (producer, worker) = try await broker.connect("producer", "worker")`.
+    public func connect(_ first: String, _ second: String) async throws -> (Peer, Peer) {
+        (try await connect(first), try await connect(second))
+    }
+}

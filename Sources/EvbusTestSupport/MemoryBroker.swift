@@ -13,7 +13,7 @@ public final class MemoryBroker: BrokerOutput {
     let settings: CoreSettings
 
     final class Connection {
-        let session: Session
+        let session: ConnectionState
         var output: [UInt8] = []
         var read = 0
         /// Over the high watermark, until the client reads below the low one (like `Channel`).
@@ -22,7 +22,7 @@ public final class MemoryBroker: BrokerOutput {
         /// Frames sent while paused, for when it resumes.
         var held: [[UInt8]] = []
         var closed = false
-        init(session: Session) { self.session = session }
+        init(session: ConnectionState) { self.session = session }
         var unread: Int { output.count - read }
     }
 
@@ -44,7 +44,7 @@ public final class MemoryBroker: BrokerOutput {
     // MARK: Driving it
 
     /// A connection that has completed its handshake.
-    public func connect() -> Session {
+    public func connect() -> ConnectionState {
         let session = core.open()
         let slot = Int(session.slot)
         while connections.count <= slot { connections.append(nil) }
@@ -53,7 +53,7 @@ public final class MemoryBroker: BrokerOutput {
     }
 
     /// Frames from `session`, as one batch read from its socket.
-    public func send(_ frames: [Frame], from session: Session) {
+    public func send(_ frames: [Frame], from session: ConnectionState) {
         guard let c = connection(session.slot), !c.closed else { return }
         for frame in frames { c.held.append(frame.encoded()) }
         deliverHeld(c)
@@ -61,7 +61,7 @@ public final class MemoryBroker: BrokerOutput {
     }
 
     /// The next complete frame `session` has been sent, if any.
-    public func nextFrame(for session: Session) throws -> Frame? {
+    public func nextFrame(for session: ConnectionState) throws -> Frame? {
         guard let c = connection(session.slot) ?? closedConnections[session.slot] else { return nil }
         let frame: Frame? = try c.output.withUnsafeBytes { raw in
             let rest = UnsafeRawBufferPointer(rebasing: raw[c.read...])
@@ -81,7 +81,7 @@ public final class MemoryBroker: BrokerOutput {
     }
 
     /// The client hangs up.
-    public func disconnect(_ session: Session) {
+    public func disconnect(_ session: ConnectionState) {
         guard let c = connection(session.slot), !c.closed else { return }
         finishClose(c)
         settle()
@@ -97,7 +97,7 @@ public final class MemoryBroker: BrokerOutput {
         settle()
     }
 
-    public func isClosed(_ session: Session) -> Bool { connection(session.slot)?.session !== session || connection(session.slot)!.closed }
+    public func isClosed(_ session: ConnectionState) -> Bool { connection(session.slot)?.session !== session || connection(session.slot)!.closed }
 
     // MARK: The glue's order of events
 

@@ -70,13 +70,13 @@ public final class RuleBroker {
     /// One client: frames in, frames out.
     public final class Client {
         private let memory: MemoryBroker?
-        private let session: Session?
+        private let session: ConnectionState?
         private let raw: RawClient?
         /// Its id (WELCOME's), which names its inbox.
         public let connectionID: UInt64
         private var pingToken: UInt64 = 0
 
-        init(memory: MemoryBroker, session: Session) {
+        init(memory: MemoryBroker, session: ConnectionState) {
             self.memory = memory
             self.session = session
             raw = nil

@@ -29,12 +29,4 @@ public enum TestPaths {
     }
 }
 
-/// Polls `condition` until it holds or `seconds` pass (tests never assert on speed, only on eventually).
-public func eventually(_ seconds: Double = 20, _ condition: () async throws -> Bool) async rethrows -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if try await condition() { return true }
-        try? await Task.sleep(nanoseconds: 10_000_000)
-    }
-    return try await condition()
-}
+

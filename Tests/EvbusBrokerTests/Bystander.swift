@@ -12,8 +12,8 @@ final class Bystander: Sendable {
     private let subscription: Subscription
 
     init(_ broker: InProcessBroker) async throws {
-        peer = try await Peer.connect(to: broker.socketPath, name: "bystander")
-        publisher = try await Peer.connect(to: broker.socketPath, name: "bystander-pub")
+        peer = try await broker.connect("bystander")
+        publisher = try await broker.connect("bystander-pub")
         subscription = try await peer.subscribe("keep.#")
         Task { [subscription, weak self] in
             for try await e in subscription { self?.received.withLock { $0.append(e.text) } }

@@ -71,7 +71,7 @@ import Testing
         let slow = try stalledSubscriber(broker)
         let bystander = try await Bystander(broker)
         let deliveredBefore = broker.stat("delivered")
-        let publisher = try await Peer.connect(to: broker.socketPath, name: "fast")
+        let publisher = try await broker.connect("fast")
         for i in 0..<Self.messages { try await publisher.publish("flood", numbered(i)) }
         try await publisher.flush()
         let dropped = broker.stat("dropped")
@@ -89,7 +89,7 @@ import Testing
         defer { broker.shutdown() }
         let slow = try stalledSubscriber(broker)
         let bystander = try await Bystander(broker)
-        let publisher = try await Peer.connect(to: broker.socketPath, name: "fast")
+        let publisher = try await broker.connect("fast")
         for i in 0..<Self.messages { try await publisher.publish("flood", numbered(i)) }
         try await publisher.flush()
         #expect(await eventually { broker.stat("slow_consumer_disconnects") == 1 })

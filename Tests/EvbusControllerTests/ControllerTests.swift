@@ -1,5 +1,6 @@
 import EvbusController
 import EvbusIO
+@_exported import EvbusTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -12,14 +13,7 @@ final class Log<T: Sendable>: Sendable {
     var count: Int { items.withLock { $0.count } }
 }
 
-func eventually(_ seconds: Double = 20, _ condition: () -> Bool) async -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        try? await Task.sleep(nanoseconds: 2_000_000)
-    }
-    return condition()
-}
+
 
 struct Boom: Error, Equatable { var n = 1 }
 

@@ -27,7 +27,7 @@ import Testing
         try withChannel(recorder: recorder) { loop, channel, peer in
             let payload = (0..<100_000).map { UInt8(truncatingIfNeeded: $0 &* 7) }
             writeAll(peer, payload)
-            #expect(eventually { recorder.received.count == payload.count })
+            #expect(blockUntil { recorder.received.count == payload.count })
             #expect(recorder.received == payload)
             // And back: many writes in one iteration leave in one flush.
             let chunks = (0..<50).map { i in [UInt8](repeating: UInt8(i), count: 1000) }
@@ -42,9 +42,9 @@ import Testing
         let recorder = Recorder(acceptAtMost: 3)
         try withChannel(recorder: recorder) { _, _, peer in
             writeAll(peer, Array(0..<10))
-            #expect(eventually { recorder.received.count == 3 })
+            #expect(blockUntil { recorder.received.count == 3 })
             writeAll(peer, Array(10..<20))
-            #expect(eventually { recorder.received.count == 6 })
+            #expect(blockUntil { recorder.received.count == 6 })
             usleep(20_000)
             #expect(recorder.received == Array(0..<6))
         }
@@ -73,7 +73,7 @@ import Testing
             #expect(try loop.runAndWait { channel.value.bufferedBytes } > 64 << 10)
             // Drain from the other end: the queue falls below the low watermark and the delegate hears it.
             #expect(readExactly(peer, written).count == written)
-            #expect(eventually { (try? isWritable()) == true })
+            #expect(blockUntil { (try? isWritable()) == true })
             #expect(recorder.state.withLock { $0.writableCallbacks } == 1)
         }
     }
@@ -86,7 +86,7 @@ import Testing
             usleep(50_000)
             #expect(recorder.received.isEmpty)
             try loop.runAndWait { channel.value.resumeReading() }
-            #expect(eventually { recorder.received == [1, 2, 3] })
+            #expect(blockUntil { recorder.received == [1, 2, 3] })
         }
     }
 
@@ -102,7 +102,7 @@ import Testing
         }
         writeAll(b, [9, 9])
         close(b)
-        #expect(eventually { recorder.closeReason != nil })
+        #expect(blockUntil { recorder.closeReason != nil })
         #expect(recorder.closeReason == .endOfFile)
         #expect(recorder.received == [9, 9])
         #expect(try loop.runAndWait { loop.registrationCount } == 0)

@@ -60,7 +60,7 @@ import Testing
                 }
             }
         }
-        #expect(eventually { log.seen.withLock { $0.values.reduce(0) { $0 + $1.count } } == 16_000 })
+        #expect(blockUntil { log.seen.withLock { $0.values.reduce(0) { $0 + $1.count } } == 16_000 })
         #expect(log.offLoop.load(ordering: .relaxed) == 0)
         for (_, order) in log.seen.withLock({ $0 }) { #expect(order == Array(0..<2000)) }
     }
@@ -76,7 +76,7 @@ import Testing
             let cancelled = loop.scheduleTimer(afterNanos: 15_000_000) { fired.withLock { $0.append("x") } }
             loop.cancelTimer(cancelled)
         }
-        #expect(eventually { fired.withLock { $0.count } == 3 })
+        #expect(blockUntil { fired.withLock { $0.count } == 3 })
         usleep(50_000)
         #expect(fired.withLock { $0 } == ["a", "b", "c"])
     }
@@ -88,10 +88,10 @@ import Testing
         let id = try loop.runAndWait {
             loop.scheduleTimer(afterNanos: 1_000_000, everyNanos: 1_000_000) { count.add(1, ordering: .relaxed) }
         }
-        #expect(eventually { count.load(ordering: .relaxed) >= 3 })
+        #expect(blockUntil { count.load(ordering: .relaxed) >= 3 })
         try loop.runAndWait { loop.retime(id, everyNanos: 2_000_000) }
         let before = count.load(ordering: .relaxed)
-        #expect(eventually { count.load(ordering: .relaxed) >= before + 2 })
+        #expect(blockUntil { count.load(ordering: .relaxed) >= before + 2 })
         try loop.runAndWait { loop.cancelTimer(id) }
         let stopped = count.load(ordering: .relaxed)
         usleep(30_000)
@@ -137,7 +137,7 @@ import Testing
         #expect(stat(path, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o600)
         let fds = try (0..<3).map { _ in try UnixSocket.connect(path: path) }
-        #expect(eventually { accepted.load(ordering: .relaxed) == 3 })
+        #expect(blockUntil { accepted.load(ordering: .relaxed) == 3 })
         fds.forEach { close($0) }
         try loop.runAndWait { listener.value.close() }
         #expect(access(path, F_OK) != 0)

@@ -1,4 +1,5 @@
 import EvbusIO
+@_exported import EvbusTestSupport
 import Foundation
 import Synchronization
 
@@ -30,15 +31,7 @@ final class Recorder: ChannelDelegate, @unchecked Sendable {
     var closeReason: Channel.CloseReason? { state.withLock { $0.closed } }
 }
 
-/// Polls until `condition` or `seconds`.
-func eventually(seconds: Double = 20, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(2_000)
-    }
-    return condition()
-}
+
 
 /// Reads whatever is available on a blocking-ish raw fd (non-blocking fd: loops until `count` bytes).
 func readExactly(_ fd: Int32, _ count: Int) -> [UInt8] {

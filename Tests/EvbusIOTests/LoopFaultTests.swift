@@ -32,7 +32,7 @@ import Testing
         // Input the broker never read (it is paused), then the other side dies.
         writeAll(b, [UInt8](repeating: 7, count: 4096))
         close(b)
-        #expect(eventually { recorder.closeReason != nil }, "a hang-up while paused must close the channel")
+        #expect(blockUntil { recorder.closeReason != nil }, "a hang-up while paused must close the channel")
         #expect(recorder.closeReason == .endOfFile)
         #expect(recorder.received.isEmpty, "unread input of a peer that hung up while paused is discarded")
         #expect(try loop.runAndWait { channel.value.isClosed && loop.registrationCount == 0 })
@@ -58,9 +58,9 @@ import Testing
         writeAll(b, Array(0..<100))
         usleep(20_000)
         try loop.runAndWait { channel.value.resumeReading() }
-        #expect(eventually { recorder.received.count == 100 })
+        #expect(blockUntil { recorder.received.count == 100 })
         close(b)
-        #expect(eventually { recorder.closeReason == .endOfFile })
+        #expect(blockUntil { recorder.closeReason == .endOfFile })
     }
 
     @Test func aTaskThatRequeuesItselfDoesNotStarveTimersOrSockets() throws {
@@ -93,7 +93,7 @@ import Testing
             return LoopBound(c, loop: loop)
         }
         writeAll(b, [1, 2, 3])
-        let progressed = eventually(seconds: 10) { timerFired.load(ordering: .relaxed) && recorder.received.count == 3 }
+        let progressed = blockUntil(10) { timerFired.load(ordering: .relaxed) && recorder.received.count == 3 }
         spinner.stop.store(true, ordering: .relaxed)
         #expect(progressed, "a 10 ms timer and a socket read must run while a task keeps re-queueing itself")
         #expect(spinner.runs.load(ordering: .relaxed) > 1)
@@ -143,7 +143,7 @@ import Testing
             await Task.yield()
             finished.store(true, ordering: .releasing)
         }
-        #expect(eventually(seconds: 10) { finished.load(ordering: .acquiring) }, "a job enqueued on a stopped loop must still run")
+        #expect(blockUntil(10) { finished.load(ordering: .acquiring) }, "a job enqueued on a stopped loop must still run")
         if finished.load(ordering: .acquiring) { await task.value }
     }
 }

@@ -10,8 +10,7 @@ import Testing
     @Test func aPeerFeedsMatchingEventsIntoAControllerWithBusMetadata() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath, name: "thermostat")
-        let sensor = try await Peer.connect(to: broker.socketPath, name: "sensor")
+        let (peer, sensor) = try await broker.connect("thermostat", "sensor")
         let controller = try Controller(name: "thermostat")
         defer { controller.shutdown() }
         let seen = Collected()
@@ -39,8 +38,7 @@ import Testing
     @Test func handlersSeeHeadersAndReplyToAndCanReply() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath, name: "server")
-        let client = try await Peer.connect(to: broker.socketPath, name: "client")
+        let (server, client) = try await broker.connect("server", "client")
         let controller = try Controller(name: "fib")
         defer { controller.shutdown() }
         controller.on("rpc.fib") { s in
@@ -77,8 +75,7 @@ import Testing
     @Test func dispatchToAControllerExposedByAnotherPeer() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath, name: "worker-process")
-        let client = try await Peer.connect(to: broker.socketPath, name: "ui-process")
+        let (server, client) = try await broker.connect("worker-process", "ui-process")
         let controller = try Controller(name: "worker")
         defer { controller.shutdown() }
         controller.on("upper") { s in String(decoding: s.payload(as: [UInt8].self)!, as: UTF8.self).uppercased() }

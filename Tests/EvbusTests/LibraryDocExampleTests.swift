@@ -11,7 +11,7 @@ import Testing
     @Test func publishing() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         let seen = try await peer.subscribe("#")
         let jpegBytes: [UInt8] = [0xFF, 0xD8, 0xFF, 0xE0]
 

@@ -20,7 +20,7 @@ import Testing
         options.subscriptionBuffer = 16
         let peer = try await Peer.connect(to: broker.socketPath, name: "full", loop: loop, options: options)
         let subscription = try await peer.subscribe("flood")
-        let publisher = try await Peer.connect(to: broker.socketPath, name: "publisher")
+        let publisher = try await broker.connect("publisher")
         // Far more than the buffer holds: the peer stops reading, the broker's queue for it fills.
         let payload = [UInt8](repeating: 9, count: 16 << 10)
         let publishing = Task { for _ in 0..<2000 { try await publisher.publish("flood", payload) } }

@@ -17,8 +17,7 @@ final class Collected: Sendable {
     @Test func publishAndIterateMatchingEvents() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let sub = try await Peer.connect(to: broker.socketPath, name: "sub")
-        let pub = try await Peer.connect(to: broker.socketPath, name: "pub")
+        let (sub, pub) = try await broker.connect("sub", "pub")
         let temps = try await sub.subscribe("sensors.*.temp")
         try await pub.publish("sensors.kitchen.temp", "21.5")
         try await pub.publish("sensors.kitchen.humidity", "40")  // does not match
@@ -34,7 +33,7 @@ final class Collected: Sendable {
     @Test func messagePropertiesTravelUnchanged() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         let properties = MessageProperties(
             contentType: "application/json", correlationID: "abc", replyTo: "replies.me", messageID: "m-9",
             timestamp: 1_700_000_000_123, headers: ["trace": "t-1", "priority": "high"])
@@ -53,7 +52,7 @@ final class Collected: Sendable {
     @Test func handlerAndViewFormsReceiveEveryEventInOrder() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         let byHandler = Collected()
         let byView = Collected()
         _ = try await peer.subscribe("log.#") { byHandler.add($0) }
@@ -69,8 +68,7 @@ final class Collected: Sendable {
     @Test func overlappingSubscriptionsEachGetACopy() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let a = try await Peer.connect(to: broker.socketPath, name: "a")
-        let b = try await Peer.connect(to: broker.socketPath, name: "b")
+        let (a, b) = try await broker.connect("a", "b")
         let aAll = try await a.subscribe("logs.#")
         let aErrors = try await a.subscribe("logs.*.error")
         let bErrors = try await b.subscribe("#.error")
@@ -85,7 +83,7 @@ final class Collected: Sendable {
     @Test func oneSubscriptionWithSeveralPatterns() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         let s = try await peer.subscribe("a.*", "b.#")
         #expect(s.ids.count == 2)
         try await peer.publish("a.x", "1")
@@ -98,7 +96,7 @@ final class Collected: Sendable {
     @Test func unsubscribeEndsIterationAndStopsDeliveries() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         let s = try await peer.subscribe("t")
         try await peer.publish("t", "one")
         #expect(try await take(1, from: s).map(\.text) == ["one"])
@@ -115,8 +113,8 @@ final class Collected: Sendable {
     @Test func tenThousandMessagesArriveInPublishOrder() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let sub = try await Peer.connect(to: broker.socketPath)
-        let pub = try await Peer.connect(to: broker.socketPath)
+        let sub = try await broker.connect()
+        let pub = try await broker.connect()
         let s = try await sub.subscribe("seq")
         let publishing = Task { for i in 0..<10_000 { try await pub.publish("seq", "\(i)") } }
         let events = try await take(10_000, from: s)
@@ -133,7 +131,7 @@ final class Collected: Sendable {
         var options = Peer.Options()
         options.subscriptionBuffer = 8
         let sub = try await Peer.connect(to: broker.socketPath, options: options)
-        let pub = try await Peer.connect(to: broker.socketPath)
+        let pub = try await broker.connect()
         let s = try await sub.subscribe("slow")
         for i in 0..<2000 { try await pub.publish("slow", "\(i)") }
         try await pub.flush()
@@ -151,9 +149,9 @@ final class Collected: Sendable {
     @Test func closeSendsEverythingPublishedBeforeIt() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let sub = try await Peer.connect(to: broker.socketPath)
+        let sub = try await broker.connect()
         let s = try await sub.subscribe("last")
-        let pub = try await Peer.connect(to: broker.socketPath)
+        let pub = try await broker.connect()
         for i in 0..<500 { try await pub.publish("last", "\(i)") }
         await pub.close()  // no flush: close itself must not drop the tail
         #expect(try await take(500, from: s).count == 500)
@@ -167,7 +165,7 @@ final class Collected: Sendable {
     @Test func manyTasksPublishingOnOnePeer() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         let got = Collected()
         _ = try await peer.subscribe("par.#") { got.add($0) }
         try await withThrowingTaskGroup(of: Void.self) { group in
@@ -189,7 +187,7 @@ final class Collected: Sendable {
     @Test func brokerStatsCountTraffic() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         _ = try await peer.subscribe("s") { _ in }
         try await peer.publish("s", "x")
         try await peer.publish("nobody.listens", "y")
@@ -220,7 +218,7 @@ final class Collected: Sendable {
     @Test func badTopicsAndPatternsAreRefusedBeforeSending() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         for topic in ["", "a..b", "a.*", "a b"] {
             await #expect {
                 try await peer.publish(topic, "x")
@@ -238,7 +236,7 @@ final class Collected: Sendable {
     @Test func payloadOverTheFrameLimitIsRefusedLocally() async throws {
         let broker = try InProcessBroker { $0.maxFrameBytes = 4096 }
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         #expect(peer.maxFrameBytes == 4096)
         await #expect {
             try await peer.publish("big", [UInt8](repeating: 0, count: 5000))
@@ -250,7 +248,7 @@ final class Collected: Sendable {
 
     @Test func aBrokerThatGoesAwayFailsPendingWorkWithConnectionLost() async throws {
         let broker = try InProcessBroker()
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         let s = try await peer.subscribe("x")
         broker.shutdown()
         await #expect {

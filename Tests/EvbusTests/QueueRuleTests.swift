@@ -8,7 +8,7 @@ import Testing
     @Test func unacknowledgedMessagesComeBackFlaggedWhenAConsumerCancels() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         _ = try await peer.declareQueue("jobs")
         for i in 0..<5 { try await peer.publish(to: "", key: "jobs", "\(i)") }
         let first = try await peer.consume("jobs", ack: .manual, prefetch: 3)
@@ -29,7 +29,7 @@ import Testing
     @Test func nackRequeuesOrDeadLettersAndRejectDiscards() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         try await peer.declareExchange("dlx", kind: .fanout)
         _ = try await peer.declareQueue("dead")
         try await peer.bind(queue: "dead", exchange: "dlx")
@@ -56,8 +56,7 @@ import Testing
     @Test func exclusiveQueuesBelongToOneConnectionAndGoWithIt() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let owner = try await Peer.connect(to: broker.socketPath, name: "owner")
-        let other = try await Peer.connect(to: broker.socketPath, name: "other")
+        let (owner, other) = try await broker.connect("owner", "other")
         let q = try await owner.declareQueue("private", QueueOptions(exclusive: true))
         await #expect(throws: EvbusError.self) { _ = try await other.consume(q.name) }
         let refusal = await refusalCode { _ = try await other.consume(q.name) }
@@ -75,7 +74,7 @@ import Testing
     @Test func autoDeleteQueuesGoWithTheirLastConsumer() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         _ = try await peer.declareQueue("temp", QueueOptions(autoDelete: true))
         let a = try await peer.consume("temp")
         let b = try await peer.consume("temp")
@@ -89,7 +88,7 @@ import Testing
     @Test func dropHeadKeepsTheNewestAndDeadLettersTheRest() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         try await peer.declareExchange("overflowed", kind: .fanout)
         _ = try await peer.declareQueue("dropped")
         try await peer.bind(queue: "dropped", exchange: "overflowed")
@@ -125,7 +124,7 @@ import Testing
     @Test func messagesExpireIntoTheDeadLetterExchange() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         try await peer.declareExchange("expired", kind: .direct)
         _ = try await peer.declareQueue("graveyard")
         try await peer.bind(queue: "graveyard", exchange: "expired", key: "late")
@@ -158,7 +157,7 @@ import Testing
     @Test func confirmsCoverEveryPublish() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         _ = try await peer.declareQueue("confirmed")
         for i in 0..<1000 { try await peer.publish(to: "", key: "confirmed", "\(i)", confirm: true) }
         try await peer.waitForConfirms()
@@ -193,7 +192,7 @@ import Testing
     @Test func conflictingAndInvalidDeclarationsAreRefused() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         try await peer.declareExchange("x", kind: .fanout)
         try await peer.declareExchange("x", kind: .fanout)  // same again: fine
         #expect(await refusalCode { try await peer.declareExchange("x", kind: .topic) } == .preconditionFailed)
@@ -222,8 +221,8 @@ import Testing
     @Test func deletingAQueueCancelsItsConsumersElsewhere() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let admin = try await Peer.connect(to: broker.socketPath)
-        let worker = try await Peer.connect(to: broker.socketPath)
+        let admin = try await broker.connect()
+        let worker = try await broker.connect()
         _ = try await admin.declareQueue("doomed")
         let consumer = try await worker.consume("doomed")
         try await admin.deleteQueue("doomed")
@@ -240,7 +239,7 @@ import Testing
     @Test func plainSubscriptionsAndQueuesShareTheDefaultTopicExchange() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         let subscription = try await peer.subscribe("sensors.#")
         _ = try await peer.declareQueue("sensor-log")
         try await peer.bind(queue: "sensor-log", exchange: "amq.topic", key: "sensors.*.temp")
@@ -262,8 +261,7 @@ import Testing
             config.lowWatermarkBytes = 2048
         }
         defer { broker.shutdown() }
-        let producer = try await Peer.connect(to: broker.socketPath, name: "producer")
-        let worker = try await Peer.connect(to: broker.socketPath, name: "worker")
+        let (producer, worker) = try await broker.connect("producer", "worker")
         _ = try await producer.declareQueue("backlog")
         let payload = [UInt8](repeating: 7, count: 100)
         for _ in 0..<1000 { try await producer.publish(to: "", key: "backlog", payload) }
@@ -285,7 +283,7 @@ import Testing
     @Test func topologyReportsRatesPerSecond() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         _ = try await peer.declareQueue("busy")
         _ = try await peer.consume("busy", ack: .manual) { try? $0.ack() }
         // Keep traffic flowing across at least one of the broker's one-second samples.
@@ -310,7 +308,7 @@ import Testing
             config.bindings = [DeclaredBinding(queue: "audit", exchange: "events", key: "user.#")]
         }
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         try await peer.declareExchange("events", kind: .topic, passive: true)
         try await peer.publish(to: "events", key: "user.login", "alice", confirm: true)
         try await peer.waitForConfirms()

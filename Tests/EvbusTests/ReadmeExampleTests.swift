@@ -9,7 +9,7 @@ import Testing
         defer { broker.shutdown() }
         var printed: [String] = []
 
-        let peer = try await Peer.connect(to: broker.socketPath, name: "thermostat")
+        let peer = try await broker.connect("thermostat")
         let temps = try await peer.subscribe("sensors.*.temp")
         try await peer.publish("sensors.kitchen.temp", "21.5")
         try await peer.publish("sensors.kitchen.temp", "stop")

@@ -10,8 +10,7 @@ import Testing
     @Test func aRequestGetsItsReply() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath, name: "server")
-        let client = try await Peer.connect(to: broker.socketPath, name: "client")
+        let (server, client) = try await broker.connect("server", "client")
         _ = try await server.respond(on: "upper") { (request: Request) -> String in
             "\(request.text.uppercased())/\(request.headers["lang"] ?? "none")/\(request.replyTo ?? "none")"
         }
@@ -27,8 +26,7 @@ import Testing
     @Test func aThousandConcurrentCallsFromOnePeerAreEachMatched() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath, name: "server")
-        let client = try await Peer.connect(to: broker.socketPath, name: "client")
+        let (server, client) = try await broker.connect("server", "client")
         _ = try await server.respond(on: "square", prefetch: 16) { (request: Request) -> String in
             let n = Int(request.text)!
             if n % 7 == 0 { try await Task.sleep(for: .milliseconds(1)) }  // finish out of order
@@ -49,7 +47,7 @@ import Testing
     @Test func noResponderIsAnsweredAtOnce() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let client = try await Peer.connect(to: broker.socketPath)
+        let client = try await broker.connect()
         _ = try await client.declareQueue("nobody-home")
         let start = ContinuousClock.now
         let error = await callError { _ = try await client.request(to: .queue("nobody-home"), "x", timeout: .seconds(20)) }
@@ -64,8 +62,8 @@ import Testing
     @Test func aSlowResponderTimesOutAndItsLateReplyIsDiscarded() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath)
-        let client = try await Peer.connect(to: broker.socketPath)
+        let server = try await broker.connect()
+        let client = try await broker.connect()
         let release = AsyncGate()
         _ = try await server.respond(on: "slow") { (_: Request) -> String in
             await release.wait()
@@ -83,8 +81,8 @@ import Testing
     @Test func shorterTimeoutsExpireFirstWhateverTheOrder() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath)
-        let client = try await Peer.connect(to: broker.socketPath)
+        let server = try await broker.connect()
+        let client = try await broker.connect()
         let release = AsyncGate()
         _ = try await server.respond(on: "stuck", prefetch: 8) { (_: Request) -> String in
             await release.wait()
@@ -103,8 +101,8 @@ import Testing
     @Test func aLongCallDoesNotLetFinishedCallsPileUpBehindIt() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath)
-        let client = try await Peer.connect(to: broker.socketPath)
+        let server = try await broker.connect()
+        let client = try await broker.connect()
         let started = AsyncGate(), release = AsyncGate()
         _ = try await server.respond(on: "hang") { (_: Request) -> String in
             started.open()
@@ -126,8 +124,8 @@ import Testing
     @Test func aHandlerErrorTravelsBack() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath)
-        let client = try await Peer.connect(to: broker.socketPath)
+        let server = try await broker.connect()
+        let client = try await broker.connect()
         _ = try await server.respond(on: "picky") { (request: Request) -> String in
             guard request.text == "please" else { throw RemoteError("impolite", "say please") }
             return "ok"
@@ -142,8 +140,8 @@ import Testing
     @Test func aResponderThatLeavesMidRequestFailsItsCallersFast() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath)
-        let client = try await Peer.connect(to: broker.socketPath)
+        let server = try await broker.connect()
+        let client = try await broker.connect()
         let started = AsyncGate()
         _ = try await server.respond(on: "fragile") { (_: Request) -> String in
             started.open()
@@ -162,8 +160,8 @@ import Testing
 
     @Test func callsFailWithConnectionLostWhenTheBrokerStops() async throws {
         let broker = try InProcessBroker()
-        let server = try await Peer.connect(to: broker.socketPath)
-        let client = try await Peer.connect(to: broker.socketPath)
+        let server = try await broker.connect()
+        let client = try await broker.connect()
         let started = AsyncGate()
         _ = try await server.respond(on: "hang") { (_: Request) -> String in
             started.open()
@@ -179,11 +177,11 @@ import Testing
     @Test func scatterGatherEndsWhenEveryResponderAnswered() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let client = try await Peer.connect(to: broker.socketPath)
+        let client = try await broker.connect()
         try await client.declareExchange("census", kind: .fanout)
         var servers: [Peer] = []
         for i in 0..<3 {
-            let peer = try await Peer.connect(to: broker.socketPath, name: "node-\(i)")
+            let peer = try await broker.connect("node-\(i)")
             let q = try await peer.declareQueue("", QueueOptions(exclusive: true))
             try await peer.bind(queue: q.name, exchange: "census")
             _ = try await peer.respond(on: q.name) { (_: Request) -> String in "node-\(i)" }
@@ -203,9 +201,9 @@ import Testing
     @Test func strayMessagesToAnInboxAreCountedAndNeverAnswerACall() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let server = try await Peer.connect(to: broker.socketPath)
-        let client = try await Peer.connect(to: broker.socketPath)
-        let stranger = try await Peer.connect(to: broker.socketPath)
+        let server = try await broker.connect()
+        let client = try await broker.connect()
+        let stranger = try await broker.connect()
         let release = AsyncGate()
         _ = try await server.respond(on: "gated") { (request: Request) -> String in
             await release.wait()
@@ -234,7 +232,7 @@ import Testing
         var options = Peer.Options()
         options.onReturn = { returned.add($0) }
         let a = try await Peer.connect(to: broker.socketPath, options: options)
-        let b = try await Peer.connect(to: broker.socketPath)
+        let b = try await broker.connect()
         // An inbox is not a queue: nobody can consume or bind it.
         #expect(await refusalCode { _ = try await b.consume(a.inbox) } == .unknownQueue)
         #expect(await refusalCode { try await b.bind(queue: a.inbox, exchange: "amq.fanout") } == .unknownQueue)

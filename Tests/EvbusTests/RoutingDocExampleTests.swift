@@ -12,6 +12,8 @@ import Testing
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
         let socketPath = broker.socketPath
+        // The example, under a deadline: if nothing arrived, its loop would wait forever.
+        let peer = try await withDeadline {
         let peer = try await Peer.connect(to: socketPath)
         _ = try await peer.declareQueue("hello")                     // idempotent: both sides may declare
         try await peer.publish(to: "", key: "hello", "Hello World!")  // the default exchange routes by queue name
@@ -19,6 +21,10 @@ import Testing
             print(delivery.text)                                     // Hello World!
             break
         }
+        return peer
+        }
+        let queue = try await peer.topology().queues.first { $0.name == "hello" }
+        #expect(queue?.delivered == 1 && queue?.ready == 0, "exactly the one message was delivered")
         await peer.close()
     }
 
@@ -72,7 +78,7 @@ import Testing
     @Test func publishingWithPropertiesAndConfirms() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         try await peer.declareExchange("orders", kind: .topic)
         _ = try await peer.declareQueue("eu-orders")
         try await peer.bind(queue: "eu-orders", exchange: "orders", key: "eu.#")
@@ -158,10 +164,10 @@ import Testing
     @Test func scatterGather() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         var nodes: [Peer] = []
         for i in 0..<2 {
-            let node = try await Peer.connect(to: broker.socketPath)
+            let node = try await broker.connect()
             try await node.declareExchange("census", kind: .fanout)
             let q = try await node.declareQueue("", QueueOptions(exclusive: true))
             try await node.bind(queue: q.name, exchange: "census")

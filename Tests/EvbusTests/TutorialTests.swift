@@ -9,8 +9,7 @@ import Testing
     @Test func helloWorld() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let sender = try await Peer.connect(to: broker.socketPath, name: "send")
-        let receiver = try await Peer.connect(to: broker.socketPath, name: "receive")
+        let (sender, receiver) = try await broker.connect("send", "receive")
         _ = try await sender.declareQueue("hello")
         try await sender.publish(to: "", key: "hello", "Hello World!")
         _ = try await receiver.declareQueue("hello")  // idempotent: both sides declare, as in the tutorial
@@ -25,9 +24,9 @@ import Testing
     @Test func workQueuesShareTasksRoundRobinAndAcknowledge() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let producer = try await Peer.connect(to: broker.socketPath, name: "new_task")
+        let producer = try await broker.connect("new_task")
         _ = try await producer.declareQueue("task_queue")
-        let workers = [try await Peer.connect(to: broker.socketPath, name: "w1"), try await Peer.connect(to: broker.socketPath, name: "w2")]
+        let workers = [try await broker.connect("w1"), try await broker.connect("w2")]
         let done = [Collector<String>(), Collector<String>()]
         for (worker, log) in zip(workers, done) {
             _ = try await worker.consume("task_queue", ack: .manual, prefetch: 1) { delivery in
@@ -46,10 +45,9 @@ import Testing
     @Test func fairDispatchGivesABusyWorkerNothingNew() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let producer = try await Peer.connect(to: broker.socketPath)
+        let producer = try await broker.connect()
         _ = try await producer.declareQueue("tasks")
-        let slowPeer = try await Peer.connect(to: broker.socketPath, name: "slow")
-        let fastPeer = try await Peer.connect(to: broker.socketPath, name: "fast")
+        let (slowPeer, fastPeer) = try await broker.connect("slow", "fast")
         // The slow worker takes one task and does not finish it while the test runs.
         let slow = Collector<Delivery>()
         _ = try await slowPeer.consume("tasks", ack: .manual, prefetch: 1) { slow.add($0) }
@@ -69,12 +67,12 @@ import Testing
     @Test func publishSubscribeWithAFanoutExchange() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let emitter = try await Peer.connect(to: broker.socketPath, name: "emit_log")
+        let emitter = try await broker.connect("emit_log")
         try await emitter.declareExchange("logs", kind: .fanout)
         var consumers: [Consumer] = []
         var peers: [Peer] = []
         for _ in 0..<2 {
-            let peer = try await Peer.connect(to: broker.socketPath, name: "receive_logs")
+            let peer = try await broker.connect("receive_logs")
             try await peer.declareExchange("logs", kind: .fanout)
             let q = try await peer.declareQueue("", QueueOptions(exclusive: true))
             #expect(q.name.hasPrefix("amq.gen-"))
@@ -90,7 +88,7 @@ import Testing
     @Test func routingWithADirectExchange() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let emitter = try await Peer.connect(to: broker.socketPath)
+        let emitter = try await broker.connect()
         try await emitter.declareExchange("direct_logs", kind: .direct)
         let errorsOnly = try await boundConsumer(broker, "direct_logs", .direct, keys: ["error"])
         let everything = try await boundConsumer(broker, "direct_logs", .direct, keys: ["info", "warning", "error"])
@@ -106,7 +104,7 @@ import Testing
     @Test func topicsWithStarAndHash() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
-        let emitter = try await Peer.connect(to: broker.socketPath)
+        let emitter = try await broker.connect()
         try await emitter.declareExchange("topic_logs", kind: .topic)
         let q1 = try await boundConsumer(broker, "topic_logs", .topic, keys: ["*.orange.*"])
         let q2 = try await boundConsumer(broker, "topic_logs", .topic, keys: ["*.*.rabbit", "lazy.#"])
@@ -126,7 +124,7 @@ import Testing
 
     /// A receive_logs-style consumer: exclusive broker-named queue bound with `keys`.
     func boundConsumer(_ broker: InProcessBroker, _ exchange: String, _ kind: ExchangeKind, keys: [String]) async throws -> (Peer, Consumer) {
-        let peer = try await Peer.connect(to: broker.socketPath)
+        let peer = try await broker.connect()
         try await peer.declareExchange(exchange, kind: kind)
         let q = try await peer.declareQueue("", QueueOptions(exclusive: true))
         for key in keys { try await peer.bind(queue: q.name, exchange: exchange, key: key) }

@@ -44,11 +44,11 @@ public final class BrokerCore<Output: BrokerOutput> {
     let defaultTopicName = Array("amq.topic".utf8)
 
     /// Indexed by slot, the number routing targets and outputs use; freed slots are reused.
-    private(set) var sessions: [Session?] = []
+    private(set) var sessions: [ConnectionState?] = []
     /// The same sessions unretained, for the lookup made for every delivery (a strong read costs
     /// an atomic retain and release each time). Safe: set and cleared together with `sessions`,
     /// which keeps each alive while its slot is in use.
-    @exclusivity(unchecked) private var sessionRefs: [Unmanaged<Session>?] = []
+    @exclusivity(unchecked) private var sessionRefs: [Unmanaged<ConnectionState>?] = []
     private var freeSlots: [UInt32] = []
     /// Connection id → slot, for inboxes (`amq.inbox.<id>`).
     var slotsByID: [UInt64: UInt32] = [:]
@@ -84,7 +84,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     // MARK: Connections
 
     /// A connection was accepted: it gets a session, a slot and an id (the one WELCOME announces).
-    public func open() -> Session {
+    public func open() -> ConnectionState {
         let slot: UInt32
         if let reused = freeSlots.popLast() {
             slot = reused
@@ -93,7 +93,7 @@ public final class BrokerCore<Output: BrokerOutput> {
             sessions.append(nil)
             sessionRefs.append(nil)
         }
-        let session = Session(id: nextConnectionID, slot: slot)
+        let session = ConnectionState(id: nextConnectionID, slot: slot)
         nextConnectionID += 1
         sessions[Int(slot)] = session
         sessionRefs[Int(slot)] = Unmanaged.passUnretained(session)
@@ -105,14 +105,14 @@ public final class BrokerCore<Output: BrokerOutput> {
 
     /// The connection is closing (a protocol error, its CLOSE, the broker shutting down): nothing
     /// more is delivered to it. Its state is released when it has `closed`.
-    public func closing(_ s: Session) {
+    public func closing(_ s: ConnectionState) {
         s.isOpen = false
     }
 
     /// The connection is gone: its subscriptions end, its unacknowledged deliveries go back to
     /// their queues, its exclusive and auto-delete queues go, its callers are told, and the
     /// publishers it was holding back resume.
-    public func closed(_ s: Session) {
+    public func closed(_ s: ConnectionState) {
         guard sessions[Int(s.slot)] === s else { return }
         s.isOpen = false
         topology.defaultTopic.topics.removeAll(connection: s.slot, subscriptions: s.subscriptions)
@@ -129,13 +129,13 @@ public final class BrokerCore<Output: BrokerOutput> {
 
     /// The session in `slot`, if any, borrowed for `body` without a retain. Hot path.
     @inline(__always)
-    func withSession<R>(_ slot: UInt32, _ body: (Session) -> R?) -> R? {
+    func withSession<R>(_ slot: UInt32, _ body: (ConnectionState) -> R?) -> R? {
         guard let ref = sessionRefs[Int(slot)] else { return nil }
         return ref._withUnsafeGuaranteedRef(body)
     }
 
     /// The session in `slot`, if any (cold paths).
-    func session(_ slot: UInt32) -> Session? { sessions[Int(slot)] }
+    func session(_ slot: UInt32) -> ConnectionState? { sessions[Int(slot)] }
 
     // MARK: Frames
 
@@ -143,7 +143,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     /// answered with ERROR and leave the connection open; a protocol violation throws, and the
     /// server then closes that connection alone.
     @inline(__always)
-    public func received(_ frame: RawFrame, from s: Session) throws(WireError) {
+    public func received(_ frame: RawFrame, from s: ConnectionState) throws(WireError) {
         switch frame.type {
         case .publish:
             publish(try PublishView(body: frame.body), from: s)
@@ -166,7 +166,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     }
 
     /// The cold frames, decoded.
-    private func handleControl(_ frame: Frame, from s: Session) {
+    private func handleControl(_ frame: Frame, from s: ConnectionState) {
         switch frame {
         case .subscribe(let id, let pattern):
             answer(s, id) { () throws(WireError) in
@@ -205,20 +205,20 @@ public final class BrokerCore<Output: BrokerOutput> {
 
     /// The end of one batch of frames read from `s`: one CONFIRM for every publish confirmed in
     /// it, and one dispatch for the room its ACKs made.
-    public func endOfBatch(_ s: Session) {
+    public func endOfBatch(_ s: ConnectionState) {
         flushConfirms(s)
         flushPendingDispatch()
     }
 
     /// `s`'s output drained below the low watermark.
-    public func becameWritable(_ s: Session) {
+    public func becameWritable(_ s: ConnectionState) {
         releasePublishers(blockedOn: s)
         unblockConsumers(of: s)
     }
 
     // MARK: Subscriptions
 
-    func subscribe(_ s: Session, id: UInt32, pattern: String) throws(WireError) {
+    func subscribe(_ s: ConnectionState, id: UInt32, pattern: String) throws(WireError) {
         guard id != Inbox.subscriptionID else {
             throw WireError(.duplicateSubscription, "subscription id 0 is reserved: DELIVER frames with id 0 are replies to this connection's inbox")
         }
@@ -235,7 +235,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     // MARK: Output helpers
 
     /// Encodes and queues one frame (cold paths; the hot ones write in place).
-    func send(_ frame: Frame, to s: Session) {
+    func send(_ frame: Frame, to s: ConnectionState) {
         let bytes = frame.encoded()
         bytes.withUnsafeBytes { raw in
             output.reserve(s.slot, raw.count).copyMemory(from: raw.baseAddress!, byteCount: raw.count)
@@ -244,7 +244,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     }
 
     /// Runs one request; its reply, or its refusal, goes back under the request's id.
-    func answer(_ s: Session, _ id: UInt32, _ body: () throws(WireError) -> Frame) {
+    func answer(_ s: ConnectionState, _ id: UInt32, _ body: () throws(WireError) -> Frame) {
         do {
             send(try body(), to: s)
         } catch {
@@ -253,7 +253,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     }
 
     /// Refuses one request; the connection stays open.
-    func refuse(_ error: WireError, requestID: UInt32, to s: Session) {
+    func refuse(_ error: WireError, requestID: UInt32, to s: ConnectionState) {
         stats.rejectedRequests += 1
         output.log(.info, s.slot, "refused request \(requestID): \(error)")
         send(.error(code: error.code, requestID: requestID, message: error.message), to: s)

@@ -9,7 +9,7 @@ final class BrokerConnection: ChannelDelegate {
     enum Phase { case preamble, hello, open }
 
     /// The core's side of this connection.
-    let session: Session
+    let session: ConnectionState
     let channel: Channel
     let credentials: PeerCredentials?
     /// The server owns every connection and outlives it, so an unchecked reference is safe and
@@ -20,7 +20,7 @@ final class BrokerConnection: ChannelDelegate {
     private(set) var phase = Phase.preamble
     private var name = ""
 
-    init(session: Session, channel: Channel, credentials: PeerCredentials?, server: BrokerServer) {
+    init(session: ConnectionState, channel: Channel, credentials: PeerCredentials?, server: BrokerServer) {
         self.session = session
         self.channel = channel
         self.credentials = credentials

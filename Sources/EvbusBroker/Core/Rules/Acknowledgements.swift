@@ -2,7 +2,7 @@ import EvbusWire
 
 /// ACK and NACK: settling deliveries, refilling prefetch windows, requeueing and dead-lettering.
 extension BrokerCore {
-    func ack(_ tag: UInt64, multiple: Bool, from c: Session) {
+    func ack(_ tag: UInt64, multiple: Bool, from c: ConnectionState) {
         if !multiple {
             // One tag: the per-message path of a work queue.
             let consumer: ConsumerRecord
@@ -43,7 +43,7 @@ extension BrokerCore {
         for q in touchedQueues { dispatch(q) }
     }
 
-    func nack(_ tag: UInt64, flags: UInt8, from c: Session) {
+    func nack(_ tag: UInt64, flags: UInt8, from c: ConnectionState) {
         var back: [UnackedLedger.Settled] = []
         do {
             if flags & AckFlag.multiple != 0 {

@@ -4,7 +4,7 @@ import EvbusWire
 /// high watermark, and when they drain below the low one (PROTOCOL.md §8).
 extension BrokerCore {
     /// `receiver`'s output just passed the high watermark (or was already over it).
-    func overHighWatermark(_ receiver: Session, publisher: Session?) {
+    func overHighWatermark(_ receiver: ConnectionState, publisher: ConnectionState?) {
         blockConsumers(of: receiver)
         switch settings.slowConsumerPolicy {
         case .drop:
@@ -23,14 +23,14 @@ extension BrokerCore {
     }
 
     /// Stops deliveries to `s`'s consumers until its output drains.
-    func blockConsumers(of s: Session) {
+    func blockConsumers(of s: ConnectionState) {
         guard !s.outputFull else { return }
         s.outputFull = true
         for consumer in s.consumers.values { consumer.blocked = true }
     }
 
     /// The connection drained below its low watermark: its consumers may take messages again.
-    func unblockConsumers(of s: Session) {
+    func unblockConsumers(of s: ConnectionState) {
         guard s.outputFull else { return }
         s.outputFull = false
         for consumer in s.consumers.values { consumer.blocked = false }
@@ -41,13 +41,13 @@ extension BrokerCore {
     /// its publishers, or it has none): stop reading from this publisher until it drains, so memory
     /// stays bounded. A publisher that is also a consumer is never paused: it could not send the
     /// acks that would drain the queue (RabbitMQ's advice is separate connections; this is safe by default).
-    func queueOverHighWatermark(_ queue: MessageQueue, publisher: Session) {
+    func queueOverHighWatermark(_ queue: MessageQueue, publisher: ConnectionState) {
         guard publisher.consumers.isEmpty, publisher.isOpen else { return }
         pause(publisher, into: &queue.blockedPublishers)
     }
 
     /// Pauses reading from `publisher` until everything in `list` that holds it releases it.
-    private func pause(_ publisher: Session, into list: inout [PublisherRef]) {
+    private func pause(_ publisher: ConnectionState, into list: inout [PublisherRef]) {
         let ref = PublisherRef(slot: publisher.slot, id: publisher.id)
         if list.contains(ref) { return }
         list.append(ref)
@@ -59,7 +59,7 @@ extension BrokerCore {
     }
 
     /// `receiver` drained below the low watermark, or closed: let its publishers go on.
-    func releasePublishers(blockedOn receiver: Session) {
+    func releasePublishers(blockedOn receiver: ConnectionState) {
         let blocked = receiver.blockedPublishers
         receiver.blockedPublishers.removeAll()
         resume(blocked)

@@ -3,7 +3,7 @@ import EvbusWire
 /// Declaring, binding, consuming and deleting: the cold requests on exchanges and queues.
 /// Each either succeeds and is answered (OK / QUEUE_OK) or refuses that one request.
 extension BrokerCore {
-    func handleRouting(_ frame: Frame, from c: Session) {
+    func handleRouting(_ frame: Frame, from c: ConnectionState) {
         switch frame {
         case .declareExchange(let id, let name, let kind, let passive):
             answer(c, id) { () throws(WireError) in
@@ -70,7 +70,7 @@ extension BrokerCore {
 
     // MARK: Consumers
 
-    private func consume(_ c: Session, id: UInt32, queue name: String, manualAck: Bool, prefetch: Int) throws(WireError) -> MessageQueue {
+    private func consume(_ c: ConnectionState, id: UInt32, queue name: String, manualAck: Bool, prefetch: Int) throws(WireError) -> MessageQueue {
         guard id != 0 else {
             throw WireError(.duplicateSubscription, "consumer id 0 is reserved (it would be confused with the inbox)")
         }
@@ -88,7 +88,7 @@ extension BrokerCore {
 
     /// Cancels a consumer: its unacknowledged messages go back to the head of the queue (flagged
     /// redelivered) and an auto-delete queue left without consumers is deleted.
-    func removeConsumer(_ consumer: ConsumerRecord, of c: Session) {
+    func removeConsumer(_ consumer: ConsumerRecord, of c: ConnectionState) {
         let back = c.ledger.takeAll(of: consumer)
         for s in back { s.consumer.queue.settled(s.consumer, acked: false) }
         c.consumers[consumer.id] = nil
@@ -106,7 +106,7 @@ extension BrokerCore {
     /// Deletes a queue: its other consumers are told (CANCEL from the broker), its messages and
     /// unacknowledged deliveries are discarded, its bindings removed. `closing` is a connection
     /// being torn down, which is not sent anything.
-    func deleteQueue(_ q: MessageQueue, closing: Session?) {
+    func deleteQueue(_ q: MessageQueue, closing: ConnectionState?) {
         for consumer in q.consumers {
             guard let owner = session(consumer.connectionSlot) else { continue }
             for s in owner.ledger.takeAll(of: consumer) { s.consumer.queue.settled(s.consumer, acked: false) }
@@ -122,7 +122,7 @@ extension BrokerCore {
     /// A connection went: everything its consumers held goes back to the head of its queues in
     /// delivery order (flagged redelivered), auto-delete queues it was the last consumer of and
     /// exclusive queues it owned are deleted.
-    func releaseQueues(of c: Session) {
+    func releaseQueues(of c: ConnectionState) {
         let back = c.ledger.takeAll(of: nil)
         for s in back { s.consumer.queue.settled(s.consumer, acked: false) }
         let consumers = Array(c.consumers.values)

@@ -5,7 +5,7 @@ import EvbusWire
 extension BrokerCore {
     /// PUBLISH: a topic on the default topic exchange.
     @inline(__always)
-    func publish(_ view: PublishView, from publisher: Session) {
+    func publish(_ view: PublishView, from publisher: ConnectionState) {
         let targets: [RouteTarget]
         do {
             targets = try topology.defaultTopic.topics.route(view.topic)
@@ -25,7 +25,7 @@ extension BrokerCore {
     }
 
     /// PUBLISH_TO: an exchange and routing key, optionally mandatory, confirmed, or a request.
-    func publishTo(_ view: PublishToView, from publisher: Session) {
+    func publishTo(_ view: PublishToView, from publisher: ConnectionState) {
         var sequence: UInt64 = 0
         if view.flags & PublishFlag.confirm != 0 {
             publisher.confirmSequence += 1
@@ -99,7 +99,7 @@ extension BrokerCore {
     }
 
     /// A publish that did not go (everywhere): an ERROR frame saying why, and a nack when confirmed.
-    private func refusePublish(_ publisher: Session, _ sequence: UInt64, _ error: WireError) {
+    private func refusePublish(_ publisher: ConnectionState, _ sequence: UInt64, _ error: WireError) {
         refuse(error, requestID: 0, to: publisher)
         if sequence != 0 {
             flushConfirms(publisher)
@@ -108,7 +108,7 @@ extension BrokerCore {
     }
 
     /// Sends one CONFIRM(multiple) for every publish confirmed since the last one.
-    func flushConfirms(_ s: Session) {
+    func flushConfirms(_ s: ConnectionState) {
         guard s.confirmPending != 0 else { return }
         send(.confirm(sequence: s.confirmPending, flags: AckFlag.multiple), to: s)
         s.confirmPending = 0
@@ -120,7 +120,7 @@ extension BrokerCore {
     /// refused the message (a full `reject-publish` queue), if any.
     @inline(__always)
     func deliver(
-        to targets: [RouteTarget], from publisher: Session?, publisherID: UInt64,
+        to targets: [RouteTarget], from publisher: ConnectionState?, publisherID: UInt64,
         exchange: UnsafeRawBufferPointer, routingKey: UnsafeRawBufferPointer, properties: UnsafeRawBufferPointer,
         payload: UnsafeRawBufferPointer, isRequest: Bool = false
     ) -> MessageQueue? {

@@ -42,7 +42,7 @@ extension BrokerCore {
     }
 
     /// `responder` accepted (acknowledged, or received with auto-ack) a request: watch it until answered.
-    func openRequest(_ m: StoredMessage, acceptedBy responder: Session) {
+    func openRequest(_ m: StoredMessage, acceptedBy responder: ConnectionState) {
         m.tail.withUnsafeBytes { tail in
             // The tail was written by this process from checked input: it always parses.
             guard let view = try? MessageTailView(tail: tail) else { return }
@@ -53,7 +53,7 @@ extension BrokerCore {
     }
 
     /// `responder` published into `caller`'s inbox: if that answers a request it accepted, close it.
-    func answered(by responder: Session, caller: UInt64, properties: UnsafeRawBufferPointer) {
+    func answered(by responder: ConnectionState, caller: UInt64, properties: UnsafeRawBufferPointer) {
         guard let idBytes = MessageProperties.routingFields(block: properties).correlationID else { return }
         let id = String(decoding: idBytes, as: UTF8.self)
         if let i = responder.openRequests.firstIndex(where: { $0.caller == caller && $0.correlationID == id }) {
@@ -62,7 +62,7 @@ extension BrokerCore {
     }
 
     /// `responder` went: every caller still waiting on it is told now, not at its timeout.
-    func abandonRequests(of responder: Session) {
+    func abandonRequests(of responder: ConnectionState) {
         if !responder.openRequests.isEmpty {
             output.log(.debug, responder.slot, "closed with \(responder.openRequests.count) requests unanswered")
         }

@@ -1,7 +1,7 @@
 /// What the core knows of one connection: its subscriptions and consumers, the deliveries it has
 /// not settled, the requests it accepted, its publisher-confirm numbering and its backpressure
 /// links. Created by `BrokerCore.open`, dropped at `BrokerCore.closed`. Loop-bound like the core.
-public final class Session {
+public final class ConnectionState {
     public let id: UInt64
     /// The number outputs and route targets name this connection by. (Declared beside the
     /// Booleans below so they share one word: idle sessions are most of the broker's memory.)
