@@ -179,17 +179,17 @@ extension Peer {
         key.withUTF8 { k in
             payload.withUnsafeBytes { p in
                 let noExchange = UnsafeRawBufferPointer(start: nil, count: 0)
-                guard headers.isEmpty else {
-                    let properties = MessageProperties(correlationID: id, headers: headers).encoded()
-                    _ = properties.withUnsafeBytes { try? enqueuePublishTo(0, noExchange, UnsafeRawBufferPointer(k), $0, p) }
-                    return
-                }
-                // The usual case: a properties block holding only the correlation id, built on the stack.
+                // The properties block (the correlation id, and headers if any) is built on the stack.
+                let encodedHeaders = MessageProperties.encodedHeaders(headers)
                 correlation.withUTF8 { i in
-                    withUnsafeTemporaryAllocation(byteCount: 3 + i.count, alignment: 1) { block in
+                    let size = RequestPropertiesEncoder.size(correlationIDCount: i.count, replyToCount: nil, headersCount: encodedHeaders.count)
+                    withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { block in
                         var w = ByteWriter(block.baseAddress!)
-                        w.u8(MessageProperties.Flag.correlationID)
-                        w.string(UnsafeRawBufferPointer(i))
+                        encodedHeaders.withUnsafeBytes { headerBytes in
+                            RequestPropertiesEncoder.write(
+                                into: &w, correlationIDCount: i.count, { $0.bytes(UnsafeRawBufferPointer(i)) },
+                                replyTo: nil, headers: headerBytes)
+                        }
                         _ = try? enqueuePublishTo(0, noExchange, UnsafeRawBufferPointer(k), UnsafeRawBufferPointer(block), p)
                     }
                 }

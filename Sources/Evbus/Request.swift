@@ -89,10 +89,10 @@ struct OutgoingRequest: Sendable {
         self.destination = destination
         self.number = number
         self.replyTo = replyTo
-        // Encoded by MessageProperties (sorted, capped) without its flags byte.
-        self.headers = headers.isEmpty ? [] : Array(MessageProperties(headers: headers).encoded().dropFirst())
+        self.headers = MessageProperties.encodedHeaders(headers)
         self.payload = payload
-        let propertiesCount = 1 + 2 + CorrelationNumber.count(number) + 2 + replyTo.count + self.headers.count
+        let propertiesCount = RequestPropertiesEncoder.size(
+            correlationIDCount: CorrelationNumber.count(number), replyToCount: replyTo.count, headersCount: self.headers.count)
         size = PublishToEncoder.size(
             exchangeCount: destination.exchange.utf8.count, keyCount: destination.key.utf8.count,
             propertiesCount: propertiesCount, payloadCount: payload.count)
@@ -108,13 +108,13 @@ struct OutgoingRequest: Sendable {
                 w.u8(flags)
                 w.string(UnsafeRawBufferPointer(e))
                 w.string(UnsafeRawBufferPointer(k))
-                var propertyFlags = MessageProperties.Flag.correlationID | MessageProperties.Flag.replyTo
-                if !headers.isEmpty { propertyFlags |= MessageProperties.Flag.headers }
-                w.u8(propertyFlags)
-                w.u16(UInt16(CorrelationNumber.count(number)))
-                CorrelationNumber.write(number, into: &w)
-                replyTo.withUnsafeBytes { w.string($0) }
-                headers.withUnsafeBytes { w.bytes($0) }
+                replyTo.withUnsafeBytes { replyTo in
+                    headers.withUnsafeBytes { headers in
+                        RequestPropertiesEncoder.write(
+                            into: &w, correlationIDCount: CorrelationNumber.count(number),
+                            { CorrelationNumber.write(number, into: &$0) }, replyTo: replyTo, headers: headers)
+                    }
+                }
                 payload.withUnsafeBytes { w.bytes($0) }
             }
         }

@@ -142,3 +142,39 @@ import Testing
         #expect(decoded == frame)
     }
 }
+
+@Suite struct RequestPropertiesEncoderTests {
+    func written(_ id: String, replyTo: String?, headers: [String: String]) -> [UInt8] {
+        let encodedHeaders = MessageProperties.encodedHeaders(headers)
+        let idBytes = Array(id.utf8)
+        let size = RequestPropertiesEncoder.size(
+            correlationIDCount: idBytes.count, replyToCount: replyTo?.utf8.count, headersCount: encodedHeaders.count)
+        var out = [UInt8](repeating: 0xEE, count: size)
+        out.withUnsafeMutableBytes { raw in
+            var w = ByteWriter(raw.baseAddress!)
+            idBytes.withUnsafeBytes { i in
+                encodedHeaders.withUnsafeBytes { h in
+                    if let replyTo {
+                        Array(replyTo.utf8).withUnsafeBytes { r in
+                            RequestPropertiesEncoder.write(into: &w, correlationIDCount: i.count, { $0.bytes(i) }, replyTo: r, headers: h)
+                        }
+                    } else {
+                        RequestPropertiesEncoder.write(into: &w, correlationIDCount: i.count, { $0.bytes(i) }, replyTo: nil, headers: h)
+                    }
+                }
+            }
+            #expect(w.offset == size)
+        }
+        return out
+    }
+
+    @Test func writesWhatMessagePropertiesEncodes() {
+        #expect(written("r1", replyTo: "amq.inbox.7", headers: [:])
+            == MessageProperties(correlationID: "r1", replyTo: "amq.inbox.7").encoded())
+        #expect(written("r22", replyTo: "amq.inbox.7", headers: ["b": "2", "a": "1"])
+            == MessageProperties(correlationID: "r22", replyTo: "amq.inbox.7", headers: ["b": "2", "a": "1"]).encoded())
+        #expect(written("c", replyTo: nil, headers: [:]) == MessageProperties(correlationID: "c").encoded())
+        #expect(written("c", replyTo: nil, headers: ["evbus-status": "error"])
+            == MessageProperties(correlationID: "c", headers: ["evbus-status": "error"]).encoded())
+    }
+}

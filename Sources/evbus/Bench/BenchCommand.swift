@@ -16,7 +16,7 @@ struct BenchCommand: EvbusCommand {
             payloads), fanout (1 -> 10 subscribers, one topic) use the zero-copy `EventView`
             handler; pubsub-event and fanout-event repeat them with the allocating `Event` handler;
             latency (one-way, paced at 20,000
-            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection, 1,000 connections);
+            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection: 1,000 connections opened after 100 warm-up ones);
             workqueue (1 producer -> 1 queue -> 1 consumer, 16-byte messages, manual ack of each message,
             prefetch 100), workqueue-4 (4 competing consumers), workqueue-confirm (the producer also
             publishes with confirms and waits for them); rpc (one client, sequential request/reply round
