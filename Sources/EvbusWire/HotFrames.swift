@@ -236,6 +236,17 @@ public struct MessageTailView {
     public var properties: UnsafeRawBufferPointer
     public var payload: UnsafeRawBufferPointer
 
+    /// The properties block and the payload together, found without checking the block again:
+    /// for the request path, which reads only the block's first fields (`routingFields`).
+    @inlinable
+    public static func propertiesAndPayload(ofTail tail: UnsafeRawBufferPointer) throws(WireError) -> UnsafeRawBufferPointer {
+        var r = ByteReader(tail)
+        _ = try r.u64("publisher")
+        _ = try r.stringBytes("exchange name")
+        _ = try r.stringBytes("routing key")
+        return r.rest()
+    }
+
     @inlinable
     public init(tail: UnsafeRawBufferPointer) throws(WireError) {
         var r = ByteReader(tail)

@@ -44,9 +44,10 @@ extension BrokerCore {
     /// `responder` accepted (acknowledged, or received with auto-ack) a request: watch it until answered.
     func openRequest(_ m: StoredMessage, acceptedBy responder: ConnectionState) {
         m.tail.withUnsafeBytes { tail in
-            // The tail was written by this process from checked input: it always parses.
-            guard let view = try? MessageTailView(tail: tail) else { return }
-            let (id, replyTo) = MessageProperties.routingFields(block: view.properties)
+            // The tail was written by this process from checked input: it always parses, and
+            // its properties block need not be checked again (only its first fields are read).
+            guard let block = try? MessageTailView.propertiesAndPayload(ofTail: tail) else { return }
+            let (id, replyTo) = MessageProperties.routingFields(block: block)
             guard let id, let replyTo, let caller = Inbox.connectionID(replyTo) else { return }
             responder.openRequests.append((caller, String(decoding: id, as: UTF8.self)))
         }
