@@ -189,9 +189,16 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let c = try Controller()
         defer { c.shutdown() }
         async let ready = c.next("ready", timeout: .seconds(20))
-        try await Task.sleep(nanoseconds: 20_000_000)
-        c.dispatch("ready", "payload")
+        // `next` waits from the moment it is registered, which the caller cannot observe: dispatch
+        // until it has been seen rather than guessing how long registering takes.
+        let dispatcher = Task {
+            while !Task.isCancelled {
+                c.dispatch("ready", "payload")
+                try await Task.sleep(nanoseconds: 2_000_000)
+            }
+        }
         #expect(try await ready.payload(as: String.self) == "payload")
+        dispatcher.cancel()
         await #expect { _ = try await c.next("never", timeout: .milliseconds(20)) } throws: {
             ($0 as? ControllerError)?.code == .timedOut
         }

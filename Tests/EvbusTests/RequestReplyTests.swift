@@ -84,13 +84,15 @@ import Testing
         let server = try await broker.connect()
         let client = try await broker.connect()
         let release = AsyncGate()
-        _ = try await server.respond(on: "stuck", prefetch: 8) { (_: Request) -> String in
+        let longArrived = AsyncGate()
+        _ = try await server.respond(on: "stuck", prefetch: 8) { (request: Request) -> String in
+            if request.text == "long" { longArrived.open() }
             await release.wait()
             return "late"
         }
         // A long call first, then a short one: the short deadline is earlier than the armed one.
         let long = Task { try await client.request(to: .queue("stuck"), "long", timeout: .seconds(60)) }
-        try await Task.sleep(for: .milliseconds(20))
+        await longArrived.wait()  // the long call is in flight (its deadline armed) before the short one
         #expect(await callError { _ = try await client.request(to: .queue("stuck"), "short", timeout: .milliseconds(100)) }?.code == .timeout)
         release.open()
         #expect(try await long.value.text == "late")
