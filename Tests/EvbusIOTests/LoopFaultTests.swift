@@ -18,9 +18,8 @@ import Testing
         return done.wait(timeout: .now() + seconds) == .success
     }
 
-    @Test func aPausedChannelWhosePeerHangsUpIsClosedAndTheLoopSleeps() throws {
-        let loop = try EventLoop.startThread(name: "hup-test")
-        defer { loop.stopAndJoin() }
+    /// A channel on `loop` with reading paused, the other end of its socket pair, and its recorder.
+    static func pausedChannel(on loop: EventLoop) throws -> (channel: LoopBound<Channel>, peer: Int32, recorder: Recorder) {
         let (a, b) = try UnixSocket.pair()
         let recorder = Recorder()
         let channel = try loop.runAndWait {
@@ -29,6 +28,13 @@ import Testing
             c.pauseReading()
             return LoopBound(c, loop: loop)
         }
+        return (channel, b, recorder)
+    }
+
+    @Test func aPausedChannelWhosePeerHangsUpIsClosedAndTheLoopSleeps() throws {
+        let loop = try EventLoop.startThread(name: "hup-test")
+        defer { loop.stopAndJoin() }
+        let (channel, b, recorder) = try Self.pausedChannel(on: loop)
         // Input the broker never read (it is paused), then the other side dies.
         writeAll(b, [UInt8](repeating: 7, count: 4096))
         close(b)
@@ -43,20 +49,14 @@ import Testing
         #expect(after - before < 50_000_000, "the loop used \((after - before) / 1_000_000) ms of CPU in 300 ms while idle")
     }
 
-    @Test func aPausedChannelThatIsResumedStillReadsWhatWasSentBeforeTheHangUpWasReported() throws {
-        // Pausing and resuming before the peer goes loses nothing: the bytes are read, then EOF.
+    @Test func bytesSentWhilePausedAreReadOnResumeBeforeTheEndOfFile() throws {
+        // Only a hang-up *while paused* discards input: paused and resumed before the peer goes,
+        // every byte is read, then the end of file closes the channel.
         let loop = try EventLoop.startThread(name: "hup-test")
         defer { loop.stopAndJoin() }
-        let (a, b) = try UnixSocket.pair()
-        let recorder = Recorder()
-        let channel = try loop.runAndWait {
-            let c = try Channel(fd: a, loop: loop)
-            c.delegate = recorder
-            c.pauseReading()
-            return LoopBound(c, loop: loop)
-        }
+        let (channel, b, recorder) = try Self.pausedChannel(on: loop)
         writeAll(b, Array(0..<100))
-        usleep(20_000)
+        usleep(20_000)  // the bytes wait in the socket while the channel is paused
         try loop.runAndWait { channel.value.resumeReading() }
         #expect(blockUntil { recorder.received.count == 100 })
         close(b)
