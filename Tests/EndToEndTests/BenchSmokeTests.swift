@@ -17,4 +17,12 @@ import Testing
             #expect(line?.contains("broker") == true)
         }
     }
+
+    @Test func theIdleScenarioMeasuresAfterItsWarmUp() async throws {
+        let r = try await RunningProcess.runEvbus(["bench", "--scenario", "idle", "--connections", "20", "--warm-up", "5"], seconds: 120)
+        #expect(r.status == 0, "\(r.stderr)")
+        let line = r.stdout.split(separator: "\n").first { $0.hasPrefix("idle") }
+        #expect(line?.contains("20 connections (after 5)") == true, "\(r.stdout)")
+        #expect(line?.contains("KiB per connection") == true)
+    }
 }

@@ -14,6 +14,7 @@ import Testing
         (["broker", "--log-level", "loud"], "The value 'loud' is invalid for '--log-level <level>'"),
         (["stats", "--json=yes"], "The flag '--json' does not take a value"),
         (["bench", "--scenario", "warp"], "Unknown scenario 'warp'"),
+        (["bench", "--scenario", "idle", "--warm-up", "-3"], "The value '-3' is invalid for '--warm-up <n>'"),
         (["bench", "--against", "kafka"], "The value 'kafka' is invalid for '--against <broker>'"),
         (["bench", "--against", "redis", "--scenario", "workqueue"], "Scenario 'workqueue' is not run against redis"),
         (["bench", "--against", "rabbitmq", "--scenario", "rpc"], "Scenario 'rpc' is not run against rabbitmq"),

@@ -16,7 +16,7 @@ struct BenchCommand: EvbusCommand {
             payloads), fanout (1 -> 10 subscribers, one topic) use the zero-copy `EventView`
             handler; pubsub-event and fanout-event repeat them with the allocating `Event` handler;
             latency (one-way, paced at 20,000
-            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection: 1,000 connections opened after 100 warm-up ones);
+            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection: 1,000 connections opened after --warm-up ones, 100 by default);
             workqueue (1 producer -> 1 queue -> 1 consumer, 16-byte messages, manual ack of each message,
             prefetch 100), workqueue-4 (4 competing consumers), workqueue-confirm (the producer also
             publishes with confirms and waits for them); rpc (one client, sequential request/reply round
@@ -29,6 +29,7 @@ struct BenchCommand: EvbusCommand {
             .init(long: "scenario", short: nil, valueName: "names", help: "Comma-separated scenarios (default: all)."),
             .init(long: "messages", short: "m", valueName: "n", help: "Messages per throughput scenario (default: 2,000,000; 500,000 for pubsub-1k and fanout)."),
             .init(long: "connections", short: nil, valueName: "n", help: "Connections for the idle scenario (default: 1000)."),
+            .init(long: "warm-up", short: nil, valueName: "n", help: "Connections the idle scenario opens before measuring (default: a tenth of --connections; 0 = a fresh broker)."),
             .init(long: "against", short: nil, valueName: "broker", help: "Measure nats, redis or rabbitmq instead (started by you; see docs/BENCHMARKS.md)."),
             .init(long: "address", short: nil, valueName: "address", help: "With --against: host:port (nats 127.0.0.1:4222, rabbitmq 127.0.0.1:5672) or a Unix socket path (redis)."),
             .init(long: "server-pid", short: nil, valueName: "pid", help: "With --against: the server's pid, for the idle scenario's memory figure."),
@@ -37,6 +38,7 @@ struct BenchCommand: EvbusCommand {
     var scenarios: [String]
     var messages: Int?
     var connections: Int
+    var warmUp: Int
     var foreign: ForeignBus?
     var serverPID: Int32?
 
@@ -47,6 +49,7 @@ struct BenchCommand: EvbusCommand {
         }
         messages = try a.int("messages", in: 1...1_000_000_000, spec: Self.spec)
         connections = try a.int("connections", in: 1...100_000, spec: Self.spec) ?? 1000
+        warmUp = try a.int("warm-up", in: 0...100_000, spec: Self.spec) ?? Scenarios.idleWarmUp(connections)
         serverPID = try a.int("server-pid", in: 1...Int(Int32.max), spec: Self.spec).map { Int32($0) }
         if let against = a.value("against") {
             guard let kind = ForeignKind(rawValue: against) else {
@@ -84,7 +87,7 @@ struct BenchCommand: EvbusCommand {
                     bus, name: s, calls: messages ?? (s == "rpc" ? 20_000 : 80_000), clients: s == "rpc" ? 1 : 8)
             default:
                 guard let serverPID else { throw UsageError("the idle scenario needs --server-pid") }
-                line = try ForeignScenarios.idle(bus, connections: connections, serverPID: serverPID)
+                line = try ForeignScenarios.idle(bus, connections: connections, warmUp: warmUp, serverPID: serverPID)
             }
             Terminal.out(line + "\n")
         }
@@ -146,7 +149,7 @@ struct BenchCommand: EvbusCommand {
                 // A fresh broker: one whose heap already grew in earlier scenarios would hide the cost.
                 let fresh = try BenchBroker()
                 defer { fresh.stop() }
-                line = try await Scenarios.idle(broker: fresh, connections: connections)
+                line = try await Scenarios.idle(broker: fresh, connections: connections, warmUp: warmUp)
             }
             Terminal.out(line + "\n")
         }

@@ -96,12 +96,12 @@ enum Scenarios {
 
     /// Connections opened (and kept) before the idle scenario's first reading, so that what the
     /// broker spends once, on its first connections rather than on each (the first pages of its
-    /// heap, its first write chunk, the first buckets of its tables), is not counted per connection.
+    /// heap, the pages of its own code that run only for connections), is not counted per connection.
     static func idleWarmUp(_ connections: Int) -> Int { max(connections / 10, 1) }
 
     /// Broker RSS growth per idle connection, each holding one subscription: the RSS added by
-    /// `connections` more once `idleWarmUp` connections are open.
-    static func idle(broker: BenchBroker, connections: Int) async throws -> String {
+    /// `connections` more once `warmUp` connections are open (0: on a fresh broker).
+    static func idle(broker: BenchBroker, connections: Int, warmUp: Int) async throws -> String {
         let loop = try EventLoop.startThread(name: "bench-idle")
         defer { loop.stopAndJoin() }
         var peers: [Peer] = []
@@ -111,7 +111,6 @@ enum Scenarios {
             subscriptions.append(try await peer.subscribe("idle.\(i).#"))
             peers.append(peer)
         }
-        let warmUp = idleWarmUp(connections)
         for i in 0..<warmUp { try await open(i) }
         try await Task.sleep(nanoseconds: 200_000_000)
         let before = broker.residentBytes

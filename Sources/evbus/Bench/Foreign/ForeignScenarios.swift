@@ -22,9 +22,8 @@ enum ForeignScenarios {
     }
 
     /// The idle scenario against another broker, measured the same way (after the same warm-up).
-    static func idle(_ bus: ForeignBus, connections: Int, serverPID: Int32) throws -> String {
+    static func idle(_ bus: ForeignBus, connections: Int, warmUp: Int, serverPID: Int32) throws -> String {
         var sockets: [RawSocket] = []
-        let warmUp = Scenarios.idleWarmUp(connections)
         for i in 0..<warmUp { sockets.append(try bus.subscriber("idle.\(i).\(getpid())", Receiver())) }
         usleep(200_000)
         let before = BenchBroker.residentBytes(pid: serverPID)
