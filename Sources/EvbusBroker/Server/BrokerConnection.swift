@@ -87,6 +87,7 @@ final class BrokerConnection: ChannelDelegate {
                 version: WireFormat.version, maxFrame: UInt32(server.config.maxFrameBytes),
                 connectionID: session.id, brokerName: server.config.brokerName))
             server.log.debug("\(label) connected")
+            server.handshakeCompleted()
             return consumed
         }
     }

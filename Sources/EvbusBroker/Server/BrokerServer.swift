@@ -126,6 +126,15 @@ public final class BrokerServer {
         if handshakeTimer == nil { armHandshakeTimer() }
     }
 
+    /// A connection finished its handshake: forget the deadlines at the front that no longer matter
+    /// (the timer, if armed for one of them, finds nothing to do and re-arms for the next).
+    func handshakeCompleted() {
+        handshakes.dropFront { entry in
+            guard let c = connections[Int(entry.slot)], c.session.id == entry.connectionID else { return true }
+            return c.phase == .open
+        }
+    }
+
     /// One timer for the oldest handshake deadline; each firing fails the connections still in
     /// their handshake whose time is up, and re-arms for the next.
     private func armHandshakeTimer() {

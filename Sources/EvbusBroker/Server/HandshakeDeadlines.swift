@@ -18,6 +18,13 @@ struct HandshakeDeadlines {
 
     mutating func add(_ e: Entry) { entries.append(e) }
 
+    /// Drops entries from the front while `finished` says their connection needs no deadline any
+    /// more. Clients handshake about in the order they connect, so this keeps the queue as short
+    /// as the number of handshakes in progress.
+    mutating func dropFront(while finished: (Entry) -> Bool) {
+        while let first = entries.first, finished(first) { entries.removeFirst() }
+    }
+
     /// Removes and returns the oldest entry if it is due at `now`.
     mutating func popDue(_ now: UInt64) -> Entry? {
         guard let first = entries.first, first.deadline <= now else { return nil }
