@@ -168,23 +168,22 @@ import Testing
     func text(_ m: StoredMessage) -> String { String(decoding: m.parts().payload, as: UTF8.self) }
 }
 
-@Suite struct SubscriptionIDsTests {
-    @Test func holdsNoneOneOrManyLikeASet() {
-        var ids = SubscriptionIDs()
-        #expect(ids.count == 0 && !ids.contains(1))
-        ids.insert(1)
-        ids.insert(1)
-        #expect(ids.count == 1 && ids.contains(1) && Array(ids) == [1])
-        ids.insert(2)
-        ids.insert(3)
-        #expect(ids.count == 3 && Set(ids) == [1, 2, 3])
-        ids.remove(2)
-        #expect(ids.count == 2 && !ids.contains(2))
-        ids.remove(1)
-        ids.remove(3)
-        #expect(ids.count == 0 && Array(ids).isEmpty)
-        ids.insert(4)
-        ids.removeAll()
-        #expect(ids.count == 0)
+@Suite struct SubscriptionsTests {
+    @Test func holdsNoneOneOrManyLikeADictionary() {
+        var subs = Subscriptions()
+        #expect(subs.count == 0 && !subs.contains(1) && subs.pattern(of: 1) == nil)
+        subs.insert(1, pattern: "a.#")
+        #expect(subs.count == 1 && subs.pattern(of: 1) == "a.#" && subs.map(\.id) == [1])
+        subs.insert(2, pattern: "b")
+        subs.insert(3, pattern: "c.*")
+        #expect(subs.count == 3 && Set(subs.map(\.pattern)) == ["a.#", "b", "c.*"])
+        #expect(subs.remove(2) == "b" && subs.remove(2) == nil)
+        #expect(subs.count == 2 && !subs.contains(2))
+        #expect(subs.remove(1) == "a.#" && subs.remove(3) == "c.*")
+        #expect(subs.count == 0 && Array(subs).isEmpty)
+        subs.insert(4, pattern: "d")
+        #expect(subs.remove(5) == nil && subs.count == 1)
+        subs.removeAll()
+        #expect(subs.count == 0)
     }
 }

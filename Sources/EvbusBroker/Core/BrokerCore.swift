@@ -175,8 +175,10 @@ public final class BrokerCore<Output: BrokerOutput> {
             }
         case .unsubscribe(let id):
             answer(s, id) { () throws(WireError) in
-                try topology.defaultTopic.topics.unsubscribe(RouteTarget(connection: s.slot, subscription: id))
-                s.subscriptions.remove(id)
+                guard let pattern = s.subscriptions.remove(id) else {
+                    throw WireError(.unknownSubscription, "no subscription with id \(id) on this connection")
+                }
+                topology.defaultTopic.topics.unsubscribe(pattern, RouteTarget(connection: s.slot, subscription: id))
                 return .ok(requestID: id)
             }
         case .ping(let token):
@@ -225,11 +227,14 @@ public final class BrokerCore<Output: BrokerOutput> {
         guard s.subscriptions.count < settings.maxSubscriptionsPerConnection || s.subscriptions.contains(id) else {
             throw WireError(.tooManySubscriptions, "this connection already holds \(s.subscriptions.count) subscriptions, the limit")
         }
+        guard !s.subscriptions.contains(id) else {
+            throw WireError(.duplicateSubscription, "subscription id \(id) is already in use on this connection")
+        }
         guard s.consumers[id] == nil else {
             throw WireError(.duplicateSubscription, "id \(id) is already in use by a consumer on this connection")
         }
         try topology.defaultTopic.topics.subscribe(pattern, RouteTarget(connection: s.slot, subscription: id))
-        s.subscriptions.insert(id)
+        s.subscriptions.insert(id, pattern: pattern)
     }
 
     // MARK: Output helpers

@@ -15,7 +15,7 @@ public final class ConnectionState {
     /// Its output passed the high watermark (`BrokerOutput.commit` said so) and has not drained
     /// below the low one since: its consumers get nothing, and the slow-consumer policy applies.
     @exclusivity(unchecked) var outputFull = false
-    var subscriptions = SubscriptionIDs()
+    var subscriptions = Subscriptions()
     /// This connection's queue consumers, by their client-chosen id.
     var consumers: [UInt32: ConsumerRecord] = [:]
     /// Deliveries awaiting ACK/NACK, by delivery tag. Touched once per delivery and per ACK.

@@ -6,8 +6,6 @@ public import EvbusWire
 public struct TopicRouter {
     private let trie = TopicTrie()
     private var cache: RouteCache
-    /// Pattern of every live subscription, to remove a connection's subscriptions when it goes.
-    private var patterns: [RouteTarget: String] = [:]
     /// Queue bindings; one queue may be bound with several patterns (it still gets a message once).
     public private(set) var queueBindingCount = 0
 
@@ -15,25 +13,22 @@ public struct TopicRouter {
         cache = RouteCache(capacity: cacheCapacity)
     }
 
-    public var subscriptionCount: Int { patterns.count }
+    /// Plain subscriptions held (their patterns are kept by their connections, which know which
+    /// ids they use: a table of them here cost every idle connection ~40 bytes).
+    public private(set) var subscriptionCount = 0
 
-    /// Registers `target` for `pattern`. Throws invalid-pattern or duplicate-subscription.
+    /// Registers `target` for `pattern`. Throws invalid-pattern. The caller makes sure a target is
+    /// subscribed once (a connection's ids are unique).
     public mutating func subscribe(_ pattern: String, _ target: RouteTarget) throws(WireError) {
         try TopicRules.validatePattern(pattern)
-        guard patterns[target] == nil else {
-            throw WireError(.duplicateSubscription, "subscription id \(target.subscription) is already in use on this connection")
-        }
-        patterns[target] = pattern
         trie.insert(pattern, target)
+        subscriptionCount += 1
         cache.invalidate()
     }
 
-    /// Removes `target`; throws unknown-subscription if it was not registered.
-    public mutating func unsubscribe(_ target: RouteTarget) throws(WireError) {
-        guard let pattern = patterns.removeValue(forKey: target) else {
-            throw WireError(.unknownSubscription, "no subscription with id \(target.subscription) on this connection")
-        }
-        trie.remove(pattern, target)
+    /// Removes `target`, subscribed with `pattern`.
+    public mutating func unsubscribe(_ pattern: String, _ target: RouteTarget) {
+        if trie.remove(pattern, target) { subscriptionCount -= 1 }
         cache.invalidate()
     }
 
@@ -51,10 +46,10 @@ public struct TopicRouter {
         cache.invalidate()
     }
 
-    /// Removes every subscription of `connection` (it closed).
-    public mutating func removeAll(connection: UInt32, subscriptions: some Sequence<UInt32>) {
-        for id in subscriptions {
-            try? unsubscribe(RouteTarget(connection: connection, subscription: id))
+    /// Removes every subscription of `connection` (it closed): (id, pattern) pairs.
+    public mutating func removeAll(connection: UInt32, subscriptions: some Sequence<(id: UInt32, pattern: String)>) {
+        for (id, pattern) in subscriptions {
+            unsubscribe(pattern, RouteTarget(connection: connection, subscription: id))
         }
     }
 
