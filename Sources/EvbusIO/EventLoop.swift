@@ -17,8 +17,8 @@ public protocol Selectable: AnyObject {
 ///
 /// Stopping: once `run` returns, the loop is stopped for good. Work queued before the stop still
 /// runs (on the loop thread, as the loop ends); work handed to it afterwards is refused with
-/// `EventLoopError.stopped`, and Swift concurrency jobs, which cannot be refused, continue on the
-/// global concurrent executor, so nothing handed to a loop is ever left waiting.
+/// `EventLoopError.stopped`, and Swift concurrency jobs, which cannot be refused, run at once on the
+/// thread that enqueued them, as jobs of the global executor, so nothing handed to a loop waits forever.
 ///
 /// `@unchecked Sendable` proof: the only state other threads touch is `tasks` (a `Mutex`),
 /// `threadID` and `idleSpinNanos` (`Atomic`s) and the eventfd (`write(2)` is thread-safe). Every
@@ -144,10 +144,14 @@ public final class EventLoop: @unchecked Sendable {
 
     /// Runs a Swift concurrency job on the loop thread soon (what a task executor on this loop
     /// enqueues): queued as it is, with no closure allocated around it. The executor is held until
-    /// the job has run. A job enqueued once the loop has stopped runs on the global concurrent
-    /// executor instead: a job cannot be refused, and its task must not wait forever.
+    /// the job has run. A job enqueued once the loop has stopped runs at once, on this thread, as a
+    /// job of the global executor: a job cannot be refused, and its task must not wait forever.
     public func enqueue(_ job: UnownedJob, on executor: any TaskExecutor) {
         if !submit(.job(job, executor)) {
+            // Run here, as a job of the global executor. Not handed to `globalConcurrentExecutor`
+            // to run later: the task still prefers this loop, so the runtime would send it back
+            // here at once, and the two would pass it to and fro forever on a pool thread (seen:
+            // it starved the test suite's cooperative pool).
             job.runSynchronously(on: globalConcurrentExecutor.asUnownedTaskExecutor())
         }
     }
@@ -452,50 +456,6 @@ private struct TaskQueue {
     var stopped = false
 }
 
-/// Why an event loop did not take work.
-public enum EventLoopError: Error, Equatable, Sendable, CustomStringConvertible {
-    /// The loop has stopped: work handed to it is not run.
-    case stopped
-
-    public var description: String {
-        switch self {
-        case .stopped: "the event loop has stopped"
-        }
-    }
-}
-
 private final class StartFlag: Sendable {
     let value = Atomic<Bool>(false)
-}
-
-extension EventLoop {
-    /// Runs `body` on the loop and blocks the calling thread until it returns (never call it on the
-    /// loop itself: that would wait forever, so it traps instead). Blocking, so not for async code.
-    /// - Throws: what `body` throws, or `EventLoopError.stopped` if the loop has stopped.
-    @available(*, noasync, message: "blocks its thread; use the loop's executor or a continuation from async code")
-    public func runAndWait<T: Sendable>(_ body: @escaping @Sendable () throws -> T) throws -> T {
-        precondition(!inEventLoop, "runAndWait called on its own event loop would deadlock")
-        let done = DispatchSemaphore(value: 0)
-        let result = Mutex<Result<T, any Error>?>(nil)
-        try execute {
-            let r = Result { try body() }
-            result.withLock { $0 = r }
-            done.signal()
-        }
-        done.wait()
-        return try result.withLock { $0! }.get()
-    }
-
-    /// Runs `body` on the loop and returns its result, suspending (not blocking) the caller: the
-    /// async counterpart of `runAndWait`.
-    /// - Throws: what `body` throws, or `EventLoopError.stopped` if the loop has stopped.
-    public func submit<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
-            do {
-                try execute { c.resume(with: Result { try body() }) }
-            } catch {
-                c.resume(throwing: error)
-            }
-        }
-    }
 }

@@ -1,6 +1,6 @@
 /// Runs Swift concurrency jobs on an event loop's thread, so async code with this executor
 /// preference runs between that loop's I/O and other work, never concurrently with it. Peers and
-/// controllers both use one; a job enqueued after the loop stopped runs on the global executor
+/// controllers both use one; a job enqueued after the loop stopped runs at once, as a job of the global executor
 /// (see `EventLoop.enqueue`).
 public final class LoopTaskExecutor: TaskExecutor {
     public let loop: EventLoop

@@ -97,8 +97,6 @@ public final class MemoryBroker: BrokerOutput {
         settle()
     }
 
-    public func isClosed(_ session: ConnectionState) -> Bool { connection(session.slot)?.session !== session || connection(session.slot)!.closed }
-
     // MARK: The glue's order of events
 
     private var closedConnections: [UInt32: Connection] = [:]
@@ -122,7 +120,7 @@ public final class MemoryBroker: BrokerOutput {
             if let error = failure {
                 // What the server does with a protocol violation: ERROR, then close this one.
                 core.countProtocolError()
-                append(Frame.error(code: error.code, requestID: 0, message: error.message).encoded(), to: c)
+                c.output.append(contentsOf: Frame.error(code: error.code, requestID: 0, message: error.message).encoded())
                 core.closing(c.session)
                 closing.append(c.session.slot)
                 break
@@ -148,10 +146,6 @@ public final class MemoryBroker: BrokerOutput {
         core.closed(c.session)
         closedConnections[c.session.slot] = c
         connections[Int(c.session.slot)] = nil
-    }
-
-    private func append(_ bytes: [UInt8], to c: Connection) {
-        c.output.append(contentsOf: bytes)
     }
 
     // MARK: BrokerOutput

@@ -122,11 +122,13 @@ public struct MessageView {
         consumerID = try r.u32("consumer id")
         deliveryTag = try r.u64("delivery tag")
         flags = try r.u8("flags")
-        publisher = try r.u64("publisher")
-        exchange = try r.stringBytes("exchange name")
-        routingKey = try r.stringBytes("routing key")
-        properties = try MessageProperties.checkedBlock(&r)
-        payload = r.rest()
+        // The rest is a stored message's tail, as the broker keeps it.
+        let tail = try MessageTailView(tail: r.rest())
+        publisher = tail.publisher
+        exchange = tail.exchange
+        routingKey = tail.routingKey
+        properties = tail.properties
+        payload = tail.payload
     }
 
     public func decodedProperties() -> MessageProperties { MessageProperties.decode(block: properties) }

@@ -127,11 +127,10 @@ public final class BrokerCore<Output: BrokerOutput> {
         liveSessions -= 1
     }
 
-    /// The session in `slot`, if any, borrowed for `body` without a retain. Hot path.
+    /// Runs `body` with the session in `slot`, if there is one, borrowed without a retain. Hot path.
     @inline(__always)
-    func withSession<R>(_ slot: UInt32, _ body: (ConnectionState) -> R?) -> R? {
-        guard let ref = sessionRefs[Int(slot)] else { return nil }
-        return ref._withUnsafeGuaranteedRef(body)
+    func withSession(_ slot: UInt32, _ body: (ConnectionState) -> Void) {
+        sessionRefs[Int(slot)]?._withUnsafeGuaranteedRef(body)
     }
 
     /// The session in `slot`, if any (cold paths).

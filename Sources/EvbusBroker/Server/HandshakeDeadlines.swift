@@ -13,7 +13,6 @@ struct HandshakeDeadlines {
 
     private var entries = RingBuffer<Entry>(capacity: 0)
 
-    var isEmpty: Bool { entries.isEmpty }
     var oldest: UInt64? { entries.first?.deadline }
 
     mutating func add(_ e: Entry) { entries.append(e) }

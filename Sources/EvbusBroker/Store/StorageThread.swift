@@ -10,9 +10,9 @@ import Synchronization
 /// Each completion then runs (on the storage thread: callers hop back to their own loop) with
 /// success, or with the `StoreError` that failed the batch.
 ///
-/// `@unchecked Sendable` proof: `log` is touched only by the storage thread after `init` hands it
-/// over (the initialiser's caller cannot reach it again); everything else is a `Mutex`, an
-/// `Atomic` or a semaphore.
+/// `@unchecked Sendable` proof: `log` is used only by the storage thread after `init` hands it
+/// over (the initialiser's caller cannot reach it again), except for reading its `directory`, an
+/// immutable `let`; everything else is a `Mutex`, an `Atomic` or a semaphore.
 public final class StorageThread: @unchecked Sendable {
     public typealias Completion = @Sendable (Result<Void, StoreError>) -> Void
 

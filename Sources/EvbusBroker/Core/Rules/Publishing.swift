@@ -143,11 +143,11 @@ extension BrokerCore {
                 if queue.readyMemory > settings.highWatermarkBytes, let publisher { queueOverHighWatermark(queue, publisher: publisher) }
                 continue
             }
-            withSession(target.connection) { receiver -> Void? in
-                guard receiver.isOpen else { return nil }
+            withSession(target.connection) { receiver in
+                guard receiver.isOpen else { return }
                 if settings.slowConsumerPolicy == .drop && receiver.outputFull {
                     stats.dropped &+= 1
-                    return nil
+                    return
                 }
                 DeliverEncoder.write(
                     into: reserve(receiver.slot, deliverSize), subscriptionID: target.subscription, publisher: publisherID,
@@ -155,7 +155,6 @@ extension BrokerCore {
                 let writable = commit(receiver.slot, deliverSize)
                 stats.delivered &+= 1
                 if !writable { overHighWatermark(receiver, publisher: publisher) }
-                return nil
             }
         }
         return rejectedBy

@@ -42,7 +42,7 @@ extension BrokerCore {
                 deadLetter(m, from: queue, reason: "expired")
             case .deliver(let m, let consumer):
                 // A consumer is removed before its connection's slot is freed, so this always finds it.
-                withSession(consumer.connectionSlot) { receiver -> Void? in
+                withSession(consumer.connectionSlot) { receiver in
                     let tag = consumer.manualAck ? receiver.ledger.record(m, consumer: consumer) : 0
                     if m.isRequest && !consumer.manualAck { openRequest(m, acceptedBy: receiver) }
                     let size = MessageEncoder.size(tailCount: m.tail.count)
@@ -52,7 +52,6 @@ extension BrokerCore {
                             flags: m.redelivered ? AckFlag.redelivered : 0, tail: tail)
                     }
                     if !commit(receiver.slot, size) { blockConsumers(of: receiver) }
-                    return nil
                 }
             }
         }
