@@ -6,11 +6,14 @@ import Synchronization
 extension Peer {
     // MARK: Declaring
 
-    /// Creates an exchange, or checks that one of that name and kind exists (declaring is idempotent).
-    /// - Throws: `refused` with `precondition-failed` if it exists with another kind, `invalid-name`,
-    ///   `access-refused` for `amq.` names; with `passive`, `unknown-exchange` if it does not exist.
-    public func declareExchange(_ name: String, kind: ExchangeKind, passive: Bool = false) async throws {
-        _ = try await call { .declareExchange(requestID: $0, name: name, kind: kind, passive: passive) }
+    /// Creates an exchange, or checks that one of that name, kind and durability exists (declaring
+    /// is idempotent). A `durable` exchange survives a broker restart (docs/DURABILITY.md).
+    /// - Throws: `refused` with `precondition-failed` if it exists with another kind or durability,
+    ///   `invalid-name`, `access-refused` for `amq.` names, `storage-failed` for a durable one while
+    ///   the broker cannot write its data directory; with `passive`, `unknown-exchange` if it does
+    ///   not exist.
+    public func declareExchange(_ name: String, kind: ExchangeKind, passive: Bool = false, durable: Bool = false) async throws {
+        _ = try await call { .declareExchange(requestID: $0, name: name, kind: kind, passive: passive, durable: durable) }
     }
 
     /// Deletes an exchange and its bindings; `ifUnused` refuses while queues are bound to it.
@@ -65,16 +68,22 @@ extension Peer {
     /// Publishes to an exchange with a routing key. `""` is the default exchange: the key names the queue.
     /// - Parameters:
     ///   - mandatory: if it reaches no queue, the broker returns it (`Options.onReturn`).
-    ///   - confirm: the broker confirms it once routed and queued; `waitForConfirms()` waits for that.
+    ///   - confirm: the broker confirms it once routed and queued (for a persistent message in a
+    ///     durable queue: once it is on disk); `waitForConfirms()` waits for that.
+    ///   - persistent: marks it persistent (`MessageProperties.persistent`): durable queues keep it
+    ///     across a broker restart.
     /// - Throws: `invalidArgument` for an over-long name or key or an oversized frame (nothing sent).
     ///   Refusals by the broker (unknown exchange, full queue) arrive as nacks with `confirm`, or
     ///   through `Options.onAsyncError` without.
     public func publish(
         to exchange: String, key: String, _ payload: [UInt8], properties: MessageProperties = .none,
-        mandatory: Bool = false, confirm: Bool = false
+        mandatory: Bool = false, confirm: Bool = false, persistent: Bool = false
     ) async throws {
-        // No properties is one zero byte, on the stack: the plain path allocates nothing.
-        var none: UInt8 = 0
+        // Properties that are only the persistent flag (or nothing) are one byte, on the stack: the
+        // plain path allocates nothing.
+        var none: UInt8 = persistent ? MessageProperties.Flag.persistent : 0
+        var properties = properties
+        if persistent && !properties.isEmpty { properties.persistent = true }
         let block = properties.isEmpty ? nil : properties.encoded()
         let flags = (mandatory ? PublishFlag.mandatory : 0) | (confirm ? PublishFlag.confirm : 0)
         var exchange = exchange
@@ -98,9 +107,11 @@ extension Peer {
     /// Publishes UTF-8 text to an exchange.
     public func publish(
         to exchange: String, key: String, _ text: String, properties: MessageProperties = .none,
-        mandatory: Bool = false, confirm: Bool = false
+        mandatory: Bool = false, confirm: Bool = false, persistent: Bool = false
     ) async throws {
-        try await publish(to: exchange, key: key, Array(text.utf8), properties: properties, mandatory: mandatory, confirm: confirm)
+        try await publish(
+            to: exchange, key: key, Array(text.utf8), properties: properties, mandatory: mandatory, confirm: confirm,
+            persistent: persistent)
     }
 
     func enqueuePublishTo(

@@ -6,12 +6,17 @@ import Foundation
 /// The real `evbus broker` binary on a fresh socket.
 public final class BrokerProcess: TestBroker, Sendable {
     public let socketPath: String
+    public let dataDir: String
     public let process: RunningProcess
 
-    /// Starts `evbus broker --socket <fresh path>` plus `arguments`, and waits until it accepts connections.
-    public init(arguments: [String] = [], socketPath: String = TestPaths.socket("bp")) async throws {
+    /// Starts `evbus broker --socket <fresh path> --data-dir <dir>` plus `arguments`, and waits
+    /// until it accepts connections. `dataDir` defaults to a fresh directory (pass the same one
+    /// again to restart a broker on its data).
+    public init(arguments: [String] = [], socketPath: String = TestPaths.socket("bp"), dataDir: String = TestPaths.dataDirectory()) async throws {
         self.socketPath = socketPath
-        process = try RunningProcess.evbus(["broker", "--socket", socketPath] + arguments)
+        self.dataDir = dataDir
+        let dataArguments = arguments.contains("--data-dir") ? [] : ["--data-dir", dataDir]
+        process = try RunningProcess.evbus(["broker", "--socket", socketPath] + dataArguments + arguments)
         let up = await eventually(30) { UnixSocket.isLive(path: socketPath) || !process.isRunning }
         guard up, process.isRunning else {
             throw TestSupportError("evbus broker did not start: \(process.stderr)")

@@ -34,9 +34,40 @@ public final class MemoryBroker: BrokerOutput {
     private var wakeAt: UInt64 = 0
     public private(set) var logLines: [String] = []
 
-    public init(settings: CoreSettings = CoreSettings()) {
+    /// Batches of log records the core handed over, in order (with `persisting`).
+    public private(set) var persisted: [StoreBatch] = []
+    private var reportedUpTo: UInt64 = 0
+
+    /// `persisting` turns the core's persistence on over an empty data directory; the test plays
+    /// the storage thread with `storageDone`.
+    public init(settings: CoreSettings = CoreSettings(), persisting: Bool = false) {
         self.settings = settings
         core = BrokerCore(settings: settings, clock: .manual(clock), output: self)
+        if persisting {
+            core.enablePersistence(RecoveredStore(), sync: .always, segmentBytes: 1 << 20)
+            core.startPersisting()
+        }
+    }
+
+    public func persist(_ batch: StoreBatch) { persisted.append(batch) }
+
+    /// Plays the storage thread: every batch handed over so far is written and synced into
+    /// segment 1, or (`failing`) fails with ENOSPC.
+    public func storageDone(failing: Bool = false) {
+        guard let last = persisted.last?.number, last > reportedUpTo else { return }
+        var p = StoreProgress()
+        let numbers = (reportedUpTo + 1)...last
+        if failing {
+            p.failed = Array(numbers)
+            p.error = StoreError("write", path: "memory", errno: 28)
+        } else {
+            p.placed = numbers.map { .init(batch: $0, segment: 1) }
+        }
+        p.written = last
+        p.synced = last
+        reportedUpTo = last
+        core.storageProgress(p)
+        settle()
     }
 
     deinit { scratch.deallocate() }

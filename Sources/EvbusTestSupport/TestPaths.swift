@@ -10,6 +10,12 @@ public enum TestPaths {
         return "/tmp/evbt-\(getpid())-\(tag)-\(n).sock"
     }
 
+    /// A fresh, not yet existing data directory under /tmp (the broker creates it).
+    public static func dataDirectory(_ tag: String = "d") -> String {
+        let n = counter.add(1, ordering: .relaxed).oldValue
+        return "/tmp/evbt-\(getpid())-\(tag)-\(n).data"
+    }
+
     /// The built `evbus` executable: it sits beside the test bundle in the build folder.
     public static var evbusBinary: String { builtExecutable("evbus") }
 

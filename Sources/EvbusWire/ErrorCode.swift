@@ -35,6 +35,9 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let noResponder = ErrorCode(rawValue: 215)
     public static let responderGone = ErrorCode(rawValue: 216)
     public static let invalidRequest = ErrorCode(rawValue: 217)
+    /// The broker cannot write its data directory (disk full, I/O error): persistent messages
+    /// into durable queues and durable declarations are refused until it can again.
+    public static let storageFailed = ErrorCode(rawValue: 218)
 
     /// True when the broker closes the connection after sending this code.
     public var closesConnection: Bool { rawValue < 200 }
@@ -68,6 +71,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .noResponder: "no-responder"
         case .responderGone: "responder-gone"
         case .invalidRequest: "invalid-request"
+        case .storageFailed: "storage-failed"
         default: "error-\(rawValue)"
         }
     }

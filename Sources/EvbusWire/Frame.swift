@@ -26,7 +26,7 @@ public enum Frame: Hashable, Sendable {
     case statsReply(requestID: UInt32, entries: [StatEntry])
     case topology(requestID: UInt32)
     case topologyReply(requestID: UInt32, exchanges: [ExchangeSummary], queues: [QueueSummary])
-    case declareExchange(requestID: UInt32, name: String, kind: ExchangeKind, passive: Bool = false)
+    case declareExchange(requestID: UInt32, name: String, kind: ExchangeKind, passive: Bool = false, durable: Bool = false)
     case deleteExchange(requestID: UInt32, name: String, ifUnused: Bool = false)
     case declareQueue(requestID: UInt32, name: String, options: QueueOptions = QueueOptions(), passive: Bool = false)
     case queueOK(requestID: UInt32, info: QueueInfo)

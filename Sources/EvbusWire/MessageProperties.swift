@@ -15,10 +15,14 @@ public struct MessageProperties: Hashable, Sendable {
     /// Milliseconds after which a queued message expires (per-message TTL; queues apply the
     /// smaller of this and their own TTL). Subscriptions ignore it.
     public var expiration: UInt32?
+    /// Published as persistent (AMQP's delivery mode 2): a durable queue writes it to disk before
+    /// confirming it, and it survives a broker restart there (docs/DURABILITY.md). A flag bit with
+    /// no field.
+    public var persistent: Bool
 
     public init(
         contentType: String? = nil, correlationID: String? = nil, replyTo: String? = nil, messageID: String? = nil,
-        timestamp: UInt64? = nil, headers: [String: String] = [:], expiration: UInt32? = nil
+        timestamp: UInt64? = nil, headers: [String: String] = [:], expiration: UInt32? = nil, persistent: Bool = false
     ) {
         self.contentType = contentType
         self.correlationID = correlationID
@@ -27,6 +31,7 @@ public struct MessageProperties: Hashable, Sendable {
         self.timestamp = timestamp
         self.headers = headers
         self.expiration = expiration
+        self.persistent = persistent
     }
 
     public static let none = MessageProperties()
@@ -42,8 +47,14 @@ public struct MessageProperties: Hashable, Sendable {
         public static let timestamp: UInt8 = 0x10
         public static let headers: UInt8 = 0x20
         public static let expiration: UInt8 = 0x40
-        /// Bits a version-1 peer must leave clear.
-        public static let reserved: UInt8 = 0x80
+        /// Persistent: no field follows. (The last bit: later fields will travel as headers.)
+        public static let persistent: UInt8 = 0x80
+    }
+
+    /// Whether a raw block (as the broker relays it) marks its message persistent: one load.
+    @inlinable
+    public static func isPersistent(block: UnsafeRawBufferPointer) -> Bool {
+        !block.isEmpty && block[0] & Flag.persistent != 0
     }
 
     /// Most headers one message may carry.
@@ -60,6 +71,7 @@ public struct MessageProperties: Hashable, Sendable {
         if timestamp != nil { flags |= Flag.timestamp }
         if !headers.isEmpty { flags |= Flag.headers }
         if expiration != nil { flags |= Flag.expiration }
+        if persistent { flags |= Flag.persistent }
         out.bytes.append(flags)
         if let contentType { out.string(contentType) }
         if let correlationID { out.string(correlationID) }
@@ -85,16 +97,13 @@ public struct MessageProperties: Hashable, Sendable {
         return try validate(&r)
     }
 
-    /// Checks a block exactly as `read` does — lengths, reserved bits, header count, UTF-8 — without
+    /// Checks a block exactly as `read` does — lengths, header count, UTF-8 — without
     /// decoding it (no strings, no dictionary), and returns its raw bytes. The broker checks every
     /// block it relays this way; only the receiver decodes.
     public static func validate(_ r: inout ByteReader) throws(WireError) -> UnsafeRawBufferPointer {
         let start = r.offset
         let flags = try r.u8("property flags")
         if flags != 0 {
-            guard flags & Flag.reserved == 0 else {
-                throw WireError(.malformedFrame, "reserved property flag bits set (0x\(String(flags, radix: 16)))")
-            }
             if flags & Flag.contentType != 0 { _ = try r.checkedStringBytes("content type") }
             if flags & Flag.correlationID != 0 { _ = try r.checkedStringBytes("correlation id") }
             if flags & Flag.replyTo != 0 { _ = try r.checkedStringBytes("reply-to") }
@@ -135,15 +144,13 @@ public struct MessageProperties: Hashable, Sendable {
     }
 
     /// Reads a block and returns it with its raw bytes (for copying unchanged). Checks every length,
-    /// the reserved bits, the header count and that every string is UTF-8: `malformed-frame` otherwise.
+    /// the header count and that every string is UTF-8: `malformed-frame` otherwise.
     public static func read(_ r: inout ByteReader) throws(WireError) -> (MessageProperties, raw: UnsafeRawBufferPointer) {
         let start = r.offset
         let flags = try r.u8("property flags")
         var p = MessageProperties()
         if flags != 0 {
-            guard flags & Flag.reserved == 0 else {
-                throw WireError(.malformedFrame, "reserved property flag bits set (0x\(String(flags, radix: 16)))")
-            }
+            p.persistent = flags & Flag.persistent != 0
             if flags & Flag.contentType != 0 { p.contentType = try r.string("content type") }
             if flags & Flag.correlationID != 0 { p.correlationID = try r.string("correlation id") }
             if flags & Flag.replyTo != 0 { p.replyTo = try r.string("reply-to") }

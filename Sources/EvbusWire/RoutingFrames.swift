@@ -20,7 +20,8 @@ extension Frame {
             body.u32(UInt32(truncatingIfNeeded: queues.count))
             for q in queues {
                 body.string(q.name)
-                body.u8((q.exclusive ? QueueOptions.Flag.exclusive : 0) | (q.autoDelete ? QueueOptions.Flag.autoDelete : 0))
+                body.u8((q.exclusive ? QueueSummary.Flag.exclusive : 0) | (q.autoDelete ? QueueSummary.Flag.autoDelete : 0)
+                    | (q.durable ? QueueSummary.Flag.durable : 0))
                 body.u32(q.ready)
                 body.u64(q.readyBytes)
                 body.u32(q.unacked)
@@ -31,12 +32,13 @@ extension Frame {
                 body.u32(q.publishRate)
                 body.u32(q.deliverRate)
                 body.u32(q.ackRate)
+                body.u64(q.diskBytes)
             }
-        case .declareExchange(let requestID, let name, let kind, let passive):
+        case .declareExchange(let requestID, let name, let kind, let passive, let durable):
             body.u32(requestID)
             body.string(name)
             body.u8(kind.rawValue)
-            body.u8(passive ? 0x01 : 0)
+            body.u8((passive ? ExchangeFlag.passive : 0) | (durable ? ExchangeFlag.durable : 0))
         case .deleteExchange(let requestID, let name, let ifUnused):
             body.u32(requestID)
             body.string(name)
@@ -50,6 +52,7 @@ extension Frame {
             if passive { flags |= QueueOptions.Flag.passive }
             if o.deadLetterExchange != nil { flags |= QueueOptions.Flag.deadLetter }
             if o.deadLetterRoutingKey != nil { flags |= QueueOptions.Flag.deadLetterKey }
+            if o.durable { flags |= QueueOptions.Flag.durable }
             body.u8(flags)
             body.u8(o.overflow.rawValue)
             body.u64(o.maxLength ?? QueueOptions.unset64)
@@ -139,19 +142,22 @@ extension Frame {
                 let name = try r.string("queue name")
                 let flags = try r.u8("queue flags")
                 queues.append(QueueSummary(
-                    name: name, exclusive: flags & QueueOptions.Flag.exclusive != 0,
-                    autoDelete: flags & QueueOptions.Flag.autoDelete != 0, ready: try r.u32("ready"),
+                    name: name, exclusive: flags & QueueSummary.Flag.exclusive != 0,
+                    autoDelete: flags & QueueSummary.Flag.autoDelete != 0, ready: try r.u32("ready"),
                     readyBytes: try r.u64("ready bytes"), unacked: try r.u32("unacked"), consumers: try r.u32("consumers"),
                     published: try r.u64("published"), delivered: try r.u64("delivered"), acked: try r.u64("acked"),
-                    publishRate: try r.u32("publish rate"), deliverRate: try r.u32("deliver rate"), ackRate: try r.u32("ack rate")))
+                    publishRate: try r.u32("publish rate"), deliverRate: try r.u32("deliver rate"), ackRate: try r.u32("ack rate"),
+                    durable: flags & QueueSummary.Flag.durable != 0, diskBytes: try r.u64("disk bytes")))
             }
             return .topologyReply(requestID: id, exchanges: exchanges, queues: queues)
         case .declareExchange:
             let id = try r.u32("request id")
             let name = try r.string("exchange name")
             let kind = try exchangeKind(&r)
-            let flags = try checkedFlags(&r, reserved: 0xFE)
-            return .declareExchange(requestID: id, name: name, kind: kind, passive: flags & 0x01 != 0)
+            let flags = try checkedFlags(&r, reserved: ExchangeFlag.reserved)
+            return .declareExchange(
+                requestID: id, name: name, kind: kind, passive: flags & ExchangeFlag.passive != 0,
+                durable: flags & ExchangeFlag.durable != 0)
         case .deleteExchange:
             let id = try r.u32("request id")
             let name = try r.string("exchange name")
@@ -176,7 +182,8 @@ extension Frame {
                 maxBytes: maxBytes == QueueOptions.unset64 ? nil : maxBytes, overflow: overflow,
                 messageTTL: ttl == QueueOptions.unset32 ? nil : ttl,
                 deadLetterExchange: flags & QueueOptions.Flag.deadLetter != 0 ? dlx : nil,
-                deadLetterRoutingKey: flags & QueueOptions.Flag.deadLetterKey != 0 ? dlrk : nil)
+                deadLetterRoutingKey: flags & QueueOptions.Flag.deadLetterKey != 0 ? dlrk : nil,
+                durable: flags & QueueOptions.Flag.durable != 0)
             return .declareQueue(requestID: id, name: name, options: options, passive: flags & QueueOptions.Flag.passive != 0)
         case .queueOK:
             let id = try r.u32("request id")

@@ -1,5 +1,12 @@
 /// Values shared by the broker and clients for exchanges, queues and consumers (PROTOCOL.md §6).
 
+/// DECLARE_EXCHANGE flag bits.
+public enum ExchangeFlag {
+    public static let passive: UInt8 = 0x01
+    public static let durable: UInt8 = 0x02
+    public static let reserved: UInt8 = 0xFC
+}
+
 /// How an exchange chooses queues for a routing key.
 public enum ExchangeKind: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     /// Every bound queue, key ignored.
@@ -52,6 +59,9 @@ public struct QueueOptions: Hashable, Sendable {
     public var overflow = OverflowPolicy.dropHead
     /// Milliseconds a message may wait in the queue before it expires; nil = forever.
     public var messageTTL: UInt32?
+    /// Survives a broker restart, with its bindings to durable exchanges and its persistent
+    /// messages (docs/DURABILITY.md).
+    public var durable = false
     /// Where rejected, expired and dropped messages are republished; nil = they are discarded.
     public var deadLetterExchange: String?
     /// The routing key dead letters are republished with; nil = their original key.
@@ -60,8 +70,9 @@ public struct QueueOptions: Hashable, Sendable {
     public init(
         exclusive: Bool = false, autoDelete: Bool = false, maxLength: UInt64? = nil, maxBytes: UInt64? = nil,
         overflow: OverflowPolicy = .dropHead, messageTTL: UInt32? = nil, deadLetterExchange: String? = nil,
-        deadLetterRoutingKey: String? = nil
+        deadLetterRoutingKey: String? = nil, durable: Bool = false
     ) {
+        self.durable = durable
         self.exclusive = exclusive
         self.autoDelete = autoDelete
         self.maxLength = maxLength
@@ -79,7 +90,8 @@ public struct QueueOptions: Hashable, Sendable {
         public static let passive: UInt8 = 0x04
         public static let deadLetter: UInt8 = 0x08
         public static let deadLetterKey: UInt8 = 0x10
-        public static let reserved: UInt8 = 0xE0
+        public static let durable: UInt8 = 0x20
+        public static let reserved: UInt8 = 0xC0
     }
 
     /// "Not set" for max-length, max-bytes and TTL on the wire.
@@ -207,12 +219,24 @@ public struct QueueSummary: Hashable, Sendable {
     public var publishRate: UInt32
     public var deliverRate: UInt32
     public var ackRate: UInt32
+    public var durable: Bool
+    /// Bytes of its persistent messages' records in the log (durable queues; 0 otherwise).
+    public var diskBytes: UInt64
+
+    /// TOPOLOGY_REPLY's per-queue flag bits.
+    public enum Flag {
+        public static let exclusive: UInt8 = 0x01
+        public static let autoDelete: UInt8 = 0x02
+        public static let durable: UInt8 = 0x04
+    }
 
     public init(
         name: String, exclusive: Bool, autoDelete: Bool, ready: UInt32, readyBytes: UInt64, unacked: UInt32,
         consumers: UInt32, published: UInt64, delivered: UInt64, acked: UInt64, publishRate: UInt32,
-        deliverRate: UInt32, ackRate: UInt32
+        deliverRate: UInt32, ackRate: UInt32, durable: Bool = false, diskBytes: UInt64 = 0
     ) {
+        self.durable = durable
+        self.diskBytes = diskBytes
         self.name = name
         self.exclusive = exclusive
         self.autoDelete = autoDelete

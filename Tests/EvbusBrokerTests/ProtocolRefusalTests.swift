@@ -65,9 +65,9 @@ import Testing
         try await expectConnectionRefused(hello + [8, 0, 0, 0, 0x11, 1, 0, 0, 0, 50, 0, 0x61], .malformedFrame, mentioning: "pattern")
     }
 
-    @Test func reservedPropertyBits() async throws {
-        // PUBLISH "a" with property flags 0x80 (reserved).
-        try await expectConnectionRefused(hello + [5, 0, 0, 0, 0x10, 1, 0, 0x61, 0x80], .malformedFrame, mentioning: "reserved")
+    @Test func aPropertiesFieldRunningPastTheBody() async throws {
+        // PUBLISH "a" with property flags 0x01 (content type) and no room for its length.
+        try await expectConnectionRefused(hello + [5, 0, 0, 0, 0x10, 1, 0, 0x61, 0x01], .malformedFrame, mentioning: "content type")
     }
 
     @Test func frameBeforeHello() async throws {

@@ -192,11 +192,17 @@ func wireError(_ body: () throws -> Void) -> WireError? {
         #expect(error?.code == .malformedFrame)
     }
 
-    @Test func reservedPropertyBitsAreMalformed() {
-        let body: [UInt8] = [1, 0, 0x61, 0x80]  // PUBLISH "a", flags with a reserved bit
-        let error = decodeError(.publish, body)
-        #expect(error?.code == .malformedFrame)
-        #expect(error?.message.contains("reserved") == true)
+    @Test func thePersistentBitHasNoFieldAndKeepsExpirationLast() throws {
+        // PUBLISH "a" with only the persistent bit: the block is that one byte.
+        let body: [UInt8] = [1, 0, 0x61, 0x80]
+        let frame = try body.withUnsafeBytes { try Frame.decode(type: .publish, body: $0) }
+        #expect(frame == .publish(topic: "a", properties: MessageProperties(persistent: true), payload: []))
+        // Persistent with an expiration: the expiration is still the block's last four bytes.
+        let block = MessageProperties(expiration: 7, persistent: true).encoded()
+        #expect(block == [0xC0, 7, 0, 0, 0])
+        block.withUnsafeBytes { #expect(MessageProperties.isPersistent(block: $0)) }
+        var none: UInt8 = 0
+        withUnsafeBytes(of: &none) { #expect(!MessageProperties.isPersistent(block: $0)) }
     }
 
     @Test func truncatedPropertiesAreMalformed() {

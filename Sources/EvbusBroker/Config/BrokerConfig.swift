@@ -31,6 +31,14 @@ public struct BrokerConfig: Sendable, Equatable {
     public var logLevel: LogLevel = .info
     /// The name the broker gives in WELCOME.
     public var brokerName: String = "evbus"
+    /// Where durable queues and persistent messages are kept (docs/DURABILITY.md); nil keeps
+    /// everything in memory (what `Broker.start` does unless told; `evbus broker` defaults to
+    /// `$XDG_STATE_HOME/evbus`).
+    public var dataDir: String? = nil
+    /// When persistent messages are synced to disk before being confirmed.
+    public var sync: SyncMode = .always
+    /// Size at which the log starts a new segment file.
+    public var segmentBytes: Int = 64 << 20
     /// Exchanges, queues and bindings that exist from the start (see docs/ROUTING.md).
     public var exchanges: [DeclaredExchange] = []
     public var queues: [DeclaredQueue] = []

@@ -61,6 +61,13 @@ extension BrokerConfig {
             throw fail("handshakeTimeoutMillis", "must be between 1 and 3600000, got \(handshakeTimeoutMillis)")
         }
         if brokerName.isEmpty || brokerName.utf8.count > 255 { throw fail("brokerName", "must be 1 to 255 bytes") }
+        if case .interval(let ms) = sync, ms < 1 || ms > 60_000 {
+            throw fail("syncIntervalMillis", "must be between 1 and 60000, got \(ms)")
+        }
+        if segmentBytes < 4096 || segmentBytes > 1 << 30 {
+            throw fail("segmentBytes", "must be between 4096 and 1073741824, got \(segmentBytes)")
+        }
+        if let dataDir, dataDir.isEmpty { throw fail("dataDir", "must not be empty (null keeps everything in memory)") }
         // The declarations must all succeed; try them on a scratch topology.
         try Topology().declare(self)
     }
@@ -103,7 +110,7 @@ extension BrokerConfig: Decodable {
     enum Key: String, CodingKey, CaseIterable {
         case socketPath, socketMode, maxFrameBytes, highWatermarkBytes, lowWatermarkBytes
         case slowConsumerPolicy, maxSubscriptionsPerConnection, handshakeTimeoutMillis, logLevel, brokerName
-        case exchanges, queues, bindings
+        case exchanges, queues, bindings, dataDir, sync, syncIntervalMillis, segmentBytes
     }
 
     /// Any key, to find the ones that are not settings.
@@ -139,6 +146,21 @@ extension BrokerConfig: Decodable {
         handshakeTimeoutMillis = try c.decodeIfPresent(Int.self, forKey: .handshakeTimeoutMillis) ?? handshakeTimeoutMillis
         logLevel = try Self.decodeEnum(c, .logLevel) ?? logLevel
         brokerName = try c.decodeIfPresent(String.self, forKey: .brokerName) ?? brokerName
+        if c.contains(.dataDir), try !c.decodeNil(forKey: .dataDir) {
+            dataDir = try c.decode(String.self, forKey: .dataDir)
+        }
+        let interval = try c.decodeIfPresent(Int.self, forKey: .syncIntervalMillis)
+        switch try c.decodeIfPresent(String.self, forKey: .sync) {
+        case nil, "always"?:
+            if interval != nil {
+                throw ConfigError(file: "", keyPath: "syncIntervalMillis", reason: "applies only with \"sync\": \"interval\"")
+            }
+        case "interval"?:
+            sync = .interval(milliseconds: interval ?? 100)
+        case let other?:
+            throw ConfigError(file: "", keyPath: "sync", reason: "expected \"always\" or \"interval\", got \"\(other)\"")
+        }
+        segmentBytes = try c.decodeIfPresent(Int.self, forKey: .segmentBytes) ?? segmentBytes
         exchanges = try c.decodeIfPresent([DeclaredExchange].self, forKey: .exchanges) ?? []
         queues = try c.decodeIfPresent([DeclaredQueue].self, forKey: .queues) ?? []
         bindings = try c.decodeIfPresent([DeclaredBinding].self, forKey: .bindings) ?? []

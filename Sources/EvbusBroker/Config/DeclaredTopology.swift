@@ -5,12 +5,14 @@ public import EvbusWire
 public struct DeclaredExchange: Sendable, Equatable, Decodable {
     public var name: String
     public var type: ExchangeKind
+    public var durable = false
 
-    enum Key: String, CodingKey, CaseIterable { case name, type }
+    enum Key: String, CodingKey, CaseIterable { case name, type, durable }
 
-    public init(name: String, type: ExchangeKind) {
+    public init(name: String, type: ExchangeKind, durable: Bool = false) {
         self.name = name
         self.type = type
+        self.durable = durable
     }
 
     public init(from decoder: any Decoder) throws {
@@ -21,6 +23,7 @@ public struct DeclaredExchange: Sendable, Equatable, Decodable {
             throw ConfigError(file: "", keyPath: keyPath(decoder, "type"), reason: "expected \"fanout\", \"direct\" or \"topic\", got \"\(raw)\"")
         }
         type = kind
+        durable = try c.decodeIfPresent(Bool.self, forKey: .durable) ?? false
     }
 }
 
@@ -29,7 +32,7 @@ public struct DeclaredQueue: Sendable, Equatable, Decodable {
     public var options = QueueOptions()
 
     enum Key: String, CodingKey, CaseIterable {
-        case name, maxLength, maxBytes, overflow, messageTTLMillis, deadLetterExchange, deadLetterRoutingKey
+        case name, durable, maxLength, maxBytes, overflow, messageTTLMillis, deadLetterExchange, deadLetterRoutingKey
     }
 
     public init(name: String, options: QueueOptions = QueueOptions()) {
@@ -51,6 +54,7 @@ public struct DeclaredQueue: Sendable, Equatable, Decodable {
         options.messageTTL = try Self.whole(c, .messageTTLMillis, decoder, max: Int(UInt32.max - 1)).map(UInt32.init)
         options.deadLetterExchange = try c.decodeIfPresent(String.self, forKey: .deadLetterExchange)
         options.deadLetterRoutingKey = try c.decodeIfPresent(String.self, forKey: .deadLetterRoutingKey)
+        options.durable = try c.decodeIfPresent(Bool.self, forKey: .durable) ?? false
     }
 
     /// A whole number between 0 and `max`, or nil when absent.
@@ -112,7 +116,7 @@ extension Topology {
             ConfigError(file: "", keyPath: path, reason: error.message)
         }
         for (i, e) in config.exchanges.enumerated() {
-            do { try declareExchange(e.name, kind: e.type) } catch { throw fail("exchanges[\(i)]", error) }
+            do { try declareExchange(e.name, kind: e.type, durable: e.durable) } catch { throw fail("exchanges[\(i)]", error) }
         }
         for (i, q) in config.queues.enumerated() {
             guard !q.name.isEmpty else {

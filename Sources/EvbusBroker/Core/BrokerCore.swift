@@ -67,6 +67,12 @@ public final class BrokerCore<Output: BrokerOutput> {
     @exclusivity(unchecked) var pendingDispatch: MessageQueue?
     /// The route of a publish to an inbox, rewritten in place for each one (see `publishTo`).
     @exclusivity(unchecked) var inboxRoute = [RouteTarget(connection: 0, subscription: Inbox.subscriptionID)]
+    /// The persistence log's bookkeeping; nil when the broker keeps everything in memory.
+    var store: DurableState?
+    /// Set by `deliver` when a durable queue could not take a persistent message (the disk failed).
+    var storageRefusedBy: MessageQueue?
+    /// Set by `deliver` when it recorded a persistent message (its confirm waits for the sync).
+    var recordedMessage = false
     /// How deep dead letters are nested right now (a cycle guard).
     var deadLetterDepth = 0
     var expiries = ExpiryTimers()
@@ -125,6 +131,7 @@ public final class BrokerCore<Output: BrokerOutput> {
         slotsByID[s.id] = nil
         freeSlots.append(s.slot)
         liveSessions -= 1
+        if store != nil { submitRecords() }
     }
 
     /// Runs `body` with the session in `slot`, if there is one, borrowed without a retain. Hot path.
@@ -209,6 +216,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     public func endOfBatch(_ s: ConnectionState) {
         flushConfirms(s)
         flushPendingDispatch()
+        if store != nil { submitRecords() }
     }
 
     /// `s`'s output drained below the low watermark.
@@ -276,12 +284,17 @@ public final class BrokerCore<Output: BrokerOutput> {
             q.expiryTimerAt = 0
             dispatch(q)
         }
+        if store != nil {
+            probeIfDue(now: now)
+            submitRecords()
+        }
         requestWake()
     }
 
     /// Asks the output for a wake-up at the earliest pending expiry, if it changed.
     func requestWake() {
-        let next = expiries.earliest ?? 0
+        var next = expiries.earliest ?? 0
+        if let probe = store?.probeAt, probe != 0, next == 0 || probe < next { next = probe }
         guard next != wakeRequested else { return }
         wakeRequested = next
         output.wake(at: next)
@@ -302,6 +315,6 @@ public final class BrokerCore<Output: BrokerOutput> {
     public func statEntries() -> [StatEntry] {
         stats.entries(
             connections: liveSessions, subscriptions: topology.defaultTopic.topics.subscriptionCount,
-            exchanges: topology.exchanges.count, queues: topology.liveQueues.count)
+            exchanges: topology.exchanges.count, queues: topology.liveQueues.count) + storeEntries()
     }
 }

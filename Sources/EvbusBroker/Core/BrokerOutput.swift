@@ -20,6 +20,9 @@ public protocol BrokerOutput: AnyObject {
     /// Call `BrokerCore.timerFired()` at monotonic time `deadline` (ns) or soon after. Each call
     /// replaces the previous request; 0 cancels it.
     func wake(at deadline: UInt64)
+    /// Hand a batch of log records to the storage thread; its progress comes back through
+    /// `BrokerCore.storageProgress`. Called only when persistence is on.
+    func persist(_ batch: StoreBatch)
     /// One log line about `connection` (nil: about the broker). Cold paths only.
     func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String)
 }

@@ -1,3 +1,5 @@
+import EvbusWire
+
 /// What the core knows of one connection: its subscriptions and consumers, the deliveries it has
 /// not settled, the requests it accepted, its publisher-confirm numbering and its backpressure
 /// links. Created by `BrokerCore.open`, dropped at `BrokerCore.closed`. Loop-bound like the core.
@@ -28,6 +30,16 @@ public final class ConnectionState {
     /// The highest sequence routed but not yet confirmed: confirmed with one CONFIRM(multiple)
     /// after each batch of frames read, not one frame per publish.
     @exclusivity(unchecked) var confirmPending: UInt64 = 0
+    /// The highest confirm sequence answered (confirmed or nacked).
+    var confirmAnswered: UInt64 = 0
+    /// The log batch the publishes since the last CONFIRM need synced (0 = none: they are
+    /// transient, or `sync` is `interval`).
+    var storeNeeded: UInt64 = 0
+    /// Confirms waiting for the disk, in sequence order (durable queues only).
+    var confirmWaits = RingBuffer<ConfirmWait>(capacity: 0)
+    /// Deliveries to it held until their log records are written.
+    var heldDeliveries = 0
+    var waitsForStore = false
     /// How many slow receivers this connection is waiting for (backpressure); reading resumes at
     /// 0. The server stops handing it frames while this is above 0.
     @exclusivity(unchecked) public internal(set) var blockedBy = 0

@@ -53,6 +53,8 @@ public final class BrokerServer {
     /// the core writes only to slots with a live session, which are exactly those.
     @exclusivity(unchecked) private var channels: [Unmanaged<Channel>?] = []
     var onShutdownComplete: (() -> Void)?
+    /// The persistence log, when the config names a data directory.
+    private var storage: BrokerStorage?
 
     /// Binds the socket and starts accepting. Refuses to start over a live broker; replaces a stale
     /// socket file; refuses to replace a file that is not a socket. Loop thread only.
@@ -62,7 +64,13 @@ public final class BrokerServer {
         self.log = log
         socketPath = SocketPath.resolve(config.socketPath)
         core = BrokerCore(settings: CoreSettings(config), output: self)
-        try Self.clearStaleSocket(socketPath, log: log)
+        if let dir = config.dataDir { storage = try BrokerStorage(directory: dir, config: config, core: core) }
+        do {
+            try Self.clearStaleSocket(socketPath, log: log)
+        } catch {
+            storage?.stop()
+            throw error
+        }
         listener = try Listener(
             path: socketPath, mode: config.socketMode, loop: loop,
             onAccept: { [unowned self] fd in accept(fd) },
@@ -70,10 +78,16 @@ public final class BrokerServer {
         do {
             try core.topology.declare(config)
         } catch {
+            storage?.stop()
             throw StartError(description: "config: \(error.keyPath): \(error.reason)")
         }
+        let lifeline = self.lifeline
+        storage?.start(loop: loop, sync: config.sync) { progress in
+            if lifeline.isAlive { lifeline.server.core.storageProgress(progress) }
+        }
+        core.startPersisting()
         rateTimer = scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { $0.core.sampleRates() }
-        log.info("listening on \(socketPath) (policy \(config.slowConsumerPolicy.rawValue), max frame \(config.maxFrameBytes) bytes)")
+        log.info("listening on \(socketPath) (policy \(config.slowConsumerPolicy.rawValue), max frame \(config.maxFrameBytes) bytes, \(config.dataDir.map { "data in \($0)" } ?? "no data directory: durable queues are kept in memory"))")
     }
 
     /// Why the broker cannot start.
@@ -181,7 +195,14 @@ public final class BrokerServer {
         if let wakeTimer { loop.cancelTimer(wakeTimer.id) }
         wakeTimer = nil
         var finished = false
-        let finish = { if !finished { finished = true; done() } }
+        let lifeline = self.lifeline
+        let finish = {
+            guard !finished else { return }
+            finished = true
+            // Everything recorded is written and synced before the broker says it has stopped.
+            if lifeline.isAlive { lifeline.server.stopStorage() }
+            done()
+        }
         onShutdownComplete = finish
         for case let c? in connections { goAway(c, graceNanos: graceNanos) }
         if core.liveSessions == 0 {
@@ -193,6 +214,11 @@ public final class BrokerServer {
             server.onShutdownComplete = nil
             finish()
         }
+    }
+
+    private func stopStorage() {
+        storage?.stop()
+        storage = nil
     }
 
     private func goAway(_ c: BrokerConnection, graceNanos: UInt64 = 1_000_000_000) {
@@ -246,6 +272,10 @@ extension BrokerServer: BrokerOutput {
             server.core.timerFired()
         }
         wakeTimer = (deadline, id)
+    }
+
+    public func persist(_ batch: StoreBatch) {
+        storage?.thread?.submit(batch)
     }
 
     public func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String) {

@@ -29,4 +29,15 @@ enum LogFormat {
         withUnsafeBytes(of: CRC32C.checksum(body).littleEndian) { out.append(contentsOf: $0) }
         out.append(contentsOf: body)
     }
+
+    /// Fills the checksum slot of every record in a buffer framed by `RecordWriter`.
+    static func fillChecksums(_ bytes: UnsafeMutableRawBufferPointer) {
+        var offset = 0
+        while offset + recordHeaderSize <= bytes.count {
+            let length = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+            let body = UnsafeRawBufferPointer(rebasing: bytes[(offset + recordHeaderSize)..<(offset + recordHeaderSize + length)])
+            bytes.storeBytes(of: CRC32C.checksum(body).littleEndian, toByteOffset: offset + 4, as: UInt32.self)
+            offset += recordHeaderSize + length
+        }
+    }
 }

@@ -8,8 +8,9 @@ import Glibc
 /// damage elsewhere is skipped up to the next intact record. It never refuses to open over damage:
 /// `recovery` says what was cut and skipped.
 ///
-/// Not thread-safe: one owner (the storage thread) uses it. `append` buffers; `commit` writes the
-/// buffered records and syncs them with one `fdatasync` (group commit is the caller's batching).
+/// Not thread-safe: one owner (the storage thread) uses it. `write(framed:)` writes a batch of
+/// records and `sync` makes everything written durable with one `fdatasync` (group commit is the
+/// caller's batching); `append` and `commit` do both for one record at a time (tests, tools).
 public final class SegmentLog {
     /// What opening the log found.
     public struct Recovery: Sendable, Equatable {
@@ -29,8 +30,9 @@ public final class SegmentLog {
     /// Segment numbers, oldest first; the last is the one appended to.
     public private(set) var segments: [UInt64] = []
     private var fd: Int32 = -1
-    /// Bytes of the current segment known to be written and synced.
+    /// Bytes of the current segment known to be written and synced, and written (maybe not synced).
     private var durableSize = 0
+    private var writtenSize = 0
     private var pending: [UInt8] = []
     public private(set) var syncs: UInt64 = 0
 
@@ -79,33 +81,77 @@ public final class SegmentLog {
     public func commit() throws(StoreError) {
         guard !pending.isEmpty else { return }
         defer { pending.removeAll(keepingCapacity: pending.count <= 1 << 20) }
-        if durableSize >= segmentBytes { try startSegment(currentSegment + 1) }
-        let path = self.path(of: currentSegment)
-        var written = 0
-        let failure: StoreError? = pending.withUnsafeBytes { raw in
+        if writtenSize >= segmentBytes { try roll() }
+        try writeAll(pending)
+        try sync()
+    }
+
+    /// Writes records framed by `RecordWriter` (checksum slots zero), filling in each checksum
+    /// first. Not synced: `sync` does that. On failure the segment is cut back to where this write
+    /// began, so the next write does not follow a partial record.
+    public func writeBatch(_ bytes: inout [UInt8]) throws(StoreError) {
+        bytes.withUnsafeMutableBytes { LogFormat.fillChecksums($0) }
+        try writeAll(bytes)
+    }
+
+    private func writeAll(_ bytes: [UInt8]) throws(StoreError) {
+        let errorNumber: Int32? = bytes.withUnsafeBytes { raw in
+            var written = 0
             while written < raw.count {
-                let n = write(fd, raw.baseAddress! + written, raw.count - written)
+                let n = Glibc.write(fd, raw.baseAddress! + written, raw.count - written)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    return StoreError("write", path: path, errno: errno)
+                    return errno
                 }
                 written += n
             }
             return nil
         }
-        if let failure {
-            _ = ftruncate(fd, off_t(durableSize))
-            _ = lseek(fd, off_t(durableSize), SEEK_SET)
-            throw failure
+        if let errorNumber {
+            cutBack(to: writtenSize)
+            throw StoreError("write", path: path(of: currentSegment), errno: errorNumber)
         }
+        writtenSize += bytes.count
+    }
+
+    /// Makes everything written so far durable with one `fdatasync`. On failure what was written
+    /// since the last sync is in an unknown state (Linux may have dropped the dirty pages), so the
+    /// segment is cut back to what the last sync covered and the caller fails those records.
+    public func sync() throws(StoreError) {
+        guard writtenSize > durableSize else { return }
         guard fdatasync(fd) == 0 else {
-            let e = StoreError("fdatasync", path: path, errno: errno)
-            _ = ftruncate(fd, off_t(durableSize))
-            _ = lseek(fd, off_t(durableSize), SEEK_SET)
+            let e = StoreError("fdatasync", path: path(of: currentSegment), errno: errno)
+            cutBack(to: durableSize)
             throw e
         }
         syncs += 1
-        durableSize += written
+        durableSize = writtenSize
+    }
+
+    /// Bytes written to the current segment (synced or not).
+    public var currentSize: Int { writtenSize }
+
+    /// Syncs the current segment and starts the next one.
+    public func roll() throws(StoreError) {
+        try sync()
+        try startSegment(currentSegment + 1)
+    }
+
+    private func cutBack(to size: Int) {
+        _ = ftruncate(fd, off_t(size))
+        _ = lseek(fd, off_t(size), SEEK_SET)
+        writtenSize = size
+        durableSize = min(durableSize, size)
+    }
+
+    /// Bytes in every segment file.
+    public func bytesOnDisk() -> UInt64 {
+        var total: UInt64 = 0
+        for n in segments {
+            var info = stat()
+            if stat(path(of: n), &info) == 0 { total += UInt64(info.st_size) }
+        }
+        return total
     }
 
     /// Deletes a segment whose records are all settled (never the current one).
@@ -123,7 +169,7 @@ public final class SegmentLog {
         let path = self.path(of: number)
         let newFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard newFD >= 0 else { throw StoreError("open", path: path, errno: errno) }
-        let ok = LogFormat.header.withUnsafeBytes { write(newFD, $0.baseAddress, $0.count) == $0.count }
+        let ok = LogFormat.header.withUnsafeBytes { Glibc.write(newFD, $0.baseAddress, $0.count) == $0.count }
         guard ok, fdatasync(newFD) == 0 else {
             let e = StoreError("write", path: path, errno: errno)
             close(newFD)
@@ -134,6 +180,7 @@ public final class SegmentLog {
         if fd >= 0 { close(fd) }
         fd = newFD
         durableSize = LogFormat.header.count
+        writtenSize = durableSize
         segments.append(number)
     }
 
@@ -144,6 +191,7 @@ public final class SegmentLog {
         let end = lseek(fd, 0, SEEK_END)
         guard end >= 0 else { throw StoreError("lseek", path: path, errno: errno) }
         durableSize = Int(end)
+        writtenSize = durableSize
     }
 
     /// Replays one segment, cutting a torn tail (newest segment) or skipping damage.
@@ -250,7 +298,7 @@ public final class SegmentLog {
         let fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
         guard fd >= 0 else { throw StoreError("open", path: path, errno: errno) }
         defer { close(fd) }
-        let ok = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) == $0.count }
+        let ok = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) == $0.count }
         guard ok, fdatasync(fd) == 0 else { throw StoreError("write", path: path, errno: errno) }
     }
 

@@ -15,7 +15,7 @@ final class BenchBroker {
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socketPath = directory + "/b.sock"
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["broker", "--socket", socketPath, "--log-level", "warning"] + extraArguments
+        process.arguments = ["broker", "--socket", socketPath, "--data-dir", directory + "/data", "--log-level", "warning"] + extraArguments
         try process.run()
         let deadline = monotonicNanos() + 10_000_000_000
         while !UnixSocket.isLive(path: socketPath) {

@@ -17,15 +17,19 @@ struct BrokerCommand: EvbusCommand {
             CommandSpec.socketOption,
             .init(long: "config", short: "c", valueName: "file", help: "A JSON config file."),
             .init(long: "log-level", short: nil, valueName: "level", help: "error, warning, info (default) or debug."),
+            .init(long: "data-dir", short: nil, valueName: "dir", help: "Where durable queues live (default $XDG_STATE_HOME/evbus, else ~/.local/state/evbus)."),
         ])
 
     var socket: String?
     var configFile: String?
     var logLevel: LogLevel?
+    var dataDir: String?
 
     init(_ a: ParsedArguments) throws(UsageError) {
         socket = a.value("socket")
         configFile = a.value("config")
+        dataDir = a.value("data-dir")
+        if dataDir == "" { throw UsageError("The value '' is invalid for '--data-dir <dir>': give a directory") }
         if let raw = a.value("log-level") {
             guard let level = LogLevel(rawValue: raw) else {
                 throw UsageError("The value '\(raw)' is invalid for '--log-level <level>': expected error, warning, info or debug")
@@ -46,6 +50,8 @@ struct BrokerCommand: EvbusCommand {
         }
         if let socket { config.socketPath = socket }
         if let logLevel { config.logLevel = logLevel }
+        if let dataDir { config.dataDir = dataDir }
+        if config.dataDir == nil { config.dataDir = Self.defaultDataDir() }
         let log = Logger(label: "evbus-broker", level: config.logLevel)
 
         raiseOpenFileLimit(log: log)
@@ -64,6 +70,20 @@ struct BrokerCommand: EvbusCommand {
         await broker.shutdown()
         log.info("stopped")
         return ExitCode.success
+    }
+}
+
+extension BrokerCommand {
+    /// `$XDG_STATE_HOME/evbus`, else `~/.local/state/evbus` (the XDG base directory rule for state
+    /// that should survive a restart), else a per-user directory under /tmp.
+    static func defaultDataDir() -> String {
+        if let state = getenv("XDG_STATE_HOME").map({ String(cString: $0) }), state.hasPrefix("/") {
+            return state + "/evbus"
+        }
+        if let home = getenv("HOME").map({ String(cString: $0) }), !home.isEmpty {
+            return home + "/.local/state/evbus"
+        }
+        return "/tmp/evbus-state-\(getuid())"
     }
 }
 

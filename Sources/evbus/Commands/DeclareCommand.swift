@@ -18,6 +18,7 @@ struct DeclareCommand: EvbusCommand {
         options: [
             CommandSpec.socketOption,
             .init(long: "type", short: "t", valueName: "type", help: "Exchange type: fanout, direct or topic."),
+            .init(long: "durable", short: nil, valueName: nil, help: "Keep it across broker restarts (and, for a queue, its persistent messages)."),
             .init(long: "exclusive", short: nil, valueName: nil, help: "Queue: only this connection may use it."),
             .init(long: "auto-delete", short: nil, valueName: nil, help: "Queue: delete it when its last consumer leaves."),
             .init(long: "max-length", short: nil, valueName: "n", help: "Queue: keep at most <n> ready messages."),
@@ -29,7 +30,7 @@ struct DeclareCommand: EvbusCommand {
         ])
 
     enum Target {
-        case exchange(String, ExchangeKind)
+        case exchange(String, ExchangeKind, durable: Bool)
         case queue(String, QueueOptions)
     }
 
@@ -49,12 +50,13 @@ struct DeclareCommand: EvbusCommand {
             if let misplaced = queueOptions.first(where: { a.flag($0) || a.value($0) != nil }) {
                 throw UsageError("--\(misplaced) applies to queues, not exchanges")
             }
-            target = .exchange(a.positionals[1], kind)
+            target = .exchange(a.positionals[1], kind, durable: a.flag("durable"))
         case "queue":
             if a.value("type") != nil { throw UsageError("--type applies to exchanges, not queues") }
             var o = QueueOptions()
             o.exclusive = a.flag("exclusive")
             o.autoDelete = a.flag("auto-delete")
+            o.durable = a.flag("durable")
             o.maxLength = try a.int("max-length", in: 0...Int.max, spec: Self.spec).map(UInt64.init)
             o.maxBytes = try a.int("max-bytes", in: 0...Int.max, spec: Self.spec).map(UInt64.init)
             if let raw = a.value("overflow") {
@@ -76,9 +78,9 @@ struct DeclareCommand: EvbusCommand {
         let peer = try await Peer.connect(to: socket, name: "evbus declare")
         do {
             switch target {
-            case .exchange(let name, let kind):
-                try await peer.declareExchange(name, kind: kind)
-                Terminal.out("exchange \(name) (\(kind))\n")
+            case .exchange(let name, let kind, let durable):
+                try await peer.declareExchange(name, kind: kind, durable: durable)
+                Terminal.out("exchange \(name) (\(kind)\(durable ? ", durable" : ""))\n")
             case .queue(let name, let options):
                 let info = try await peer.declareQueue(name, options)
                 Terminal.out("\(info.name)\n")

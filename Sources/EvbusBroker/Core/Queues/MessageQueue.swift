@@ -11,6 +11,10 @@ public final class MessageQueue {
     public let options: QueueOptions
     /// The connection an exclusive queue belongs to.
     public let owner: UInt64?
+    /// A durable queue's id in the persistence log (never reused); 0 = not recorded there.
+    public internal(set) var durableID: UInt32 = 0
+    /// Bytes of its messages' records in the log (for TOPOLOGY), as recorded and settled.
+    public internal(set) var diskBytes: UInt64 = 0
 
     @exclusivity(unchecked) private var ready = RingBuffer<StoredMessage>()
     @exclusivity(unchecked) public private(set) var readyBytes: UInt64 = 0
@@ -71,7 +75,7 @@ public final class MessageQueue {
         return true
     }
 
-    private func wouldOverflow(adding m: StoredMessage) -> Bool {
+    func wouldOverflow(adding m: StoredMessage) -> Bool {
         if let max = options.maxLength, UInt64(ready.count) + 1 > max { return true }
         if let max = options.maxBytes, readyBytes + UInt64(m.payloadCount) > max { return true }
         return false
@@ -94,6 +98,13 @@ public final class MessageQueue {
         }
     }
 
+    /// Adds a message recovered from the log, with no limit applied (it was admitted before).
+    func restore(_ m: StoredMessage) {
+        ready.append(m)
+        readyBytes &+= UInt64(m.payloadCount)
+        readyMemory &+= m.tail.count
+    }
+
     private func popReady() -> StoredMessage? {
         guard let m = ready.popFirst() else { return nil }
         readyBytes &-= UInt64(m.payloadCount)
@@ -101,13 +112,23 @@ public final class MessageQueue {
         return m
     }
 
-    /// Removes every ready message; returns how many.
-    public func purge() -> Int {
+    /// Removes every ready message, showing each to `each` first; returns how many.
+    public func purge(_ each: (StoredMessage) -> Void = { _ in }) -> Int {
         let n = ready.count
+        for i in 0..<n { each(ready[i]) }
         ready.removeAll()
         readyBytes = 0
         readyMemory = 0
         return n
+    }
+
+    /// Changes ready messages in place (cold: after a failed write un-marks persisted ones).
+    func updateReady(_ body: (inout StoredMessage) -> Void) {
+        for i in 0..<ready.count {
+            var m = ready[i]
+            body(&m)
+            ready[i] = m
+        }
     }
 
     // MARK: Out

@@ -12,6 +12,8 @@ public struct StoredMessage {
     /// Published as a request (PUBLISH_TO flag 0x04): accepting it opens a request the broker
     /// watches until its reply (see `BrokerCore.openRequest`).
     public var isRequest = false
+    /// Its id in the persistence log: a persistent message in a durable queue; 0 = not in the log.
+    public var storeID: UInt64 = 0
 
     public init(tail: [UInt8], payloadCount: Int, expiresAt: UInt64) {
         self.tail = tail

@@ -84,6 +84,21 @@ public struct UnackedLedger {
         return taken
     }
 
+    /// Whether `tag` is outstanding (issued and not settled).
+    public func isOutstanding(_ tag: UInt64) -> Bool {
+        guard tag >= firstTag, tag < nextTag, !entries.isEmpty else { return false }
+        return entries[Int(tag - firstTag)].message != nil
+    }
+
+    /// Changes outstanding messages in place (cold: after a failed write un-marks persisted ones).
+    mutating func updateOutstanding(_ body: (inout StoredMessage) -> Void) {
+        for i in 0..<entries.count {
+            guard var m = entries[i].message else { continue }
+            body(&m)
+            entries[i].message = m
+        }
+    }
+
     private mutating func compact() {
         while !entries.isEmpty && entries[0].message == nil {
             entries.removeFirst()

@@ -8,6 +8,8 @@ public final class Exchange {
     /// Created by the broker (the default exchange and `amq.*`): cannot be deleted or redeclared
     /// with another kind.
     public let builtIn: Bool
+    /// Survives a restart (recorded in the persistence log); built-in exchanges always exist.
+    public let durable: Bool
     /// Explicit bindings (queue slot, key), for listing, `if-unused` and cleanup.
     public private(set) var bindings: Set<Binding> = []
 
@@ -32,7 +34,8 @@ public final class Exchange {
         }
     }
 
-    public init(name: String, kind: ExchangeKind, builtIn: Bool = false, cacheCapacity: Int = 256) {
+    public init(name: String, kind: ExchangeKind, builtIn: Bool = false, durable: Bool = false, cacheCapacity: Int = 256) {
+        self.durable = durable
         self.name = name
         self.kind = kind
         self.builtIn = builtIn

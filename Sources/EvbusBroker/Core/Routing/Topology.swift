@@ -28,25 +28,32 @@ public final class Topology {
 
     // MARK: Exchanges
 
-    /// Creates an exchange, or checks that an existing one has the same kind (idempotent).
-    /// `passive` only checks that it exists.
-    public func declareExchange(_ name: String, kind: ExchangeKind, passive: Bool = false) throws(WireError) {
+    /// Creates an exchange, or checks that an existing one has the same kind and durability
+    /// (idempotent). `passive` only checks that it exists.
+    @discardableResult
+    public func declareExchange(_ name: String, kind: ExchangeKind, passive: Bool = false, durable: Bool = false) throws(WireError) -> Exchange {
         if let existing = exchanges[name] {
             guard passive || existing.kind == kind else {
                 throw WireError(.preconditionFailed, "exchange \"\(name)\" exists with kind \(existing.kind), not \(kind)")
             }
-            return
+            guard passive || existing.builtIn || existing.durable == durable else {
+                throw WireError(.preconditionFailed, "exchange \"\(name)\" exists \(existing.durable ? "durable" : "not durable"); declare it the same way or delete it first")
+            }
+            return existing
         }
         if passive { throw WireError(.unknownExchange, "no exchange named \"\(name)\"") }
         try NameRules.validate(name, "exchange")
         guard !name.hasPrefix(NameRules.reservedPrefix) else {
             throw WireError(.accessRefused, "exchange names starting with \"amq.\" are reserved for the broker")
         }
-        exchanges[name] = Exchange(name: name, kind: kind)
+        let e = Exchange(name: name, kind: kind, durable: durable)
+        exchanges[name] = e
+        return e
     }
 
     /// Deletes an exchange and its bindings. `ifUnused` refuses while anything is bound to it.
-    public func deleteExchange(_ name: String, ifUnused: Bool = false) throws(WireError) {
+    @discardableResult
+    public func deleteExchange(_ name: String, ifUnused: Bool = false) throws(WireError) -> Exchange {
         let e = try exchange(name)
         guard !e.builtIn else { throw WireError(.accessRefused, "the built-in exchange \"\(name)\" cannot be deleted") }
         if ifUnused && !e.isUnused {
@@ -56,6 +63,7 @@ public final class Topology {
             queues[Int(b.queue)]?.bindings.remove(.init(exchange: name, key: b.key))
         }
         exchanges[name] = nil
+        return e
     }
 
     public func exchange(_ name: String) throws(WireError) -> Exchange {
@@ -76,7 +84,8 @@ public final class Topology {
     /// declared with the same options (idempotent). `passive` only checks that it exists.
     /// `connection` is the declaring connection's id (the owner of an exclusive queue).
     public func declareQueue(
-        _ name: String, options: QueueOptions, passive: Bool = false, connection: UInt64
+        _ name: String, options: QueueOptions, passive: Bool = false, connection: UInt64,
+        requireDeadLetterExchange: Bool = true
     ) throws(WireError) -> MessageQueue {
         if let existing = try? queue(name, connection: connection) {
             guard passive || existing.options == options else {
@@ -88,6 +97,9 @@ public final class Topology {
             throw WireError(.queueLocked, "queue \"\(name)\" is exclusive to another connection")
         }
         if passive { throw WireError(.unknownQueue, "no queue named \"\(name)\"") }
+        if options.durable && options.exclusive {
+            throw WireError(.preconditionFailed, "a queue cannot be both exclusive and durable: an exclusive queue goes with its connection")
+        }
         var name = name
         if name.isEmpty {
             generatedNames += 1
@@ -98,7 +110,7 @@ public final class Topology {
                 throw WireError(.accessRefused, "queue names starting with \"amq.\" are reserved for the broker")
             }
         }
-        if let dlx = options.deadLetterExchange, exchanges[dlx] == nil {
+        if requireDeadLetterExchange, let dlx = options.deadLetterExchange, exchanges[dlx] == nil {
             throw WireError(.unknownExchange, "dead-letter exchange \"\(dlx)\" does not exist; declare it first")
         }
         let slot: UInt32
@@ -150,16 +162,20 @@ public final class Topology {
 
     // MARK: Bindings
 
-    public func bind(queue: String, exchange: String, key: String, connection: UInt64) throws(WireError) {
+    /// Binds; returns whether the binding is new (binding twice is a no-op).
+    @discardableResult
+    public func bind(queue: String, exchange: String, key: String, connection: UInt64) throws(WireError) -> Bool {
         let (q, e) = try bindingEnds(queue: queue, exchange: exchange, connection: connection)
         try e.bind(queue: q.slot, key: key)
-        q.bindings.insert(.init(exchange: exchange, key: key))
+        return q.bindings.insert(.init(exchange: exchange, key: key)).inserted
     }
 
-    public func unbind(queue: String, exchange: String, key: String, connection: UInt64) throws(WireError) {
+    /// Unbinds; returns whether there was such a binding.
+    @discardableResult
+    public func unbind(queue: String, exchange: String, key: String, connection: UInt64) throws(WireError) -> Bool {
         let (q, e) = try bindingEnds(queue: queue, exchange: exchange, connection: connection)
         e.unbind(queue: q.slot, key: key)
-        q.bindings.remove(.init(exchange: exchange, key: key))
+        return q.bindings.remove(.init(exchange: exchange, key: key)) != nil
     }
 
     private func bindingEnds(queue: String, exchange: String, connection: UInt64) throws(WireError) -> (MessageQueue, Exchange) {
@@ -186,7 +202,8 @@ public final class Topology {
                 name: q.name, exclusive: q.options.exclusive, autoDelete: q.options.autoDelete,
                 ready: UInt32(clamping: q.readyCount), readyBytes: q.readyBytes, unacked: UInt32(clamping: q.unacked),
                 consumers: UInt32(clamping: q.consumers.count), published: q.published, delivered: q.delivered,
-                acked: q.acked, publishRate: q.rates.publish, deliverRate: q.rates.deliver, ackRate: q.rates.ack)
+                acked: q.acked, publishRate: q.rates.publish, deliverRate: q.rates.deliver, ackRate: q.rates.ack,
+                durable: q.options.durable, diskBytes: q.diskBytes)
         }
         return (ex, qs)
     }
@@ -199,6 +216,7 @@ public final class Topology {
 
     static func describe(_ o: QueueOptions) -> String {
         var parts: [String] = []
+        if o.durable { parts.append("durable") }
         if o.exclusive { parts.append("exclusive") }
         if o.autoDelete { parts.append("auto-delete") }
         if let v = o.maxLength { parts.append("max-length \(v)") }

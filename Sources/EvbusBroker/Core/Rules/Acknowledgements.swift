@@ -10,6 +10,7 @@ extension BrokerCore {
                 let (m, settled) = try c.ledger.settle(tag)
                 consumer = settled
                 if m.isRequest { openRequest(m, acceptedBy: c) }
+                if m.storeID != 0 { recordSettled(m, from: settled.queue) }
             } catch {
                 refuse(error, requestID: 0, to: c)
                 return
@@ -35,6 +36,7 @@ extension BrokerCore {
         touchedQueues.removeAll(keepingCapacity: true)
         for s in settledScratch {
             if s.message.isRequest { openRequest(s.message, acceptedBy: c) }
+            if s.message.storeID != 0 { recordSettled(s.message, from: s.consumer.queue) }
             s.consumer.queue.settled(s.consumer, acked: true)
             stats.acked &+= 1
             if touchedQueues.last !== s.consumer.queue { touchedQueues.append(s.consumer.queue) }

@@ -6,6 +6,7 @@ extension BrokerCore {
     /// Republishes a rejected, expired or dropped message to its queue's dead-letter exchange, with
     /// headers saying why and from where; without one (or past a cycle limit) it is discarded.
     func deadLetter(_ m: StoredMessage, from queue: MessageQueue, reason: String) {
+        recordSettled(m, from: queue)
         guard let dlxName = queue.options.deadLetterExchange else { return }
         guard deadLetterDepth < 8 else {
             output.log(.warning, nil, "dead letter from queue \"\(queue.name)\" discarded: dead-lettering cycles more than 8 deep")
@@ -35,6 +36,11 @@ extension BrokerCore {
                     parts.payload.withUnsafeBytes { payload in
                         _ = deliver(to: targets, from: nil, publisherID: parts.publisher, exchange: name,
                                     routingKey: key, properties: properties, payload: payload)
+                        recordedMessage = false
+                        if let q = storageRefusedBy {
+                            storageRefusedBy = nil
+                            output.log(.warning, nil, "dead letter for durable queue \"\(q.name)\" kept nowhere: the data directory cannot be written")
+                        }
                     }
                 }
             }

@@ -5,19 +5,29 @@ import EvbusWire
 extension BrokerCore {
     func handleRouting(_ frame: Frame, from c: ConnectionState) {
         switch frame {
-        case .declareExchange(let id, let name, let kind, let passive):
+        case .declareExchange(let id, let name, let kind, let passive, let durable):
             answer(c, id) { () throws(WireError) in
-                try topology.declareExchange(name, kind: kind, passive: passive)
+                let existed = topology.exchanges[name] != nil
+                if durable && !existed && !passive, let refusal = durableRefusal("declaring durable exchange \"\(name)\"") { throw refusal }
+                let e = try topology.declareExchange(name, kind: kind, passive: passive, durable: durable)
+                if !existed { recordExchange(e) }
                 return .ok(requestID: id)
             }
         case .deleteExchange(let id, let name, let ifUnused):
             answer(c, id) { () throws(WireError) in
-                try topology.deleteExchange(name, ifUnused: ifUnused)
+                let e = try topology.deleteExchange(name, ifUnused: ifUnused)
+                recordExchangeDeleted(e)
                 return .ok(requestID: id)
             }
         case .declareQueue(let id, let name, let options, let passive):
             answer(c, id) { () throws(WireError) in
+                if options.durable && !passive && !topology.hasQueue(name),
+                    let refusal = durableRefusal("declaring durable queue \"\(name)\"")
+                {
+                    throw refusal
+                }
                 let q = try topology.declareQueue(name, options: options, passive: passive, connection: c.id)
+                if q.options.durable && q.durableID == 0 { recordQueue(q) }
                 return .queueOK(requestID: id, info: QueueInfo(
                     name: q.name, messageCount: UInt32(clamping: q.readyCount), consumerCount: UInt32(clamping: q.consumers.count)))
             }
@@ -32,18 +42,26 @@ extension BrokerCore {
         case .purgeQueue(let id, let name):
             answer(c, id) { () throws(WireError) in
                 let q = try topology.queue(name, connection: c.id)
-                let count = q.purge()
+                let count = q.purge { recordSettled($0, from: q) }
                 releasePublishers(blockedOn: q)
                 return .queueOK(requestID: id, info: QueueInfo(name: name, messageCount: UInt32(clamping: count), consumerCount: UInt32(clamping: q.consumers.count)))
             }
         case .bind(let id, let queue, let exchange, let key):
             answer(c, id) { () throws(WireError) in
-                try topology.bind(queue: queue, exchange: exchange, key: key, connection: c.id)
+                if try topology.bind(queue: queue, exchange: exchange, key: key, connection: c.id),
+                    let q = try? topology.queue(queue, connection: c.id)
+                {
+                    recordBinding(queue: q, exchange: exchange, key: key, bound: true)
+                }
                 return .ok(requestID: id)
             }
         case .unbind(let id, let queue, let exchange, let key):
             answer(c, id) { () throws(WireError) in
-                try topology.unbind(queue: queue, exchange: exchange, key: key, connection: c.id)
+                if try topology.unbind(queue: queue, exchange: exchange, key: key, connection: c.id),
+                    let q = try? topology.queue(queue, connection: c.id)
+                {
+                    recordBinding(queue: q, exchange: exchange, key: key, bound: false)
+                }
                 return .ok(requestID: id)
             }
         case .consume(let id, let queue, let flags, let prefetch):
@@ -107,14 +125,19 @@ extension BrokerCore {
     /// unacknowledged deliveries are discarded, its bindings removed. `closing` is a connection
     /// being torn down, which is not sent anything.
     func deleteQueue(_ q: MessageQueue, closing: ConnectionState?) {
+        var gone: [StoredMessage] = []
         for consumer in q.consumers {
             guard let owner = session(consumer.connectionSlot) else { continue }
-            for s in owner.ledger.takeAll(of: consumer) { s.consumer.queue.settled(s.consumer, acked: false) }
+            for s in owner.ledger.takeAll(of: consumer) {
+                s.consumer.queue.settled(s.consumer, acked: false)
+                if s.message.storeID != 0 { gone.append(s.message) }
+            }
             owner.consumers[consumer.id] = nil
             if owner !== closing && owner.isOpen { send(.cancel(consumerID: consumer.id), to: owner) }
         }
         for consumer in q.consumers { q.remove(consumer) }
-        _ = q.purge()
+        _ = q.purge { if $0.storeID != 0 { gone.append($0) } }
+        recordQueueDeleted(q, messages: gone)
         releasePublishers(blockedOn: q)
         topology.remove(q)
     }

@@ -22,6 +22,15 @@ extension BrokerCore {
             deliver(to: targets, from: publisher, publisherID: publisher.id, exchange: name, routingKey: view.topic,
                     properties: view.properties, payload: view.payload)
         }
+        if store != nil {
+            recordedMessage = false
+            if let q = storageRefusedBy {
+                storageRefusedBy = nil
+                store!.refused &+= 1
+                refuse(durableRefusal("persistent message into durable queue \"\(q.name)\"")
+                    ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"), requestID: 0, to: publisher)
+            }
+        }
     }
 
     /// PUBLISH_TO: an exchange and routing key, optionally mandatory, confirmed, or a request.
@@ -88,6 +97,17 @@ extension BrokerCore {
             let rejectedBy = deliver(
                 to: targets, from: publisher, publisherID: publisher.id, exchange: view.exchange,
                 routingKey: view.routingKey, properties: view.properties, payload: view.payload, isRequest: isRequest)
+            if recordedMessage {
+                recordedMessage = false
+                if store!.confirmsWaitForSync { publisher.storeNeeded = store!.openBatch }
+            }
+            if let q = storageRefusedBy {
+                storageRefusedBy = nil
+                store!.refused &+= 1
+                refusePublish(publisher, sequence, durableRefusal("persistent message into durable queue \"\(q.name)\"")
+                    ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"))
+                return
+            }
             if let full = rejectedBy {
                 stats.rejectedPublishes &+= 1
                 refusePublish(publisher, sequence, WireError(.queueFull,
@@ -103,14 +123,24 @@ extension BrokerCore {
         refuse(error, requestID: 0, to: publisher)
         if sequence != 0 {
             flushConfirms(publisher)
-            send(.confirm(sequence: sequence, flags: AckFlag.nack), to: publisher)
+            if publisher.confirmWaits.isEmpty {
+                sendNack(sequence, to: publisher)
+            } else {
+                waitForStore(publisher, sequence: sequence, batch: 0, nack: true)
+            }
         }
     }
 
-    /// Sends one CONFIRM(multiple) for every publish confirmed since the last one.
+    /// Sends one CONFIRM(multiple) for every publish confirmed since the last one; behind the disk
+    /// when one of them (or an earlier one still waiting) has records not yet synced.
     func flushConfirms(_ s: ConnectionState) {
         guard s.confirmPending != 0 else { return }
-        send(.confirm(sequence: s.confirmPending, flags: AckFlag.multiple), to: s)
+        if s.storeNeeded == 0 && s.confirmWaits.isEmpty {
+            sendConfirm(s.confirmPending, to: s)
+        } else {
+            waitForStore(s, sequence: s.confirmPending, batch: s.storeNeeded, nack: false)
+            s.storeNeeded = 0
+        }
         s.confirmPending = 0
     }
 
@@ -139,6 +169,18 @@ extension BrokerCore {
                 }
                 var message = stored!
                 message.expiresAt = expiry(for: queue, properties: properties)
+                if queue.durableID != 0 && MessageProperties.isPersistent(block: properties) && store != nil {
+                    guard store!.healthy else {
+                        if storageRefusedBy == nil { storageRefusedBy = queue }
+                        continue
+                    }
+                    if queue.options.overflow == .rejectPublish && queue.wouldOverflow(adding: message) {
+                        if rejectedBy == nil { rejectedBy = queue }
+                        continue
+                    }
+                    message.storeID = recordMessage(message, into: queue)
+                    recordedMessage = true
+                }
                 if !enqueue(message, into: queue) && rejectedBy == nil { rejectedBy = queue }
                 if queue.readyMemory > settings.highWatermarkBytes, let publisher { queueOverHighWatermark(queue, publisher: publisher) }
                 continue

@@ -45,13 +45,11 @@ extension BrokerCore {
                 withSession(consumer.connectionSlot) { receiver in
                     let tag = consumer.manualAck ? receiver.ledger.record(m, consumer: consumer) : 0
                     if m.isRequest && !consumer.manualAck { openRequest(m, acceptedBy: receiver) }
-                    let size = MessageEncoder.size(tailCount: m.tail.count)
-                    m.tail.withUnsafeBytes { tail in
-                        MessageEncoder.write(
-                            into: reserve(receiver.slot, size), consumerID: consumer.id, deliveryTag: tag,
-                            flags: m.redelivered ? AckFlag.redelivered : 0, tail: tail)
+                    if mustHold(m, from: queue, to: receiver) {
+                        hold(m, from: queue, consumer: consumer, to: receiver, tag: tag)
+                    } else {
+                        writeMessage(m, consumer: consumer, tag: tag, to: receiver)
                     }
-                    if !commit(receiver.slot, size) { blockConsumers(of: receiver) }
                 }
             }
         }
@@ -59,6 +57,18 @@ extension BrokerCore {
         if !queue.blockedPublishers.isEmpty && queue.readyMemory <= settings.lowWatermarkBytes {
             releasePublishers(blockedOn: queue)
         }
+    }
+
+    /// Writes one MESSAGE frame; a full output blocks the connection's consumers.
+    @inline(__always)
+    func writeMessage(_ m: StoredMessage, consumer: ConsumerRecord, tag: UInt64, to receiver: ConnectionState) {
+        let size = MessageEncoder.size(tailCount: m.tail.count)
+        m.tail.withUnsafeBytes { tail in
+            MessageEncoder.write(
+                into: reserve(receiver.slot, size), consumerID: consumer.id, deliveryTag: tag,
+                flags: m.redelivered ? AckFlag.redelivered : 0, tail: tail)
+        }
+        if !commit(receiver.slot, size) { blockConsumers(of: receiver) }
     }
 
     private func armExpiry(_ queue: MessageQueue) {

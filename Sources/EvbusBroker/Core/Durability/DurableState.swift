@@ -1,0 +1,163 @@
+import EvbusWire
+
+/// The core's side of the persistence log: the batch being filled this turn, how far the storage
+/// thread has got, which segment holds how many live messages, the deliveries and confirms waiting
+/// for the disk. Plain bookkeeping; the rules that use it are in `Rules/Persistence.swift`.
+struct DurableState {
+    var writer = RecordWriter()
+    /// The number the batch being filled will have.
+    var openBatch: UInt64 = 1
+    /// First message id recorded in the open batch, and its message records minus those settled
+    /// again before it went.
+    var openFirstID: UInt64
+    var openMessages = 0
+    /// The storage thread's progress: every batch up to `written` is written or failed, up to
+    /// `synced` is on disk or failed.
+    var written: UInt64 = 0
+    var synced: UInt64 = 0
+    /// Confirms wait for the sync (`sync: always`) or not (`interval`).
+    let confirmsWaitForSync: Bool
+    let segmentBytes: Int
+
+    var nextMessageID: UInt64
+    var nextQueueID: UInt32
+
+    /// Batches submitted and not yet synced, oldest first.
+    var inflight = RingBuffer<Inflight>()
+    /// Segments with their live (unsettled) messages, oldest first; the last is the current one.
+    var segments: [SegmentAccount] = []
+    /// Bytes written to the current segment (as submitted); past `segmentBytes` the next batch rolls.
+    var currentSegmentBytes = 0
+    /// The next batch starts a new segment with a topology snapshot (at start, when the segment
+    /// is full, and after a failure, which may have lost topology records).
+    var rollNext = true
+    var deleteNext: [UInt64] = []
+
+    /// False after a failed write or sync until a probe batch (a snapshot) reaches the disk again:
+    /// meanwhile persistent publishes into durable queues and durable declarations are refused.
+    var healthy = true
+    var lastError: String?
+    /// When the next probe goes out while unhealthy (clock ns; 0 = none due).
+    var probeAt: UInt64 = 0
+
+    /// Deliveries from durable queues waiting for their delivered or settled record to be written
+    /// (so a restart knows they were delivered), in order.
+    var held = RingBuffer<HeldDelivery>()
+    /// Connections with confirms waiting for the disk.
+    var waitingConfirms: [PublisherRef] = []
+
+    // Figures for STATS and TOPOLOGY.
+    var syncs: UInt64 = 0
+    var batches: UInt64 = 0
+    var failedBatches: UInt64 = 0
+    var persisted: UInt64 = 0
+    var refused: UInt64 = 0
+    var segmentCount = 0
+    var bytesOnDisk: UInt64 = 0
+
+    struct Inflight {
+        var number: UInt64
+        var firstID: UInt64
+        /// Message records in it minus those settled since.
+        var messages: Int
+        var roll: Bool
+        var segment: UInt64 = 0
+        var failed = false
+    }
+
+    struct SegmentAccount {
+        var number: UInt64
+        /// The first message id recorded while it was current (ids only grow, so a message's
+        /// segment is the last one whose `firstID` is not above its id).
+        var firstID: UInt64
+        var live: Int
+    }
+
+    struct HeldDelivery {
+        var batch: UInt64
+        var slot: UInt32
+        var connectionID: UInt64
+        var consumerID: UInt32
+        var tag: UInt64
+        var message: StoredMessage
+    }
+
+    init(confirmsWaitForSync: Bool, segmentBytes: Int, nextMessageID: UInt64, nextQueueID: UInt32) {
+        self.confirmsWaitForSync = confirmsWaitForSync
+        self.segmentBytes = segmentBytes
+        self.nextMessageID = nextMessageID
+        self.nextQueueID = nextQueueID
+        openFirstID = nextMessageID
+    }
+
+    /// A message id, recorded in the open batch.
+    mutating func takeMessageID() -> UInt64 {
+        let id = nextMessageID
+        nextMessageID += 1
+        openMessages += 1
+        return id
+    }
+
+    /// One message left its queue for good: it no longer keeps its segment alive.
+    mutating func forget(_ id: UInt64) {
+        if id >= openFirstID {
+            openMessages -= 1
+            return
+        }
+        if let first = inflight.first, id >= first.firstID {
+            var i = inflight.count - 1
+            while i > 0 && inflight[i].firstID > id { i -= 1 }
+            var entry = inflight[i]
+            entry.messages -= 1
+            inflight[i] = entry
+            return
+        }
+        guard !segments.isEmpty else { return }
+        var lo = 0, hi = segments.count - 1
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if segments[mid].firstID <= id { lo = mid } else { hi = mid - 1 }
+        }
+        segments[lo].live -= 1
+    }
+
+    /// Closes the open batch: its number, and it goes in flight.
+    mutating func closeBatch() -> StoreBatch {
+        let roll = rollNext
+        rollNext = false
+        let bytes = writer.take()
+        if roll { currentSegmentBytes = 0 }
+        currentSegmentBytes += bytes.count
+        if currentSegmentBytes >= segmentBytes { rollNext = true }
+        let batch = StoreBatch(number: openBatch, bytes: bytes, roll: roll, deleteSegments: deleteNext)
+        deleteNext.removeAll()
+        inflight.append(Inflight(number: openBatch, firstID: openFirstID, messages: openMessages, roll: roll))
+        openBatch += 1
+        openFirstID = nextMessageID
+        openMessages = 0
+        batches += 1
+        return batch
+    }
+
+    /// Accounts a synced batch to its segment; returns segments that can now be deleted (the oldest
+    /// ones with nothing live, never the current one).
+    mutating func account(_ batch: Inflight) {
+        if segments.last?.number != batch.segment {
+            segments.append(SegmentAccount(number: batch.segment, firstID: batch.firstID, live: 0))
+        }
+        segments[segments.count - 1].live += batch.messages
+    }
+
+    mutating func collectDeletable() {
+        while segments.count > 1 && segments[0].live <= 0 {
+            deleteNext.append(segments[0].number)
+            segments.removeFirst()
+        }
+    }
+
+    /// Whether `id` was recorded in batch `b`'s range.
+    func batch(_ b: Inflight, contains id: UInt64, next: UInt64) -> Bool { id >= b.firstID && id < next }
+}
+
+/// A persistent message's place in the log, carried by `StoredMessage` (0 = not in the log).
+typealias StoreID = UInt64
