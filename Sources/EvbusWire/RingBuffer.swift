@@ -38,6 +38,9 @@ public struct RingBuffer<Element> {
     public var first: Element? { count == 0 ? nil : storage[head] }
 
     @inlinable
+    public var last: Element? { count == 0 ? nil : self[count - 1] }
+
+    @inlinable
     public mutating func append(_ e: Element) {
         if count == storage.count { grow() }
         storage[physical(count)] = e

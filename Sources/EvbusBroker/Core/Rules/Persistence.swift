@@ -105,26 +105,29 @@ extension BrokerCore {
 
     // MARK: Deliveries
 
-    /// Whether a delivery from `q` to `receiver` must wait for the log: its message is in the log
-    /// (its delivered or settled record must be written first), or earlier deliveries to the same
-    /// connection wait (order is kept).
+    /// Whether a delivery from `q` to `receiver` must wait for the log: it writes a record (a
+    /// first delivery of a persistent message, or one without acknowledgement, which settles it),
+    /// or earlier deliveries to the same connection wait (order is kept).
     @inline(__always)
-    func mustHold(_ m: StoredMessage, from q: MessageQueue, to receiver: ConnectionState) -> Bool {
-        q.durableID != 0 && store != nil && (m.storeID != 0 || receiver.heldDeliveries > 0)
+    func mustHold(_ m: StoredMessage, from q: MessageQueue, consumer: ConsumerRecord, to receiver: ConnectionState) -> Bool {
+        q.durableID != 0 && store != nil
+            && ((m.storeID != 0 && (!m.redelivered || !consumer.manualAck)) || receiver.heldDeliveries > 0)
     }
 
-    /// Records the delivery and holds its MESSAGE until that record is written.
+    /// Records the delivery and holds its MESSAGE until that record is written. A delivery that
+    /// writes nothing itself waits only for the one held before it.
     func hold(_ m: StoredMessage, from q: MessageQueue, consumer: ConsumerRecord, to receiver: ConnectionState, tag: UInt64) {
-        if m.storeID != 0 {
-            if !consumer.manualAck {
-                recordSettled(m, from: q)
-            } else if !m.redelivered {
-                store!.writer.appendListed(.delivered, queue: q.durableID, id: m.storeID)
-            }
+        var batch = store!.openBatch
+        if m.storeID != 0 && !consumer.manualAck {
+            recordSettled(m, from: q)
+        } else if m.storeID != 0 && !m.redelivered {
+            store!.writer.appendListed(.delivered, queue: q.durableID, id: m.storeID)
+        } else if let previous = store!.held.last {
+            batch = previous.batch
         }
         receiver.heldDeliveries += 1
         store!.held.append(.init(
-            batch: store!.openBatch, slot: receiver.slot, connectionID: receiver.id, consumerID: consumer.id, tag: tag, message: m))
+            batch: batch, slot: receiver.slot, connectionID: receiver.id, consumerID: consumer.id, tag: tag, message: m))
     }
 
     /// Sends the held deliveries whose records are written.

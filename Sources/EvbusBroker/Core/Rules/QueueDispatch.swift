@@ -45,7 +45,7 @@ extension BrokerCore {
                 withSession(consumer.connectionSlot) { receiver in
                     let tag = consumer.manualAck ? receiver.ledger.record(m, consumer: consumer) : 0
                     if m.isRequest && !consumer.manualAck { openRequest(m, acceptedBy: receiver) }
-                    if mustHold(m, from: queue, to: receiver) {
+                    if mustHold(m, from: queue, consumer: consumer, to: receiver) {
                         hold(m, from: queue, consumer: consumer, to: receiver, tag: tag)
                     } else {
                         writeMessage(m, consumer: consumer, tag: tag, to: receiver)
