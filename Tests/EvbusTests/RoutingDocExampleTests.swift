@@ -29,17 +29,19 @@ import Testing
     }
 
     @Test func workQueues() async throws {
-        let broker = try InProcessBroker()
+        let dataDir = TestPaths.dataDirectory("tut2")
+        let broker = try InProcessBroker { $0.dataDir = dataDir }
         defer { broker.shutdown() }
         let socketPath = broker.socketPath
         let worker = try await Peer.connect(to: socketPath, name: "worker")
         let producer = try await Peer.connect(to: socketPath, name: "new_task")
-        _ = try await worker.declareQueue("task_queue")
+        _ = try await worker.declareQueue("task_queue", QueueOptions(durable: true))  // survives a restart
         _ = try await worker.consume("task_queue", ack: .manual, prefetch: 1) { delivery in
             print("working on", delivery.text)
             try? delivery.ack()                 // only now may the broker send this worker another task
         }
-        try await producer.publish(to: "", key: "task_queue", "a task")
+        try await producer.publish(to: "", key: "task_queue", "a task", confirm: true, persistent: true)
+        try await producer.waitForConfirms()    // the task is on disk
         #expect(try await eventually { try await producer.topology().queues.first { $0.name == "task_queue" }?.acked == 1 })
         await producer.close()
         await worker.close()

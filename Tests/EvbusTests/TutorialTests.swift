@@ -122,6 +122,44 @@ import Testing
         for p in [emitter, q1.0, q2.0] { await p.close() }
     }
 
+    /// Tutorial 2 as RabbitMQ tells it (a durable `task_queue`, persistent tasks, workers that
+    /// ack), across a broker restart: the durable tasks are still there, the one a worker held
+    /// unacknowledged comes back flagged redelivered, and transient ones are gone.
+    @Test func durableTasksSurviveABrokerRestart() async throws {
+        let dataDir = TestPaths.dataDirectory("tut2")
+        let socket = TestPaths.socket("tut2")
+        var broker = try InProcessBroker { $0.dataDir = dataDir; $0.socketPath = socket }
+        let producer = try await broker.connect("new_task")
+        _ = try await producer.declareQueue("task_queue", QueueOptions(durable: true))
+        _ = try await producer.declareQueue("scratch")  // not durable: gone after the restart
+        for i in 1...5 { try await producer.publish(to: "", key: "task_queue", "task \(i)", confirm: true, persistent: true) }
+        try await producer.publish(to: "", key: "task_queue", "transient task", confirm: true)
+        try await producer.waitForConfirms()
+        let worker = try await broker.connect("worker")
+        let held = try await worker.consume("task_queue", ack: .manual, prefetch: 1)
+        for try await task in held {
+            #expect(task.text == "task 1" && !task.redelivered)
+            break  // took it, never acknowledged it
+        }
+        broker.shutdown()
+
+        broker = try InProcessBroker { $0.dataDir = dataDir; $0.socketPath = socket }
+        defer { broker.shutdown() }
+        let next = try await broker.connect("worker 2")
+        let queues = try await next.topology().queues
+        #expect(queues.map(\.name) == ["task_queue"])
+        #expect(queues.first?.durable == true && queues.first?.ready == 5)
+        let done = Collector<(String, Bool)>()
+        _ = try await next.consume("task_queue", ack: .manual, prefetch: 1) { delivery in
+            done.add((delivery.text, delivery.redelivered))
+            try? delivery.ack()
+        }
+        #expect(await eventually { done.count == 5 })
+        #expect(done.items.map(\.0) == (1...5).map { "task \($0)" })
+        #expect(done.items.map(\.1) == [true, false, false, false, false])
+        await next.close()
+    }
+
     /// A receive_logs-style consumer: exclusive broker-named queue bound with `keys`.
     func boundConsumer(_ broker: InProcessBroker, _ exchange: String, _ kind: ExchangeKind, keys: [String]) async throws -> (Peer, Consumer) {
         let peer = try await broker.connect()
