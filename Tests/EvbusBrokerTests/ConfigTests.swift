@@ -21,6 +21,16 @@ import Testing
         #expect(loaded == BrokerConfig())
     }
 
+    @Test func theDurableExampleSaysWhatItMeans() throws {
+        let c = try BrokerConfig.load(file: Self.configsDirectory.appendingPathComponent("durable-interval.json").path)
+        #expect(c.dataDir == "/var/lib/evbus")
+        #expect(c.sync == .interval(milliseconds: 50))
+        #expect(c.exchanges.first?.durable == true && c.queues.first?.options.durable == true)
+        let work = try BrokerConfig.load(file: Self.configsDirectory.appendingPathComponent("work-queues.json").path)
+        #expect(work.queues.first { $0.name == "task_queue" }?.options.durable == true)
+        #expect(try BrokerConfig.decode(Data(#"{"sync": "interval"}"#.utf8)).sync == .interval(milliseconds: 100))
+    }
+
     @Test func anEmptyObjectMeansAllDefaults() throws {
         #expect(try BrokerConfig.decode(Data("{}".utf8)) == BrokerConfig())
     }

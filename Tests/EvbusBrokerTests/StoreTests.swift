@@ -26,6 +26,26 @@ import Testing
         return (out, log)
     }
 
+    @Test func theChecksumIsCRC32C() {
+        // The standard check values (RFC 3720 appendix B.4 and the CRC catalogue).
+        #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
+        #expect(CRC32C.checksum([UInt8](repeating: 0, count: 32)) == 0x8A91_36AA)
+        #expect(CRC32C.checksum([UInt8](repeating: 0xFF, count: 32)) == 0x62A8_AB43)
+        #expect(CRC32C.checksum(Array(0...31)) == 0x46DD_794E)
+        // Every length and alignment agrees with the byte-at-a-time definition.
+        let data = (0..<300).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        for start in 0..<9 {
+            for end in stride(from: start, through: data.count, by: 13) {
+                var crc: UInt32 = 0xFFFF_FFFF
+                for b in data[start..<end] {
+                    crc ^= UInt32(b)
+                    for _ in 0..<8 { crc = crc & 1 != 0 ? (crc >> 1) ^ 0x82F6_3B78 : crc >> 1 }
+                }
+                #expect(CRC32C.checksum(Array(data[start..<end])) == crc ^ 0xFFFF_FFFF)
+            }
+        }
+    }
+
     @Test func recordsSurviveReopeningInOrder() throws {
         let dir = Self.freshDirectory("reopen")
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -67,8 +67,12 @@ public final class BrokerCore<Output: BrokerOutput> {
     @exclusivity(unchecked) var pendingDispatch: MessageQueue?
     /// The route of a publish to an inbox, rewritten in place for each one (see `publishTo`).
     @exclusivity(unchecked) var inboxRoute = [RouteTarget(connection: 0, subscription: Inbox.subscriptionID)]
-    /// The persistence log's bookkeeping; nil when the broker keeps everything in memory.
-    var store: DurableState?
+    /// The persistence log's bookkeeping; nil when the broker keeps everything in memory. Touched
+    /// for every delivery from a durable queue, one access at a time on the loop thread; its
+    /// dynamic exclusivity checks showed in the durable work-queue profile (perf), so they are off.
+    @exclusivity(unchecked) var store: DurableState?
+    /// `store != nil`, as a plain flag: comparing the optional struct with nil copied it (perf).
+    var isPersisting = false
     /// Set by `deliver` when a durable queue could not take a persistent message (the disk failed).
     var storageRefusedBy: MessageQueue?
     /// Set by `deliver` when it recorded a persistent message (its confirm waits for the sync).
@@ -131,7 +135,7 @@ public final class BrokerCore<Output: BrokerOutput> {
         slotsByID[s.id] = nil
         freeSlots.append(s.slot)
         liveSessions -= 1
-        if store != nil { submitRecords() }
+        if isPersisting { submitRecords() }
     }
 
     /// Runs `body` with the session in `slot`, if there is one, borrowed without a retain. Hot path.
@@ -216,7 +220,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     public func endOfBatch(_ s: ConnectionState) {
         flushConfirms(s)
         flushPendingDispatch()
-        if store != nil { submitRecords() }
+        if isPersisting { submitRecords() }
     }
 
     /// `s`'s output drained below the low watermark.
@@ -284,7 +288,7 @@ public final class BrokerCore<Output: BrokerOutput> {
             q.expiryTimerAt = 0
             dispatch(q)
         }
-        if store != nil {
+        if isPersisting {
             probeIfDue(now: now)
             submitRecords()
         }

@@ -131,6 +131,28 @@ public final class SegmentLog {
     /// Bytes written to the current segment (synced or not).
     public var currentSize: Int { writtenSize }
 
+    /// For syncing on another thread: a duplicate of the current segment's descriptor (the caller
+    /// closes it; it stays valid if the log moves on to a new segment meanwhile) and how much had
+    /// been written to it. After `fdatasync` on it, `markDurable` records the result.
+    func syncPoint() -> (fd: Int32, segment: UInt64, size: Int)? {
+        guard writtenSize > durableSize else { return nil }
+        let copy = dup(fd)
+        return copy < 0 ? nil : (copy, currentSegment, writtenSize)
+    }
+
+    /// An `fdatasync` taken at `syncPoint` succeeded.
+    func markDurable(segment: UInt64, size: Int) {
+        guard segment == currentSegment else { return }  // rolling synced that segment already
+        syncs += 1
+        durableSize = max(durableSize, size)
+    }
+
+    /// An `fdatasync` failed: what was written since the last good one is cut off (it may be lost).
+    func syncFailed(segment: UInt64) {
+        guard segment == currentSegment else { return }
+        cutBack(to: durableSize)
+    }
+
     /// Syncs the current segment and starts the next one.
     public func roll() throws(StoreError) {
         try sync()

@@ -58,17 +58,20 @@ public enum SyncMode: Sendable, Equatable {
     case interval(milliseconds: Int)
 }
 
-/// The thread that writes and syncs the log, so the broker's loop never waits for the disk.
+/// The threads that write and sync the log, so the broker's loop never waits for the disk.
 ///
-/// The core submits one batch per loop turn; the thread takes everything submitted since it last
-/// looked, writes it, reports it written, makes it durable with one `fdatasync` (group commit: under
-/// load one sync covers many batches), and reports it synced. A failed write or sync fails those
-/// batches (the log cuts back to its last good end) and the thread goes on with the next ones, so
-/// persisting resumes by itself when space returns.
+/// The core submits one batch per loop turn. The writer thread takes everything submitted since it
+/// last looked, writes it and reports it written at once (deliveries wait only for that). The sync
+/// thread meanwhile makes what is written durable with one `fdatasync` (group commit: one sync
+/// covers every batch written since the last) and reports it synced (confirms wait for that).
+/// Writing never waits behind a sync. A failed write or sync fails those batches (the log cuts back
+/// to its last good end) and both go on with the next ones, so persisting resumes by itself when
+/// space returns.
 ///
-/// `@unchecked Sendable` proof: `log` is used only by the storage thread after `init` hands it
-/// over (the initialiser's caller cannot reach it again), except for its immutable `directory`;
-/// everything else is a `Mutex`, an `Atomic`, a semaphore or an immutable `let`.
+/// `@unchecked Sendable` proof: `log` is touched only with `lock` held, by the two threads this
+/// class starts (the `fdatasync` itself runs on a duplicated descriptor outside the lock), except
+/// for its immutable `directory`; everything else is a `Mutex`, an `Atomic`, a semaphore or an
+/// immutable `let`.
 public final class StorageThread: @unchecked Sendable {
     public typealias Report = @Sendable (StoreProgress) -> Void
 
@@ -77,27 +80,49 @@ public final class StorageThread: @unchecked Sendable {
         var stopping = false
     }
 
+    /// The writer's and syncer's shared view, under `lock`.
+    private struct Shared {
+        /// Batches written and not yet synced, oldest first.
+        var unsynced: [UInt64] = []
+        var written: UInt64 = 0
+        var synced: UInt64 = 0
+        var writerDone = false
+    }
+
     private let log: SegmentLog
     private let mode: SyncMode
     private let report: Report
     private let queue = Mutex(Queue())
+    private let lock = Mutex(Shared())
     private let work = DispatchSemaphore(value: 0)
+    private let syncWork = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
     private let syncCount = Atomic<UInt64>(0)
     private let batchCount = Atomic<UInt64>(0)
 
-    /// Starts the thread; it owns `log` from now on. `report` runs on the storage thread.
+    /// Starts the threads; they own `log` from now on. `report` runs on them, one report at a time
+    /// in order, and must not block (the broker's hands each to its loop).
     public init(log: consuming SegmentLog, sync mode: SyncMode = .always, name: String = "evbus-storage", report: @escaping Report) {
         self.log = log
         self.mode = mode
         self.report = report
-        let body = Unmanaged.passRetained(self).toOpaque()
+        Self.start(self) { $0.runWriter() }
+        Self.start(self) { $0.runSyncer() }
+    }
+
+    private static func start(_ storage: StorageThread, _ body: @escaping (StorageThread) -> Void) {
+        final class Start {
+            let storage: StorageThread
+            let body: (StorageThread) -> Void
+            init(_ s: StorageThread, _ b: @escaping (StorageThread) -> Void) { storage = s; body = b }
+        }
+        let arg = Unmanaged.passRetained(Start(storage, body)).toOpaque()
         var tid = pthread_t()
         let r = pthread_create(&tid, nil, { arg in
-            let thread = Unmanaged<StorageThread>.fromOpaque(arg!).takeRetainedValue()
-            thread.run()
+            let start = Unmanaged<Start>.fromOpaque(arg!).takeRetainedValue()
+            start.body(start.storage)
             return nil
-        }, body)
+        }, arg)
         precondition(r == 0, "pthread_create failed: \(r)")
         pthread_detach(tid)
     }
@@ -124,94 +149,112 @@ public final class StorageThread: @unchecked Sendable {
         }
     }
 
-    /// Writes and syncs what was submitted before the call, then ends the thread and returns.
+    /// Writes and syncs what was submitted before the call, then ends the threads and returns.
     public func stop() {
         queue.withLock { $0.stopping = true }
         work.signal()
         finished.wait()
     }
 
-    private func run() {
-        var progress = StoreProgress()
-        /// Batches written since the last successful sync: a failed sync fails them.
-        var unsynced: [UInt64] = []
-        var lastSync = monotonicMillis()
+    // MARK: Writer
+
+    private func runWriter() {
         while true {
-            switch mode {
-            case .always:
-                work.wait()
-            case .interval(let ms):
-                let left = max(0, lastSync + ms - monotonicMillis())
-                _ = work.wait(timeout: .now() + .milliseconds(unsynced.isEmpty ? 1000 : left))
-            }
+            work.wait()
             let (batches, stopping) = queue.withLock { q in
                 defer { q.batches.removeAll(keepingCapacity: true) }
                 return (q.batches, q.stopping)
             }
-            progress.placed.removeAll()
-            progress.failed.removeAll()
-            progress.error = nil
-            for var batch in batches {
-                do {
-                    if batch.roll {
-                        try log.roll()
-                        unsynced.removeAll()  // rolling synced the old segment
-                        progress.synced = progress.written
+            if !batches.isEmpty {
+                var progress = StoreProgress()
+                lock.withLock { shared in
+                    for var batch in batches {
+                        do throws(StoreError) {
+                            if batch.roll {
+                                try log.roll()  // syncs the old segment first
+                                shared.synced = shared.written
+                                progress.synced = shared.written
+                                shared.unsynced.removeAll()
+                            }
+                            try log.writeBatch(&batch.bytes)
+                            progress.placed.append(.init(batch: batch.number, segment: log.currentSegment))
+                            shared.unsynced.append(batch.number)
+                            for segment in batch.deleteSegments { try log.delete(segment: segment) }
+                        } catch {
+                            progress.failed.append(batch.number)
+                            progress.error = error
+                        }
+                        shared.written = batch.number
+                        batchCount.add(1, ordering: .relaxed)
                     }
-                    try log.writeBatch(&batch.bytes)
-                    progress.placed.append(.init(batch: batch.number, segment: log.currentSegment))
-                    unsynced.append(batch.number)
-                    for segment in batch.deleteSegments { try log.delete(segment: segment) }
-                } catch {
-                    progress.failed.append(batch.number)
-                    progress.error = error
+                    progress.written = shared.written
+                    progress.synced = shared.synced
+                    fillFigures(&progress)
+                    // Reported with the lock held, so the two threads' reports arrive in the order
+                    // of the changes they describe (a batch is placed before it is synced).
+                    report(progress)
                 }
-                progress.written = batch.number
-                batchCount.add(1, ordering: .relaxed)
-            }
-            let syncNow: Bool
-            switch mode {
-            case .always: syncNow = true
-            case .interval(let ms): syncNow = stopping || monotonicMillis() - lastSync >= ms
-            }
-            if !batches.isEmpty && syncNow { send(&progress) }  // written: deliveries may go
-            if syncNow && !unsynced.isEmpty {
-                do {
-                    try log.sync()
-                    syncCount.add(1, ordering: .relaxed)
-                } catch {
-                    progress.failed.append(contentsOf: unsynced)
-                    progress.error = error
-                }
-                unsynced.removeAll()
-                lastSync = monotonicMillis()
-            }
-            if syncNow {
-                progress.synced = progress.written
-                send(&progress)
-            } else if !batches.isEmpty {
-                send(&progress)
+                if mode == .always { syncWork.signal() }
             }
             if stopping {
-                finished.signal()
+                lock.withLock { $0.writerDone = true }
+                syncWork.signal()
                 return
             }
         }
     }
 
-    private func send(_ progress: inout StoreProgress) {
+    // MARK: Syncer
+
+    private func runSyncer() {
+        while true {
+            switch mode {
+            case .always:
+                syncWork.wait()
+            case .interval(let ms):
+                _ = syncWork.wait(timeout: .now() + .milliseconds(ms))
+            }
+            let (point, target, done) = lock.withLock { s in (log.syncPoint(), s.unsynced.last, s.writerDone) }
+            if let point, let target {
+                let ok = fdatasync(point.fd) == 0
+                let e = errno
+                close(point.fd)
+                var progress = StoreProgress()
+                lock.withLock { shared in
+                    if ok {
+                        log.markDurable(segment: point.segment, size: point.size)
+                        shared.unsynced.removeAll { $0 <= target }
+                        shared.synced = max(shared.synced, target)
+                        syncCount.add(1, ordering: .relaxed)
+                    } else {
+                        // What was written since the last good sync may be gone: cut it off and
+                        // fail it all, including batches written while this sync ran.
+                        log.syncFailed(segment: point.segment)
+                        progress.failed = shared.unsynced
+                        progress.error = StoreError("fdatasync", path: log.path(of: point.segment), errno: e)
+                        shared.unsynced.removeAll()
+                        shared.synced = shared.written
+                    }
+                    progress.written = shared.written
+                    progress.synced = shared.synced
+                    fillFigures(&progress)
+                    report(progress)
+                }
+            }
+            if done {
+                if point == nil || lock.withLock({ $0.unsynced.isEmpty }) {
+                    finished.signal()
+                    return
+                }
+                syncWork.signal()  // one more round for what the writer wrote last
+            }
+        }
+    }
+
+    /// The log's figures, with `lock` held.
+    private func fillFigures(_ progress: inout StoreProgress) {
         progress.segments = log.segments.count
         progress.bytesOnDisk = log.bytesOnDisk()
         progress.syncs = syncCount.load(ordering: .relaxed)
-        report(progress)
-        progress.placed.removeAll()
-        progress.failed.removeAll()
-        progress.error = nil
-    }
-
-    private func monotonicMillis() -> Int {
-        var t = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &t)
-        return t.tv_sec * 1000 + t.tv_nsec / 1_000_000
     }
 }

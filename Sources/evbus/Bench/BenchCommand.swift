@@ -6,7 +6,7 @@ import EvbusIO
 struct BenchCommand: EvbusCommand {
     static let allScenarios = [
         "pubsub", "pubsub-1k", "fanout", "pubsub-event", "fanout-event", "latency", "idle", "dispatch", "dispatch-latency",
-        "workqueue", "workqueue-4", "workqueue-confirm", "rpc", "rpc-8", "rpc-poll",
+        "workqueue", "workqueue-4", "workqueue-confirm", "workqueue-durable", "workqueue-durable-4", "rpc", "rpc-8", "rpc-poll",
     ]
     static let spec = CommandSpec(
         name: "bench",
@@ -19,7 +19,10 @@ struct BenchCommand: EvbusCommand {
             msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection: 1,000 connections opened after --warm-up ones, 100 by default);
             workqueue (1 producer -> 1 queue -> 1 consumer, 16-byte messages, manual ack of each message,
             prefetch 100), workqueue-4 (4 competing consumers), workqueue-confirm (the producer also
-            publishes with confirms and waits for them); rpc (one client, sequential request/reply round
+            publishes with confirms and waits for them), workqueue-durable and workqueue-durable-4
+            (a durable queue, persistent messages published with confirms, 10,000 unconfirmed at
+            most, confirmed once synced; syncs per second, messages per sync and publish-to-confirm
+            latency); rpc (one client, sequential request/reply round
             trips to a responder echoing 16 bytes: latency), rpc-8 (8 clients at once: round trips/s) and
             rpc-poll (rpc with the client's loop polling 50 µs before it sleeps: latency for CPU). Publisher and
             subscribers are peers in this process, each on its own event loop; the broker is a
@@ -57,7 +60,7 @@ struct BenchCommand: EvbusCommand {
             }
             let defaults: [ForeignKind: String] = [.nats: "127.0.0.1:4222", .redis: "/tmp/redis-bench.sock", .rabbitmq: "127.0.0.1:5672"]
             foreign = ForeignBus(kind: kind, address: a.value("address") ?? defaults[kind]!)
-            let supported = kind == .rabbitmq ? ["workqueue", "workqueue-4", "workqueue-confirm"] : ["pubsub", "pubsub-1k", "fanout", "idle", "rpc", "rpc-8"]
+            let supported = kind == .rabbitmq ? ["workqueue", "workqueue-4", "workqueue-confirm", "workqueue-durable", "workqueue-durable-4"] : ["pubsub", "pubsub-1k", "fanout", "idle", "rpc", "rpc-8"]
             if a.value("scenario") == nil { scenarios = supported }
             for s in scenarios where !supported.contains(s) {
                 throw UsageError("Scenario '\(s)' is not run against \(kind.rawValue); use \(supported.joined(separator: ", "))")
@@ -71,9 +74,10 @@ struct BenchCommand: EvbusCommand {
         for s in scenarios {
             let line: String
             switch s {
-            case "workqueue", "workqueue-4", "workqueue-confirm":
+            case "workqueue", "workqueue-4", "workqueue-confirm", "workqueue-durable", "workqueue-durable-4":
                 let r = try ForeignScenarios.workQueue(
-                    bus, name: s, messages: messages ?? 200_000, consumers: s == "workqueue-4" ? 4 : 1, confirm: s == "workqueue-confirm")
+                    bus, name: s, messages: messages ?? 200_000, consumers: s.hasSuffix("-4") ? 4 : 1,
+                    confirm: s == "workqueue-confirm" || s.hasPrefix("workqueue-durable"), durable: s.hasPrefix("workqueue-durable"))
                 lost += r.lost
                 line = r.line
             case "pubsub", "pubsub-1k", "fanout":
@@ -131,6 +135,11 @@ struct BenchCommand: EvbusCommand {
                 let r = try await QueueScenarios.workQueue(
                     name: s, socket: socket, messages: messages ?? 2_000_000, consumers: s == "workqueue-4" ? 4 : 1,
                     prefetch: 100, confirm: s == "workqueue-confirm")
+                lost += r.lost
+                line = r.line
+            case "workqueue-durable", "workqueue-durable-4":
+                let r = try await DurableScenarios.workQueue(
+                    name: s, socket: socket, messages: messages ?? 1_000_000, consumers: s.hasSuffix("-4") ? 4 : 1)
                 lost += r.lost
                 line = r.line
             case "rpc", "rpc-8", "rpc-poll":

@@ -52,12 +52,13 @@ struct StatsCommand: EvbusCommand {
             rows.append([e.name.isEmpty ? "(default)" : e.name, "\(e.kind)", bound.isEmpty ? "-" : bound.joined(separator: "; ")])
         }
         out += table(rows) + "\n"
-        var queueRows = [["QUEUE", "READY", "UNACKED", "CONSUMERS", "PUBLISH/S", "DELIVER/S", "ACK/S", "FLAGS"]]
+        var queueRows = [["QUEUE", "READY", "UNACKED", "CONSUMERS", "PUBLISH/S", "DELIVER/S", "ACK/S", "DISK", "FLAGS"]]
         for q in queues {
-            let flags = [q.exclusive ? "exclusive" : nil, q.autoDelete ? "auto-delete" : nil].compactMap { $0 }.joined(separator: ",")
+            let flags = [q.durable ? "durable" : nil, q.exclusive ? "exclusive" : nil, q.autoDelete ? "auto-delete" : nil]
+                .compactMap { $0 }.joined(separator: ",")
             queueRows.append([
                 q.name, "\(q.ready)", "\(q.unacked)", "\(q.consumers)", "\(q.publishRate)", "\(q.deliverRate)", "\(q.ackRate)",
-                flags.isEmpty ? "-" : flags,
+                q.durable ? "\(q.diskBytes)" : "-", flags.isEmpty ? "-" : flags,
             ])
         }
         out += queues.isEmpty ? "(no queues)\n" : table(queueRows)
@@ -84,7 +85,8 @@ struct StatsCommand: EvbusCommand {
         object["queues"] = queues.map { q -> [String: Any] in
             ["name": q.name, "exclusive": q.exclusive, "auto_delete": q.autoDelete, "ready": q.ready, "ready_bytes": q.readyBytes,
              "unacked": q.unacked, "consumers": q.consumers, "published": q.published, "delivered": q.delivered,
-             "acked": q.acked, "publish_rate": q.publishRate, "deliver_rate": q.deliverRate, "ack_rate": q.ackRate]
+             "acked": q.acked, "publish_rate": q.publishRate, "deliver_rate": q.deliverRate, "ack_rate": q.ackRate,
+             "durable": q.durable, "disk_bytes": q.diskBytes]
         }
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"

@@ -11,6 +11,7 @@ extension BrokerCore {
             nextMessageID: recovered.nextMessageID, nextQueueID: recovered.nextQueueID)
         state.segments = recovered.segments.map { .init(number: $0.number, firstID: $0.firstID, live: $0.live) }
         store = state
+        isPersisting = true
         for e in recovered.exchanges {
             do {
                 let exchange = try topology.declareExchange(e.name, kind: e.kind, durable: true)
@@ -64,11 +65,14 @@ extension BrokerCore {
     /// After the config's declarations: durable queues declared there get their log ids, and the
     /// first batch (a snapshot of everything, in a fresh segment) goes to the storage thread.
     public func startPersisting() {
-        guard store != nil else { return }
+        guard isPersisting else { return }
         for q in topology.liveQueues where q.options.durable && q.durableID == 0 {
             q.durableID = store!.nextQueueID
             store!.nextQueueID += 1
         }
+        // Recovered messages whose TTL ran out while the broker was down expire now, and the
+        // others get their expiry armed; then the first batch (the snapshot, in a new segment).
+        for q in topology.liveQueues where q.durableID != 0 && q.readyCount > 0 { dispatch(q) }
         submitRecords()
     }
 

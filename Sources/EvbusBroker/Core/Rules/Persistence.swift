@@ -7,8 +7,6 @@ import Glibc
 /// deliveries from durable queues wait for their delivered record to be written, so a restart
 /// flags exactly the messages a consumer may have seen as redelivered.
 extension BrokerCore {
-    var isPersisting: Bool { store != nil }
-
     // MARK: Topology records
 
     /// Why a durable change cannot be made now (the disk failed), or nil.
@@ -18,18 +16,18 @@ extension BrokerCore {
     }
 
     func recordExchange(_ e: Exchange) {
-        guard e.durable, store != nil else { return }
+        guard e.durable, isPersisting else { return }
         store!.writer.append(.exchange(name: e.name, kind: e.kind))
     }
 
     func recordExchangeDeleted(_ e: Exchange) {
-        guard e.durable, store != nil else { return }
+        guard e.durable, isPersisting else { return }
         store!.writer.append(.exchangeDeleted(name: e.name))
     }
 
     /// Gives a new durable queue its log id and records it.
     func recordQueue(_ q: MessageQueue) {
-        guard q.options.durable, store != nil else { return }
+        guard q.options.durable, isPersisting else { return }
         if q.durableID == 0 {
             q.durableID = store!.nextQueueID
             store!.nextQueueID += 1
@@ -39,14 +37,14 @@ extension BrokerCore {
 
     /// A durable queue went: its record goes, and its messages no longer keep segments alive.
     func recordQueueDeleted(_ q: MessageQueue, messages: [StoredMessage]) {
-        guard q.durableID != 0, store != nil else { return }
+        guard q.durableID != 0, isPersisting else { return }
         store!.writer.append(.queueDeleted(id: q.durableID))
         for m in messages where m.storeID != 0 { store!.forget(m.storeID) }
     }
 
     /// A binding is durable when both its ends are.
     func recordBinding(queue: MessageQueue, exchange: String, key: String, bound: Bool) {
-        guard queue.durableID != 0, store != nil, let e = topology.exchanges[exchange], e.durable || e.builtIn else { return }
+        guard queue.durableID != 0, isPersisting, let e = topology.exchanges[exchange], e.durable || e.builtIn else { return }
         store!.writer.append(bound
             ? .bound(queue: queue.durableID, exchange: exchange, key: key)
             : .unbound(queue: queue.durableID, exchange: exchange, key: key))
@@ -54,7 +52,7 @@ extension BrokerCore {
 
     /// The whole durable topology, after a reset: the first records of every segment.
     func writeSnapshot() {
-        guard store != nil else { return }
+        guard isPersisting else { return }
         store!.writer.append(.topologyReset)
         for e in topology.exchanges.values.sorted(by: { $0.name < $1.name }) where e.durable {
             store!.writer.append(.exchange(name: e.name, kind: e.kind))
@@ -89,7 +87,7 @@ extension BrokerCore {
     /// dropped, purged, or delivered without acknowledgement).
     @inline(__always)
     func recordSettled(_ m: StoredMessage, from q: MessageQueue) {
-        guard m.storeID != 0, store != nil else { return }
+        guard m.storeID != 0, isPersisting else { return }
         store!.writer.appendListed(.settled, queue: q.durableID, id: m.storeID)
         store!.forget(m.storeID)
         q.diskBytes &-= min(q.diskBytes, UInt64(m.tail.count + RecordWriter.messageOverhead))
@@ -110,7 +108,7 @@ extension BrokerCore {
     /// or earlier deliveries to the same connection wait (order is kept).
     @inline(__always)
     func mustHold(_ m: StoredMessage, from q: MessageQueue, consumer: ConsumerRecord, to receiver: ConnectionState) -> Bool {
-        q.durableID != 0 && store != nil
+        q.durableID != 0 && isPersisting
             && ((m.storeID != 0 && (!m.redelivered || !consumer.manualAck)) || receiver.heldDeliveries > 0)
     }
 
@@ -146,7 +144,7 @@ extension BrokerCore {
 
     /// Hands this turn's records to the storage thread (one batch), if there are any.
     func submitRecords() {
-        guard store != nil else { return }
+        guard isPersisting else { return }
         let first = store!.openBatch == 1
         guard first || !store!.writer.isEmpty || !store!.deleteNext.isEmpty else { return }
         if store!.rollNext {
@@ -167,7 +165,7 @@ extension BrokerCore {
     /// The storage thread's report (on the loop thread): deliveries whose records are written go
     /// out, confirms whose batches are synced go out, failed batches are nacked.
     public func storageProgress(_ p: StoreProgress) {
-        guard store != nil else { return }
+        guard isPersisting else { return }
         for placed in p.placed {
             if let i = inflightIndex(placed.batch) { store!.inflight[i].segment = placed.segment }
         }
@@ -181,6 +179,8 @@ extension BrokerCore {
         while let b = store!.inflight.first, b.number <= store!.synced {
             _ = store!.inflight.popFirst()
             if b.failed { continue }
+            // The storage thread reports in order: a batch is placed before it is synced.
+            assert(b.segment != 0, "batch \(b.number) synced before it was placed")
             store!.account(b)
             if b.roll && !store!.healthy {
                 store!.healthy = true

@@ -22,7 +22,7 @@ extension BrokerCore {
             deliver(to: targets, from: publisher, publisherID: publisher.id, exchange: name, routingKey: view.topic,
                     properties: view.properties, payload: view.payload)
         }
-        if store != nil {
+        if isPersisting {
             recordedMessage = false
             if let q = storageRefusedBy {
                 storageRefusedBy = nil
@@ -169,7 +169,7 @@ extension BrokerCore {
                 }
                 var message = stored!
                 message.expiresAt = expiry(for: queue, properties: properties)
-                if queue.durableID != 0 && MessageProperties.isPersistent(block: properties) && store != nil {
+                if queue.durableID != 0 && MessageProperties.isPersistent(block: properties) && isPersisting {
                     guard store!.healthy else {
                         if storageRefusedBy == nil { storageRefusedBy = queue }
                         continue

@@ -48,11 +48,11 @@ final class AMQPClient: Sendable {
         try reader.withLock { r in _ = try r.expectMethod(socket, classID, methodID) }
     }
 
-    func declareQueue(_ name: String) throws {
+    func declareQueue(_ name: String, durable: Bool = false) throws {
         var w = AMQPWriter()
         w.u16(0)
         w.shortString(name)
-        w.u8(0)
+        w.u8(durable ? 0x02 : 0)  // bits: passive, durable, exclusive, auto-delete, no-wait
         w.table()
         try call(w.method(channel: Self.channel, 50, 10), expect: 50, 11)
     }
@@ -112,8 +112,8 @@ final class AMQPClient: Sendable {
 
     /// Publishes `count` 16-byte messages to the default exchange in 64 KiB writes. With confirms,
     /// returns once the broker has confirmed them all.
-    func publish(queue: String, count: Int, confirm: Bool) throws {
-        let confirmed = Atomic<UInt64>(0)
+    func publish(queue: String, count: Int, confirm: Bool, persistent: Bool = false, clock: ConfirmClock? = nil, window: UInt64? = nil) throws {
+        let clock = clock ?? ConfirmClock()
         if confirm {
             let socket = self.socket
             let handedOver = self.reader.withLock { $0 }
@@ -123,7 +123,7 @@ final class AMQPClient: Sendable {
                     while let frame = reader.next() {
                         guard frame.type == 1 && frame.classID == 60 && frame.methodID == 80 else { continue }
                         let tag = frame.payload[4..<12].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-                        confirmed.store(tag, ordering: .releasing)  // multiple or single, in order
+                        clock.confirmed(through: tag, nack: false)  // multiple or single, in order
                     }
                 }
             }
@@ -138,7 +138,12 @@ final class AMQPClient: Sendable {
         header.u16(60)
         header.u16(0)
         header.u64(16)
-        header.u16(0)
+        if persistent {
+            header.u16(0x1000)  // property flags: delivery-mode only
+            header.u8(2)  // persistent
+        } else {
+            header.u16(0)
+        }
         let headerFrame = header.frame(type: 2, channel: Self.channel)
         var batch: [UInt8] = []
         batch.reserveCapacity(1 << 17)
@@ -149,14 +154,16 @@ final class AMQPClient: Sendable {
             batch.append(contentsOf: method)
             batch.append(contentsOf: headerFrame)
             batch.append(contentsOf: body.frame(type: 3, channel: Self.channel))
-            if batch.count >= 64 << 10 {
+            clock.sent(UInt64(i + 1))
+            if batch.count >= 64 << 10 || (window != nil && (i + 1) % 256 == 0) {
                 socket.write(batch)
                 batch.removeAll(keepingCapacity: true)
+                if let window { clock.waitForWindow(sent: UInt64(i + 1), window: window) }
             }
         }
         socket.write(batch)
         if confirm {
-            while confirmed.load(ordering: .acquiring) < UInt64(count) { usleep(200) }
+            while clock.confirmed.load(ordering: .acquiring) < UInt64(count) { usleep(200) }
         }
     }
 }

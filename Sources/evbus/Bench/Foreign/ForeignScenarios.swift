@@ -36,22 +36,25 @@ enum ForeignScenarios {
     }
 
     /// RabbitMQ's side of the work-queue scenarios: same queue shape, prefetch, acks and payload.
-    static func workQueue(_ bus: ForeignBus, name: String, messages: Int, consumers: Int, confirm: Bool) throws -> BenchResult {
+    static func workQueue(_ bus: ForeignBus, name: String, messages: Int, consumers: Int, confirm: Bool, durable: Bool = false) throws -> BenchResult {
         let queue = "bench.\(name).\(getpid())"
         let admin = try AMQPClient(address: bus.address)
-        try admin.declareQueue(queue)
+        try admin.declareQueue(queue, durable: durable)
         let acked = Receiver()
         let clients = try (0..<consumers).map { _ in try AMQPClient(address: bus.address) }
         for c in clients { try c.consume(queue, prefetch: 100, acked: acked) }
         let producer = try AMQPClient(address: bus.address)
         if confirm { try producer.confirmSelect() }
+        let clock = ConfirmClock()
         let start = monotonicNanos()
-        try producer.publish(queue: queue, count: messages, confirm: confirm)
+        try producer.publish(queue: queue, count: messages, confirm: confirm, persistent: durable, clock: clock,
+                             window: durable ? DurableScenarios.window : nil)
         let end = acked.waitForBlocking(messages)
         try admin.deleteQueue(queue)
         withExtendedLifetime(clients) {}
         return BenchResult(
             name: "rabbitmq \(name)", messages: messages, deliveries: messages, received: acked.count.load(ordering: .acquiring),
-            nanos: end - start, extra: "  (prefetch 100\(confirm ? ", confirms" : ""))")
+            nanos: end - start, latencies: durable ? clock.sortedLatencies : [],
+            extra: "  (prefetch 100\(confirm ? ", confirms" : "")\(durable ? ", durable queue, delivery mode 2, window \(DurableScenarios.window)" : ""))")
     }
 }
