@@ -1,4 +1,5 @@
 import EvbusBroker
+import EvbusWire
 import Foundation
 import Testing
 
