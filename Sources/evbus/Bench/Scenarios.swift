@@ -17,7 +17,7 @@ struct BenchResult {
     var lost: Int { deliveries - received }
 
     var line: String {
-        var s = "\(name.padding(toLength: 26, withPad: " ", startingAt: 0)) "
+        var s = "\(name.padding(toLength: 30, withPad: " ", startingAt: 0)) "
         s += "msgs/s \(BenchReport.human(BenchReport.rate(messages, nanos: nanos)).padding(toLength: 9, withPad: " ", startingAt: 0)) "
         if deliveries != messages {
             s += "deliveries/s \(BenchReport.human(BenchReport.rate(received, nanos: nanos)).padding(toLength: 9, withPad: " ", startingAt: 0)) "

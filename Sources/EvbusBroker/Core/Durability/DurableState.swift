@@ -61,6 +61,7 @@ struct DurableState {
         /// Message records in it minus those settled since.
         var messages: Int
         var roll: Bool
+        var deletes: [UInt64]
         var segment: UInt64 = 0
         var failed = false
     }
@@ -131,7 +132,7 @@ struct DurableState {
         if currentSegmentBytes >= segmentBytes { rollNext = true }
         let batch = StoreBatch(number: openBatch, bytes: bytes, roll: roll, deleteSegments: deleteNext)
         deleteNext.removeAll()
-        inflight.append(Inflight(number: openBatch, firstID: openFirstID, messages: openMessages, roll: roll))
+        inflight.append(Inflight(number: openBatch, firstID: openFirstID, messages: openMessages, roll: roll, deletes: batch.deleteSegments))
         openBatch += 1
         openFirstID = nextMessageID
         openMessages = 0

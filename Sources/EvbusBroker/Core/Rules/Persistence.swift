@@ -145,13 +145,11 @@ extension BrokerCore {
     /// Hands this turn's records to the storage thread (one batch), if there are any.
     func submitRecords() {
         guard isPersisting else { return }
-        let first = store!.openBatch == 1
-        guard first || !store!.writer.isEmpty || !store!.deleteNext.isEmpty else { return }
-        if store!.rollNext {
-            // Rolling waits for records to write (and while unhealthy, for the probe).
-            guard first || store!.healthy else { return }
-            prependSnapshot()
-        }
+        // The first batch goes even when empty: the snapshot in a fresh segment checks the disk.
+        guard store!.openBatch == 1 || !store!.writer.isEmpty || !store!.deleteNext.isEmpty else { return }
+        // While the disk fails every batch rolls (and so probes): deliveries held for their records
+        // keep flowing (each failed batch releases them), at worst without their records.
+        if store!.rollNext { prependSnapshot() }
         output.persist(store!.closeBatch())
     }
 
@@ -206,6 +204,7 @@ extension BrokerCore {
         for n in numbers {
             guard let i = inflightIndex(n) else { continue }
             store!.inflight[i].failed = true
+            store!.deleteNext += store!.inflight[i].deletes  // not done: try again with the next batch
             store!.failedBatches += 1
             let end = i + 1 < store!.inflight.count ? store!.inflight[i + 1].firstID : store!.openFirstID
             ranges.append(store!.inflight[i].firstID..<end)
@@ -232,7 +231,7 @@ extension BrokerCore {
         requestWake()
     }
 
-    /// While unhealthy, one probe a second: a batch with a snapshot in a new segment.
+    /// While unhealthy and idle, one probe a second: a batch with a snapshot in a new segment.
     func probeIfDue(now: UInt64) {
         guard let store, !store.healthy, store.probeAt != 0, store.probeAt <= now else { return }
         self.store!.probeAt = now &+ 1_000_000_000
