@@ -40,6 +40,11 @@ import Testing
         frames.compactMap { if case .confirm(let s, let f) = $0 { (s, f) } else { nil } }
     }
 
+    @Test func aStoredMessageStaysThirtyTwoBytes() {
+        // Every queue slot and unacknowledged delivery holds one: the log id must not grow them.
+        #expect(MemoryLayout<StoredMessage>.stride == 32)
+    }
+
     @Test func aPersistentPublishIsConfirmedOnlyOnceItsBatchIsSynced() throws {
         let b = MemoryBroker(persisting: true)
         b.storageDone()

@@ -31,15 +31,10 @@ public final class ConnectionState {
     /// after each batch of frames read, not one frame per publish.
     @exclusivity(unchecked) var confirmPending: UInt64 = 0
     /// The highest confirm sequence answered (confirmed or nacked).
-    var confirmAnswered: UInt64 = 0
-    /// The log batch the publishes since the last CONFIRM need synced (0 = none: they are
-    /// transient, or `sync` is `interval`).
-    var storeNeeded: UInt64 = 0
-    /// Confirms waiting for the disk, in sequence order (durable queues only).
-    var confirmWaits = RingBuffer<ConfirmWait>(capacity: 0)
-    /// Deliveries to it held until their log records are written.
-    var heldDeliveries = 0
-    var waitsForStore = false
+    @exclusivity(unchecked) var confirmAnswered: UInt64 = 0
+    /// What it has waiting for the disk; nil until it first needs it (most connections never
+    /// touch a durable queue, and idle connections are most of the broker's memory).
+    @exclusivity(unchecked) var durable: DurableLink?
     /// How many slow receivers this connection is waiting for (backpressure); reading resumes at
     /// 0. The server stops handing it frames while this is above 0.
     @exclusivity(unchecked) public internal(set) var blockedBy = 0
@@ -50,6 +45,33 @@ public final class ConnectionState {
         self.id = id
         self.slot = slot
     }
+}
+
+extension ConnectionState {
+    /// Deliveries to it held until their log records are written.
+    var heldDeliveries: Int { durable?.heldDeliveries ?? 0 }
+    var hasConfirmWaits: Bool { durable.map { !$0.confirmWaits.isEmpty } ?? false }
+
+    /// Its `DurableLink`, made on first use.
+    func durableLink() -> DurableLink {
+        if let link = durable { return link }
+        let link = DurableLink()
+        durable = link
+        return link
+    }
+}
+
+/// A connection's state that exists only once it touches durable queues.
+final class DurableLink {
+    /// The log batch the publishes since the last CONFIRM need synced (0 = none: they are
+    /// transient, or `sync` is `interval`).
+    var storeNeeded: UInt64 = 0
+    /// Confirms waiting for the disk, in sequence order.
+    var confirmWaits = RingBuffer<ConfirmWait>(capacity: 0)
+    /// Deliveries to it held until their log records are written.
+    var heldDeliveries = 0
+    /// It is in the core's list of connections with confirms waiting.
+    var waitsForStore = false
 }
 
 /// A connection named so that a reused slot is never mistaken for it.

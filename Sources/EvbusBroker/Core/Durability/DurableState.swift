@@ -54,6 +54,11 @@ struct DurableState {
     var refused: UInt64 = 0
     var segmentCount = 0
     var bytesOnDisk: UInt64 = 0
+    /// Over the last rate sample (about a second): syncs per second, and persistent messages
+    /// recorded per sync.
+    var syncRate: UInt64 = 0
+    var messagesPerSync: UInt64 = 0
+    private var sampled: (syncs: UInt64, persisted: UInt64) = (0, 0)
 
     struct Inflight {
         var number: UInt64
@@ -89,6 +94,14 @@ struct DurableState {
         self.nextMessageID = nextMessageID
         self.nextQueueID = nextQueueID
         openFirstID = nextMessageID
+    }
+
+    mutating func sampleRates(elapsedNanos: UInt64) {
+        let syncs = self.syncs &- sampled.syncs
+        let persisted = self.persisted &- sampled.persisted
+        syncRate = syncs * 1_000_000_000 / max(elapsedNanos, 1)
+        messagesPerSync = syncs == 0 ? 0 : persisted / syncs
+        sampled = (self.syncs, self.persisted)
     }
 
     /// A message id, recorded in the open batch.
@@ -140,8 +153,7 @@ struct DurableState {
         return batch
     }
 
-    /// Accounts a synced batch to its segment; returns segments that can now be deleted (the oldest
-    /// ones with nothing live, never the current one).
+    /// Accounts a synced batch's messages to the segment it went to.
     mutating func account(_ batch: Inflight) {
         if segments.last?.number != batch.segment {
             segments.append(SegmentAccount(number: batch.segment, firstID: batch.firstID, live: 0))
@@ -149,16 +161,12 @@ struct DurableState {
         segments[segments.count - 1].live += batch.messages
     }
 
+    /// Queues for deletion the oldest segments with nothing live (never the current one). Only
+    /// from the front: a later segment may hold the settle records of an earlier one's messages.
     mutating func collectDeletable() {
         while segments.count > 1 && segments[0].live <= 0 {
             deleteNext.append(segments[0].number)
             segments.removeFirst()
         }
     }
-
-    /// Whether `id` was recorded in batch `b`'s range.
-    func batch(_ b: Inflight, contains id: UInt64, next: UInt64) -> Bool { id >= b.firstID && id < next }
 }
-
-/// A persistent message's place in the log, carried by `StoredMessage` (0 = not in the log).
-typealias StoreID = UInt64

@@ -11,10 +11,11 @@ public final class MessageQueue {
     public let options: QueueOptions
     /// The connection an exclusive queue belongs to.
     public let owner: UInt64?
-    /// A durable queue's id in the persistence log (never reused); 0 = not recorded there.
-    public internal(set) var durableID: UInt32 = 0
+    /// A durable queue's id in the persistence log (never reused); 0 = not recorded there. Read
+    /// for every message routed to or delivered from the queue (unchecked, as the counters below).
+    @exclusivity(unchecked) public internal(set) var durableID: UInt32 = 0
     /// Bytes of its messages' records in the log (for TOPOLOGY), as recorded and settled.
-    public internal(set) var diskBytes: UInt64 = 0
+    @exclusivity(unchecked) public internal(set) var diskBytes: UInt64 = 0
 
     @exclusivity(unchecked) private var ready = RingBuffer<StoredMessage>()
     @exclusivity(unchecked) public private(set) var readyBytes: UInt64 = 0

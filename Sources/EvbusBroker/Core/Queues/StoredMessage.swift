@@ -5,19 +5,23 @@ public import EvbusWire
 /// short prefix plus one copy. One array allocation per queued message; nothing else.
 public struct StoredMessage {
     public var tail: [UInt8]
-    public var payloadCount: Int
     /// Monotonic nanoseconds after which it expires; 0 = never.
     public var expiresAt: UInt64
+    /// Its id in the persistence log: a persistent message in a durable queue; 0 = not in the log.
+    public var storeID: UInt64 = 0
+    /// 32 bits (a payload is at most a frame, 64 MiB) beside the two flags: the value stays 32
+    /// bytes, the size of every slot in every queue ring and unacknowledged ledger.
+    private var payloadBytes: UInt32
     public var redelivered = false
     /// Published as a request (PUBLISH_TO flag 0x04): accepting it opens a request the broker
     /// watches until its reply (see `BrokerCore.openRequest`).
     public var isRequest = false
-    /// Its id in the persistence log: a persistent message in a durable queue; 0 = not in the log.
-    public var storeID: UInt64 = 0
+
+    public var payloadCount: Int { Int(payloadBytes) }
 
     public init(tail: [UInt8], payloadCount: Int, expiresAt: UInt64) {
         self.tail = tail
-        self.payloadCount = payloadCount
+        payloadBytes = UInt32(payloadCount)
         self.expiresAt = expiresAt
     }
 
@@ -35,7 +39,7 @@ public struct StoredMessage {
                 routingKey: routingKey, properties: properties, payload: payload)
             initialized = n
         }
-        payloadCount = payload.count
+        payloadBytes = UInt32(payload.count)
         self.expiresAt = expiresAt
     }
 

@@ -99,7 +99,7 @@ extension BrokerCore {
                 routingKey: view.routingKey, properties: view.properties, payload: view.payload, isRequest: isRequest)
             if recordedMessage {
                 recordedMessage = false
-                if store!.confirmsWaitForSync { publisher.storeNeeded = store!.openBatch }
+                if store!.confirmsWaitForSync { publisher.durableLink().storeNeeded = store!.openBatch }
             }
             if let q = storageRefusedBy {
                 storageRefusedBy = nil
@@ -123,7 +123,7 @@ extension BrokerCore {
         refuse(error, requestID: 0, to: publisher)
         if sequence != 0 {
             flushConfirms(publisher)
-            if publisher.confirmWaits.isEmpty {
+            if !publisher.hasConfirmWaits {
                 sendNack(sequence, to: publisher)
             } else {
                 waitForStore(publisher, sequence: sequence, batch: 0, nack: true)
@@ -135,11 +135,11 @@ extension BrokerCore {
     /// when one of them (or an earlier one still waiting) has records not yet synced.
     func flushConfirms(_ s: ConnectionState) {
         guard s.confirmPending != 0 else { return }
-        if s.storeNeeded == 0 && s.confirmWaits.isEmpty {
-            sendConfirm(s.confirmPending, to: s)
+        if let link = s.durable, link.storeNeeded != 0 || !link.confirmWaits.isEmpty {
+            waitForStore(s, sequence: s.confirmPending, batch: link.storeNeeded, nack: false)
+            link.storeNeeded = 0
         } else {
-            waitForStore(s, sequence: s.confirmPending, batch: s.storeNeeded, nack: false)
-            s.storeNeeded = 0
+            sendConfirm(s.confirmPending, to: s)
         }
         s.confirmPending = 0
     }
