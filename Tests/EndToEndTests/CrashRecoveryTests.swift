@@ -94,7 +94,12 @@ import Testing
         let socket = TestPaths.socket("crash")
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
         let ledger = Ledger()
-        let declare = try await BrokerProcess(socketPath: socket, dataDir: dataDir)
+        // Small segments: every run also rolls, deletes settled segments and compacts.
+        let config = dataDir + ".json"
+        try Data(#"{"segmentBytes": 16384}"#.utf8).write(to: URL(fileURLWithPath: config))
+        defer { try? FileManager.default.removeItem(atPath: config) }
+        let arguments = ["--config", config]
+        let declare = try await BrokerProcess(arguments: arguments, socketPath: socket, dataDir: dataDir)
         let setup = try RawClient.handshaken(socket)
         setup.send(.declareQueue(requestID: 1, name: Self.queue, options: QueueOptions(durable: true)))
         guard case .queueOK = try setup.readFrame() else { throw TestSupportError("declare failed") }
@@ -103,7 +108,7 @@ import Testing
         var kills = 0
         var rng = SystemRandomNumberGenerator()
         for _ in 0..<20 {
-            let broker = try await BrokerProcess(socketPath: socket, dataDir: dataDir)
+            let broker = try await BrokerProcess(arguments: arguments, socketPath: socket, dataDir: dataDir)
             let stop = Finished()
             let consumer = Self.onThread { Self.consume(socket, ledger) }
             let producer = Self.onThread { Self.produce(socket, ledger, stop: stop) }
@@ -116,13 +121,18 @@ import Testing
             #expect(await eventually(10) { producer.isSet && consumer.isSet })
         }
         // A last run with no kill: the consumer takes what is left until the queue is empty.
-        let last = try await BrokerProcess(socketPath: socket, dataDir: dataDir)
+        let last = try await BrokerProcess(arguments: arguments, socketPath: socket, dataDir: dataDir)
         let consumer = Self.onThread { Self.consume(socket, ledger, idleSeconds: 2) }
         #expect(await eventually(60) { consumer.isSet })
         let check = try RawClient.handshaken(socket)
         check.send(.declareQueue(requestID: 2, name: Self.queue, options: QueueOptions(durable: true), passive: true))
         guard case .queueOK(2, let info) = try check.readFrame() else { throw TestSupportError("passive declare failed") }
         #expect(info.messageCount == 0)
+        // Twenty crashes' worth of segments were rolled; with the queue empty, the settled ones are gone.
+        check.send(.stats(requestID: 3))
+        guard case .statsReply(3, let entries) = try check.readFrame() else { throw TestSupportError("no stats") }
+        let segments = entries.first { $0.name == "store_segments" }?.value ?? 0
+        #expect(segments > 0 && segments <= 4, "\(segments) segments left for an empty queue")
         #expect(await last.stop() == 0)
 
         let s = ledger.state.withLock { $0 }

@@ -52,7 +52,7 @@ import Testing
         try durableQueue(b, p)
         b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [1])], from: p)
         #expect(confirms(try frames(b, p)).isEmpty, "confirmed before it reached the disk")
-        #expect(records(b).contains { if case .message(_, _, false, 0, _) = $0 { true } else { false } })
+        #expect(records(b).contains { if case .message(_, _, false, false, 0, _) = $0 { true } else { false } })
         b.storageDone()
         #expect(confirms(try frames(b, p)).map(\.0) == [1])
         // A transient message into the same durable queue is not written and confirmed at once.

@@ -21,6 +21,8 @@ public struct RecoveredStore {
         public var expiresAtMillis: UInt64
         public var tail: [UInt8]
         public var segment: UInt64
+        /// Rewritten by compaction into `segment` (its id says nothing of where it is).
+        public var moved: Bool
     }
 
     /// Exchanges and queues in the order they were declared.
@@ -91,8 +93,10 @@ private struct Replay {
             bindings.insert(.init(queue: queue, exchange: exchange, key: key))
         case .unbound(let queue, let exchange, let key):
             bindings.remove(.init(queue: queue, exchange: exchange, key: key))
-        case .message(let queue, let id, let delivered, let expires, let tail):
-            messages[id] = .init(queue: queue, id: id, delivered: delivered, expiresAtMillis: expires, tail: tail, segment: segment)
+        case .message(let queue, let id, let delivered, let moved, let expires, let tail):
+            let wasDelivered = delivered || messages[id]?.delivered == true
+            messages[id] = .init(
+                queue: queue, id: id, delivered: wasDelivered, expiresAtMillis: expires, tail: tail, segment: segment, moved: moved)
             maxMessageID = max(maxMessageID, id)
         case .delivered(_, let ids):
             for id in ids { messages[id]?.delivered = true }
@@ -113,7 +117,7 @@ private struct Replay {
         // Each segment's first id: the smallest it holds, or (none) the next segment's.
         var firstIDs: [UInt64: UInt64] = [:]
         var live: [UInt64: Int] = [:]
-        for m in messages.values {
+        for m in messages.values where !m.moved {
             firstIDs[m.segment] = min(firstIDs[m.segment] ?? .max, m.id)
         }
         for m in r.messages { live[m.segment, default: 0] += 1 }

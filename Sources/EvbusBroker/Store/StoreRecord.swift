@@ -20,7 +20,8 @@ enum StoreRecord: Equatable {
     /// A persistent message in a durable queue: its id, whether it was delivered before, when it
     /// expires (milliseconds since the Unix epoch, 0 = never), and the stored message (publisher,
     /// exchange, routing key, properties, payload: `MessageTailView`'s layout).
-    case message(queue: UInt32, id: UInt64, delivered: Bool, expiresAtMillis: UInt64, tail: [UInt8])
+    /// `moved`: a copy written by compaction (an earlier record of the same id is superseded).
+    case message(queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, expiresAtMillis: UInt64, tail: [UInt8])
     /// These messages were handed to a consumer (a restart delivers them flagged redelivered).
     case delivered(queue: UInt32, ids: [UInt64])
     /// These messages left the queue for good (acknowledged, dead-lettered, expired, dropped, purged).
@@ -65,7 +66,8 @@ enum StoreRecord: Equatable {
                 let flags = try r.u8("flags")
                 let expires = try r.u64("expires")
                 let tail = Array(try r.fixed(r.remaining))
-                record = .message(queue: queue, id: id, delivered: flags & 0x01 != 0, expiresAtMillis: expires, tail: tail)
+                record = .message(
+                    queue: queue, id: id, delivered: flags & 0x01 != 0, moved: flags & 0x02 != 0, expiresAtMillis: expires, tail: tail)
             case .delivered, .settled:
                 let queue = try r.u32("queue")
                 let count = Int(try r.u16("count"))
@@ -123,8 +125,10 @@ struct RecordWriter {
 
     mutating func append(_ record: StoreRecord) {
         switch record {
-        case .message(let queue, let id, let delivered, let expires, let tail):
-            _ = tail.withUnsafeBytes { appendMessage(queue: queue, id: id, delivered: delivered, expiresAtMillis: expires, tail: $0) }
+        case .message(let queue, let id, let delivered, let moved, let expires, let tail):
+            _ = tail.withUnsafeBytes {
+                appendMessage(queue: queue, id: id, delivered: delivered, moved: moved, expiresAtMillis: expires, tail: $0)
+            }
             return
         case .delivered(let queue, let ids):
             for id in ids { appendListed(.delivered, queue: queue, id: id) }
@@ -177,12 +181,14 @@ struct RecordWriter {
 
     /// A message record, written in place. Returns the bytes it took.
     @discardableResult
-    mutating func appendMessage(queue: UInt32, id: UInt64, delivered: Bool, expiresAtMillis: UInt64, tail: UnsafeRawBufferPointer) -> Int {
+    mutating func appendMessage(
+        queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, expiresAtMillis: UInt64, tail: UnsafeRawBufferPointer
+    ) -> Int {
         let start = beginRecord()
         bytes.append(StoreRecord.Kind.message.rawValue)
         u32(queue)
         u64(id)
-        bytes.append(delivered ? 0x01 : 0)
+        bytes.append((delivered ? 0x01 : 0) | (moved ? 0x02 : 0))
         u64(expiresAtMillis)
         bytes.append(contentsOf: tail)
         finishRecord(start)

@@ -33,6 +33,19 @@ struct DurableState {
     var rollNext = true
     var deleteNext: [UInt64] = []
 
+    /// Messages rewritten into a later segment by compaction: their id no longer says where they
+    /// are (id → segment number).
+    var moved: [UInt64: UInt64] = [:]
+    /// Ids rewritten in the open batch, and those rewritten in batches not yet synced (a settle
+    /// meanwhile leaves them where they were).
+    var movingOpen: [UInt64] = []
+    var pendingMoves = Set<UInt64>()
+    /// The segment being compacted (0 = none): its live messages are being rewritten forward.
+    var compacting: UInt64 = 0
+    /// Figures: compactions started, messages rewritten.
+    var compactions: UInt64 = 0
+    var rewritten: UInt64 = 0
+
     /// False after a failed write or sync until a probe batch (a snapshot) reaches the disk again:
     /// meanwhile persistent publishes into durable queues and durable declarations are refused.
     var healthy = true
@@ -67,6 +80,7 @@ struct DurableState {
         var messages: Int
         var roll: Bool
         var deletes: [UInt64]
+        var moves: [UInt64] = []
         var segment: UInt64 = 0
         var failed = false
     }
@@ -77,6 +91,8 @@ struct DurableState {
         /// segment is the last one whose `firstID` is not above its id).
         var firstID: UInt64
         var live: Int
+        /// Messages ever accounted to it (its live share decides compaction).
+        var recorded = 0
     }
 
     struct HeldDelivery {
@@ -114,6 +130,11 @@ struct DurableState {
 
     /// One message left its queue for good: it no longer keeps its segment alive.
     mutating func forget(_ id: UInt64) {
+        pendingMoves.remove(id)
+        if let segment = moved.removeValue(forKey: id) {
+            if let i = segments.firstIndex(where: { $0.number == segment }) { segments[i].live -= 1 }
+            return
+        }
         if id >= openFirstID {
             openMessages -= 1
             return
@@ -126,13 +147,19 @@ struct DurableState {
             inflight[i] = entry
             return
         }
-        guard !segments.isEmpty else { return }
+        if let i = segmentIndex(of: id) { segments[i].live -= 1 }
+    }
+
+    /// The index in `segments` of the segment a synced message is in.
+    func segmentIndex(of id: UInt64) -> Int? {
+        if let segment = moved[id] { return segments.firstIndex { $0.number == segment } }
+        guard !segments.isEmpty else { return nil }
         var lo = 0, hi = segments.count - 1
         while lo < hi {
             let mid = (lo + hi + 1) / 2
             if segments[mid].firstID <= id { lo = mid } else { hi = mid - 1 }
         }
-        segments[lo].live -= 1
+        return lo
     }
 
     /// Closes the open batch: its number, and it goes in flight.
@@ -145,7 +172,10 @@ struct DurableState {
         if currentSegmentBytes >= segmentBytes { rollNext = true }
         let batch = StoreBatch(number: openBatch, bytes: bytes, roll: roll, deleteSegments: deleteNext)
         deleteNext.removeAll()
-        inflight.append(Inflight(number: openBatch, firstID: openFirstID, messages: openMessages, roll: roll, deletes: batch.deleteSegments))
+        inflight.append(Inflight(
+            number: openBatch, firstID: openFirstID, messages: openMessages, roll: roll, deletes: batch.deleteSegments,
+            moves: movingOpen))
+        movingOpen.removeAll()
         openBatch += 1
         openFirstID = nextMessageID
         openMessages = 0
@@ -159,12 +189,21 @@ struct DurableState {
             segments.append(SegmentAccount(number: batch.segment, firstID: batch.firstID, live: 0))
         }
         segments[segments.count - 1].live += batch.messages
+        segments[segments.count - 1].recorded += batch.messages
+        // Rewritten messages (still live) now count in the new segment, not their old one.
+        for id in batch.moves where pendingMoves.remove(id) != nil {
+            if let old = segmentIndex(of: id) { segments[old].live -= 1 }
+            moved[id] = batch.segment
+            segments[segments.count - 1].live += 1
+            segments[segments.count - 1].recorded += 1
+        }
     }
 
     /// Queues for deletion the oldest segments with nothing live (never the current one). Only
     /// from the front: a later segment may hold the settle records of an earlier one's messages.
     mutating func collectDeletable() {
         while segments.count > 1 && segments[0].live <= 0 {
+            if segments[0].number == compacting { compacting = 0 }
             deleteNext.append(segments[0].number)
             segments.removeFirst()
         }

@@ -123,6 +123,11 @@ public final class MessageQueue {
         return n
     }
 
+    /// Shows every ready message to `body`, head first (cold: compaction).
+    func forEachReady(_ body: (StoredMessage) -> Void) {
+        for i in 0..<ready.count { body(ready[i]) }
+    }
+
     /// Changes ready messages in place (cold: after a failed write un-marks persisted ones).
     func updateReady(_ body: (inout StoredMessage) -> Void) {
         for i in 0..<ready.count {

@@ -90,6 +90,13 @@ public struct UnackedLedger {
         return entries[Int(tag - firstTag)].message != nil
     }
 
+    /// Shows every outstanding delivery to `body`, in tag order (cold: compaction).
+    func forEachOutstanding(_ body: (StoredMessage, ConsumerRecord) -> Void) {
+        for i in 0..<entries.count {
+            if let m = entries[i].message { body(m, entries[i].consumer) }
+        }
+    }
+
     /// Changes outstanding messages in place (cold: after a failed write un-marks persisted ones).
     mutating func updateOutstanding(_ body: (inout StoredMessage) -> Void) {
         for i in 0..<entries.count {

@@ -114,6 +114,8 @@ extension BrokerCore {
             StatEntry("store_batches", store.batches),
             StatEntry("store_failed_batches", store.failedBatches),
             StatEntry("store_persisted", store.persisted),
+            StatEntry("store_compactions", store.compactions),
+            StatEntry("store_rewritten", store.rewritten),
             StatEntry("store_refused", store.refused),
         ]
     }

@@ -50,6 +50,7 @@ extension BrokerCore {
             }
         }
         store!.collectDeletable()
+        compactIfWorthIt()
         releaseConfirms()
         submitRecords()
     }
@@ -68,6 +69,8 @@ extension BrokerCore {
             guard let i = inflightIndex(n) else { continue }
             store!.inflight[i].failed = true
             store!.deleteNext += store!.inflight[i].deletes  // not done: try again with the next batch
+            for id in store!.inflight[i].moves { store!.pendingMoves.remove(id) }  // not moved
+            if !store!.inflight[i].moves.isEmpty { store!.compacting = 0 }
             store!.failedBatches += 1
             let end = i + 1 < store!.inflight.count ? store!.inflight[i + 1].firstID : store!.openFirstID
             ranges.append(store!.inflight[i].firstID..<end)
