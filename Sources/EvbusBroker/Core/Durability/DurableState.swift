@@ -81,6 +81,7 @@ struct DurableState {
         var roll: Bool
         var deletes: [UInt64]
         var moves: [UInt64] = []
+        var bytes = 0
         var segment: UInt64 = 0
         var failed = false
     }
@@ -91,8 +92,9 @@ struct DurableState {
         /// segment is the last one whose `firstID` is not above its id).
         var firstID: UInt64
         var live: Int
-        /// Messages ever accounted to it (its live share decides compaction).
+        /// Messages ever accounted to it, and bytes of its batches (they decide compaction).
         var recorded = 0
+        var bytes = 0
     }
 
     struct HeldDelivery {
@@ -174,7 +176,7 @@ struct DurableState {
         deleteNext.removeAll()
         inflight.append(Inflight(
             number: openBatch, firstID: openFirstID, messages: openMessages, roll: roll, deletes: batch.deleteSegments,
-            moves: movingOpen))
+            moves: movingOpen, bytes: bytes.count))
         movingOpen.removeAll()
         openBatch += 1
         openFirstID = nextMessageID
@@ -190,6 +192,7 @@ struct DurableState {
         }
         segments[segments.count - 1].live += batch.messages
         segments[segments.count - 1].recorded += batch.messages
+        segments[segments.count - 1].bytes += batch.bytes
         // Rewritten messages (still live) now count in the new segment, not their old one.
         for id in batch.moves where pendingMoves.remove(id) != nil {
             if let old = segmentIndex(of: id) { segments[old].live -= 1 }

@@ -8,8 +8,8 @@ import EvbusWire
 extension BrokerCore {
     /// Starts compacting the oldest segment if it is worth it and none is under way: when few of
     /// its messages are live (at most 4 in 100), or when rewriting them would free at least four
-    /// times as many records in the dead segments it holds back. A segment followed by live ones is
-    /// a real backlog: copying it forward would only write it again.
+    /// times as many bytes in the dead segments it holds back. A segment followed by live ones is a
+    /// real backlog: copying it forward would only write it again.
     func compactIfWorthIt() {
         let segments = store!.segments
         guard let oldest = segments.first, segments.count >= 3, store!.compacting == 0, oldest.live > 0, store!.healthy
@@ -17,9 +17,10 @@ extension BrokerCore {
         var deadBehind = 0
         for s in segments.dropFirst().dropLast() {
             if s.live > 0 { break }
-            deadBehind += s.recorded
+            deadBehind += s.bytes
         }
-        guard oldest.live * 100 <= oldest.recorded * 4 || oldest.live * 4 <= deadBehind else { return }
+        let rewriteCost = oldest.live * oldest.bytes / max(oldest.recorded, oldest.live)
+        guard oldest.live * 100 <= oldest.recorded * 4 || rewriteCost * 4 <= deadBehind else { return }
         store!.compacting = oldest.number
         store!.compactions &+= 1
         let rewrite: (StoredMessage, MessageQueue, Bool) -> Void = { m, q, delivered in
