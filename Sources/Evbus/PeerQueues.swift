@@ -82,9 +82,16 @@ extension Peer {
         // Properties that are only the persistent flag (or nothing) are one byte, on the stack: the
         // plain path allocates nothing.
         var none: UInt8 = persistent ? MessageProperties.Flag.persistent : 0
-        var properties = properties
-        if persistent && !properties.isEmpty { properties.persistent = true }
-        let block = properties.isEmpty ? nil : properties.encoded()
+        let block: [UInt8]?
+        if properties.isEmpty {
+            block = nil
+        } else if persistent && !properties.persistent {
+            var marked = properties
+            marked.persistent = true
+            block = marked.encoded()
+        } else {
+            block = properties.encoded()
+        }
         let flags = (mandatory ? PublishFlag.mandatory : 0) | (confirm ? PublishFlag.confirm : 0)
         var exchange = exchange
         var key = key
