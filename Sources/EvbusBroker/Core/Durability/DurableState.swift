@@ -11,6 +11,8 @@ struct DurableState {
     /// again before it went.
     var openFirstID: UInt64
     var openMessages = 0
+    /// Bytes of the message records in the open batch (compaction's cost estimate).
+    var openMessageBytes = 0
     /// The storage thread's progress: every batch up to `written` is written or failed, up to
     /// `synced` is on disk or failed.
     var written: UInt64 = 0
@@ -82,6 +84,7 @@ struct DurableState {
         var deletes: [UInt64]
         var moves: [UInt64] = []
         var bytes = 0
+        var messageBytes = 0
         var segment: UInt64 = 0
         var failed = false
     }
@@ -95,6 +98,8 @@ struct DurableState {
         /// Messages ever accounted to it, and bytes of its batches (they decide compaction).
         var recorded = 0
         var bytes = 0
+        /// Bytes of its message records: their average is what rewriting one costs.
+        var messageBytes = 0
     }
 
     struct HeldDelivery {
@@ -176,8 +181,9 @@ struct DurableState {
         deleteNext.removeAll()
         inflight.append(Inflight(
             number: openBatch, firstID: openFirstID, messages: openMessages, roll: roll, deletes: batch.deleteSegments,
-            moves: movingOpen, bytes: bytes.count))
+            moves: movingOpen, bytes: bytes.count, messageBytes: openMessageBytes))
         movingOpen.removeAll()
+        openMessageBytes = 0
         openBatch += 1
         openFirstID = nextMessageID
         openMessages = 0
@@ -193,6 +199,7 @@ struct DurableState {
         segments[segments.count - 1].live += batch.messages
         segments[segments.count - 1].recorded += batch.messages
         segments[segments.count - 1].bytes += batch.bytes
+        segments[segments.count - 1].messageBytes += batch.messageBytes
         // Rewritten messages (still live) now count in the new segment, not their old one.
         for id in batch.moves where pendingMoves.remove(id) != nil {
             if let old = segmentIndex(of: id) { segments[old].live -= 1 }

@@ -9,7 +9,7 @@ extension BrokerCore {
         var state = DurableState(
             confirmsWaitForSync: sync == .always, segmentBytes: segmentBytes,
             nextMessageID: recovered.nextMessageID, nextQueueID: recovered.nextQueueID)
-        state.segments = recovered.segments.map { .init(number: $0.number, firstID: $0.firstID, live: $0.live, recorded: $0.live, bytes: segmentBytes) }
+        state.segments = recovered.segments.map { .init(number: $0.number, firstID: $0.firstID, live: $0.live, recorded: $0.live, bytes: segmentBytes, messageBytes: segmentBytes) }
         store = state
         isPersisting = true
         for e in recovered.exchanges {

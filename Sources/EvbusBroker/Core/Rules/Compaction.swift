@@ -8,8 +8,9 @@ import EvbusWire
 extension BrokerCore {
     /// Starts compacting the oldest segment if it is worth it and none is under way: when few of
     /// its messages are live (at most 4 in 100), or when rewriting them would free at least four
-    /// times as many bytes in the dead segments it holds back. A segment followed by live ones is a
-    /// real backlog: copying it forward would only write it again.
+    /// times as many bytes in the dead segments it holds back, and at least two segments' worth (so
+    /// messages that stay for ever are rewritten once every few segments, not once per segment). A
+    /// segment followed by live ones is a real backlog: copying it forward would only write it again.
     func compactIfWorthIt() {
         let segments = store!.segments
         guard let oldest = segments.first, segments.count >= 3, store!.compacting == 0, oldest.live > 0, store!.healthy
@@ -19,19 +20,21 @@ extension BrokerCore {
             if s.live > 0 { break }
             deadBehind += s.bytes
         }
-        let rewriteCost = oldest.live * oldest.bytes / max(oldest.recorded, oldest.live)
-        guard oldest.live * 100 <= oldest.recorded * 4 || rewriteCost * 4 <= deadBehind else { return }
+        let rewriteCost = oldest.live * oldest.messageBytes / max(oldest.recorded, oldest.live)
+        let freesEnough = rewriteCost * 4 <= deadBehind && deadBehind >= 2 * store!.segmentBytes
+        guard oldest.live * 100 <= oldest.recorded * 4 || freesEnough else { return }
         store!.compacting = oldest.number
         store!.compactions &+= 1
         let rewrite: (StoredMessage, MessageQueue, Bool) -> Void = { m, q, delivered in
             guard m.storeID != 0, q.durableID != 0, self.store!.segmentIndex(of: m.storeID) == 0,
                 !self.store!.pendingMoves.contains(m.storeID)
             else { return }
-            m.tail.withUnsafeBytes { tail in
-                _ = self.store!.writer.appendMessage(
-                    queue: q.durableID, id: m.storeID, delivered: delivered, moved: true,
-                    expiresAtMillis: self.wallMillis(at: m.expiresAt), tail: tail)
+            let expires = self.wallMillis(at: m.expiresAt)
+            let bytes = m.tail.withUnsafeBytes { tail in
+                self.store!.writer.appendMessage(
+                    queue: q.durableID, id: m.storeID, delivered: delivered, moved: true, expiresAtMillis: expires, tail: tail)
             }
+            self.store!.openMessageBytes += bytes
             self.store!.pendingMoves.insert(m.storeID)
             self.store!.movingOpen.append(m.storeID)
             self.store!.rewritten &+= 1

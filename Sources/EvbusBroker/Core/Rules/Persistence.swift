@@ -77,6 +77,7 @@ extension BrokerCore {
                 queue: q.durableID, id: id, delivered: m.redelivered, expiresAtMillis: wallMillis(at: m.expiresAt), tail: tail)
         }
         q.diskBytes &+= UInt64(bytes)
+        store!.openMessageBytes &+= bytes
         store!.persisted &+= 1
         return id
     }
