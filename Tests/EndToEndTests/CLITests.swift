@@ -127,6 +127,32 @@ func waitForSubscriptions(_ n: UInt64, at socket: String, exactly: Bool = false)
         await broker.stop()
     }
 
+    @Test func refusesToStartOnADataDirectoryAnotherBrokerUses() async throws {
+        let broker = try await BrokerProcess()
+        let second = try await RunningProcess.runEvbus(["broker", "--socket", TestPaths.socket(), "--data-dir", broker.dataDir])
+        #expect(second.status == 1)
+        #expect(second.stderr.contains("data directory \(broker.dataDir) is in use by another broker"), "\(second.stderr)")
+        // The first one is untouched.
+        let r = try await RunningProcess.runEvbus(["declare", "queue", "still_here", "--durable", "--socket", broker.socketPath])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(await broker.stop() == 0)
+    }
+
+    @Test func durableCLIRoundTripAcrossARestart() async throws {
+        let broker = try await BrokerProcess()
+        let s = broker.socketPath
+        #expect(try await RunningProcess.runEvbus(["declare", "queue", "jobs", "--durable", "--socket", s]).status == 0)
+        let pub = try await RunningProcess.runEvbus(["pub", "--exchange", "", "--key", "jobs", "--persistent", "--confirm", "job 1", "--socket", s])
+        #expect(pub.status == 0, "\(pub.stderr)")
+        let stats = try await RunningProcess.runEvbus(["stats", "--socket", s])
+        #expect(stats.stdout.contains("durable") && stats.stdout.contains("store_persisted"), "\(stats.stdout)")
+        #expect(await broker.stop() == 0)
+        let again = try await BrokerProcess(socketPath: s, dataDir: broker.dataDir)
+        let got = try await RunningProcess.runEvbus(["consume", "jobs", "--count", "1", "--socket", s])
+        #expect(got.status == 0 && got.stdout.contains("job 1"), "\(got.stdout) \(got.stderr)")
+        #expect(await again.stop() == 0)
+    }
+
     @Test func replacesAStaleSocketFile() async throws {
         let path = TestPaths.socket("stale-e2e")
         let fd = try UnixSocket.listen(path: path, mode: 0o600)

@@ -12,6 +12,8 @@ import Testing
         (["sub", "a", "--count"], "Missing value for '--count <n>'"),
         (["sub", "a", "--bogus"], "Unknown option '--bogus'"),
         (["broker", "--log-level", "loud"], "The value 'loud' is invalid for '--log-level <level>'"),
+        (["broker", "--data-dir", ""], "The value '' is invalid for '--data-dir <dir>'"),
+        (["declare", "exchange", "x", "--type", "fanout", "--durable=yes"], "The flag '--durable' does not take a value"),
         (["stats", "--json=yes"], "The flag '--json' does not take a value"),
         (["bench", "--scenario", "warp"], "Unknown scenario 'warp'"),
         (["bench", "--scenario", "idle", "--warm-up", "-3"], "The value '-3' is invalid for '--warm-up <n>'"),

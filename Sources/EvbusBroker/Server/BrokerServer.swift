@@ -64,13 +64,9 @@ public final class BrokerServer {
         self.log = log
         socketPath = SocketPath.resolve(config.socketPath)
         core = BrokerCore(settings: CoreSettings(config), output: self)
+        // The socket first: a broker refused for a live one must not touch (or lock) the data.
+        try Self.clearStaleSocket(socketPath, log: log)
         if let dir = config.dataDir { storage = try BrokerStorage(directory: dir, config: config, core: core) }
-        do {
-            try Self.clearStaleSocket(socketPath, log: log)
-        } catch {
-            storage?.stop()
-            throw error
-        }
         listener = try Listener(
             path: socketPath, mode: config.socketMode, loop: loop,
             onAccept: { [unowned self] fd in accept(fd) },

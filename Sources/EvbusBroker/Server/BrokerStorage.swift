@@ -5,13 +5,11 @@ import Glibc
 /// directory), replays it into the core, runs the storage thread and carries its reports back to
 /// the loop. Holds no rule: what to record and when to confirm are the core's.
 final class BrokerStorage {
-    let directory: String
     private let lockFD: Int32
     private(set) var thread: StorageThread?
 
     /// Locks `directory` (created 0700 if missing) and replays it into `core`.
     init(directory: String, config: BrokerConfig, core: BrokerCore<BrokerServer>) throws {
-        self.directory = directory
         do {
             try SegmentLog.makeDirectory(directory)
         } catch {

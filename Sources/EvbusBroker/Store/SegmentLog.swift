@@ -128,9 +128,6 @@ public final class SegmentLog {
         durableSize = writtenSize
     }
 
-    /// Bytes written to the current segment (synced or not).
-    public var currentSize: Int { writtenSize }
-
     /// For syncing on another thread: a duplicate of the current segment's descriptor (the caller
     /// closes it; it stays valid if the log moves on to a new segment meanwhile) and how much had
     /// been written to it. After `fdatasync` on it, `markDurable` records the result.

@@ -127,7 +127,6 @@ public final class StorageThread: @unchecked Sendable {
         pthread_detach(tid)
     }
 
-    public var directory: String { log.directory }
     /// Syncs done so far, and batches written: their ratio is the batches per sync.
     public var syncs: UInt64 { syncCount.load(ordering: .relaxed) }
     public var batches: UInt64 { batchCount.load(ordering: .relaxed) }
