@@ -10,6 +10,7 @@ extension Frame {
             for e in exchanges {
                 body.string(e.name)
                 body.u8(e.kind.rawValue)
+                body.u8((e.builtIn ? ExchangeSummary.Flag.builtIn : 0) | (e.durable ? ExchangeSummary.Flag.durable : 0))
                 body.u32(e.subscriptions)
                 body.u32(UInt32(truncatingIfNeeded: e.bindings.count))
                 for b in e.bindings {
@@ -130,12 +131,15 @@ extension Frame {
             for _ in 0..<(try r.u32("exchange count")) {
                 let name = try r.string("exchange name")
                 let kind = try exchangeKind(&r)
+                let flags = try r.u8("exchange flags")
                 let subscriptions = try r.u32("subscription count")
                 var bindings: [ExchangeSummary.Binding] = []
                 for _ in 0..<(try r.u32("binding count")) {
                     bindings.append(.init(queue: try r.string("queue name"), key: try r.string("binding key")))
                 }
-                exchanges.append(ExchangeSummary(name: name, kind: kind, bindings: bindings, subscriptions: subscriptions))
+                exchanges.append(ExchangeSummary(
+                    name: name, kind: kind, bindings: bindings, subscriptions: subscriptions,
+                    builtIn: flags & ExchangeSummary.Flag.builtIn != 0, durable: flags & ExchangeSummary.Flag.durable != 0))
             }
             var queues: [QueueSummary] = []
             for _ in 0..<(try r.u32("queue count")) {

@@ -186,6 +186,15 @@ public struct ExchangeSummary: Hashable, Sendable {
     public var bindings: [Binding]
     /// Plain subscriptions bound to it (only the default topic exchange has any).
     public var subscriptions: UInt32
+    /// Made by the broker (`""` and `amq.*`); survives a restart (declared durable).
+    public var builtIn: Bool
+    public var durable: Bool
+
+    /// TOPOLOGY_REPLY's per-exchange flag bits.
+    public enum Flag {
+        public static let builtIn: UInt8 = 0x01
+        public static let durable: UInt8 = 0x02
+    }
 
     public struct Binding: Hashable, Sendable {
         public var queue: String
@@ -196,7 +205,9 @@ public struct ExchangeSummary: Hashable, Sendable {
         }
     }
 
-    public init(name: String, kind: ExchangeKind, bindings: [Binding], subscriptions: UInt32) {
+    public init(name: String, kind: ExchangeKind, bindings: [Binding], subscriptions: UInt32, builtIn: Bool = false, durable: Bool = false) {
+        self.builtIn = builtIn
+        self.durable = durable
         self.name = name
         self.kind = kind
         self.bindings = bindings

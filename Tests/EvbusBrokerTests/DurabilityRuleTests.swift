@@ -122,6 +122,8 @@ import Testing
         b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [1])], from: p)
         b.storageDone(failing: true)
         #expect(confirms(try frames(b, p)).map(\.1) == [AckFlag.nack])
+        // The message stays queued, in memory only: its queue counts no bytes on disk for it.
+        #expect(b.core.topology.summaries().queues.first { $0.name == "jobs" }.map { $0.ready == 1 && $0.diskBytes == 0 } == true)
         // While the disk fails: persistent publishes into durable queues and durable declarations
         // are refused with storage-failed; transient work goes on.
         b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [2])], from: p)
@@ -165,6 +167,14 @@ import Testing
         for id: UInt32 in [3, 4, 5] {
             #expect(out.contains { if case .error(.preconditionFailed, id, _) = $0 { true } else { false } }, "request \(id)")
         }
+        b.send([.topology(requestID: 6)], from: c)
+        guard case .topologyReply(6, let exchanges, let queues)? = try frames(b, c).last else {
+            Issue.record("no TOPOLOGY_REPLY")
+            return
+        }
+        #expect(exchanges.first { $0.name == "logs" }?.durable == true)
+        #expect(exchanges.first { $0.name == "amq.topic" }.map { $0.builtIn && !$0.durable } == true)
+        #expect(queues.first { $0.name == "keep" }?.durable == true)
         let r = records(b)
         #expect(r.contains(.exchange(name: "logs", kind: .fanout)))
         #expect(r.contains { if case .queue(_, "keep", let o) = $0 { o.durable } else { false } })

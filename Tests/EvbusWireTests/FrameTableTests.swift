@@ -61,12 +61,12 @@ import Testing
         (.topology(requestID: 11), [.u32(11)]),
         (.topologyReply(
             requestID: 11,
-            exchanges: [ExchangeSummary(name: "x", kind: .fanout, bindings: [.init(queue: "q", key: "k")], subscriptions: 1)],
+            exchanges: [ExchangeSummary(name: "x", kind: .fanout, bindings: [.init(queue: "q", key: "k")], subscriptions: 1, durable: true)],
             queues: [QueueSummary(
                 name: "q", exclusive: true, autoDelete: false, ready: 1, readyBytes: 2, unacked: 3, consumers: 4,
                 published: 5, delivered: 6, acked: 7, publishRate: 8, deliverRate: 9, ackRate: 10, durable: true, diskBytes: 11)]),
          // §5.12, field by field.
-         [.u32(11), .u32(1), .str("x"), .u8(1), .u32(1), .u32(1), .str("q"), .str("k"),
+         [.u32(11), .u32(1), .str("x"), .u8(1), .u8(0x02), .u32(1), .u32(1), .str("q"), .str("k"),
           .u32(1), .str("q"), .u8(0x01 | 0x04), .u32(1), .u64(2), .u32(3), .u32(4), .u64(5), .u64(6), .u64(7), .u32(8), .u32(9), .u32(10),
           .u64(11)]),
         (.declareExchange(requestID: 1, name: "logs", kind: .topic, passive: true), [.u32(1), .str("logs"), .u8(3), .u8(1)]),

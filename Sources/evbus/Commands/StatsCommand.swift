@@ -49,7 +49,7 @@ struct StatsCommand: EvbusCommand {
             var bound = e.bindings.map { e.kind == .fanout ? $0.queue : "\($0.queue) <- \($0.key)" }
             if e.subscriptions > 0 { bound.insert("\(e.subscriptions) subscriptions", at: 0) }
             if e.name.isEmpty { bound = ["every queue, by name"] }
-            rows.append([e.name.isEmpty ? "(default)" : e.name, "\(e.kind)", bound.isEmpty ? "-" : bound.joined(separator: "; ")])
+            rows.append([e.name.isEmpty ? "(default)" : e.name, "\(e.kind)\(e.durable ? ", durable" : "")", bound.isEmpty ? "-" : bound.joined(separator: "; ")])
         }
         out += table(rows) + "\n"
         var queueRows = [["QUEUE", "READY", "UNACKED", "CONSUMERS", "PUBLISH/S", "DELIVER/S", "ACK/S", "DISK", "FLAGS"]]
@@ -79,7 +79,7 @@ struct StatsCommand: EvbusCommand {
         var object: [String: Any] = [:]
         for e in entries where object[e.name] == nil { object[e.name] = e.value }
         object["exchanges"] = exchanges.map { e -> [String: Any] in
-            ["name": e.name, "type": "\(e.kind)", "subscriptions": e.subscriptions,
+            ["name": e.name, "type": "\(e.kind)", "subscriptions": e.subscriptions, "durable": e.durable, "built_in": e.builtIn,
              "bindings": e.bindings.map { ["queue": $0.queue, "key": $0.key] }]
         }
         object["queues"] = queues.map { q -> [String: Any] in

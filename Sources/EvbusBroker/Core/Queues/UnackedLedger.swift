@@ -98,10 +98,10 @@ public struct UnackedLedger {
     }
 
     /// Changes outstanding messages in place (cold: after a failed write un-marks persisted ones).
-    mutating func updateOutstanding(_ body: (inout StoredMessage) -> Void) {
+    mutating func updateOutstanding(_ body: (inout StoredMessage, ConsumerRecord) -> Void) {
         for i in 0..<entries.count {
             guard var m = entries[i].message else { continue }
-            body(&m)
+            body(&m, entries[i].consumer)
             entries[i].message = m
         }
     }

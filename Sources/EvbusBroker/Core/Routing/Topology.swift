@@ -195,7 +195,7 @@ public final class Topology {
                 bindings: e.bindings.compactMap { b in
                     queues[Int(b.queue)].map { ExchangeSummary.Binding(queue: $0.name, key: b.key) }
                 }.sorted { ($0.queue, $0.key) < ($1.queue, $1.key) },
-                subscriptions: UInt32(clamping: e.topics.subscriptionCount))
+                subscriptions: UInt32(clamping: e.topics.subscriptionCount), builtIn: e.builtIn, durable: e.durable)
         }
         let qs = queues.compactMap { $0 }.sorted { $0.name < $1.name }.map { q in
             QueueSummary(

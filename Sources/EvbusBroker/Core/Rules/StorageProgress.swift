@@ -75,11 +75,14 @@ extension BrokerCore {
             let end = i + 1 < store!.inflight.count ? store!.inflight[i + 1].firstID : store!.openFirstID
             ranges.append(store!.inflight[i].firstID..<end)
         }
-        let unmark: (inout StoredMessage) -> Void = { m in
-            if m.storeID != 0 && ranges.contains(where: { $0.contains(m.storeID) }) { m.storeID = 0 }
+        // Not in the log after all: no id, and no bytes on disk counted for its queue.
+        func unmark(_ m: inout StoredMessage, in q: MessageQueue) {
+            guard m.storeID != 0, ranges.contains(where: { $0.contains(m.storeID) }) else { return }
+            m.storeID = 0
+            q.diskBytes &-= min(q.diskBytes, UInt64(m.tail.count + RecordWriter.messageOverhead))
         }
-        for q in topology.liveQueues where q.durableID != 0 { q.updateReady(unmark) }
-        for case let s? in sessions { s.ledger.updateOutstanding(unmark) }
+        for q in topology.liveQueues where q.durableID != 0 { q.updateReady { unmark(&$0, in: q) } }
+        for case let s? in sessions { s.ledger.updateOutstanding { unmark(&$0, in: $1.queue) } }
         let reason = error.map { $0.description } ?? "storage failed"
         if store!.healthy {
             output.log(.warning, nil, "cannot persist: \(reason); persistent publishes into durable queues are refused until it can again")
