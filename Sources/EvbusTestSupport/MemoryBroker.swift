@@ -40,11 +40,11 @@ public final class MemoryBroker: BrokerOutput {
 
     /// `persisting` turns the core's persistence on over an empty data directory; the test plays
     /// the storage thread with `storageDone`.
-    public init(settings: CoreSettings = CoreSettings(), persisting: Bool = false) {
+    public init(settings: CoreSettings = CoreSettings(), persisting: Bool = false, sync: SyncMode = .always) {
         self.settings = settings
         core = BrokerCore(settings: settings, clock: .manual(clock), output: self)
         if persisting {
-            core.enablePersistence(RecoveredStore(), sync: .always, segmentBytes: 1 << 20)
+            core.enablePersistence(RecoveredStore(), sync: sync, segmentBytes: 1 << 20)
             core.startPersisting()
         }
     }

@@ -62,6 +62,16 @@ import Testing
         #expect(b.persisted.count == before)
     }
 
+    @Test func withSyncIntervalAPersistentPublishIsConfirmedAtOnce() throws {
+        let b = MemoryBroker(persisting: true, sync: .interval(milliseconds: 100))
+        b.storageDone()
+        let p = b.connect()
+        try durableQueue(b, p)
+        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [1])], from: p)
+        #expect(confirms(try frames(b, p)).map(\.0) == [1], "interval mode confirms without waiting for the sync")
+        #expect(records(b).contains { if case .message = $0 { true } else { false } }, "but the message is still written")
+    }
+
     @Test func aConfirmOfATransientPublishWaitsBehindAnEarlierPersistentOne() throws {
         let b = MemoryBroker(persisting: true)
         b.storageDone()

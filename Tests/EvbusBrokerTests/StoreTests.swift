@@ -182,6 +182,22 @@ import Testing
         #expect(records == (1...4000).map { record($0) })
     }
 
+    @Test func intervalSyncingWritesAtOnceAndSyncsOnItsTimer() throws {
+        let dir = Self.freshDirectory("interval")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let seen = Mutex<(written: UInt64, synced: UInt64)>((0, 0))
+        let storage = StorageThread(log: try replayed(dir).log, sync: .interval(milliseconds: 50)) { p in
+            seen.withLock { $0 = (max($0.written, p.written), max($0.synced, p.synced)) }
+        }
+        for i in 1...200 { storage.submit(batch(UInt64(i), record(i))) }
+        #expect(blockUntil { seen.withLock { $0.written } == 200 })
+        // Synced within a few intervals, with far fewer syncs than batches.
+        #expect(blockUntil { seen.withLock { $0.synced } == 200 })
+        #expect(storage.syncs <= 10, "\(storage.syncs) syncs for 200 batches at a 50 ms interval")
+        storage.stop()
+        #expect(try replayed(dir).records == (1...200).map { record($0) })
+    }
+
     @Test func aFullDiskRefusesTheBatchDamagesNothingAndRecoversWhenSpaceReturns() async throws {
         try #require(getuid() == 0, "mounting the small filesystem needs root (CI runs as root)")
         let mountPoint = Self.freshDirectory("full")
