@@ -39,20 +39,15 @@ import Testing
 
     @Test func aFullDiskRefusesPersistentPublishesAndLosesNothingConfirmed() async throws {
         try #require(getuid() == 0, "mounting the small filesystem needs root (CI runs as root)")
-        let mountPoint = TestPaths.dataDirectory("full")
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: mountPoint) }
-        let mount = try RunningProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=1m", "tmpfs", mountPoint])
-        try #require(await mount.waitForExit() == 0, "mount failed: \(mount.stderr)")
-        defer { umount(mountPoint) }
+        let fs = try await SmallFilesystem(size: "1m", tag: "full")
+        defer { fs.unmount() }
+        let mountPoint = fs.path
         let dataDir = mountPoint + "/data"
         let socket = TestPaths.socket("full")
         var broker = try await BrokerProcess(socketPath: socket, dataDir: dataDir)
         // Leave about 100 KiB free.
-        var fs = statvfs()
-        statvfs(mountPoint, &fs)
         let filler = mountPoint + "/filler"
-        try Data(count: max(0, Int(fs.f_bavail) * Int(fs.f_bsize) - (100 << 10))).write(to: URL(fileURLWithPath: filler))
+        try Data(count: max(0, fs.freeBytes - (100 << 10))).write(to: URL(fileURLWithPath: filler))
 
         let p = try Publisher(socket)
         guard case .queueOK = try p.request(.declareQueue(requestID: 1, name: "dq", options: QueueOptions(durable: true))),

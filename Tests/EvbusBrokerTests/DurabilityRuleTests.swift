@@ -36,6 +36,23 @@ import Testing
         guard case .queueOK = try frames(b, c).last else { throw TestSupportError("declare failed") }
     }
 
+    /// A core persisting over an empty directory whose first batch is on disk, one connection, and
+    /// the durable queue "jobs".
+    func persistingBroker(sync: SyncMode = .always) throws -> (MemoryBroker, ConnectionState) {
+        let b = MemoryBroker(persisting: true, sync: sync)
+        b.storageDone()
+        let p = b.connect()
+        try durableQueue(b, p)
+        return (b, p)
+    }
+
+    /// A publish with confirm into "jobs", persistent unless told otherwise.
+    func put(_ b: MemoryBroker, _ p: ConnectionState, _ payload: UInt8, persistent: Bool = true, confirm: Bool = true) {
+        b.send([.publishTo(
+            flags: confirm ? PublishFlag.confirm : 0, exchange: "", routingKey: "jobs",
+            properties: persistent ? self.persistent : .none, payload: [payload])], from: p)
+    }
+
     func confirms(_ frames: [Frame]) -> [(UInt64, UInt8)] {
         frames.compactMap { if case .confirm(let s, let f) = $0 { (s, f) } else { nil } }
     }
@@ -46,39 +63,30 @@ import Testing
     }
 
     @Test func aPersistentPublishIsConfirmedOnlyOnceItsBatchIsSynced() throws {
-        let b = MemoryBroker(persisting: true)
-        b.storageDone()
-        let p = b.connect()
-        try durableQueue(b, p)
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [1])], from: p)
+        let (b, p) = try persistingBroker()
+        put(b, p, 1)
         #expect(confirms(try frames(b, p)).isEmpty, "confirmed before it reached the disk")
         #expect(records(b).contains { if case .message(_, _, false, false, 0, _) = $0 { true } else { false } })
         b.storageDone()
         #expect(confirms(try frames(b, p)).map(\.0) == [1])
         // A transient message into the same durable queue is not written and confirmed at once.
         let before = b.persisted.count
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", payload: [2])], from: p)
+        put(b, p, 2, persistent: false)
         #expect(confirms(try frames(b, p)).map(\.0) == [2])
         #expect(b.persisted.count == before)
     }
 
     @Test func withSyncIntervalAPersistentPublishIsConfirmedAtOnce() throws {
-        let b = MemoryBroker(persisting: true, sync: .interval(milliseconds: 100))
-        b.storageDone()
-        let p = b.connect()
-        try durableQueue(b, p)
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [1])], from: p)
+        let (b, p) = try persistingBroker(sync: .interval(milliseconds: 100))
+        put(b, p, 1)
         #expect(confirms(try frames(b, p)).map(\.0) == [1], "interval mode confirms without waiting for the sync")
         #expect(records(b).contains { if case .message = $0 { true } else { false } }, "but the message is still written")
     }
 
     @Test func aConfirmOfATransientPublishWaitsBehindAnEarlierPersistentOne() throws {
-        let b = MemoryBroker(persisting: true)
-        b.storageDone()
-        let p = b.connect()
-        try durableQueue(b, p)
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [1])], from: p)
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", payload: [2])], from: p)
+        let (b, p) = try persistingBroker()
+        put(b, p, 1)
+        put(b, p, 2, persistent: false)
         #expect(confirms(try frames(b, p)).isEmpty, "sequence 2 overtook sequence 1")
         b.storageDone()
         #expect(confirms(try frames(b, p)).map(\.0) == [2])  // one multiple confirm covers both
@@ -91,7 +99,7 @@ import Testing
         try durableQueue(b, p)
         b.send([.consume(consumerID: 5, queue: "jobs", flags: ConsumeFlag.manualAck, prefetch: 10)], from: c)
         _ = try frames(b, c)
-        b.send([.publishTo(flags: 0, exchange: "", routingKey: "jobs", properties: persistent, payload: [7])], from: p)
+        put(b, p, 7, confirm: false)
         #expect(try frames(b, c).isEmpty, "delivered before the record saying so was written")
         #expect(records(b).contains { if case .delivered = $0 { true } else { false } })
         b.storageDone()
@@ -110,7 +118,7 @@ import Testing
         b.storageDone()
         let p = b.connect(), first = b.connect()
         try durableQueue(b, p)
-        b.send([.publishTo(flags: 0, exchange: "", routingKey: "jobs", properties: persistent, payload: [7])], from: p)
+        put(b, p, 7, confirm: false)
         b.send([.consume(consumerID: 5, queue: "jobs", flags: ConsumeFlag.manualAck, prefetch: 10)], from: first)
         b.storageDone()
         #expect(try frames(b, first).contains { if case .message = $0 { true } else { false } })
@@ -125,24 +133,21 @@ import Testing
     }
 
     @Test func aFailedWriteNacksRefusesAndRecoversWhenAWriteSucceeds() throws {
-        let b = MemoryBroker(persisting: true)
-        b.storageDone()
-        let p = b.connect()
-        try durableQueue(b, p)
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [1])], from: p)
+        let (b, p) = try persistingBroker()
+        put(b, p, 1)
         b.storageDone(failing: true)
         #expect(confirms(try frames(b, p)).map(\.1) == [AckFlag.nack])
         // The message stays queued, in memory only: its queue counts no bytes on disk for it.
         #expect(b.core.topology.summaries().queues.first { $0.name == "jobs" }.map { $0.ready == 1 && $0.diskBytes == 0 } == true)
         // While the disk fails: persistent publishes into durable queues and durable declarations
         // are refused with storage-failed; transient work goes on.
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [2])], from: p)
+        put(b, p, 2)
         var out = try frames(b, p)
         #expect(out.contains { if case .error(.storageFailed, 0, _) = $0 { true } else { false } })
         #expect(confirms(out).map(\.0) == [2] && confirms(out).map(\.1) == [AckFlag.nack])
         b.send([.declareQueue(requestID: 9, name: "more", options: QueueOptions(durable: true))], from: p)
         #expect(try frames(b, p).contains { if case .error(.storageFailed, 9, _) = $0 { true } else { false } })
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", payload: [3])], from: p)
+        put(b, p, 3, persistent: false)
         #expect(confirms(try frames(b, p)).map(\.1) == [AckFlag.multiple])
         #expect(b.logLines.contains { $0.contains("cannot persist") })
         // A second later the core probes with a snapshot; once that is on disk, all is well again.
@@ -151,7 +156,7 @@ import Testing
         #expect(b.persisted.count == beforeProbe + 1)
         #expect(b.persisted.last?.roll == true)
         b.storageDone()
-        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "jobs", properties: persistent, payload: [4])], from: p)
+        put(b, p, 4)
         b.storageDone()
         #expect(confirms(try frames(b, p)).map(\.1) == [AckFlag.multiple])
         // The queue still holds 1 (kept in memory), 3 (transient) and 4.

@@ -200,12 +200,9 @@ import Testing
 
     @Test func aFullDiskRefusesTheBatchDamagesNothingAndRecoversWhenSpaceReturns() async throws {
         try #require(getuid() == 0, "mounting the small filesystem needs root (CI runs as root)")
-        let mountPoint = Self.freshDirectory("full")
-        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: mountPoint) }
-        let mount = try RunningProcess("/bin/mount", ["-t", "tmpfs", "-o", "size=256k", "tmpfs", mountPoint])
-        try #require(await mount.waitForExit() == 0, "mount failed: \(mount.stderr)")
-        defer { umount(mountPoint) }
+        let fs = try await SmallFilesystem(size: "256k", tag: "full")
+        defer { fs.unmount() }
+        let mountPoint = fs.path
         // Room to give back later.
         let filler = mountPoint + "/filler"
         try Data(count: 64 << 10).write(to: URL(fileURLWithPath: filler))
