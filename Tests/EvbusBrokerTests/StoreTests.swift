@@ -138,8 +138,16 @@ import Testing
         let oldest = log.segments[0]
         var inOldest = 0
         _ = try SegmentLog(directory: dir, segmentBytes: 200) { _, segment in if segment == oldest { inOldest += 1 } }
+        func filesBytes() throws -> UInt64 {
+            try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".seg") }.reduce(0) {
+                $0 + ((try FileManager.default.attributesOfItem(atPath: dir + "/" + $1)[.size] as? UInt64) ?? 0)
+            }
+        }
+        #expect(log.bytesOnDisk() == (try filesBytes()))
         try log.delete(segment: oldest)
+        #expect(log.bytesOnDisk() == (try filesBytes()))
         let (records, reopened) = try replayed(dir, segmentBytes: 200)
+        #expect(reopened.bytesOnDisk() == (try filesBytes()))
         #expect(records == (inOldest..<12).map { record($0) })
         #expect(!reopened.segments.contains(oldest))
     }

@@ -33,6 +33,9 @@ public final class SegmentLog {
     /// Bytes of the current segment known to be written and synced, and written (maybe not synced).
     private var durableSize = 0
     private var writtenSize = 0
+    /// Sizes of the segments before the current one, and their sum.
+    private var closedSizes: [UInt64: Int] = [:]
+    private var closedBytes = 0
     private var pending: [UInt8] = []
     public private(set) var syncs: UInt64 = 0
 
@@ -163,15 +166,9 @@ public final class SegmentLog {
         durableSize = min(durableSize, size)
     }
 
-    /// Bytes in every segment file.
-    public func bytesOnDisk() -> UInt64 {
-        var total: UInt64 = 0
-        for n in segments {
-            var info = stat()
-            if stat(path(of: n), &info) == 0 { total += UInt64(info.st_size) }
-        }
-        return total
-    }
+    /// Bytes in every segment file: kept as segments come and go (the storage threads report it
+    /// with every batch, so it must not cost a `stat` per segment each time).
+    public func bytesOnDisk() -> UInt64 { UInt64(closedBytes + writtenSize) }
 
     /// Deletes a segment whose records are all settled (never the current one).
     public func delete(segment: UInt64) throws(StoreError) {
@@ -179,6 +176,7 @@ public final class SegmentLog {
         let path = self.path(of: segment)
         guard unlink(path) == 0 || errno == ENOENT else { throw StoreError("unlink", path: path, errno: errno) }
         segments.remove(at: i)
+        closedBytes -= closedSizes.removeValue(forKey: segment) ?? 0
         try Self.syncDirectory(directory)
     }
 
@@ -196,7 +194,11 @@ public final class SegmentLog {
             throw e
         }
         try Self.syncDirectory(directory)
-        if fd >= 0 { close(fd) }
+        if fd >= 0 {
+            close(fd)
+            closedSizes[currentSegment] = writtenSize
+            closedBytes += writtenSize
+        }
         fd = newFD
         durableSize = LogFormat.header.count
         writtenSize = durableSize
@@ -211,6 +213,13 @@ public final class SegmentLog {
         guard end >= 0 else { throw StoreError("lseek", path: path, errno: errno) }
         durableSize = Int(end)
         writtenSize = durableSize
+        // The older segments are closed: their sizes as recovery left them.
+        for n in segments where n != number {
+            var info = stat()
+            guard stat(self.path(of: n), &info) == 0 else { continue }
+            closedSizes[n] = Int(info.st_size)
+            closedBytes += Int(info.st_size)
+        }
     }
 
     /// Replays one segment, cutting a torn tail (newest segment) or skipping damage.
