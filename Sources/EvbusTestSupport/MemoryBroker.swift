@@ -51,6 +51,10 @@ public final class MemoryBroker: BrokerOutput {
 
     public func persist(_ batch: StoreBatch) { persisted.append(batch) }
 
+    /// Reads of paged-out messages the core asked for, in order (a test answers them, or not).
+    public private(set) var readRequests: [PageRequest] = []
+    public func readBack(_ request: PageRequest) { readRequests.append(request) }
+
     /// Plays the storage thread: every batch handed over so far is written and synced into
     /// segment 1, or (`failing`) fails with ENOSPC.
     public func storageDone(failing: Bool = false) {

@@ -89,14 +89,18 @@ import Testing
         return done
     }
 
-    @Test func confirmedMessagesSurviveTwentyKillsAndRedeliveredFlagsAreRight() async throws {
+    /// `paging`: a 4 KiB memory budget, so the backlog the producer builds ahead of the consumer
+    /// is mostly on disk only, and every run pages out and reads back while it is killed.
+    @Test(arguments: [false, true])
+    func confirmedMessagesSurviveTwentyKillsAndRedeliveredFlagsAreRight(paging: Bool) async throws {
         let dataDir = TestPaths.dataDirectory("crash")
         let socket = TestPaths.socket("crash")
         defer { try? FileManager.default.removeItem(atPath: dataDir) }
         let ledger = Ledger()
         // Small segments: every run also rolls, deletes settled segments and compacts.
         let config = dataDir + ".json"
-        try Data(#"{"segmentBytes": 16384}"#.utf8).write(to: URL(fileURLWithPath: config))
+        let settings = paging ? #"{"segmentBytes": 16384, "durableQueueMemoryBytes": 4096}"# : #"{"segmentBytes": 16384}"#
+        try Data(settings.utf8).write(to: URL(fileURLWithPath: config))
         defer { try? FileManager.default.removeItem(atPath: config) }
         let arguments = ["--config", config]
         let declare = try await BrokerProcess(arguments: arguments, socketPath: socket, dataDir: dataDir)
@@ -110,8 +114,9 @@ import Testing
         for _ in 0..<20 {
             let broker = try await BrokerProcess(arguments: arguments, socketPath: socket, dataDir: dataDir)
             let stop = Finished()
-            let consumer = Self.onThread { Self.consume(socket, ledger) }
             let producer = Self.onThread { Self.produce(socket, ledger, stop: stop) }
+            if paging { try await Task.sleep(for: .milliseconds(20)) }  // a backlog first
+            let consumer = Self.onThread { Self.consume(socket, ledger) }
             try await Task.sleep(for: .milliseconds(Int.random(in: 30...250, using: &rng)))
             broker.process.signal(SIGKILL)
             _ = await broker.process.waitForExit()
@@ -145,6 +150,6 @@ import Testing
         #expect(unflaggedRepeats.isEmpty, "received again without the redelivered flag: \(unflaggedRepeats.keys.sorted().prefix(10))")
         let duplicates = s.receipts.values.filter { $0.count > 1 }.count
         let flaggedFirst = s.receipts.values.filter { $0.first == true }.count
-        print("crash test: \(kills) kills, \(s.confirmed.count) confirmed, \(s.nacked) nacked, \(s.receipts.count) delivered, \(duplicates) delivered more than once, \(flaggedFirst) first seen flagged (sent before a kill, not read)")
+        print("crash test\(paging ? " (paging)" : ""): \(kills) kills, \(s.confirmed.count) confirmed, \(s.nacked) nacked, \(s.receipts.count) delivered, \(duplicates) delivered more than once, \(flaggedFirst) first seen flagged (sent before a kill, not read)")
     }
 }

@@ -29,17 +29,25 @@ import Testing
         }
     }
 
-    /// Takes every message of the queue (auto-ack) until none comes for 0.3 s: their payloads.
-    static func drain(_ socket: String) throws -> [String] {
+    /// Takes every message of the queue (auto-ack): waits up to 10 s for `expecting` of them (a
+    /// loaded machine is slow), then 0.3 s more for any beyond. Their payloads.
+    static func drain(_ socket: String, expecting: Int) throws -> [String] {
         let c = try RawClient.handshaken(socket)
-        var tv = timeval(tv_sec: 0, tv_usec: 300_000)
+        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(c.fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         c.send(.consume(consumerID: 1, queue: queue, flags: 0, prefetch: 0))
         var out: [String] = []
-        while let frame = try? c.readFrame() {
-            if case .message(_, _, _, _, _, _, _, let payload) = frame { out.append(String(decoding: payload, as: UTF8.self)) }
+        let start = Date()
+        var quietSince = Date()
+        while true {
+            if let frame = try? c.readFrame() {
+                if case .message(_, _, _, _, _, _, _, let payload) = frame { out.append(String(decoding: payload, as: UTF8.self)) }
+                quietSince = Date()
+                continue
+            }
+            let waitedFor = out.count >= expecting ? 0.3 : 10
+            if Date().timeIntervalSince(out.count >= expecting ? quietSince : start) >= waitedFor { return out }
         }
-        return out
     }
 
     /// The message records of a segment file: where each starts and ends, and its payload.
@@ -49,7 +57,7 @@ import Testing
         bytes.withUnsafeBytes { raw in
             var offset = LogFormat.header.count
             while let (body, end) = LogFormat.record(in: raw, at: offset) {
-                if case .message(_, _, _, _, _, let tail)? = StoreRecord.decode(body) {
+                if case .message(_, _, _, _, _, _, let tail)? = StoreRecord.decode(body) {
                     let payload = tail.withUnsafeBytes { String(decoding: (try! MessageTailView(tail: $0)).payload, as: UTF8.self) }
                     out.append((offset, end, payload))
                 }
@@ -91,7 +99,7 @@ import Testing
                 expected = records.filter { !($0.start..<$0.end).contains(damage) }.map(\.payload)
             }
             let broker = try await BrokerProcess(socketPath: socket, dataDir: dir)
-            let served = try Self.drain(socket)
+            let served = try Self.drain(socket, expecting: expected.count)
             #expect(served == expected, "round \(round): damage at \(damage) of \(size): \(served.count) served, \(expected.count) intact")
             #expect(await broker.stop() == 0)
             let said = broker.process.stderr

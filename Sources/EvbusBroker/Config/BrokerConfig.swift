@@ -39,6 +39,9 @@ public struct BrokerConfig: Sendable, Equatable {
     public var sync: SyncMode = .always
     /// Size at which the log starts a new segment file.
     public var segmentBytes: Int = 64 << 20
+    /// Bytes of ready messages a durable queue keeps in memory (at most `highWatermarkBytes`); its
+    /// persistent backlog beyond that stays on disk only until consumers catch up.
+    public var durableQueueMemoryBytes: Int = 2 << 20
     /// Exchanges, queues and bindings that exist from the start (see docs/ROUTING.md).
     public var exchanges: [DeclaredExchange] = []
     public var queues: [DeclaredQueue] = []

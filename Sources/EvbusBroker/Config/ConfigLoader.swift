@@ -67,6 +67,9 @@ extension BrokerConfig {
         if segmentBytes < 4096 || segmentBytes > 1 << 30 {
             throw fail("segmentBytes", "must be between 4096 and 1073741824, got \(segmentBytes)")
         }
+        if durableQueueMemoryBytes < 4096 || durableQueueMemoryBytes > 1 << 30 {
+            throw fail("durableQueueMemoryBytes", "must be between 4096 and 1073741824, got \(durableQueueMemoryBytes)")
+        }
         if let dataDir, dataDir.isEmpty { throw fail("dataDir", "must not be empty (null keeps everything in memory)") }
         // The declarations must all succeed; try them on a scratch topology.
         try Topology().declare(self)
@@ -110,7 +113,7 @@ extension BrokerConfig: Decodable {
     enum Key: String, CodingKey, CaseIterable {
         case socketPath, socketMode, maxFrameBytes, highWatermarkBytes, lowWatermarkBytes
         case slowConsumerPolicy, maxSubscriptionsPerConnection, handshakeTimeoutMillis, logLevel, brokerName
-        case exchanges, queues, bindings, dataDir, sync, syncIntervalMillis, segmentBytes
+        case exchanges, queues, bindings, dataDir, sync, syncIntervalMillis, segmentBytes, durableQueueMemoryBytes
     }
 
     /// Any key, to find the ones that are not settings.
@@ -161,6 +164,7 @@ extension BrokerConfig: Decodable {
             throw ConfigError(file: "", keyPath: "sync", reason: "expected \"always\" or \"interval\", got \"\(other)\"")
         }
         segmentBytes = try c.decodeIfPresent(Int.self, forKey: .segmentBytes) ?? segmentBytes
+        durableQueueMemoryBytes = try c.decodeIfPresent(Int.self, forKey: .durableQueueMemoryBytes) ?? durableQueueMemoryBytes
         exchanges = try c.decodeIfPresent([DeclaredExchange].self, forKey: .exchanges) ?? []
         queues = try c.decodeIfPresent([DeclaredQueue].self, forKey: .queues) ?? []
         bindings = try c.decodeIfPresent([DeclaredBinding].self, forKey: .bindings) ?? []

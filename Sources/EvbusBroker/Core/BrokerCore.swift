@@ -81,6 +81,9 @@ public final class BrokerCore<Output: BrokerOutput> {
     @exclusivity(unchecked) var storageRefusedBy: MessageQueue?
     /// Set by `deliver` when it recorded a persistent message (its confirm waits for the sync).
     @exclusivity(unchecked) var recordedMessage = false
+    /// Set with it when the message went to a queue's region on disk (its confirm waits for the
+    /// sync in either sync mode).
+    @exclusivity(unchecked) var pagedOutMessage = false
     /// How deep dead letters are nested right now (a cycle guard).
     var deadLetterDepth = 0
     var expiries = ExpiryTimers()

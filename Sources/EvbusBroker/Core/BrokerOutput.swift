@@ -23,6 +23,9 @@ public protocol BrokerOutput: AnyObject {
     /// Hand a batch of log records to the storage thread; its progress comes back through
     /// `BrokerCore.storageProgress`. Called only when persistence is on.
     func persist(_ batch: StoreBatch)
+    /// Have the storage thread read a queue's paged-out messages back; the answer comes back
+    /// through `BrokerCore.pagedIn`. Called only when persistence is on.
+    func readBack(_ request: PageRequest)
     /// One log line about `connection` (nil: about the broker). Cold paths only.
     func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String)
 }

@@ -8,6 +8,9 @@ public struct CoreSettings: Sendable, Equatable {
     /// ...and below which it ends.
     public var lowWatermarkBytes = 1 << 20
     public var maxSubscriptionsPerConnection = 10_000
+    /// Bytes of ready messages a durable queue keeps in memory; past that its persistent backlog
+    /// stays on disk only and is read back as consumers catch up (docs/DURABILITY.md §5).
+    public var durableQueueMemoryBytes = 2 << 20
 
     public init() {}
 
@@ -16,5 +19,7 @@ public struct CoreSettings: Sendable, Equatable {
         highWatermarkBytes = config.highWatermarkBytes
         lowWatermarkBytes = config.lowWatermarkBytes
         maxSubscriptionsPerConnection = config.maxSubscriptionsPerConnection
+        // Past the high watermark backpressure would pause publishers before a queue could page.
+        durableQueueMemoryBytes = min(config.durableQueueMemoryBytes, config.highWatermarkBytes)
     }
 }

@@ -80,6 +80,8 @@ public final class BrokerServer {
         let lifeline = self.lifeline
         storage?.start(loop: loop, sync: config.sync) { progress in
             if lifeline.isAlive { lifeline.server.core.storageProgress(progress) }
+        } pageIn: { result in
+            if lifeline.isAlive { lifeline.server.core.pagedIn(result) }
         }
         core.startPersisting()
         rateTimer = scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { $0.core.sampleRates() }
@@ -272,6 +274,10 @@ extension BrokerServer: BrokerOutput {
 
     public func persist(_ batch: StoreBatch) {
         storage?.thread?.submit(batch)
+    }
+
+    public func readBack(_ request: PageRequest) {
+        storage?.thread?.read(request)
     }
 
     public func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String) {

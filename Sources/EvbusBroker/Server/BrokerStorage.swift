@@ -37,14 +37,20 @@ final class BrokerStorage {
 
     private var pendingLog: SegmentLog?
 
-    /// Starts the storage thread; its reports reach `server.core` on the loop thread.
-    func start(loop: EventLoop, sync: SyncMode, deliver: @escaping (StoreProgress) -> Void) {
+    /// Starts the storage thread; its reports and the messages it reads back reach `server.core`
+    /// on the loop thread.
+    func start(
+        loop: EventLoop, sync: SyncMode, deliver: @escaping (StoreProgress) -> Void, pageIn: @escaping (PageResult) -> Void
+    ) {
         guard let log = pendingLog else { return }
         pendingLog = nil
         let bound = LoopBound(deliver, loop: loop)
+        let boundPageIn = LoopBound(pageIn, loop: loop)
         thread = StorageThread(log: log, sync: sync) { progress in
             // A report after the loop stopped (the final sync at shutdown) has no one to tell.
             try? loop.execute { bound.value(progress) }
+        } pageIn: { result in
+            try? loop.execute { boundPageIn.value(result) }
         }
     }
 

@@ -166,6 +166,14 @@ public final class SegmentLog {
         durableSize = min(durableSize, size)
     }
 
+    /// Every segment as far as it is synced, oldest first: what a read may see (closed segments
+    /// were synced when the log rolled past them).
+    func readableSegments() -> [ReadableSegment] {
+        segments.map { n in
+            ReadableSegment(number: n, path: path(of: n), limit: n == currentSegment ? durableSize : closedSizes[n] ?? 0)
+        }
+    }
+
     /// Bytes in every segment file: kept as segments come and go (the storage threads report it
     /// with every batch, so it must not cost a `stat` per segment each time).
     public func bytesOnDisk() -> UInt64 { UInt64(closedBytes + writtenSize) }

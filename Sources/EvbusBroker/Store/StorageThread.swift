@@ -66,14 +66,15 @@ public enum SyncMode: Sendable, Equatable {
 /// covers every batch written since the last) and reports it synced (confirms wait for that).
 /// Writing never waits behind a sync. A failed write or sync fails those batches (the log cuts back
 /// to its last good end) and both go on with the next ones, so persisting resumes by itself when
-/// space returns.
+/// space returns. A third thread reads paged-out messages back (`read`), from what is synced only.
 ///
-/// `@unchecked Sendable` proof: `log` is touched only with `lock` held, by the two threads this
+/// `@unchecked Sendable` proof: `log` is touched only with `lock` held, by the three threads this
 /// class starts (the `fdatasync` itself runs on a duplicated descriptor outside the lock), except
 /// for its immutable `directory`; everything else is a `Mutex`, an `Atomic`, a semaphore or an
 /// immutable `let`.
 public final class StorageThread: @unchecked Sendable {
     public typealias Report = @Sendable (StoreProgress) -> Void
+    public typealias PageIn = @Sendable (PageResult) -> Void
 
     private struct Queue {
         var batches: [StoreBatch] = []
@@ -92,7 +93,12 @@ public final class StorageThread: @unchecked Sendable {
     private let log: SegmentLog
     private let mode: SyncMode
     private let report: Report
+    private let pageIn: PageIn
     private let queue = Mutex(Queue())
+    /// Reads asked for and not yet started, and whether the reader should end.
+    private let reads = Mutex((requests: [PageRequest](), stopping: false))
+    private let readWork = DispatchSemaphore(value: 0)
+    private let readerFinished = DispatchSemaphore(value: 0)
     private let lock = Mutex(Shared())
     private let work = DispatchSemaphore(value: 0)
     private let syncWork = DispatchSemaphore(value: 0)
@@ -101,13 +107,19 @@ public final class StorageThread: @unchecked Sendable {
     private let batchCount = Atomic<UInt64>(0)
 
     /// Starts the threads; they own `log` from now on. `report` runs on them, one report at a time
-    /// in order, and must not block (the broker's hands each to its loop).
-    public init(log: consuming SegmentLog, sync mode: SyncMode = .always, name: String = "evbus-storage", report: @escaping Report) {
+    /// in order, and must not block (the broker's hands each to its loop); so must `pageIn`, which
+    /// gets the answers to `read`, in the order asked.
+    public init(
+        log: consuming SegmentLog, sync mode: SyncMode = .always, name: String = "evbus-storage", report: @escaping Report,
+        pageIn: @escaping PageIn = { _ in }
+    ) {
         self.log = log
         self.mode = mode
         self.report = report
+        self.pageIn = pageIn
         Self.start(self) { $0.runWriter() }
         Self.start(self) { $0.runSyncer() }
+        Self.start(self) { $0.runReader() }
     }
 
     private static func start(_ storage: StorageThread, _ body: @escaping (StorageThread) -> Void) {
@@ -148,11 +160,46 @@ public final class StorageThread: @unchecked Sendable {
         }
     }
 
-    /// Writes and syncs what was submitted before the call, then ends the threads and returns.
+    /// Reads a queue's paged-out messages back; the answer goes to `pageIn`.
+    public func read(_ request: PageRequest) {
+        let accepted = reads.withLock { r -> Bool in
+            guard !r.stopping else { return false }
+            r.requests.append(request)
+            return true
+        }
+        if accepted { readWork.signal() }
+    }
+
+    /// Writes and syncs what was submitted before the call, then ends the threads and returns
+    /// (reads not yet started are dropped: the broker is going away).
     public func stop() {
         queue.withLock { $0.stopping = true }
         work.signal()
         finished.wait()
+        reads.withLock { $0.stopping = true }
+        readWork.signal()
+        readerFinished.wait()
+    }
+
+    // MARK: Reader
+
+    private func runReader() {
+        while true {
+            readWork.wait()
+            let (requests, stopping) = reads.withLock { r in
+                defer { r.requests.removeAll(keepingCapacity: true) }
+                return (r.requests, r.stopping)
+            }
+            if stopping {
+                readerFinished.signal()
+                return
+            }
+            for request in requests {
+                // The lock only for the list of segments: reading runs beside writes and syncs.
+                let segments = lock.withLock { _ in log.readableSegments() }
+                pageIn(LogReader.read(request, from: segments))
+            }
+        }
     }
 
     // MARK: Writer

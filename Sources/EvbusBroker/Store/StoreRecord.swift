@@ -21,16 +21,30 @@ enum StoreRecord: Equatable {
     /// expires (milliseconds since the Unix epoch, 0 = never), and the stored message (publisher,
     /// exchange, routing key, properties, payload: `MessageTailView`'s layout).
     /// `moved`: a copy written by compaction (an earlier record of the same id is superseded).
-    case message(queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, expiresAtMillis: UInt64, tail: [UInt8])
+    /// `transient`: a transient message written only to keep its place behind paged-out ones
+    /// (docs/DURABILITY.md §5); recovery drops it.
+    case message(
+        queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, transient: Bool = false, expiresAtMillis: UInt64,
+        tail: [UInt8])
     /// These messages were handed to a consumer (a restart delivers them flagged redelivered).
     case delivered(queue: UInt32, ids: [UInt64])
     /// These messages left the queue for good (acknowledged, dead-lettered, expired, dropped, purged).
     case settled(queue: UInt32, ids: [UInt64])
+    /// Every message of the queue with an id in `from...through` left it: a purge of its paged-out
+    /// messages, which are not in memory to be named one by one (those in memory get `settled`).
+    case purged(queue: UInt32, from: UInt64, through: UInt64)
+
+    /// The message record's flags byte.
+    enum MessageFlag {
+        static let delivered: UInt8 = 0x01
+        static let moved: UInt8 = 0x02
+        static let transient: UInt8 = 0x04
+    }
 
     enum Kind: UInt8 {
         case topologyReset = 0x01, exchange = 0x02, exchangeDeleted = 0x03, queue = 0x04, queueDeleted = 0x05
         case bound = 0x06, unbound = 0x07
-        case message = 0x10, delivered = 0x11, settled = 0x12
+        case message = 0x10, delivered = 0x11, settled = 0x12, purged = 0x13
     }
 
     /// Decodes one record body; nil for a body that is not a whole record of a known type (written
@@ -67,7 +81,8 @@ enum StoreRecord: Equatable {
                 let expires = try r.u64("expires")
                 let tail = Array(try r.fixed(r.remaining))
                 record = .message(
-                    queue: queue, id: id, delivered: flags & 0x01 != 0, moved: flags & 0x02 != 0, expiresAtMillis: expires, tail: tail)
+                    queue: queue, id: id, delivered: flags & MessageFlag.delivered != 0, moved: flags & MessageFlag.moved != 0,
+                    transient: flags & MessageFlag.transient != 0, expiresAtMillis: expires, tail: tail)
             case .delivered, .settled:
                 let queue = try r.u32("queue")
                 let count = Int(try r.u16("count"))
@@ -75,6 +90,10 @@ enum StoreRecord: Equatable {
                 ids.reserveCapacity(count)
                 for _ in 0..<count { ids.append(try r.u64("id")) }
                 record = kind == .delivered ? .delivered(queue: queue, ids: ids) : .settled(queue: queue, ids: ids)
+            case .purged:
+                let queue = try r.u32("queue")
+                let from = try r.u64("from")
+                record = .purged(queue: queue, from: from, through: try r.u64("through"))
             }
             guard r.remaining == 0 else { return nil }
             return record
@@ -125,9 +144,10 @@ struct RecordWriter {
 
     mutating func append(_ record: StoreRecord) {
         switch record {
-        case .message(let queue, let id, let delivered, let moved, let expires, let tail):
+        case .message(let queue, let id, let delivered, let moved, let transient, let expires, let tail):
             _ = tail.withUnsafeBytes {
-                appendMessage(queue: queue, id: id, delivered: delivered, moved: moved, expiresAtMillis: expires, tail: $0)
+                appendMessage(
+                    queue: queue, id: id, delivered: delivered, moved: moved, transient: transient, expiresAtMillis: expires, tail: $0)
             }
             return
         case .delivered(let queue, let ids):
@@ -136,7 +156,7 @@ struct RecordWriter {
         case .settled(let queue, let ids):
             for id in ids { appendListed(.settled, queue: queue, id: id) }
             return
-        case .topologyReset, .exchange, .exchangeDeleted, .queue, .queueDeleted, .bound, .unbound:
+        case .topologyReset, .exchange, .exchangeDeleted, .queue, .queueDeleted, .bound, .unbound, .purged:
             break
         }
         let start = beginRecord()
@@ -173,6 +193,11 @@ struct RecordWriter {
             u32(queue)
             string(exchange)
             string(key)
+        case .purged(let queue, let from, let through):
+            bytes.append(StoreRecord.Kind.purged.rawValue)
+            u32(queue)
+            u64(from)
+            u64(through)
         case .message, .delivered, .settled:
             break  // written above
         }
@@ -182,13 +207,16 @@ struct RecordWriter {
     /// A message record, written in place. Returns the bytes it took.
     @discardableResult
     mutating func appendMessage(
-        queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, expiresAtMillis: UInt64, tail: UnsafeRawBufferPointer
+        queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, transient: Bool = false, expiresAtMillis: UInt64,
+        tail: UnsafeRawBufferPointer
     ) -> Int {
         let start = beginRecord()
         bytes.append(StoreRecord.Kind.message.rawValue)
         u32(queue)
         u64(id)
-        bytes.append((delivered ? 0x01 : 0) | (moved ? 0x02 : 0))
+        bytes.append(
+            (delivered ? StoreRecord.MessageFlag.delivered : 0) | (moved ? StoreRecord.MessageFlag.moved : 0)
+                | (transient ? StoreRecord.MessageFlag.transient : 0))
         u64(expiresAtMillis)
         bytes.append(contentsOf: tail)
         finishRecord(start)

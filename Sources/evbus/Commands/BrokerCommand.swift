@@ -56,8 +56,7 @@ struct BrokerCommand: EvbusCommand {
 
         raiseOpenFileLimit(log: log)
         // Signals arrive on a dispatch queue; the handler only wakes the waiting task.
-        signal(SIGINT, SIG_IGN)
-        signal(SIGTERM, SIG_IGN)
+        let signals = TerminationSignals()
         let broker: Broker
         do {
             broker = try Broker.start(config: config, log: log)
@@ -65,7 +64,7 @@ struct BrokerCommand: EvbusCommand {
             Terminal.err("Error: cannot start the broker: \(error)\n")
             return ExitCode.failure
         }
-        let signalName = await waitForTerminationSignal()
+        let signalName = await signals.wait()
         log.info("\(signalName) received: shutting down")
         await broker.shutdown()
         log.info("stopped")
@@ -97,20 +96,33 @@ func raiseOpenFileLimit(log: Logger) {
     }
 }
 
-/// Suspends until SIGINT or SIGTERM; returns the signal's name.
-func waitForTerminationSignal() async -> String {
-    let queue = DispatchQueue(label: "evbus.signals")
-    let waiter = SignalWaiter()
-    var sources: [any DispatchSourceSignal] = []
-    for (number, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
-        let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-        source.setEventHandler { @Sendable in waiter.fire(name) }
-        source.resume()
-        sources.append(source)
+/// SIGINT and SIGTERM, caught from the moment this is made (make it before the broker starts:
+/// a signal sent as soon as the socket exists must not be lost in between), handed to `wait`.
+final class TerminationSignals {
+    private let waiter = SignalWaiter()
+    private let sources: [any DispatchSourceSignal]
+
+    init() {
+        // The default action would kill the process: the sources take them instead.
+        signal(SIGINT, SIG_IGN)
+        signal(SIGTERM, SIG_IGN)
+        let queue = DispatchQueue(label: "evbus.signals")
+        var sources: [any DispatchSourceSignal] = []
+        for (number, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { @Sendable [waiter] in waiter.fire(name) }
+            source.resume()
+            sources.append(source)
+        }
+        self.sources = sources
     }
-    let name = await waiter.wait()
-    withExtendedLifetime(sources) {}
-    return name
+
+    /// Suspends until the first of them arrives (or returns at once if it has); its name.
+    func wait() async -> String {
+        let name = await waiter.wait()
+        withExtendedLifetime(sources) {}
+        return name
+    }
 }
 
 /// Hands the first signal to whoever waits (before or after it arrives).

@@ -57,7 +57,7 @@ struct RespondCommand: EvbusCommand {
         if let count {
             while responder.handled < count { try await Task.sleep(for: .milliseconds(5)) }
         } else {
-            _ = await waitForTerminationSignal()
+            _ = await TerminationSignals().wait()
         }
         try? await responder.cancel()
         await peer.close()

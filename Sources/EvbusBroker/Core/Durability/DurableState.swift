@@ -44,6 +44,12 @@ struct DurableState {
     var pendingMoves = Set<UInt64>()
     /// The segment being compacted (0 = none): its live messages are being rewritten forward.
     var compacting: UInt64 = 0
+    /// Slots of the queues with a region on disk (`PagedRegion`), and the last region's number.
+    var pagingQueues = Set<UInt32>()
+    var pagingGeneration: UInt64 = 0
+    /// Figures: messages paged out, and read back.
+    var pagedOut: UInt64 = 0
+    var pagedIn: UInt64 = 0
     /// Figures: compactions started, messages rewritten.
     var compactions: UInt64 = 0
     var rewritten: UInt64 = 0
@@ -157,6 +163,21 @@ struct DurableState {
         if let i = segmentIndex(of: id) { segments[i].live -= 1 }
     }
 
+    /// A message read back from a region is live again where it is recorded (`forget` undone).
+    mutating func remember(_ id: UInt64) {
+        if id >= openFirstID {
+            openMessages += 1
+            return
+        }
+        if let first = inflight.first, id >= first.firstID {
+            var i = inflight.count - 1
+            while i > 0 && inflight[i].firstID > id { i -= 1 }
+            inflight[i].messages += 1
+            return
+        }
+        if let i = segmentIndex(of: id) { segments[i].live += 1 }
+    }
+
     /// The index in `segments` of the segment a synced message is in.
     func segmentIndex(of id: UInt64) -> Int? {
         if let segment = moved[id] { return segments.firstIndex { $0.number == segment } }
@@ -209,10 +230,11 @@ struct DurableState {
         }
     }
 
-    /// Queues for deletion the oldest segments with nothing live (never the current one). Only
-    /// from the front: a later segment may hold the settle records of an earlier one's messages.
-    mutating func collectDeletable() {
-        while segments.count > 1 && segments[0].live <= 0 {
+    /// Queues for deletion the oldest segments with nothing live (never the current one), and
+    /// none that may hold an id from `pinnedFrom` on (a region's messages are there). Only from
+    /// the front: a later segment may hold the settle records of an earlier one's messages.
+    mutating func collectDeletable(pinnedFrom: UInt64) {
+        while segments.count > 1 && segments[0].live <= 0 && segments[1].firstID <= pinnedFrom {
             if segments[0].number == compacting { compacting = 0 }
             deleteNext.append(segments[0].number)
             segments.removeFirst()

@@ -55,12 +55,27 @@ extension BrokerCore {
             q.diskBytes &+= UInt64(rm.tail.count + RecordWriter.messageOverhead)
             restored += 1
         }
-        output.log(.info, nil, "data directory: \(recovered.queues.count) durable queues, \(recovered.exchanges.count) durable exchanges, \(restored) persistent messages restored from \(recovered.log.segments) segments")
+        var onDisk = 0
+        for region in recovered.regions {
+            guard let q = bySlot[region.queue] else { continue }
+            store!.pagingGeneration &+= 1
+            var paged = PagedRegion(cursor: region.firstID, generation: store!.pagingGeneration)
+            paged.count = region.count
+            paged.payloadBytes = region.payloadBytes
+            paged.recordBytes = region.bytes
+            paged.position = region.position
+            paged.bits = recovered.bits
+            q.paged = paged
+            q.diskBytes &+= region.bytes
+            store!.pagingQueues.insert(q.slot)
+            onDisk += region.count
+        }
+        output.log(.info, nil, "data directory: \(recovered.queues.count) durable queues, \(recovered.exchanges.count) durable exchanges, \(restored + onDisk) persistent messages restored from \(recovered.log.segments) segments (\(onDisk) left on disk until consumers ask)")
         for note in recovered.log.notes { output.log(.warning, nil, "recovery: \(note)") }
         if recovered.unknownRecords > 0 {
             output.log(.warning, nil, "recovery: \(recovered.unknownRecords) records of an unknown kind skipped")
         }
-        store!.collectDeletable()
+        store!.collectDeletable(pinnedFrom: pagedFloor())
     }
 
     /// After the config's declarations: durable queues declared there get their log ids, and the

@@ -16,6 +16,11 @@ public final class MessageQueue {
     @exclusivity(unchecked) public internal(set) var durableID: UInt32 = 0
     /// Bytes of its messages' records in the log (for TOPOLOGY), as recorded and settled.
     @exclusivity(unchecked) public internal(set) var diskBytes: UInt64 = 0
+    /// Its messages on disk only, behind the ready ones in memory (a deep backlog); nil = none.
+    @exclusivity(unchecked) var paged: PagedRegion?
+    /// Whether it keeps a deep backlog on disk: durable, with no length limit (a limit bounds it
+    /// already, and its drop-head and reject-publish rules need every message at hand).
+    let canPage: Bool
 
     @exclusivity(unchecked) private var ready = RingBuffer<StoredMessage>()
     @exclusivity(unchecked) public private(set) var readyBytes: UInt64 = 0
@@ -55,9 +60,19 @@ public final class MessageQueue {
         self.slot = slot
         self.options = options
         self.owner = owner
+        canPage = Self.canPage(options)
     }
 
+    static func canPage(_ options: QueueOptions) -> Bool {
+        options.durable && options.maxLength == nil && options.maxBytes == nil
+    }
+
+    /// Ready messages in memory.
     public var readyCount: Int { ready.count }
+    /// Every ready message: in memory and paged out.
+    public var messageCount: Int { ready.count + (paged?.count ?? 0) }
+    /// Their payload bytes.
+    public var messageBytes: UInt64 { readyBytes &+ (paged?.payloadBytes ?? 0) }
     public var head: StoredMessage? { ready.first }
 
     // MARK: In

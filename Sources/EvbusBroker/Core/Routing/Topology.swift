@@ -145,8 +145,8 @@ public final class Topology {
         if ifUnused && !q.consumers.isEmpty {
             throw WireError(.preconditionFailed, "queue \"\(q.name)\" has \(q.consumers.count) consumers (if-unused)")
         }
-        if ifEmpty && q.readyCount > 0 {
-            throw WireError(.preconditionFailed, "queue \"\(q.name)\" has \(q.readyCount) messages (if-empty)")
+        if ifEmpty && q.messageCount > 0 {
+            throw WireError(.preconditionFailed, "queue \"\(q.name)\" has \(q.messageCount) messages (if-empty)")
         }
     }
 
@@ -200,7 +200,7 @@ public final class Topology {
         let qs = queues.compactMap { $0 }.sorted { $0.name < $1.name }.map { q in
             QueueSummary(
                 name: q.name, exclusive: q.options.exclusive, autoDelete: q.options.autoDelete,
-                ready: UInt32(clamping: q.readyCount), readyBytes: q.readyBytes, unacked: UInt32(clamping: q.unacked),
+                ready: UInt32(clamping: q.messageCount), readyBytes: q.messageBytes, unacked: UInt32(clamping: q.unacked),
                 consumers: UInt32(clamping: q.consumers.count), published: q.published, delivered: q.delivered,
                 acked: q.acked, publishRate: q.rates.publish, deliverRate: q.rates.deliver, ackRate: q.rates.ack,
                 durable: q.options.durable, diskBytes: q.diskBytes)

@@ -13,7 +13,9 @@ extension BrokerCore {
     /// segment followed by live ones is a real backlog: copying it forward would only write it again.
     func compactIfWorthIt() {
         let segments = store!.segments
-        guard let oldest = segments.first, segments.count >= 3, store!.compacting == 0, oldest.live > 0, store!.healthy
+        // Never a segment a region still reads from: its messages are not in memory to rewrite.
+        guard let oldest = segments.first, segments.count >= 3, store!.compacting == 0, oldest.live > 0, store!.healthy,
+            segments[1].firstID <= pagedFloor()
         else { return }
         var deadBehind = 0
         for s in segments.dropFirst().dropLast() {
@@ -31,8 +33,11 @@ extension BrokerCore {
             else { return }
             let expires = self.wallMillis(at: m.expiresAt)
             let bytes = m.tail.withUnsafeBytes { tail in
-                self.store!.writer.appendMessage(
-                    queue: q.durableID, id: m.storeID, delivered: delivered, moved: true, expiresAtMillis: expires, tail: tail)
+                // A transient message read back from a region stays transient in its copy.
+                let transient = (try? MessageTailView(tail: tail)).map { !MessageProperties.isPersistent(block: $0.properties) } ?? false
+                return self.store!.writer.appendMessage(
+                    queue: q.durableID, id: m.storeID, delivered: delivered, moved: true, transient: transient, expiresAtMillis: expires,
+                    tail: tail)
             }
             self.store!.openMessageBytes += bytes
             self.store!.pendingMoves.insert(m.storeID)

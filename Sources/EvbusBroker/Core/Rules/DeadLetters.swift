@@ -37,6 +37,7 @@ extension BrokerCore {
                         _ = deliver(to: targets, from: nil, publisherID: parts.publisher, exchange: name,
                                     routingKey: key, properties: properties, payload: payload)
                         recordedMessage = false
+                        pagedOutMessage = false
                         if let q = storageRefusedBy {
                             storageRefusedBy = nil
                             output.log(.warning, nil, "dead letter for durable queue \"\(q.name)\" kept nowhere: the data directory cannot be written")

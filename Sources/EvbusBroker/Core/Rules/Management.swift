@@ -29,20 +29,20 @@ extension BrokerCore {
                 let q = try topology.declareQueue(name, options: options, passive: passive, connection: c.id)
                 if q.options.durable && q.durableID == 0 { recordQueue(q) }
                 return .queueOK(requestID: id, info: QueueInfo(
-                    name: q.name, messageCount: UInt32(clamping: q.readyCount), consumerCount: UInt32(clamping: q.consumers.count)))
+                    name: q.name, messageCount: UInt32(clamping: q.messageCount), consumerCount: UInt32(clamping: q.consumers.count)))
             }
         case .deleteQueue(let id, let name, let ifUnused, let ifEmpty):
             answer(c, id) { () throws(WireError) in
                 let q = try topology.queue(name, connection: c.id)
                 try topology.checkDeletable(q, ifUnused: ifUnused, ifEmpty: ifEmpty)
-                let count = q.readyCount
+                let count = q.messageCount
                 deleteQueue(q, closing: nil)
                 return .queueOK(requestID: id, info: QueueInfo(name: name, messageCount: UInt32(clamping: count), consumerCount: 0))
             }
         case .purgeQueue(let id, let name):
             answer(c, id) { () throws(WireError) in
                 let q = try topology.queue(name, connection: c.id)
-                let count = q.purge { recordSettled($0, from: q) }
+                let count = q.purge { recordSettled($0, from: q) } + purgePaged(q)
                 releasePublishers(blockedOn: q)
                 return .queueOK(requestID: id, info: QueueInfo(name: name, messageCount: UInt32(clamping: count), consumerCount: UInt32(clamping: q.consumers.count)))
             }
@@ -137,6 +137,7 @@ extension BrokerCore {
         }
         for consumer in q.consumers { q.remove(consumer) }
         _ = q.purge { if $0.storeID != 0 { gone.append($0) } }
+        endPaging(q)  // its records go with it: recovery drops the messages of a deleted queue
         recordQueueDeleted(q, messages: gone)
         releasePublishers(blockedOn: q)
         topology.remove(q)

@@ -118,6 +118,9 @@ extension BrokerCore {
             StatEntry("store_compactions", store.compactions),
             StatEntry("store_rewritten", store.rewritten),
             StatEntry("store_refused", store.refused),
+            StatEntry("store_paging_queues", UInt64(store.pagingQueues.count)),
+            StatEntry("store_paged_out", store.pagedOut),
+            StatEntry("store_paged_in", store.pagedIn),
         ]
     }
 }

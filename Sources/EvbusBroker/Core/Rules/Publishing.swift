@@ -24,10 +24,11 @@ extension BrokerCore {
         }
         if isPersisting {
             recordedMessage = false
+            pagedOutMessage = false
             if let q = storageRefusedBy {
                 storageRefusedBy = nil
                 store!.refused &+= 1
-                refuse(durableRefusal("persistent message into durable queue \"\(q.name)\"")
+                refuse(durableRefusal("message into durable queue \"\(q.name)\"")
                     ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"), requestID: 0, to: publisher)
             }
         }
@@ -99,12 +100,15 @@ extension BrokerCore {
                 routingKey: view.routingKey, properties: view.properties, payload: view.payload, isRequest: isRequest)
             if recordedMessage {
                 recordedMessage = false
-                if store!.confirmsWaitForSync { publisher.durableLink().storeNeeded = store!.openBatch }
+                // A paged-out message exists nowhere but on disk: its confirm waits for the sync
+                // in either mode, so a failed write can only ever nack it.
+                if store!.confirmsWaitForSync || pagedOutMessage { publisher.durableLink().storeNeeded = store!.openBatch }
+                pagedOutMessage = false
             }
             if let q = storageRefusedBy {
                 storageRefusedBy = nil
                 store!.refused &+= 1
-                refusePublish(publisher, sequence, durableRefusal("persistent message into durable queue \"\(q.name)\"")
+                refusePublish(publisher, sequence, durableRefusal("message into durable queue \"\(q.name)\"")
                     ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"))
                 return
             }
@@ -169,17 +173,27 @@ extension BrokerCore {
                 }
                 var message = stored!
                 message.expiresAt = expiry(for: queue, properties: properties)
-                if queue.durableID != 0 && MessageProperties.isPersistent(block: properties) && isPersisting {
-                    guard store!.healthy else {
-                        if storageRefusedBy == nil { storageRefusedBy = queue }
-                        continue
+                if queue.durableID != 0 && isPersisting {
+                    let persistent = MessageProperties.isPersistent(block: properties)
+                    // Into a queue paging to disk, a transient message goes to disk too (order).
+                    if persistent || queue.paged != nil {
+                        guard store!.healthy else {
+                            if storageRefusedBy == nil { storageRefusedBy = queue }
+                            continue
+                        }
+                        if pagesOut(queue, adding: message) {
+                            pageOut(message, into: queue, transient: !persistent)
+                            recordedMessage = true
+                            pagedOutMessage = true
+                            continue
+                        }
+                        if queue.options.overflow == .rejectPublish && queue.wouldOverflow(adding: message) {
+                            if rejectedBy == nil { rejectedBy = queue }
+                            continue
+                        }
+                        message.storeID = recordMessage(message, into: queue)
+                        recordedMessage = true
                     }
-                    if queue.options.overflow == .rejectPublish && queue.wouldOverflow(adding: message) {
-                        if rejectedBy == nil { rejectedBy = queue }
-                        continue
-                    }
-                    message.storeID = recordMessage(message, into: queue)
-                    recordedMessage = true
                 }
                 if !enqueue(message, into: queue) && rejectedBy == nil { rejectedBy = queue }
                 if queue.readyMemory > settings.highWatermarkBytes, let publisher { queueOverHighWatermark(queue, publisher: publisher) }

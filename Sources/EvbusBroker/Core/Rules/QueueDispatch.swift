@@ -54,6 +54,7 @@ extension BrokerCore {
             }
         }
         armExpiry(queue)
+        if queue.canPage && isPersisting { pageInIfNeeded(queue) }
         if !queue.blockedPublishers.isEmpty && queue.readyMemory <= settings.lowWatermarkBytes {
             releasePublishers(blockedOn: queue)
         }

@@ -49,7 +49,8 @@ extension BrokerCore {
                 output.log(.warning, nil, "the data directory is writable again: persistent messages are accepted again")
             }
         }
-        store!.collectDeletable()
+        if !store!.pagingQueues.isEmpty { regionsProgressed(synced: store!.synced, failed: p.failed) }
+        store!.collectDeletable(pinnedFrom: pagedFloor())
         compactIfWorthIt()
         releaseConfirms()
         submitRecords()

@@ -1,0 +1,89 @@
+import EvbusWire
+
+/// A durable queue's messages kept on disk only (docs/DURABILITY.md §5): every message record of
+/// the queue with an id from `cursor` on. Its cost in memory does not grow with its length: the
+/// log is the list, in order, and a read brings the next part back as consumers catch up.
+///
+/// While a queue has one, every message put into it goes to the log behind it (a transient one
+/// too, flagged so recovery drops it), so the queue's order is memory first, then the region.
+struct PagedRegion {
+    /// Messages in it, and their payload bytes (for TOPOLOGY's ready bytes).
+    var count = 0
+    var payloadBytes: UInt64 = 0
+    /// Bytes of their records in the log (part of the queue's `diskBytes`).
+    var recordBytes: UInt64 = 0
+    /// The first id not yet read back: every message of the queue below it is in memory or gone.
+    var cursor: UInt64
+    /// Where the next read starts (segment 0: not known yet; the segment holding `cursor`).
+    var position = LogPosition(segment: 0, offset: 0)
+    /// After a restart: which of the replayed ids are still live.
+    var bits: RecoveredBits?
+    /// Tells this episode's reads from an earlier one's (after a purge, say).
+    var generation: UInt64
+    /// A read is under way; how many synced messages it was asked for with.
+    var reading = false
+    var askedFor = 0
+    /// Messages put in it per batch not yet synced (not readable yet; a failed batch takes them
+    /// out again), oldest first.
+    var unsynced = RingBuffer<Unsynced>()
+    var unsyncedCount = 0
+
+    struct Unsynced {
+        var batch: UInt64
+        var count: Int
+        var payloadBytes: UInt64
+        var recordBytes: UInt64
+    }
+
+    init(cursor: UInt64, generation: UInt64) {
+        self.cursor = cursor
+        self.generation = generation
+    }
+
+    /// Messages a read can find now.
+    var readable: Int { count - unsyncedCount }
+
+    /// One more message, recorded in batch `batch`.
+    mutating func add(batch: UInt64, payloadBytes: Int, recordBytes: Int) {
+        count += 1
+        self.payloadBytes &+= UInt64(payloadBytes)
+        self.recordBytes &+= UInt64(recordBytes)
+        unsyncedCount += 1
+        if unsynced.count > 0, unsynced[unsynced.count - 1].batch == batch {
+            var last = unsynced[unsynced.count - 1]
+            last.count += 1
+            last.payloadBytes &+= UInt64(payloadBytes)
+            last.recordBytes &+= UInt64(recordBytes)
+            unsynced[unsynced.count - 1] = last
+        } else {
+            unsynced.append(.init(batch: batch, count: 1, payloadBytes: UInt64(payloadBytes), recordBytes: UInt64(recordBytes)))
+        }
+    }
+
+    /// Batches up to `synced` are on disk: their messages can be read.
+    mutating func synced(upTo synced: UInt64) {
+        while let first = unsynced.first, first.batch <= synced {
+            unsyncedCount -= first.count
+            _ = unsynced.popFirst()
+        }
+    }
+
+    /// These batches failed: their messages are not in the log. Returns their record bytes.
+    mutating func failed(_ batches: [UInt64]) -> UInt64 {
+        var kept = RingBuffer<Unsynced>()
+        var lostBytes: UInt64 = 0
+        while let entry = unsynced.popFirst() {
+            if batches.contains(entry.batch) {
+                count -= entry.count
+                unsyncedCount -= entry.count
+                payloadBytes &-= min(payloadBytes, entry.payloadBytes)
+                recordBytes &-= min(recordBytes, entry.recordBytes)
+                lostBytes &+= entry.recordBytes
+            } else {
+                kept.append(entry)
+            }
+        }
+        unsynced = kept
+        return lostBytes
+    }
+}
