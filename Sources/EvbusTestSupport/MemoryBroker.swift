@@ -55,6 +55,18 @@ public final class MemoryBroker: BrokerOutput {
     public private(set) var readRequests: [PageRequest] = []
     public func readBack(_ request: PageRequest) { readRequests.append(request) }
 
+    /// The reads asked for and not yet answered; taking them leaves none.
+    public func takeReadRequests() -> [PageRequest] {
+        defer { readRequests.removeAll() }
+        return readRequests
+    }
+
+    /// Plays the storage thread's reader: `result` reaches the core as if read from the log.
+    public func pageIn(_ result: PageResult) {
+        core.pagedIn(result)
+        settle()
+    }
+
     /// Plays the storage thread: every batch handed over so far is written and synced into
     /// segment 1, or (`failing`) fails with ENOSPC.
     public func storageDone(failing: Bool = false) {

@@ -118,6 +118,18 @@ func waitForSubscriptions(_ n: UInt64, at socket: String, exactly: Bool = false)
         #expect(access(broker.socketPath, F_OK) != 0)
     }
 
+    /// The signal handlers exist before the socket does: a SIGTERM sent the moment the broker
+    /// listens is never lost (it was, when they were installed only after the broker started).
+    @Test func aSigtermTheMomentTheSocketAppearsStopsTheBroker() async throws {
+        for _ in 0..<10 {
+            let broker = try await BrokerProcess()
+            broker.process.signal(SIGTERM)
+            #expect(await broker.process.waitForExit(seconds: 10) == 0)
+            #expect(!broker.process.isRunning)
+            if broker.process.isRunning { broker.process.signal(SIGKILL) }
+        }
+    }
+
     @Test func refusesToStartOverALiveBroker() async throws {
         let broker = try await BrokerProcess()
         let second = try await RunningProcess.runEvbus(["broker", "--socket", broker.socketPath])

@@ -51,6 +51,8 @@ import Testing
         (#"{"syncIntervalMillis": 10}"#, "syncIntervalMillis", "applies only with"),
         (#"{"sync": "interval", "syncIntervalMillis": 0}"#, "syncIntervalMillis", "between 1 and 60000"),
         (#"{"segmentBytes": 100}"#, "segmentBytes", "between 4096"),
+        (#"{"durableQueueMemoryBytes": 1000}"#, "durableQueueMemoryBytes", "between 4096 and 1073741824"),
+        (#"{"durableQueueMemoryBytes": "lots"}"#, "durableQueueMemoryBytes", "expected a whole number"),
         (#"{"dataDir": ""}"#, "dataDir", "must not be empty"),
         (#"{"queues": [{"name": "q", "durable": "yes"}]}"#, "queues[0].durable", "expected"),
         (#"{"queues": [{"name": "q", "overflow": "sometimes"}]}"#, "queues[0].overflow", "drop-head"),
@@ -70,6 +72,14 @@ import Testing
             #expect(error.description.contains(reason), "\(error)")
             #expect(error.description.hasPrefix("config test.json"))
         }
+    }
+
+    @Test func aDurableQueuesMemoryBudgetIsCappedAtTheHighWatermark() throws {
+        // Past the watermark, backpressure would pause publishers before a queue could page.
+        let c = try BrokerConfig.decode(Data(#"{"durableQueueMemoryBytes": 67108864}"#.utf8), file: "test.json")
+        #expect(c.durableQueueMemoryBytes == 64 << 20)
+        #expect(CoreSettings(c).durableQueueMemoryBytes == c.highWatermarkBytes)
+        #expect(CoreSettings(BrokerConfig()).durableQueueMemoryBytes == 2 << 20)
     }
 
     @Test func aMissingFileIsRefusedNamingIt() {
