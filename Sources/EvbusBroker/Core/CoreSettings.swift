@@ -9,7 +9,7 @@ public struct CoreSettings: Sendable, Equatable {
     public var lowWatermarkBytes = 1 << 20
     public var maxSubscriptionsPerConnection = 10_000
     /// Bytes of ready messages a durable queue keeps in memory; past that its persistent backlog
-    /// stays on disk only and is read back as consumers catch up (docs/DURABILITY.md §5).
+    /// stays on disk only and is read back as consumers catch up (docs/DURABILITY.md §4).
     public var durableQueueMemoryBytes = 2 << 20
 
     public init() {}

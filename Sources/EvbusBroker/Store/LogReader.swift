@@ -100,7 +100,7 @@ struct IDBitmap {
     }
 }
 
-/// A request to read a queue's paged-out messages back (docs/DURABILITY.md §5): the message records
+/// A request to read a queue's paged-out messages back (docs/DURABILITY.md §4): the message records
 /// of queue `queueID` with ids from `cursor` on, read from `from` onwards until about `maxBytes`
 /// of them are found or the synced end of the log is reached.
 public struct PageRequest: Sendable {

@@ -25,7 +25,7 @@ public struct RecoveredStore {
         public var moved: Bool
     }
 
-    /// A durable queue's messages left on disk (docs/DURABILITY.md §5): read back as consumers
+    /// A durable queue's messages left on disk (docs/DURABILITY.md §4): read back as consumers
     /// come, so a deep backlog costs the restarted broker two bits a message, not its bodies.
     public struct Region {
         public var queue: UInt32

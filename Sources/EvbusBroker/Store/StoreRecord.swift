@@ -22,7 +22,7 @@ enum StoreRecord: Equatable {
     /// exchange, routing key, properties, payload: `MessageTailView`'s layout).
     /// `moved`: a copy written by compaction (an earlier record of the same id is superseded).
     /// `transient`: a transient message written only to keep its place behind paged-out ones
-    /// (docs/DURABILITY.md §5); recovery drops it.
+    /// (docs/DURABILITY.md §4); recovery drops it.
     case message(
         queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, transient: Bool = false, expiresAtMillis: UInt64,
         tail: [UInt8])

@@ -83,6 +83,7 @@ enum DurableScenarios {
         await admin.close()
         for p in peers { await p.close() }
         let extra = "  syncs/s \(BenchReport.human(Double(syncs) / seconds)) msgs/sync \(syncs == 0 ? "-" : BenchReport.format(Double(delta("store_persisted")) / Double(syncs), 1))"
+            + " paged \(delta("store_paged_out"))"
             + "  (broker: acked \(summary?.acked ?? 0); prefetch 100, persistent, confirms, window \(window)\(clock.nacked.load(ordering: .relaxed) > 0 ? ", NACKS" : ""))"
         return BenchResult(
             name: name, messages: messages, deliveries: messages, received: acked.count.load(ordering: .acquiring),

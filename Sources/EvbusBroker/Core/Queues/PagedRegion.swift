@@ -1,6 +1,6 @@
 import EvbusWire
 
-/// A durable queue's messages kept on disk only (docs/DURABILITY.md §5): every message record of
+/// A durable queue's messages kept on disk only (docs/DURABILITY.md §4): every message record of
 /// the queue with an id from `cursor` on. Its cost in memory does not grow with its length: the
 /// log is the list, in order, and a read brings the next part back as consumers catch up.
 ///

@@ -1,6 +1,6 @@
 import EvbusWire
 
-/// Deep backlogs (docs/DURABILITY.md §5): a durable queue whose ready messages pass its memory
+/// Deep backlogs (docs/DURABILITY.md §4): a durable queue whose ready messages pass its memory
 /// budget keeps the ones after that on disk only, in a `PagedRegion`, and has the storage thread
 /// read them back as its consumers make room. A paged-out message costs no memory: its record in
 /// the log is all there is of it until it is read back.
