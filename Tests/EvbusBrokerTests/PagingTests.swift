@@ -181,7 +181,7 @@ import Testing
         for request in b.takeReadRequests() {
             var result = PageResult(request: request, next: LogPosition(segment: 1, offset: 0))
             var bytes = 0
-            for r in messageRecords(b, skipping: failed) where r.queue == request.queueID && r.id >= request.cursor && bytes < request.maxBytes {
+            for r in messageRecords(b, skipping: failed) where r.queue == request.queueID && r.id >= request.cursor && r.id < request.stopBefore && bytes < request.maxBytes {
                 result.messages.append(PagedMessage(id: r.id, delivered: false, transient: r.transient, expiresAtMillis: 0, tail: r.tail))
                 bytes += r.tail.count
             }
@@ -236,6 +236,27 @@ import Testing
         #expect(got == (1...200).map(String.init))
         #expect(b.stat("store_paging_queues") == 0)
         #expect(try ready(b, p) == 0)
+    }
+
+    @Test func aQueueWithAConsumerKeepsBackpressureInsteadOfPaging() throws {
+        let (b, p) = try pagingBroker()
+        let c = b.connect()
+        b.send([.consume(consumerID: 1, queue: "jobs", flags: ConsumeFlag.manualAck, prefetch: 1)], from: c)
+        publish(b, p, 1...200)  // the consumer takes one and never acks: 199 wait, in memory
+        b.storageDone()
+        #expect(b.stat("store_paged_out") == 0)
+        #expect(b.stat("store_paging_queues") == 0)
+        #expect(try ready(b, p) == 199)
+        // Once it has gone, the backlog past the budget goes to disk (and the region, once
+        // started, takes everything after it even with a consumer back).
+        b.disconnect(c)
+        publish(b, p, 201...260)
+        b.storageDone()
+        #expect(b.stat("store_paged_out") == 60)
+        let again = b.connect()
+        b.send([.consume(consumerID: 1, queue: "jobs", flags: ConsumeFlag.manualAck, prefetch: 1)], from: again)
+        publish(b, p, 261...270)
+        #expect(b.stat("store_paged_out") == 70)
     }
 
     @Test func aPagedOutMessageIsConfirmedOnlyOnceSyncedEvenWithIntervalSync() throws {

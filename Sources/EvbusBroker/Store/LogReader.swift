@@ -101,14 +101,16 @@ struct IDBitmap {
 }
 
 /// A request to read a queue's paged-out messages back (docs/DURABILITY.md §4): the message records
-/// of queue `queueID` with ids from `cursor` on, read from `from` onwards until about `maxBytes`
-/// of them are found or the synced end of the log is reached.
+/// of queue `queueID` with ids from `cursor` on and below `stopBefore` (those the broker still
+/// holds in memory), read from `from` onwards until about `maxBytes` of them are found or the
+/// synced end of the log is reached.
 public struct PageRequest: Sendable {
     public var queueSlot: UInt32
     public var queueID: UInt32
     /// Which paging episode of the queue asked (a purge or a new episode makes old answers stale).
     public var generation: UInt64
     public var cursor: UInt64
+    public var stopBefore: UInt64 = .max
     public var from: LogPosition
     public var maxBytes: Int
     public var bits: RecoveredBits?
@@ -143,6 +145,12 @@ enum LogReader {
             do throws(StoreError) {
                 try forEachRecord(path: segment.path, from: start, limit: segment.limit) { body, end in
                     if let m = match(body, request) {
+                        if m.id >= request.stopBefore {
+                            // Held in memory: stop here, so a later read starts at this record.
+                            result.next = LogPosition(segment: segment.number, offset: end - LogFormat.recordHeaderSize - body.count)
+                            full = true
+                            return false
+                        }
                         taken += m.tail.count
                         result.messages.append(m)
                     }

@@ -6,6 +6,10 @@ import EvbusWire
 ///
 /// While a queue has one, every message put into it goes to the log behind it (a transient one
 /// too, flagged so recovery drops it), so the queue's order is memory first, then the region.
+///
+/// The newest messages of a region are also kept in memory, up to half the budget (`recent`): when
+/// consumers catch up with a burst, reads bring back only what is older than those, and the rest
+/// joins the queue's memory without a read, ending the region.
 struct PagedRegion {
     /// Messages in it, and their payload bytes (for TOPOLOGY's ready bytes).
     var count = 0
@@ -27,6 +31,14 @@ struct PagedRegion {
     /// out again), oldest first.
     var unsynced = RingBuffer<Unsynced>()
     var unsyncedCount = 0
+    /// The region's newest messages, kept in memory too (oldest first), and the memory they take.
+    var recent = RingBuffer<Recent>()
+    var recentMemory = 0
+
+    struct Recent {
+        var batch: UInt64
+        var message: StoredMessage
+    }
 
     struct Unsynced {
         var batch: UInt64
@@ -40,8 +52,19 @@ struct PagedRegion {
         self.generation = generation
     }
 
-    /// Messages a read can find now.
-    var readable: Int { count - unsyncedCount }
+    /// Messages only on disk that a read can find now: those older than `recent`, and synced.
+    var readable: Int { count - max(recent.count, unsyncedCount) }
+
+    /// Every message of the region is also in `recent`: it can end without a read.
+    var isAllRecent: Bool { recent.count >= count }
+
+    /// Keeps `m` (recorded in batch `batch`) as one of the newest; the oldest of them go to disk
+    /// only once they take more than `limit`.
+    mutating func keepRecent(_ m: StoredMessage, batch: UInt64, limit: Int) {
+        recent.append(Recent(batch: batch, message: m))
+        recentMemory += m.tail.count
+        while recentMemory > limit, let oldest = recent.popFirst() { recentMemory -= oldest.message.tail.count }
+    }
 
     /// One more message, recorded in batch `batch`.
     mutating func add(batch: UInt64, payloadBytes: Int, recordBytes: Int) {
@@ -84,6 +107,11 @@ struct PagedRegion {
             }
         }
         unsynced = kept
+        var keptRecent = RingBuffer<Recent>()
+        while let r = recent.popFirst() {
+            if batches.contains(r.batch) { recentMemory -= r.message.tail.count } else { keptRecent.append(r) }
+        }
+        recent = keptRecent
         return lostBytes
     }
 }

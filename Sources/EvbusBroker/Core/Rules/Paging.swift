@@ -8,10 +8,14 @@ extension BrokerCore {
     // MARK: Out
 
     /// Whether a message for `queue` goes to disk only: the queue has a region already (order), or
-    /// this one would take its ready messages past the budget.
+    /// it has no consumer and this message would take its ready messages past the budget. A queue
+    /// with consumers keeps the usual backpressure instead: its publishers slow to their pace
+    /// (reading every message back would only make them slower), and nothing piles up.
     @inline(__always)
     func pagesOut(_ queue: MessageQueue, adding m: StoredMessage) -> Bool {
-        queue.canPage && (queue.paged != nil || queue.readyMemory + m.tail.count > settings.durableQueueMemoryBytes)
+        queue.canPage
+            && (queue.paged != nil
+                || (queue.consumers.isEmpty && queue.readyMemory + m.tail.count > settings.durableQueueMemoryBytes))
     }
 
     /// Records `m` behind `queue`'s region (starting one if needed) instead of keeping it. Its
@@ -33,6 +37,9 @@ extension BrokerCore {
             store!.pagingQueues.insert(queue.slot)
         }
         queue.paged!.add(batch: store!.openBatch, payloadBytes: m.payloadCount, recordBytes: bytes)
+        var kept = m
+        kept.storeID = id
+        queue.paged!.keepRecent(kept, batch: store!.openBatch, limit: settings.durableQueueMemoryBytes / 2)
         queue.published &+= 1
         stats.queued &+= 1
         store!.pagedOut &+= 1
@@ -41,13 +48,28 @@ extension BrokerCore {
     // MARK: In
 
     /// Asks for the next part of `queue`'s region when its consumers could take it: it has some,
-    /// its memory is below half the budget, no read is under way and some of it is synced.
+    /// its memory is below half the budget, no read is under way and some of it is synced. When all
+    /// that is left of the region is in memory too, it ends without a read.
     @inline(__always)
     func pageInIfNeeded(_ queue: MessageQueue) {
-        guard let region = queue.paged, !region.reading, region.readable > 0, !queue.consumers.isEmpty,
+        guard let region = queue.paged, !region.reading, !queue.consumers.isEmpty,
             queue.readyMemory < settings.durableQueueMemoryBytes / 2
         else { return }
-        requestPageIn(queue, region)
+        if region.isAllRecent {
+            takeRecent(queue)
+        } else if region.readable > 0 {
+            requestPageIn(queue, region)
+        }
+    }
+
+    /// The region's messages are all in memory too: they join the queue's, and the region ends.
+    private func takeRecent(_ queue: MessageQueue) {
+        while let r = queue.paged!.recent.popFirst() {
+            queue.restore(r.message)
+            store!.remember(r.message.storeID)
+        }
+        endPaging(queue)
+        dispatch(queue)
     }
 
     private func requestPageIn(_ queue: MessageQueue, _ region: PagedRegion) {
@@ -59,7 +81,8 @@ extension BrokerCore {
         queue.paged!.reading = true
         queue.paged!.askedFor = region.readable
         output.readBack(PageRequest(
-            queueSlot: queue.slot, queueID: queue.durableID, generation: region.generation, cursor: region.cursor, from: from,
+            queueSlot: queue.slot, queueID: queue.durableID, generation: region.generation, cursor: region.cursor,
+            stopBefore: region.recent.first?.message.storeID ?? .max, from: from,
             maxBytes: max(settings.durableQueueMemoryBytes / 2, 4096), bits: region.bits))
     }
 
@@ -75,7 +98,11 @@ extension BrokerCore {
             output.log(.warning, nil, "cannot read queue \"\(queue.name)\"'s messages back from the log: \(error); tried again as it is used")
         }
         let nowWall = Self.wallNowMillis()
-        for pm in result.messages {
+        let heldFrom = region.recent.first?.message.storeID ?? .max  // the reader stops before these
+        var taken = 0
+        for pm in result.messages where pm.id < heldFrom {
+            taken += 1
+            region.cursor = pm.id + 1
             guard let payloadCount = Self.payloadCount(ofTail: pm.tail) else { continue }
             var m = StoredMessage(tail: pm.tail, payloadCount: payloadCount, expiresAt: clockTime(ofWallMillis: pm.expiresAtMillis, now: nowWall))
             m.storeID = pm.id
@@ -86,10 +113,9 @@ extension BrokerCore {
             region.payloadBytes &-= min(region.payloadBytes, UInt64(payloadCount))
             region.recordBytes &-= min(region.recordBytes, UInt64(pm.tail.count + RecordWriter.messageOverhead))
         }
-        store!.pagedIn &+= UInt64(result.messages.count)
-        if let last = result.messages.last { region.cursor = last.id + 1 }
+        store!.pagedIn &+= UInt64(taken)
         region.position = result.next
-        if result.messages.isEmpty && result.error == nil && region.askedFor > 0 {
+        if taken == 0 && result.error == nil && region.askedFor > 0 {
             // The synced end was reached and the messages it should have held are not there
             // (damaged records skipped): they cannot be served, so the region stops counting them.
             output.log(.warning, nil, "\(region.askedFor) messages of queue \"\(queue.name)\" could not be read back from the log (damaged records) and are dropped")
