@@ -9,6 +9,20 @@ import Testing
 @Suite(.serialized) struct DeepBacklogTests {
     static let queue = "backlog"
 
+    /// A data directory and socket for one test, removed (with the config) when it ends.
+    final class Scratch {
+        let dataDir: String
+        let socket: String
+        init(_ tag: String) {
+            dataDir = TestPaths.dataDirectory(tag)
+            socket = TestPaths.socket(tag)
+        }
+        deinit {
+            try? FileManager.default.removeItem(atPath: dataDir)
+            try? FileManager.default.removeItem(atPath: dataDir + ".json")
+        }
+    }
+
     /// A broker with a small per-queue memory budget and small segments.
     static func broker(_ socket: String, _ dataDir: String, budget: Int) async throws -> BrokerProcess {
         let config = dataDir + ".json"
@@ -94,12 +108,9 @@ import Testing
     }
 
     @Test func aBacklogOfManyBudgetsStaysOnDiskAndComesBackInOrderAfterARestart() async throws {
-        let dataDir = TestPaths.dataDirectory("backlog")
-        let socket = TestPaths.socket("backlog")
-        defer {
-            try? FileManager.default.removeItem(atPath: dataDir)
-            try? FileManager.default.removeItem(atPath: dataDir + ".json")
-        }
+        let scratch = Scratch("backlog")
+        defer { withExtendedLifetime(scratch) {} }  // removed when the test ends, not before
+        let (dataDir, socket) = (scratch.dataDir, scratch.socket)
         let budget = 64 << 10
         let count = 16_000, size = 1000  // 16 MB: 250 budgets
         let first = try await Self.broker(socket, dataDir, budget: budget)
@@ -138,12 +149,9 @@ import Testing
     }
 
     @Test func transientMessagesKeepTheirPlaceBehindPagedOnesAndAreGoneAfterARestart() async throws {
-        let dataDir = TestPaths.dataDirectory("backlog-order")
-        let socket = TestPaths.socket("backlog-order")
-        defer {
-            try? FileManager.default.removeItem(atPath: dataDir)
-            try? FileManager.default.removeItem(atPath: dataDir + ".json")
-        }
+        let scratch = Scratch("backlog-order")
+        defer { withExtendedLifetime(scratch) {} }  // removed when the test ends, not before
+        let (dataDir, socket) = (scratch.dataDir, scratch.socket)
         let broker = try await Self.broker(socket, dataDir, budget: 4096)
         let c = try RawClient.handshaken(socket)
         try Self.declare(c)
@@ -164,12 +172,9 @@ import Testing
     }
 
     @Test func purgingOrDeletingAPagedQueueRemovesWhatIsOnDiskToo() async throws {
-        let dataDir = TestPaths.dataDirectory("backlog-purge")
-        let socket = TestPaths.socket("backlog-purge")
-        defer {
-            try? FileManager.default.removeItem(atPath: dataDir)
-            try? FileManager.default.removeItem(atPath: dataDir + ".json")
-        }
+        let scratch = Scratch("backlog-purge")
+        defer { withExtendedLifetime(scratch) {} }  // removed when the test ends, not before
+        let (dataDir, socket) = (scratch.dataDir, scratch.socket)
         let broker = try await Self.broker(socket, dataDir, budget: 4096)
         let c = try RawClient.handshaken(socket)
         try Self.declare(c)

@@ -7,11 +7,7 @@ import Testing
 /// Deep backlogs: the reader that brings paged-out messages back from segment files, recovery's
 /// regions, and the core's rules for paging out and in (with the test playing the storage threads).
 @Suite(.serialized) struct PagingTests {
-    static func freshDirectory(_ tag: String) -> String {
-        let path = "/tmp/evbus-paging-\(getpid())-\(tag)-\(UInt32.random(in: 0...UInt32.max))"
-        try? FileManager.default.removeItem(atPath: path)
-        return path
-    }
+    static func freshDirectory(_ tag: String) -> String { StoreTests.freshDirectory("paging-" + tag) }
 
     static func tail(_ text: String) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: MessageEncoder.tailSize(exchangeCount: 0, keyCount: 1, propertiesCount: 1, payloadCount: text.utf8.count))
