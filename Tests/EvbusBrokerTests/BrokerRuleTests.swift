@@ -111,6 +111,73 @@ import Testing
         #expect(broker.stat("dead_lettered") == 1)
     }
 
+    /// Two queues dead-lettering into each other through "cyc" (qa's dead letters go to qb, qb's to qa).
+    func deadLetterCycle(_ c: Client, ttl: UInt32?) throws {
+        c.send(.declareExchange(requestID: 2, name: "cyc", kind: .direct))
+        _ = try c.next()
+        for (name, other) in [("qa", "qb"), ("qb", "qa")] {
+            var options = QueueOptions()
+            options.messageTTL = ttl
+            options.deadLetterExchange = "cyc"
+            options.deadLetterRoutingKey = other
+            try declare(c, name, options)
+            c.send(.bind(requestID: 3, queue: name, exchange: "cyc", key: name))
+            _ = try c.next()
+        }
+    }
+
+    @Test(arguments: RuleTarget.allCases)
+    func aDeadLetterCycleThroughExpiryIsCutAfterEightHops(_ target: RuleTarget) async throws {
+        let broker = try RuleBroker(target)
+        let c = try broker.connect()
+        try deadLetterCycle(c, ttl: 5)
+        put(c, "qa", "bouncing")
+        for _ in 0..<20 {
+            try await broker.advance(by: .milliseconds(10))
+            _ = try c.drain()
+        }
+        // Timers start each hop afresh, so only a count carried by the message can stop it.
+        #expect(broker.stat("dead_lettered") == 8)
+        #expect(broker.stat("dead_letter_cycles_cut") == 1)
+        try await broker.advance(by: .milliseconds(100))
+        #expect(broker.stat("dead_lettered") == 8, "still bouncing")
+        c.send(.topology(requestID: 9))
+        guard case .topologyReply(9, _, let queues) = try c.next() else { throw TestSupportError("no topology") }
+        #expect(queues.filter { $0.name.hasPrefix("q") }.allSatisfy { $0.ready == 0 })
+    }
+
+    @Test(arguments: RuleTarget.allCases)
+    func aDeadLetterCycleThroughNacksIsCutAndItsHeadersCountTheHops(_ target: RuleTarget) throws {
+        let broker = try RuleBroker(target)
+        let c = try broker.connect(), worker = try broker.connect()
+        try deadLetterCycle(c, ttl: nil)
+        try consume(worker, "qa", id: 1, manualAck: true)
+        try consume(worker, "qb", id: 2, manualAck: true)
+        put(c, "qa", "rejected")
+        var seen: [MessageProperties] = []
+        var quiet = 0
+        for _ in 0..<40 {
+            let got = messages(try worker.drain())
+            if got.isEmpty {
+                quiet += 1  // a live broker may not have routed it yet
+                if quiet == 3 { break }
+                continue
+            }
+            quiet = 0
+            for m in got {
+                seen.append(m.properties)
+                worker.send(.nack(deliveryTag: m.tag, flags: 0))
+            }
+        }
+        // Delivered once as published and once after each of the 8 hops; the 9th NACK discards it.
+        #expect(seen.count == 9)
+        #expect(seen.map { $0.headers["x-death-count"] } == [nil] + (1...8).map { String($0) })
+        #expect(seen.dropFirst().allSatisfy { $0.headers["x-death-queue"] == "qa" && $0.headers["x-death-exchange"] == "" })
+        #expect(seen.dropFirst().allSatisfy { $0.headers["x-death-routing-key"] == "qa" && $0.headers["x-death-reason"] == "rejected" })
+        #expect(seen.last?.headers["x-last-death-queue"] == "qb")
+        #expect(broker.stat("dead_letter_cycles_cut") == 1)
+    }
+
     @Test(arguments: RuleTarget.allCases)
     func messagesExpireAfterTheirTTLIntoTheDeadLetterExchange(_ target: RuleTarget) async throws {
         let broker = try RuleBroker(target)

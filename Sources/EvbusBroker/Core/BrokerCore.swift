@@ -84,8 +84,6 @@ public final class BrokerCore<Output: BrokerOutput> {
     /// Set with it when the message went to a queue's region on disk (its confirm waits for the
     /// sync in either sync mode).
     @exclusivity(unchecked) var pagedOutMessage = false
-    /// How deep dead letters are nested right now (a cycle guard).
-    var deadLetterDepth = 0
     var expiries = ExpiryTimers()
     /// The wake-up last asked of the output (0 = none).
     var wakeRequested: UInt64 = 0

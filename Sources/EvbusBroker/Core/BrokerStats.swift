@@ -29,6 +29,8 @@ public struct BrokerStats: Sendable, Equatable {
     public var deadLettered: UInt64 = 0
     /// Messages that expired in a queue (dead-lettered or discarded).
     public var expired: UInt64 = 0
+    /// Dead letters discarded because they had been dead-lettered `maxDeadLetterHops` times.
+    public var deadLetterCyclesCut: UInt64 = 0
 
     /// The counters with the live gauges, under the names PROTOCOL.md documents for STATS_REPLY.
     public func entries(connections: Int, subscriptions: Int, exchanges: Int, queues: Int) -> [StatEntry] {
@@ -52,6 +54,7 @@ public struct BrokerStats: Sendable, Equatable {
             StatEntry("rejected_publishes", rejectedPublishes),
             StatEntry("dead_lettered", deadLettered),
             StatEntry("expired", expired),
+            StatEntry("dead_letter_cycles_cut", deadLetterCyclesCut),
         ]
     }
 }
