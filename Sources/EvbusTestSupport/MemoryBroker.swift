@@ -107,6 +107,14 @@ public final class MemoryBroker: BrokerOutput {
         settle()
     }
 
+    /// One frame's exact bytes from `session` (for frames `Frame` cannot express: malformed ones).
+    public func send(bytes: [UInt8], from session: ConnectionState) {
+        guard let c = connection(session.slot), !c.closed else { return }
+        c.held.append(bytes)
+        deliverHeld(c)
+        settle()
+    }
+
     /// The next complete frame `session` has been sent, if any.
     public func nextFrame(for session: ConnectionState) throws -> Frame? {
         guard let c = connection(session.slot) ?? closedConnections[session.slot] else { return nil }

@@ -97,6 +97,12 @@ public final class RuleBroker {
             raw!.send(frames.flatMap { $0.encoded() })
         }
 
+        /// One frame given as its exact bytes (type and length included).
+        public func send(bytes: [UInt8]) {
+            if let memory { return memory.send(bytes: bytes, from: session!) }
+            raw!.send(bytes)
+        }
+
         /// The next frame the broker sent this client; throws if there is none (in memory) or
         /// none comes (live, after a generous timeout: a missing frame fails, never hangs).
         public func next() throws -> Frame {

@@ -111,6 +111,44 @@ import Testing
         #expect(broker.stat("dead_lettered") == 1)
     }
 
+    @Test(arguments: RuleTarget.allCases)
+    func routingKeysOver255BytesAreRefusedOnEveryExchangeKind(_ target: RuleTarget) throws {
+        let broker = try RuleBroker(target)
+        let c = try broker.connect(), bystander = try broker.connect()
+        try declare(bystander, "kept")
+        try consume(bystander, "kept")
+        for (exchange, size) in [("", 256), ("amq.direct", 256), ("amq.fanout", 1000), ("amq.topic", 256)] {
+            c.send(.publishTo(
+                flags: PublishFlag.mandatory | PublishFlag.confirm, exchange: exchange, routingKey: String(repeating: "k", count: size),
+                properties: .none, payload: [1]))
+            let frames = try c.drain()
+            guard case .error(.invalidTopic, 0, let message)? = frames.first else {
+                Issue.record("\(exchange): expected invalid-topic, got \(frames)")
+                continue
+            }
+            #expect(message.contains("255"), "\(message)")
+            #expect(!frames.contains { if case .returned = $0 { true } else { false } }, "refused, yet returned as unroutable")
+            #expect(frames.contains { if case .confirm(_, AckFlag.nack) = $0 { true } else { false } }, "a confirmed publish must be nacked: \(frames)")
+        }
+        // The connection and everyone else carry on.
+        put(c, "kept", "after")
+        #expect(messages(try bystander.drain()).map(\.text) == ["after"])
+    }
+
+    @Test(arguments: RuleTarget.allCases)
+    func aPublishToAnExchangeNameThatIsNotUTF8IsAMalformedFrame(_ target: RuleTarget) throws {
+        let broker = try RuleBroker(target)
+        let c = try broker.connect(), bystander = try broker.connect()
+        // PUBLISH_TO: flags 0, exchange "\xFF\xFE", key "k", no properties, payload "x".
+        let body: [UInt8] = [0x00, 0x02, 0x00, 0xFF, 0xFE, 0x01, 0x00, UInt8(ascii: "k"), 0x00, UInt8(ascii: "x")]
+        c.send(bytes: withUnsafeBytes(of: UInt32(body.count + 1).littleEndian, Array.init) + [FrameType.publishTo.rawValue] + body)
+        guard case .error(.malformedFrame, _, let message) = try c.next() else { throw TestSupportError("expected malformed-frame") }
+        #expect(message.contains("UTF-8"))
+        #expect(throws: (any Error).self) { _ = try c.drain() }  // closed
+        #expect(broker.stat("protocol_errors") == 1)
+        #expect(try bystander.drain().isEmpty)  // still served
+    }
+
     /// Two queues dead-lettering into each other through "cyc" (qa's dead letters go to qb, qb's to qa).
     func deadLetterCycle(_ c: Client, ttl: UInt32?) throws {
         c.send(.declareExchange(requestID: 2, name: "cyc", kind: .direct))

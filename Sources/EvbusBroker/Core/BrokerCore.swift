@@ -163,7 +163,7 @@ public final class BrokerCore<Output: BrokerOutput> {
         case .publish:
             publish(try PublishView(body: frame.body), from: s)
         case .publishTo:
-            publishTo(try PublishToView(body: frame.body), from: s)
+            try publishTo(try PublishToView(body: frame.body), from: s)
         case .ack:
             let view = try AckView(body: frame.body, isNack: false)
             ack(view.deliveryTag, multiple: view.flags & AckFlag.multiple != 0, from: s)
