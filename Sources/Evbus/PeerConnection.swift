@@ -273,8 +273,13 @@ final class PeerConnection: ChannelDelegate {
         case .confirm(let sequence, let flags):
             for (waiter, outcome) in confirms.confirmed(sequence, flags: flags) { waiter.resume(with: outcome.mapError { $0 }) }
         case .returned(let code, let exchange, let key, let properties, let payload):
-            if code == .responderGone, let id = properties.correlationID.flatMap(CorrelationNumber.parse) {
+            let callID = properties.correlationID.flatMap(CorrelationNumber.parse)
+            if code == .responderGone, let id = callID {
                 calls.responderGone(id, loop: channel.loop)
+            } else if let id = callID, let reason = properties.headers[RefusedRequest.reasonHeader],
+                calls.refused(id, EvbusError(refused: WireError(code, reason)), loop: channel.loop)
+            {
+                // A refused request: its call failed with the broker's reason.
             } else {
                 onReturn?(ReturnedMessage(code: code, exchange: exchange, routingKey: key, properties: properties, payload: payload))
             }

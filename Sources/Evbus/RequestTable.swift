@@ -139,6 +139,14 @@ final class RequestTable {
         }
     }
 
+    /// The broker refused the request (a RETURN naming it by its correlation id): it fails at once.
+    /// Returns false if no call of this peer has that id.
+    func refused(_ id: UInt64, _ error: EvbusError, loop: EventLoop) -> Bool {
+        guard calls[id] != nil else { return false }
+        finish(id, .failure(error), loop: loop)
+        return true
+    }
+
     func responderGone(_ id: UInt64, loop: EventLoop) {
         guard let call = calls[id] else { return }
         switch call.waiter {

@@ -130,6 +130,12 @@ public enum PublishFlag {
 }
 
 /// Every connection's private reply address: `amq.inbox.<connection id>` on the default exchange.
+/// A request the broker refused (PROTOCOL.md §5.13) comes back to its caller as a RETURN with the
+/// refusal's code, naming the request by its correlation id, and the reason in this header.
+public enum RefusedRequest {
+    public static let reasonHeader = "evbus-refused"
+}
+
 public enum Inbox {
     public static let prefix = "amq.inbox."
     /// Messages to an inbox arrive as DELIVER frames with this subscription id (never a client's).

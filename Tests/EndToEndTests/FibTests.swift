@@ -133,6 +133,10 @@ import Testing
         let nobody = try await RunningProcess.runEvbus(["rpc", "nobody", "x", "--timeout", "20000", "--socket", socket])
         #expect(nobody.status == 1 && nobody.stderr.contains("no responder"))
         #expect(ContinuousClock.now - start < .seconds(15))
+        // A request the broker refuses fails at once with its reason, not at its deadline.
+        let refused = try await RunningProcess.runEvbus(["rpc", "--exchange", "nosuchx", "k", "x", "--timeout", "20000", "--socket", socket])
+        #expect(refused.status == 1 && refused.stderr.contains("no exchange named \"nosuchx\"") && !refused.stderr.contains("no reply"), "\(refused.stderr)")
+        #expect(ContinuousClock.now - start < .seconds(30), "waited for the deadline")
         let late = try await RunningProcess.runEvbus(["rpc", "slow", "x", "--timeout", "200", "--socket", socket])
         #expect(late.status == 1 && late.stderr.contains("no reply"), "\(late.stderr)")
         let misuse = try await RunningProcess.runEvbus(["respond", "q", "--socket", socket])

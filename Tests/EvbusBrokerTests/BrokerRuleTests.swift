@@ -324,6 +324,25 @@ import Testing
     }
 
     @Test(arguments: RuleTarget.allCases)
+    func aRefusedRequestComesBackAsAReturnNamingIt(_ target: RuleTarget) throws {
+        let broker = try RuleBroker(target)
+        let caller = try broker.connect()
+        caller.send(.publishTo(
+            flags: PublishFlag.request | PublishFlag.confirm, exchange: "nosuchx", routingKey: "k",
+            properties: MessageProperties(correlationID: "r5", replyTo: caller.inbox), payload: Array("ping".utf8)))
+        let frames = try caller.drain()
+        guard case .returned(.unknownExchange, "nosuchx", "k", let properties, let payload)? = frames.first else {
+            Issue.record("expected RETURN unknown-exchange, got \(frames)")
+            return
+        }
+        #expect(properties.correlationID == "r5" && payload == Array("ping".utf8))
+        #expect(properties.headers["evbus-refused"]?.contains("no exchange named \"nosuchx\"") == true)
+        #expect(!frames.contains { if case .error = $0 { true } else { false } }, "the RETURN replaces the ERROR")
+        #expect(frames.contains { if case .confirm(1, AckFlag.nack) = $0 { true } else { false } })
+        #expect(broker.stat("rejected_requests") == 1)
+    }
+
+    @Test(arguments: RuleTarget.allCases)
     func aResponderThatGoesWithoutAnsweringIsReportedToTheCaller(_ target: RuleTarget) async throws {
         let broker = try RuleBroker(target)
         let responder = try broker.connect(), caller = try broker.connect()

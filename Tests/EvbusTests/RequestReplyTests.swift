@@ -44,6 +44,35 @@ import Testing
         await server.close()
     }
 
+    @Test func aRequestTheBrokerRefusesFailsWithItsReasonNotItsDeadline() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let (client, server) = try await broker.connect("client", "server")
+        // A queue that refuses everything, with a responder on it (so the request reaches it).
+        _ = try await server.declareQueue("full", QueueOptions(maxLength: 0, overflow: .rejectPublish))
+        _ = try await server.respond(on: "full") { (r: Request) -> String in r.text }
+        for (destination, code, text) in [
+            (Destination.exchange("nosuchx", key: "k"), ErrorCode.unknownExchange, "no exchange named \"nosuchx\""),
+            (Destination.queue("full"), ErrorCode.queueFull, "queue \"full\" is full"),
+        ] {
+            do {
+                _ = try await client.request(to: destination, "x", timeout: .seconds(60))
+                Issue.record("\(destination): answered")
+            } catch let error as EvbusError {
+                // A 60 s deadline: a timeout here would fail the code check, not just be slow.
+                #expect(error.wireCode == code, "\(destination): \(error)")
+                #expect("\(error)".contains(text), "\(error)")
+            }
+        }
+        #expect(broker.stat("rejected_requests") == 2)
+        #expect(broker.logLines.contains("refused request r"))
+        // The peer goes on: a request that can be answered still is.
+        _ = try await client.respond(on: "echo") { (r: Request) -> String in r.text }
+        #expect(try await client.request(to: .queue("echo"), "still here").text == "still here")
+        await client.close()
+        await server.close()
+    }
+
     @Test func noResponderIsAnsweredAtOnce() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }

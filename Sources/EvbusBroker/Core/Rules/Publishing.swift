@@ -47,7 +47,7 @@ extension BrokerCore {
             guard let name = String(validating: view.exchange, as: UTF8.self) else {
                 throw WireError(.malformedFrame, "PUBLISH_TO's exchange name is not valid UTF-8")
             }
-            refusePublish(publisher, sequence, WireError(.unknownExchange, "no exchange named \"\(name)\"; the message was not routed"))
+            refusePublish(publisher, sequence, WireError(.unknownExchange, "no exchange named \"\(name)\"; the message was not routed"), view)
             return
         }
         let targets: [RouteTarget]
@@ -63,13 +63,13 @@ extension BrokerCore {
         } else {
             // A topic exchange checks its keys as it routes; the others compare bytes, so check here.
             if exchange.kind != .topic, let problem = Self.problem(withKey: view.routingKey) {
-                refusePublish(publisher, sequence, WireError(.invalidTopic, "routing key \(problem); the message was not routed"))
+                refusePublish(publisher, sequence, WireError(.invalidTopic, "routing key \(problem); the message was not routed"), view)
                 return
             }
             do {
                 targets = try exchange.route(view.routingKey)
             } catch {
-                refusePublish(publisher, sequence, error)
+                refusePublish(publisher, sequence, error, view)
                 return
             }
         }
@@ -79,7 +79,7 @@ extension BrokerCore {
             do {
                 correlationID = try checkRequest(view.properties)
             } catch {
-                refusePublish(publisher, sequence, error)
+                refusePublish(publisher, sequence, error, view)
                 return
             }
             let reached = responders(in: targets)
@@ -118,13 +118,13 @@ extension BrokerCore {
                 storageRefusedBy = nil
                 store!.refused &+= 1
                 refusePublish(publisher, sequence, durableRefusal("message into durable queue \"\(q.name)\"")
-                    ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"))
+                    ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"), view)
                 return
             }
             if let full = rejectedBy {
                 stats.rejectedPublishes &+= 1
                 refusePublish(publisher, sequence, WireError(.queueFull,
-                    "queue \"\(full.name)\" is full (\(Topology.describe(full.options))); the message was refused there"))
+                    "queue \"\(full.name)\" is full (\(Topology.describe(full.options))); the message was refused there"), view)
                 return
             }
         }
@@ -143,8 +143,24 @@ extension BrokerCore {
     }
 
     /// A publish that did not go (everywhere): an ERROR frame saying why, and a nack when confirmed.
-    private func refusePublish(_ publisher: ConnectionState, _ sequence: UInt64, _ error: WireError) {
-        refuse(error, requestID: 0, to: publisher)
+    /// A refused request (flag 0x04, with a correlation id) comes back as a RETURN instead, which
+    /// names it: its caller fails at once rather than waiting for its deadline (PROTOCOL.md §5.13).
+    private func refusePublish(_ publisher: ConnectionState, _ sequence: UInt64, _ error: WireError, _ view: PublishToView) {
+        // A malformed request (`invalid-request`: no correlation id, or no reply-to to trust) stays an ERROR.
+        if view.flags & PublishFlag.request != 0, error.code != .invalidRequest,
+            MessageProperties.routingFields(block: view.properties).correlationID?.isEmpty == false
+        {
+            var properties = MessageProperties.decode(block: view.properties)
+            properties.headers[RefusedRequest.reasonHeader] = error.message
+            stats.rejectedRequests &+= 1  // as `refuse` counts an ERROR
+            output.log(.info, publisher.slot, "refused request \(properties.correlationID ?? ""): \(error)")
+            send(.returned(
+                code: error.code, exchange: String(decoding: view.exchange, as: UTF8.self),
+                routingKey: String(decoding: view.routingKey, as: UTF8.self), properties: properties, payload: Array(view.payload)),
+                to: publisher)
+        } else {
+            refuse(error, requestID: 0, to: publisher)
+        }
         if sequence != 0 {
             flushConfirms(publisher)
             if !publisher.hasConfirmWaits {
