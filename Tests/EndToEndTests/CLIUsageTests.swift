@@ -55,6 +55,15 @@ import Testing
         await broker.stop()
     }
 
+    /// A bad topic or pattern is a usage error (64) before any connection: with no broker too.
+    @Test func badTopicsAndPatternsAreUsageErrorsWithNoBrokerToo() async throws {
+        let path = TestPaths.socket("nobroker")
+        let pub = try await RunningProcess.runEvbus(["pub", "a..b", "x", "--socket", path])
+        #expect(pub.status == 64 && pub.stderr.contains("invalid topic 'a..b'"), "\(pub.stderr)")
+        let sub = try await RunningProcess.runEvbus(["sub", "ok.topic", "a.#x", "--socket", path])
+        #expect(sub.status == 64 && sub.stderr.contains("invalid pattern 'a.#x'"), "\(sub.stderr)")
+    }
+
     @Test(arguments: [["pub", "t", "m"], ["sub", "t"], ["stats"]])
     func unreachableBrokerIsOneLineNamingThePath(_ args: [String]) async throws {
         let path = TestPaths.socket("nobroker")

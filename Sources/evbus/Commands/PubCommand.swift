@@ -52,6 +52,12 @@ struct PubCommand: EvbusCommand {
             if mandatory || confirm { throw UsageError("--mandatory and --confirm need --exchange") }
             topic = a.positionals[0]
             key = topic!
+            // A bad topic is a usage error whether or not a broker is running: check it here.
+            do throws(WireError) {
+                try TopicRules.validateTopic(key)
+            } catch {
+                throw UsageError(error.message)
+            }
             message = a.positionals.count > 1 ? a.positionals[1] : nil
         }
     }

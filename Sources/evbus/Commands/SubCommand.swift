@@ -26,6 +26,14 @@ struct SubCommand: EvbusCommand {
 
     init(_ a: ParsedArguments) throws(UsageError) {
         patterns = a.positionals
+        // Bad patterns are usage errors whether or not a broker is running: check them here.
+        for pattern in patterns {
+            do throws(WireError) {
+                try TopicRules.validatePattern(pattern)
+            } catch {
+                throw UsageError(error.message)
+            }
+        }
         count = try a.int("count", in: 1...Int.max, spec: Self.spec)
         json = a.flag("json")
         socket = a.value("socket")
