@@ -149,6 +149,62 @@ import Testing
         #expect(try bystander.drain().isEmpty)  // still served
     }
 
+    @Test(arguments: RuleTarget.allCases)
+    func builtInNamesAndPassiveDeclaresAnswerAsDocumented(_ target: RuleTarget) throws {
+        let broker = try RuleBroker(target)
+        let c = try broker.connect()
+        func answer(_ frame: Frame) throws -> Frame {
+            c.send(frame)
+            return try c.next()
+        }
+        // Built-in exchanges declared as they are: OK, passive or not; as another kind: 209.
+        for (name, kind) in [("", ExchangeKind.direct), ("amq.topic", .topic), ("amq.fanout", .fanout)] {
+            for passive in [false, true] {
+                guard case .ok = try answer(.declareExchange(requestID: 4, name: name, kind: kind, passive: passive)) else {
+                    Issue.record("declaring \(name) as \(kind) (passive \(passive)) was refused")
+                    continue
+                }
+            }
+        }
+        guard case .error(.preconditionFailed, 5, _) = try answer(.declareExchange(requestID: 5, name: "amq.topic", kind: .fanout)) else {
+            throw TestSupportError("amq.topic as fanout")
+        }
+        guard case .error(.accessRefused, 6, _) = try answer(.declareExchange(requestID: 6, name: "amq.mine", kind: .fanout)) else {
+            throw TestSupportError("a new amq. exchange")
+        }
+        // A passive queue declare checks only that it exists.
+        try declare(c, "plain")
+        guard case .queueOK(7, let info) = try answer(.declareQueue(requestID: 7, name: "plain", options: QueueOptions(maxLength: 5), passive: true)) else {
+            throw TestSupportError("passive declare with other options")
+        }
+        #expect(info.name == "plain")
+        guard case .error(.preconditionFailed, 8, _) = try answer(.declareQueue(requestID: 8, name: "plain", options: QueueOptions(maxLength: 5))) else {
+            throw TestSupportError("a non-passive declare with other options must be refused")
+        }
+    }
+
+    @Test(arguments: RuleTarget.allCases)
+    func aReturnComesBeforeItsConfirmAndANackMultipleRequeuesInDeliveryOrder(_ target: RuleTarget) throws {
+        let broker = try RuleBroker(target)
+        let c = try broker.connect()
+        c.send(.publishTo(flags: PublishFlag.mandatory | PublishFlag.confirm, exchange: "amq.direct", routingKey: "nobody",
+                          properties: .none, payload: [1]))
+        let frames = try c.drain()
+        guard frames.count == 2, case .returned(.unroutable, _, _, _, _) = frames[0], case .confirm(1, _) = frames[1] else {
+            throw TestSupportError("expected RETURN then CONFIRM, got \(frames)")
+        }
+        let worker = try broker.connect()
+        try declare(c, "work")
+        try consume(worker, "work", manualAck: true)
+        for i in 1...4 { put(c, "work", "m\(i)") }
+        _ = try c.drain()  // routed before the worker looks
+        let first = messages(try worker.drain())
+        #expect(first.map(\.text) == ["m1", "m2", "m3", "m4"])
+        worker.send(.nack(deliveryTag: first[2].tag, flags: AckFlag.multiple | AckFlag.requeue))  // m1...m3 back
+        let again = messages(try worker.drain())
+        #expect(again.map(\.text) == ["m1", "m2", "m3"] && again.allSatisfy(\.redelivered))
+    }
+
     /// Two queues dead-lettering into each other through "cyc" (qa's dead letters go to qb, qb's to qa).
     func deadLetterCycle(_ c: Client, ttl: UInt32?) throws {
         c.send(.declareExchange(requestID: 2, name: "cyc", kind: .direct))

@@ -60,6 +60,17 @@ import Testing
         try await expectConnectionRefused(hello + [1, 0, 0, 0, 0x6E], .unknownFrameType, mentioning: "0x6e")
     }
 
+    @Test func unknownFrameTypeBeforeHelloIsStillUnknownFrameType() async throws {
+        try await expectConnectionRefused(WireFormat.preamble + [1, 0, 0, 0, 0x6E], .unknownFrameType, mentioning: "0x6e")
+    }
+
+    @Test func aHelloNameOver255BytesIsMalformed() async throws {
+        // HELLO: u16 length 256, then 256 bytes of name.
+        let body: [UInt8] = [0x00, 0x01] + [UInt8](repeating: UInt8(ascii: "n"), count: 256)
+        let frame = withUnsafeBytes(of: UInt32(body.count + 1).littleEndian, Array.init) + [FrameType.hello.rawValue] + body
+        try await expectConnectionRefused(WireFormat.preamble + frame, .malformedFrame, mentioning: "255")
+    }
+
     @Test func truncatedField() async throws {
         // SUBSCRIBE: id, then a pattern length of 50 with only 1 byte present.
         try await expectConnectionRefused(hello + [8, 0, 0, 0, 0x11, 1, 0, 0, 0, 50, 0, 0x61], .malformedFrame, mentioning: "pattern")
