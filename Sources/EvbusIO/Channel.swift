@@ -241,6 +241,12 @@ public final class Channel: Selectable {
         }
     }
 
+    /// Drops the queued frames not yet begun (see `WriteQueue.dropUnstartedFrames`): for a
+    /// connection about to be told it is being cut off, so that message is not stuck behind them.
+    public func discardUnsentFrames() {
+        outbound.dropUnstartedFrames()
+    }
+
     // MARK: Closing
 
     /// Closes now; queued output is discarded. The delegate hears `channelClosed` once.

@@ -95,6 +95,36 @@ public struct WriteQueue: ~Copyable {
         moved._count = 0
     }
 
+    /// Drops every queued frame the kernel has not begun to take; a frame partly written is kept
+    /// to its end, so the stream stays whole frames (the connection can still be told why, then
+    /// closed). It relies on what `reserve` ensures: a frame never spans chunks, so every chunk
+    /// starts with a frame, and frames' lengths (`u32` first) lead from there to the partial one.
+    public mutating func dropUnstartedFrames() {
+        guard var first = chunks.first else { return }
+        var keepEnd = first.start
+        if first.start > 0 {
+            var offset = 0
+            while offset < first.start {
+                guard first.end - offset >= WireFormatHeader.size else {
+                    offset = first.end  // not frames (never seen): keep it all rather than cut one
+                    break
+                }
+                let length = UInt32(littleEndian: first.base.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
+                offset += WireFormatHeader.lengthSize + Int(length)
+            }
+            keepEnd = min(offset, first.end)
+        }
+        for chunk in chunks.dropFirst() { Self.release(chunk) }
+        first.end = keepEnd
+        _count = keepEnd - first.start
+        if _count == 0 {
+            Self.release(first)
+            chunks.removeAll(keepingCapacity: false)
+        } else {
+            chunks = [first]
+        }
+    }
+
     /// Fills `iov` with up to `iov.count` pending regions; returns how many.
     func gather(into iov: UnsafeMutableBufferPointer<iovec>) -> Int {
         var n = 0
@@ -128,4 +158,11 @@ public struct WriteQueue: ~Copyable {
         for i in 0..<drained { Self.release(chunks[i]) }
         chunks.removeFirst(drained)
     }
+}
+
+/// A frame's header as far as the write queue needs it: `u32 length` (of type and body), then
+/// the type byte (PROTOCOL.md §4). EvbusIO does not depend on EvbusWire, so it is restated here.
+enum WireFormatHeader {
+    static let size = 5
+    static let lengthSize = 4
 }

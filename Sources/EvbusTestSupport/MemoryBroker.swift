@@ -231,6 +231,12 @@ public final class MemoryBroker: BrokerOutput {
         resumed.append(slot)
     }
 
+    /// What the client has not read is dropped (it reads whole frames, so at a frame boundary).
+    public func discardQueued(_ slot: UInt32) {
+        guard let c = connection(slot) else { return }
+        c.output.removeSubrange(c.read...)
+    }
+
     public func close(_ slot: UInt32, graceNanos: UInt64) {
         closing.append(slot)
     }

@@ -59,6 +59,9 @@ public final class RawClient {
         }
     }
 
+    /// Bytes received that do not (yet) make a whole frame: after EOF, a torn last frame.
+    public var unparsedBytes: Int { buffer.count }
+
     /// Reads frames until the broker closes the connection; returns them all.
     public func readUntilClosed() -> [Frame] {
         var frames: [Frame] = []

@@ -84,17 +84,29 @@ import Testing
         await publisher.close()
     }
 
-    @Test func disconnectClosesOnlyTheSlowReader() async throws {
+    /// 1 KiB frames, and frames larger than the socket's kernel buffer (which then holds part of
+    /// one: the case where closing at once left a torn frame last).
+    @Test(arguments: [3, 300_000])
+    func disconnectClosesOnlyTheSlowReader(extraBytes: Int) async throws {
         let broker = try InProcessBroker(configure: smallWatermarks(.disconnect))
         defer { broker.shutdown() }
         let slow = try stalledSubscriber(broker)
         let bystander = try await Bystander(broker)
         let publisher = try await broker.connect("fast")
-        for i in 0..<Self.messages { try await publisher.publish("flood", numbered(i)) }
+        let extra = [UInt8](repeating: 7, count: extraBytes)
+        for i in 0..<(extraBytes > 1000 ? 20 : Self.messages) { try await publisher.publish("flood", numbered(i) + extra) }
         try await publisher.flush()
         #expect(await eventually { broker.stat("slow_consumer_disconnects") == 1 })
+        // Stalled on past the old half-second grace, then reading: whole frames, ending with the
+        // ERROR, then EOF; never a torn frame.
+        try await Task.sleep(for: .seconds(1))
         let frames = slow.readUntilClosed()
-        if case .error(let code, _, _)? = frames.last { #expect(code == .slowConsumer) }
+        guard case .error(.slowConsumer, 0, _)? = frames.last else {
+            Issue.record("the last frame was not ERROR slow-consumer: \(frames.suffix(2))")
+            return
+        }
+        #expect(slow.unparsedBytes == 0, "a torn frame of \(slow.unparsedBytes) bytes before EOF")
+        #expect(frames.dropLast().allSatisfy { if case .deliver = $0 { true } else { false } })
         #expect(broker.logLines.contains("slow consumer"))
         // The publisher and everyone else carry on.
         try await publisher.publish("flood", "after")

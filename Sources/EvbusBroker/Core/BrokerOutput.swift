@@ -14,6 +14,9 @@ public protocol BrokerOutput: AnyObject {
     /// Stop taking input from `connection` until `resumeReading`.
     func pauseReading(_ connection: UInt32)
     func resumeReading(_ connection: UInt32)
+    /// Drop the frames queued for `connection` that have not begun to go out (one partly sent is
+    /// finished first): before telling a connection it is cut off.
+    func discardQueued(_ connection: UInt32)
     /// Close `connection` once what is queued for it has gone out (after `graceNanos` at most).
     /// The core has already stopped treating it as open; it hears `closed` when it is gone.
     func close(_ connection: UInt32, graceNanos: UInt64)

@@ -253,6 +253,10 @@ extension BrokerServer: BrokerOutput {
         connections[Int(connection)]?.channel.resumeReading()
     }
 
+    public func discardQueued(_ connection: UInt32) {
+        connections[Int(connection)]?.channel.discardUnsentFrames()
+    }
+
     public func close(_ connection: UInt32, graceNanos: UInt64) {
         connections[Int(connection)]?.close(graceNanos: graceNanos)
     }

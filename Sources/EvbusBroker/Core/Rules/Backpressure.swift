@@ -3,6 +3,9 @@ import EvbusWire
 /// Slow receivers: what happens when a connection's output or a queue's ready messages pass the
 /// high watermark, and when they drain below the low one (PROTOCOL.md §8).
 extension BrokerCore {
+    /// How long a subscriber cut off as slow has to read its ERROR before the socket closes.
+    static var slowConsumerGraceNanos: UInt64 { 10_000_000_000 }
+
     /// `receiver`'s output just passed the high watermark (or was already over it).
     func overHighWatermark(_ receiver: ConnectionState, publisher: ConnectionState?) {
         blockConsumers(of: receiver)
@@ -13,10 +16,13 @@ extension BrokerCore {
             guard receiver.isOpen else { return }
             stats.slowConsumerDisconnects &+= 1
             output.log(.warning, receiver.slot, "disconnected as a slow consumer (\(output.bufferedBytes(receiver.slot)) bytes queued)")
+            // What it has not begun to receive is dropped, so the ERROR is next after the frame
+            // in progress; it has `slowConsumerGraceNanos` to read them before the close.
+            output.discardQueued(receiver.slot)
             send(.error(code: .slowConsumer, requestID: 0,
                 message: "more than \(settings.highWatermarkBytes) bytes queued for this connection; it is not reading fast enough"), to: receiver)
             receiver.isOpen = false
-            output.close(receiver.slot, graceNanos: 500_000_000)
+            output.close(receiver.slot, graceNanos: Self.slowConsumerGraceNanos)
         case .backpressure:
             if let publisher { pause(publisher, into: &receiver.blockedPublishers) }
         }
