@@ -16,6 +16,11 @@ public struct WriteQueue: ~Copyable {
 
     /// The size of an ordinary chunk; a larger frame gets a chunk of its own size.
     public static let chunkSize = 64 * 1024
+    /// The size of an empty queue's first chunk. Most connections queue a frame or two between
+    /// flushes, so a 64 KiB chunk each would make a burst to many of them cost 64 KiB per
+    /// connection of address space and scatter its pages; one that keeps writing more than this
+    /// between flushes gets standard chunks after the first.
+    public static let firstChunkSize = 4 * 1024
 
     @usableFromInline var chunks: [Chunk] = []
     /// Bytes queued and not yet written.
@@ -28,9 +33,11 @@ public struct WriteQueue: ~Copyable {
         for chunk in chunks { Self.release(chunk) }
     }
 
-    /// Standard chunks go back to the pool; oversized ones (a single large frame) are freed.
+    /// Standard chunks go back to the pool; first chunks and oversized ones (a single large
+    /// frame) are freed.
     @usableFromInline
     static func release(_ chunk: Chunk) {
+        WriteMemory.process.freed(chunk.capacity)
         if chunk.capacity == chunkSize { ChunkPool.give(chunk.base) } else { free(chunk.base) }
     }
 
@@ -47,7 +54,8 @@ public struct WriteQueue: ~Copyable {
 
     @usableFromInline
     mutating func grow(_ n: Int) -> UnsafeMutableRawPointer {
-        let capacity = max(n, Self.chunkSize)
+        let capacity = max(n, chunks.isEmpty ? Self.firstChunkSize : Self.chunkSize)
+        WriteMemory.process.allocated(capacity)
         let base: UnsafeMutableRawPointer
         if capacity == Self.chunkSize {
             base = ChunkPool.take()

@@ -25,4 +25,16 @@ import Testing
         #expect(line?.contains("20 connections (after 5)") == true, "\(r.stdout)")
         #expect(line?.contains("KiB per connection") == true)
     }
+
+    @Test func theBurstAndShortScenariosReportBrokerMemory() async throws {
+        let r = try await RunningProcess.runEvbus(["bench", "--scenario", "burst,short", "--connections", "30"], seconds: 120)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n")
+        let burst = lines.first { $0.hasPrefix("burst") }
+        #expect(burst?.contains("30 connections, 1 KiB to each, twice") == true, "\(r.stdout)")
+        #expect(burst?.contains("per connection over idle after rounds 1 and 2") == true)
+        let short = lines.first { $0.hasPrefix("short") }
+        #expect(short?.contains("30 connections opened and closed") == true, "\(r.stdout)")
+        #expect(short?.contains("MiB kept") == true)
+    }
 }

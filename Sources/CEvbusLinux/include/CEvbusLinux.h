@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/un.h>
+#include <malloc.h>
 
 /// Mirrors glibc's `struct ucred`, which is only visible with _GNU_SOURCE (shim.c asserts the layout).
 typedef struct {

@@ -84,7 +84,10 @@ public final class BrokerServer {
             if lifeline.isAlive { lifeline.server.core.pagedIn(result) }
         }
         core.startPersisting()
-        rateTimer = scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { $0.core.sampleRates() }
+        rateTimer = scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { server in
+            server.core.sampleRates()
+            WriteMemory.process.returnAfterBurst()
+        }
         log.info("listening on \(socketPath) (policy \(config.slowConsumerPolicy.rawValue), max frame \(config.maxFrameBytes) bytes, \(config.dataDir.map { "data in \($0)" } ?? "no data directory: durable queues are kept in memory"))")
     }
 

@@ -7,6 +7,7 @@ struct BenchCommand: EvbusCommand {
     static let allScenarios = [
         "pubsub", "pubsub-1k", "fanout", "pubsub-event", "fanout-event", "latency", "idle", "dispatch", "dispatch-latency",
         "workqueue", "workqueue-4", "workqueue-confirm", "workqueue-durable", "workqueue-durable-4", "rpc", "rpc-8", "rpc-poll",
+        "burst", "short",
     ]
     static let spec = CommandSpec(
         name: "bench",
@@ -16,7 +17,9 @@ struct BenchCommand: EvbusCommand {
             payloads), fanout (1 -> 10 subscribers, one topic) use the zero-copy `EventView`
             handler; pubsub-event and fanout-event repeat them with the allocating `Event` handler;
             latency (one-way, paced at 20,000
-            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection: 1,000 connections opened after --warm-up ones, 100 by default);
+            msgs/s), dispatch and dispatch-latency (one controller, no broker), idle (broker RSS per idle connection: 1,000 connections opened after --warm-up ones, 100 by default),
+            burst (10,000 idle subscribers each sent one 1 KiB message, twice: broker RSS idle and after each round),
+            short (30,000 connections opened and closed in turn: broker RSS kept);
             workqueue (1 producer -> 1 queue -> 1 consumer, 16-byte messages, manual ack of each message,
             prefetch 100), workqueue-4 (4 competing consumers), workqueue-confirm (the producer also
             publishes with confirms and waits for them), workqueue-durable and workqueue-durable-4
@@ -31,7 +34,7 @@ struct BenchCommand: EvbusCommand {
         options: [
             .init(long: "scenario", short: nil, valueName: "names", help: "Comma-separated scenarios (default: all)."),
             .init(long: "messages", short: "m", valueName: "n", help: "Messages per throughput scenario (default: 2,000,000; 500,000 for pubsub-1k and fanout)."),
-            .init(long: "connections", short: nil, valueName: "n", help: "Connections for the idle scenario (default: 1000)."),
+            .init(long: "connections", short: nil, valueName: "n", help: "Connections for the idle, burst and short scenarios (default: 1,000, 10,000 and 30,000)."),
             .init(long: "warm-up", short: nil, valueName: "n", help: "Connections the idle scenario opens before measuring (default: a tenth of --connections; 0 = a fresh broker)."),
             .init(long: "against", short: nil, valueName: "broker", help: "Measure nats, redis or rabbitmq instead (started by you; see docs/BENCHMARKS.md)."),
             .init(long: "address", short: nil, valueName: "address", help: "With --against: host:port (nats 127.0.0.1:4222, rabbitmq 127.0.0.1:5672) or a Unix socket path (redis)."),
@@ -40,7 +43,7 @@ struct BenchCommand: EvbusCommand {
 
     var scenarios: [String]
     var messages: Int?
-    var connections: Int
+    var connections: Int?
     var warmUp: Int
     var foreign: ForeignBus?
     var serverPID: Int32?
@@ -51,8 +54,8 @@ struct BenchCommand: EvbusCommand {
             throw UsageError("Unknown scenario '\(s)' (known: \(Self.allScenarios.joined(separator: ", ")))")
         }
         messages = try a.int("messages", in: 1...1_000_000_000, spec: Self.spec)
-        connections = try a.int("connections", in: 1...100_000, spec: Self.spec) ?? 1000
-        warmUp = try a.int("warm-up", in: 0...100_000, spec: Self.spec) ?? Scenarios.idleWarmUp(connections)
+        connections = try a.int("connections", in: 1...100_000, spec: Self.spec)
+        warmUp = try a.int("warm-up", in: 0...100_000, spec: Self.spec) ?? MemoryScenarios.idleWarmUp(connections ?? 1000)
         serverPID = try a.int("server-pid", in: 1...Int(Int32.max), spec: Self.spec).map { Int32($0) }
         if let against = a.value("against") {
             guard let kind = ForeignKind(rawValue: against) else {
@@ -91,7 +94,7 @@ struct BenchCommand: EvbusCommand {
                     bus, name: s, calls: messages ?? (s == "rpc" ? 20_000 : 80_000), clients: s == "rpc" ? 1 : 8)
             default:
                 guard let serverPID else { throw UsageError("the idle scenario needs --server-pid") }
-                line = try ForeignScenarios.idle(bus, connections: connections, warmUp: warmUp, serverPID: serverPID)
+                line = try ForeignScenarios.idle(bus, connections: connections ?? 1000, warmUp: warmUp, serverPID: serverPID)
             }
             Terminal.out(line + "\n")
         }
@@ -154,11 +157,19 @@ struct BenchCommand: EvbusCommand {
                 let r = try await Scenarios.latency(socket: socket, messages: 40_000, rate: 20_000)
                 lost += r.lost
                 line = r.line
+            case "burst":
+                let fresh = try BenchBroker()
+                defer { fresh.stop() }
+                line = try await MemoryScenarios.burst(broker: fresh, connections: connections ?? 10_000)
+            case "short":
+                let fresh = try BenchBroker()
+                defer { fresh.stop() }
+                line = try await MemoryScenarios.short(broker: fresh, connections: connections ?? 30_000)
             default:
                 // A fresh broker: one whose heap already grew in earlier scenarios would hide the cost.
                 let fresh = try BenchBroker()
                 defer { fresh.stop() }
-                line = try await Scenarios.idle(broker: fresh, connections: connections, warmUp: warmUp)
+                line = try await MemoryScenarios.idle(broker: fresh, connections: connections ?? 1000, warmUp: warmUp)
             }
             Terminal.out(line + "\n")
         }

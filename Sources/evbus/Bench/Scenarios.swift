@@ -93,35 +93,4 @@ enum Scenarios {
             name: "latency@\(rate / 1000)k", messages: messages, deliveries: messages,
             received: receiver.count.load(ordering: .acquiring), nanos: end - start, latencies: receiver.sortedLatencies())
     }
-
-    /// Connections opened (and kept) before the idle scenario's first reading, so that what the
-    /// broker spends once, on its first connections rather than on each (the first pages of its
-    /// heap, the pages of its own code that run only for connections), is not counted per connection.
-    static func idleWarmUp(_ connections: Int) -> Int { max(connections / 10, 1) }
-
-    /// Broker RSS growth per idle connection, each holding one subscription: the RSS added by
-    /// `connections` more once `warmUp` connections are open (0: on a fresh broker).
-    static func idle(broker: BenchBroker, connections: Int, warmUp: Int) async throws -> String {
-        let loop = try EventLoop.startThread(name: "bench-idle")
-        defer { loop.stopAndJoin() }
-        var peers: [Peer] = []
-        var subscriptions: [Subscription] = []
-        func open(_ i: Int) async throws {
-            let peer = try await Peer.connect(to: broker.socketPath, name: "idle-\(i)", loop: loop)
-            subscriptions.append(try await peer.subscribe("idle.\(i).#"))
-            peers.append(peer)
-        }
-        for i in 0..<warmUp { try await open(i) }
-        try await Task.sleep(nanoseconds: 200_000_000)
-        let before = broker.residentBytes
-        guard before > 0 else { throw BenchError("cannot read the broker's memory from /proc/\(broker.pid)/status") }
-        for i in warmUp..<(warmUp + connections) { try await open(i) }
-        try await Task.sleep(nanoseconds: 500_000_000)
-        let after = broker.residentBytes
-        let per = Double(after - before) / Double(connections)
-        for p in peers { await p.close() }
-        withExtendedLifetime(subscriptions) {}
-        return "idle          \(connections) connections (after \(warmUp))  broker RSS \(before / 1024) KiB -> \(after / 1024) KiB  "
-            + "= \(BenchReport.format(per / 1024, 2)) KiB per connection"
-    }
 }
