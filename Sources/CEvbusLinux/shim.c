@@ -15,6 +15,15 @@ int CEvbus_peercred(int fd, CEvbus_ucred *out) {
     return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, &len);
 }
 
+int CEvbus_peergroups(int fd, gid_t *out, int capacity) {
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
+#endif
+    socklen_t len = (socklen_t)(capacity * sizeof(gid_t));
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, out, &len) != 0) return -1;
+    return (int)(len / sizeof(gid_t));
+}
+
 ssize_t CEvbus_sendv(int fd, const struct iovec *iov, int count) {
     // One buffer (the usual case for small messages): send(2) skips copying in a msghdr and an iovec array.
     if (count == 1) return send(fd, iov->iov_base, iov->iov_len, MSG_NOSIGNAL);

@@ -41,6 +41,19 @@ public final class Broker: Sendable {
         }
     }
 
+    /// Puts a reread config's access rules and quotas in force (what SIGHUP does); returns how many
+    /// subscriptions and consumers the new rules cancelled.
+    /// - Throws: `EventLoopError.stopped` after `shutdown()`.
+    @available(*, noasync, message: "blocks its thread until the broker's loop answers")
+    @discardableResult
+    public func reload(_ config: BrokerConfig) throws(EventLoopError) -> Int {
+        do {
+            return try loop.runAndWait { [server] in server.value.reload(config) }
+        } catch {
+            throw .stopped
+        }
+    }
+
     /// Graceful stop: close the listener and socket file, send CLOSE to every client, flush, close,
     /// then end the loop thread. Blocks until done (at most about `graceNanos` plus a little).
     /// Calling it again, or after the loop stopped, returns at once.

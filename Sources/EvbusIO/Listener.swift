@@ -11,16 +11,16 @@ public final class Listener: Selectable {
     private let onAccept: (Int32) -> Void
     private let onError: (IOError) -> Void
 
-    /// Listens on `path` with file mode `mode`. Loop thread only.
+    /// Listens on `path` with file mode `mode`, owned by `group` if given. Loop thread only.
     public init(
-        path: String, mode: UInt32, loop: EventLoop,
+        path: String, mode: UInt32, group: UInt32? = nil, loop: EventLoop,
         onAccept: @escaping (Int32) -> Void, onError: @escaping (IOError) -> Void
     ) throws {
         self.path = path
         self.loop = loop
         self.onAccept = onAccept
         self.onError = onError
-        fd = try UnixSocket.listen(path: path, mode: mode)
+        fd = try UnixSocket.listen(path: path, mode: mode, group: group)
         do {
             registration = try loop.register(fd, events: CEvbus_EPOLLIN, handler: self)
         } catch {

@@ -6,6 +6,8 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
     public var pid: Int32
     public var uid: UInt32
     public var gid: UInt32
+    /// Its supplementary groups (`SO_PEERGROUPS`).
+    public var groups: [UInt32] = []
     public var description: String { "pid=\(pid) uid=\(uid) gid=\(gid)" }
 }
 
@@ -42,12 +44,14 @@ public enum UnixSocket {
         }
     }
 
-    /// Binds and listens on `path` (which must not exist), then applies `mode` to the file.
-    public static func listen(path: String, mode: UInt32, backlog: Int32 = 1024) throws -> Int32 {
+    /// Binds and listens on `path` (which must not exist), then applies `mode` and `group` to the
+    /// file, before listening: nobody connects while it still has the wrong owner or mode.
+    public static func listen(path: String, mode: UInt32, group: UInt32? = nil, backlog: Int32 = 1024) throws -> Int32 {
         let fd = try newSocket()
         do {
             let r = try withAddress(path) { addr, len in bind(fd, addr, len) }
             if r != 0 { throw IOError("bind(\(path))", errno: errno) }
+            if let group, chown(path, uid_t.max, gid_t(group)) != 0 { throw IOError("chown(\(path), group \(group))", errno: errno) }
             if chmod(path, mode_t(mode)) != 0 { throw IOError("chmod(\(path))", errno: errno) }
             if Glibc.listen(fd, backlog) != 0 { throw IOError("listen(\(path))", errno: errno) }
             return fd
@@ -90,7 +94,20 @@ public enum UnixSocket {
     public static func peerCredentials(_ fd: Int32) throws(IOError) -> PeerCredentials {
         var cred = CEvbus_ucred()
         try syscallNoWait("getsockopt(SO_PEERCRED)") { CEvbus_peercred(fd, &cred) }
-        return PeerCredentials(pid: cred.pid, uid: cred.uid, gid: cred.gid)
+        return PeerCredentials(pid: cred.pid, uid: cred.uid, gid: cred.gid, groups: peerGroups(fd))
+    }
+
+    /// The peer's supplementary groups; none if the kernel will not say.
+    static func peerGroups(_ fd: Int32) -> [UInt32] {
+        var capacity = 64
+        while capacity <= 65_536 {
+            var groups = [gid_t](repeating: 0, count: capacity)
+            let n = CEvbus_peergroups(fd, &groups, Int32(capacity))
+            if n >= 0 { return Array(groups.prefix(Int(n))) }
+            guard errno == ERANGE else { return [] }
+            capacity *= 4
+        }
+        return []
     }
 
     /// A connected pair, for tests and in-process links.

@@ -90,9 +90,10 @@ public final class MemoryBroker: BrokerOutput {
 
     // MARK: Driving it
 
-    /// A connection that has completed its handshake.
-    public func connect() -> ConnectionState {
-        let session = core.open()
+    /// A connection that has completed its handshake, as `identity` (what the kernel would say).
+    public func connect(_ identity: PeerIdentity = .unknown, name: String = "") -> ConnectionState {
+        let session = core.open(identity: identity)
+        try? core.hello(session, name: name)
         let slot = Int(session.slot)
         while connections.count <= slot { connections.append(nil) }
         connections[slot] = Connection(session: session)

@@ -16,6 +16,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let slowConsumer = ErrorCode(rawValue: 106)
     public static let shuttingDown = ErrorCode(rawValue: 107)
     public static let handshakeTimeout = ErrorCode(rawValue: 108)
+    /// The connecting uid already holds as many connections as its quota allows.
+    public static let tooManyConnections = ErrorCode(rawValue: 109)
 
     public static let invalidTopic = ErrorCode(rawValue: 200)
     public static let invalidPattern = ErrorCode(rawValue: 201)
@@ -38,6 +40,8 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// The broker cannot write its data directory (disk full, I/O error): persistent messages
     /// into durable queues and durable declarations are refused until it can again.
     public static let storageFailed = ErrorCode(rawValue: 218)
+    /// The uid's quota (subscriptions, queues, queued bytes) is used up.
+    public static let quotaExceeded = ErrorCode(rawValue: 219)
 
     /// True when the broker closes the connection after sending this code.
     public var closesConnection: Bool { rawValue < 200 }
@@ -53,6 +57,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .slowConsumer: "slow-consumer"
         case .shuttingDown: "shutting-down"
         case .handshakeTimeout: "handshake-timeout"
+        case .tooManyConnections: "too-many-connections"
         case .invalidTopic: "invalid-topic"
         case .invalidPattern: "invalid-pattern"
         case .unknownSubscription: "unknown-subscription"
@@ -72,6 +77,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .responderGone: "responder-gone"
         case .invalidRequest: "invalid-request"
         case .storageFailed: "storage-failed"
+        case .quotaExceeded: "quota-exceeded"
         default: "error-\(rawValue)"
         }
     }

@@ -40,6 +40,9 @@ int CEvbus_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 /// getsockopt(SO_PEERCRED) into a CEvbus_ucred. Returns 0 or -1 with errno set.
 int CEvbus_peercred(int fd, CEvbus_ucred *out);
+/// SO_PEERGROUPS: the peer's supplementary groups when it connected, up to `capacity`; returns
+/// how many, or -1 (errno ERANGE: more than `capacity`).
+int CEvbus_peergroups(int fd, gid_t *out, int capacity);
 
 /// sendmsg(2) of an iovec array with MSG_NOSIGNAL: writev without SIGPIPE.
 ssize_t CEvbus_sendv(int fd, const struct iovec *iov, int count);

@@ -46,6 +46,13 @@ public struct BrokerConfig: Sendable, Equatable {
     public var exchanges: [DeclaredExchange] = []
     public var queues: [DeclaredQueue] = []
     public var bindings: [DeclaredBinding] = []
+    /// Access rules (docs/SECURITY.md); nil = no `access` section: everyone who can connect may
+    /// do everything. With rules, what none of them grants is refused.
+    public var access: [AccessRule]? = nil
+    /// Per-uid limits; the first entry that matches a uid applies to it.
+    public var quotas: [Quota] = []
+    /// Group that owns the socket file (name or number); nil leaves it the broker's.
+    public var socketGroup: String? = nil
 
     public init() {}
 }

@@ -70,9 +70,18 @@ extension BrokerConfig {
         if durableQueueMemoryBytes < 4096 || durableQueueMemoryBytes > 1 << 30 {
             throw fail("durableQueueMemoryBytes", "must be between 4096 and 1073741824, got \(durableQueueMemoryBytes)")
         }
+        if let socketGroup, Self.groupID(socketGroup) == nil {
+            throw fail("socketGroup", "no group named \"\(socketGroup)\" on this machine")
+        }
         if let dataDir, dataDir.isEmpty { throw fail("dataDir", "must not be empty (null keeps everything in memory)") }
         // The declarations must all succeed; try them on a scratch topology.
         try Topology().declare(self)
+    }
+
+    /// A group given by name or number, as a gid; nil if this machine has no such group.
+    public static func groupID(_ group: String) -> UInt32? {
+        if let n = UInt32(group) { return n }
+        return getgrnam(group).map { $0.pointee.gr_gid }
     }
 
     static func path(of error: DecodingError) -> String {
@@ -114,6 +123,7 @@ extension BrokerConfig: Decodable {
         case socketPath, socketMode, maxFrameBytes, highWatermarkBytes, lowWatermarkBytes
         case slowConsumerPolicy, maxSubscriptionsPerConnection, handshakeTimeoutMillis, logLevel, brokerName
         case exchanges, queues, bindings, dataDir, sync, syncIntervalMillis, segmentBytes, durableQueueMemoryBytes
+        case access, quotas, socketGroup
     }
 
     /// Any key, to find the ones that are not settings.
@@ -168,6 +178,11 @@ extension BrokerConfig: Decodable {
         exchanges = try c.decodeIfPresent([DeclaredExchange].self, forKey: .exchanges) ?? []
         queues = try c.decodeIfPresent([DeclaredQueue].self, forKey: .queues) ?? []
         bindings = try c.decodeIfPresent([DeclaredBinding].self, forKey: .bindings) ?? []
+        if c.contains(.access), try !c.decodeNil(forKey: .access) {
+            access = try c.decode([AccessRule].self, forKey: .access)
+        }
+        quotas = try c.decodeIfPresent([Quota].self, forKey: .quotas) ?? []
+        socketGroup = try c.decodeIfPresent(String.self, forKey: .socketGroup)
     }
 
     /// Decodes a string enum, naming the allowed values when the string is not one of them.

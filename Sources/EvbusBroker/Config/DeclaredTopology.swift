@@ -89,7 +89,7 @@ public struct DeclaredBinding: Sendable, Equatable, Decodable {
 }
 
 /// A keyed container that refuses keys it does not know, naming the ones it does.
-private func strictContainer<K: CodingKey & CaseIterable & RawRepresentable>(
+func strictContainer<K: CodingKey & CaseIterable & RawRepresentable>(
     _ decoder: any Decoder, _: K.Type
 ) throws -> KeyedDecodingContainer<K> where K.RawValue == String {
     let all = try decoder.container(keyedBy: BrokerConfig.AnyKey.self)
@@ -100,7 +100,7 @@ private func strictContainer<K: CodingKey & CaseIterable & RawRepresentable>(
     return try decoder.container(keyedBy: K.self)
 }
 
-private func keyPath(_ decoder: any Decoder, _ key: String) -> String {
+func keyPath(_ decoder: any Decoder, _ key: String) -> String {
     var path = ""
     for part in decoder.codingPath {
         if let i = part.intValue { path += "[\(i)]" } else { path += (path.isEmpty ? "" : ".") + part.stringValue }

@@ -41,6 +41,8 @@ public final class BrokerCore<Output: BrokerOutput> {
     @exclusivity(unchecked) public internal(set) var stats = BrokerStats()
     /// Exchanges, queues and bindings; `topology.defaultTopic` also holds plain subscriptions.
     public let topology = Topology()
+    /// Access rules and quotas (docs/SECURITY.md); none until `installAccess`.
+    public let access = AccessControl()
     let defaultTopicName = Array("amq.topic".utf8)
 
     /// Indexed by slot, the number routing targets and outputs use; freed slots are reused.
@@ -79,6 +81,8 @@ public final class BrokerCore<Output: BrokerOutput> {
     @exclusivity(unchecked) var isPersisting = false
     /// Set by `deliver` when a durable queue could not take a persistent message (the disk failed).
     @exclusivity(unchecked) var storageRefusedBy: MessageQueue?
+    /// Set by `deliver` when a queue refused a message for its declarer's queued-bytes quota.
+    @exclusivity(unchecked) var quotaRefusedBy: MessageQueue?
     /// Set by `deliver` when it recorded a persistent message (its confirm waits for the sync).
     @exclusivity(unchecked) var recordedMessage = false
     /// Set with it when the message went to a queue's region on disk (its confirm waits for the
@@ -99,7 +103,8 @@ public final class BrokerCore<Output: BrokerOutput> {
     // MARK: Connections
 
     /// A connection was accepted: it gets a session, a slot and an id (the one WELCOME announces).
-    public func open() -> ConnectionState {
+    /// `identity` is what the kernel says it is; its grants and quota follow from it.
+    public func open(identity: PeerIdentity = .unknown) -> ConnectionState {
         let slot: UInt32
         if let reused = freeSlots.popLast() {
             slot = reused
@@ -108,7 +113,10 @@ public final class BrokerCore<Output: BrokerOutput> {
             sessions.append(nil)
             sessionRefs.append(nil)
         }
-        let session = ConnectionState(id: nextConnectionID, slot: slot)
+        let usage = access.usage(of: identity)
+        usage.connections += 1
+        let session = ConnectionState(
+            id: nextConnectionID, slot: slot, identity: identity, grants: access.grants(for: identity), usage: usage)
         nextConnectionID += 1
         sessions[Int(slot)] = session
         sessionRefs[Int(slot)] = Unmanaged.passUnretained(session)
@@ -131,6 +139,7 @@ public final class BrokerCore<Output: BrokerOutput> {
         guard sessions[Int(s.slot)] === s else { return }
         s.isOpen = false
         topology.defaultTopic.topics.removeAll(connection: s.slot, subscriptions: s.subscriptions)
+        s.usage.subscriptions -= s.subscriptions.count
         s.subscriptions.removeAll()
         releaseQueues(of: s)
         abandonRequests(of: s)
@@ -140,7 +149,20 @@ public final class BrokerCore<Output: BrokerOutput> {
         slotsByID[s.id] = nil
         freeSlots.append(s.slot)
         liveSessions -= 1
+        s.usage.connections -= 1
+        access.release(s.usage)
         if isPersisting { submitRecords() }
+    }
+
+    /// The connection said HELLO: it has a name, and is admitted if its uid's connection quota
+    /// allows (otherwise the server closes it with this error).
+    public func hello(_ s: ConnectionState, name: String) throws(WireError) {
+        s.name = name
+        if let limit = s.usage.quota?.connections, s.usage.connections > limit {
+            stats.quotaRefusals += 1
+            output.log(.warning, s.slot, "refused: uid \(s.identity.uid) already holds \(s.usage.connections - 1) connections, its quota")
+            throw WireError(.tooManyConnections, "uid \(s.identity.uid) already holds \(limit) connections, the most its quota allows")
+        }
     }
 
     /// Runs `body` with the session in `slot`, if there is one, borrowed without a retain. Hot path.
@@ -193,6 +215,7 @@ public final class BrokerCore<Output: BrokerOutput> {
                 guard let pattern = s.subscriptions.remove(id) else {
                     throw WireError(.unknownSubscription, "no subscription with id \(id) on this connection")
                 }
+                s.usage.subscriptions -= 1
                 topology.defaultTopic.topics.unsubscribe(pattern, RouteTarget(connection: s.slot, subscription: id))
                 return .ok(requestID: id)
             }
@@ -249,8 +272,16 @@ public final class BrokerCore<Output: BrokerOutput> {
         guard s.consumers[id] == nil else {
             throw WireError(.duplicateSubscription, "id \(id) is already in use by a consumer on this connection")
         }
+        try TopicRules.validatePattern(pattern)
+        guard s.grants.maySubscribe(pattern) else {
+            throw refusedAccess(s, "subscribe to \"\(pattern)\"")
+        }
+        if let limit = s.usage.quota?.subscriptions, s.usage.subscriptions >= limit {
+            throw refusedQuota(s, "uid \(s.identity.uid) holds \(s.usage.subscriptions) subscriptions, the most its quota allows")
+        }
         try topology.defaultTopic.topics.subscribe(pattern, RouteTarget(connection: s.slot, subscription: id))
         s.subscriptions.insert(id, pattern: pattern)
+        s.usage.subscriptions += 1
     }
 
     // MARK: Output helpers

@@ -31,6 +31,10 @@ public struct BrokerStats: Sendable, Equatable {
     public var expired: UInt64 = 0
     /// Dead letters discarded because they had been dead-lettered `maxDeadLetterHops` times.
     public var deadLetterCyclesCut: UInt64 = 0
+    /// Operations the access rules refused (ERROR `access-refused` for a rule, not for `amq.` names).
+    public var accessRefusals: UInt64 = 0
+    /// Connections and requests refused by a uid's quota.
+    public var quotaRefusals: UInt64 = 0
 
     /// The counters with the live gauges, under the names PROTOCOL.md documents for STATS_REPLY.
     public func entries(connections: Int, subscriptions: Int, exchanges: Int, queues: Int) -> [StatEntry] {
@@ -55,6 +59,8 @@ public struct BrokerStats: Sendable, Equatable {
             StatEntry("dead_lettered", deadLettered),
             StatEntry("expired", expired),
             StatEntry("dead_letter_cycles_cut", deadLetterCyclesCut),
+            StatEntry("access_refused", accessRefusals),
+            StatEntry("quota_refused", quotaRefusals),
         ]
     }
 }

@@ -40,10 +40,22 @@ public final class ConnectionState {
     @exclusivity(unchecked) public internal(set) var blockedBy = 0
     /// Publishers paused because this connection is slow: (slot, id) so a reused slot is not confused.
     var blockedPublishers: [PublisherRef] = []
+    /// Who it is, as the kernel said at accept.
+    public let identity: PeerIdentity
+    /// The name it gave in HELLO (for people and for SENDER frames; never for a decision).
+    public internal(set) var name = ""
+    /// What the access rules let it do (shared with connections of the same uid and groups).
+    /// Read for every publish, one access at a time on the loop thread (unchecked as above).
+    @exclusivity(unchecked) var grants: Grants
+    /// What its uid holds against its quota.
+    let usage: UserUsage
 
-    init(id: UInt64, slot: UInt32) {
+    init(id: UInt64, slot: UInt32, identity: PeerIdentity, grants: Grants, usage: UserUsage) {
         self.id = id
         self.slot = slot
+        self.identity = identity
+        self.grants = grants
+        self.usage = usage
     }
 }
 

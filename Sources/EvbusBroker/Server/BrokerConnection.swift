@@ -82,6 +82,7 @@ final class BrokerConnection: ChannelDelegate {
             }
             guard case .hello(let clientName) = try Frame.decode(type: .hello, body: frame.body) else { return consumed }
             name = clientName
+            try core.hello(session, name: clientName)
             phase = .open
             send(.welcome(
                 version: WireFormat.version, maxFrame: UInt32(server.config.maxFrameBytes),

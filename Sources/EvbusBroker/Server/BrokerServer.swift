@@ -68,7 +68,7 @@ public final class BrokerServer {
         try Self.clearStaleSocket(socketPath, log: log)
         if let dir = config.dataDir { storage = try BrokerStorage(directory: dir, config: config, core: core) }
         listener = try Listener(
-            path: socketPath, mode: config.socketMode, loop: loop,
+            path: socketPath, mode: config.socketMode, group: config.socketGroup.flatMap(BrokerConfig.groupID), loop: loop,
             onAccept: { [unowned self] fd in accept(fd) },
             onError: { [log] error in log.error("accept: \(error)") })
         do {
@@ -84,6 +84,7 @@ public final class BrokerServer {
             if lifeline.isAlive { lifeline.server.core.pagedIn(result) }
         }
         core.startPersisting()
+        if config.access != nil || !config.quotas.isEmpty { core.installAccess(rules: config.access, quotas: config.quotas) }
         rateTimer = scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { server in
             server.core.sampleRates()
             WriteMemory.process.returnAfterBurst()
@@ -121,7 +122,9 @@ public final class BrokerServer {
             Glibc.close(fd)
             return
         }
-        let session = core.open()
+        let session = core.open(identity: credentials.map {
+            PeerIdentity(uid: $0.uid, gid: $0.gid, pid: UInt32(bitPattern: $0.pid), groups: $0.groups)
+        } ?? .unknown)
         let slot = Int(session.slot)
         if slot == connections.count {
             connections.append(nil)
@@ -183,6 +186,22 @@ public final class BrokerServer {
 
     /// The counters, for tests and the CLI (loop thread only).
     public var statistics: [StatEntry] { core.statEntries() }
+
+    // MARK: Reload
+
+    /// SIGHUP: puts `new`'s access rules and quotas in force (the core cancels what they no
+    /// longer allow). Other settings need a restart; a change to them is logged, not applied.
+    /// Returns how many subscriptions and consumers were cancelled. Loop thread only.
+    @discardableResult
+    public func reload(_ new: BrokerConfig) -> Int {
+        var rest = new
+        rest.access = config.access
+        rest.quotas = config.quotas
+        if rest != config {
+            log.warning("reload: only \"access\" and \"quotas\" are reread; the other changed settings take effect at the next start")
+        }
+        return core.installAccess(rules: new.access, quotas: new.quotas)
+    }
 
     // MARK: Shutdown
 

@@ -64,7 +64,24 @@ struct BrokerCommand: EvbusCommand {
             Terminal.err("Error: cannot start the broker: \(error)\n")
             return ExitCode.failure
         }
+        let reload = ReloadSignal { [configFile, config] in
+            guard let configFile else {
+                log.warning("SIGHUP: there is no --config file to reread; nothing changed")
+                return
+            }
+            do {
+                var reread = try BrokerConfig.load(file: configFile)
+                reread.socketPath = config.socketPath
+                reread.logLevel = config.logLevel
+                reread.dataDir = config.dataDir
+                let cancelled = try broker.reload(reread)
+                log.info("SIGHUP: reread \(configFile): \(reread.access.map { "\($0.count) access rules" } ?? "no access rules"), \(reread.quotas.count) quotas; \(cancelled) subscriptions and consumers cancelled")
+            } catch {
+                log.error("SIGHUP: reload refused, the rules in force are unchanged: \(error)")
+            }
+        }
         let signalName = await signals.wait()
+        withExtendedLifetime(reload) {}
         log.info("\(signalName) received: shutting down")
         await broker.shutdown()
         log.info("stopped")
@@ -106,6 +123,7 @@ final class TerminationSignals {
         // The default action would kill the process: the sources take them instead.
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
+        signal(SIGHUP, SIG_IGN)  // until `ReloadSignal` takes it: a reload request never kills the broker
         let queue = DispatchQueue(label: "evbus.signals")
         var sources: [any DispatchSourceSignal] = []
         for (number, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
@@ -123,6 +141,21 @@ final class TerminationSignals {
         withExtendedLifetime(sources) {}
         return name
     }
+}
+
+/// SIGHUP: reread the config (its access rules and quotas). Each signal runs `reload` on a
+/// queue of its own, one at a time.
+final class ReloadSignal {
+    private let source: any DispatchSourceSignal
+
+    init(_ reload: @escaping @Sendable () -> Void) {
+        signal(SIGHUP, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "evbus.reload"))
+        source.setEventHandler(handler: reload)
+        source.resume()
+    }
+
+    deinit { source.cancel() }
 }
 
 /// Hands the first signal to whoever waits (before or after it arrives).

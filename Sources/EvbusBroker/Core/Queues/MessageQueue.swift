@@ -38,6 +38,9 @@ public final class MessageQueue {
     public var bindings: Set<BindingKey> = []
     /// The core has an expiry armed for the head (monotonic ns), 0 = none.
     public var expiryTimerAt: UInt64 = 0
+    /// The uid whose connection declared it, for that uid's queue and queued-bytes quotas
+    /// (nil: declared by the config or recovered from the log, which count against nobody).
+    var declaredBy: UserUsage?
 
     @exclusivity(unchecked) public var published: UInt64 = 0
     @exclusivity(unchecked) public var delivered: UInt64 = 0

@@ -4,6 +4,9 @@ import EvbusWire
 /// Each either succeeds and is answered (OK / QUEUE_OK) or refuses that one request.
 extension BrokerCore {
     func handleRouting(_ frame: Frame, from c: ConnectionState) {
+        if let refusal = checkRouting(frame, from: c) {
+            return refuse(refusal, requestID: Self.requestID(of: frame), to: c)
+        }
         switch frame {
         case .declareExchange(let id, let name, let kind, let passive, let durable):
             answer(c, id) { () throws(WireError) in
@@ -26,7 +29,14 @@ extension BrokerCore {
                 {
                     throw refusal
                 }
+                let isNew = !passive && !topology.hasQueue(name)
+                if isNew, let refusal = checkQueueQuota(c) { throw refusal }
                 let q = try topology.declareQueue(name, options: options, passive: passive, connection: c.id)
+                if isNew && name.isEmpty && !c.grants.mayConfigure(q.name) {
+                    topology.remove(q)
+                    throw refusedAccess(c, "declare queue \"\(q.name)\" (a server-named queue)")
+                }
+                if isNew { countQueue(q, for: c) }
                 if q.options.durable && q.durableID == 0 { recordQueue(q) }
                 return .queueOK(requestID: id, info: QueueInfo(
                     name: q.name, messageCount: UInt32(clamping: q.messageCount), consumerCount: UInt32(clamping: q.consumers.count)))
@@ -86,6 +96,23 @@ extension BrokerCore {
         }
     }
 
+    /// The request id a routing request is answered under.
+    static func requestID(of frame: Frame) -> UInt32 {
+        switch frame {
+        case .declareExchange(let id, _, _, _, _), .deleteExchange(let id, _, _), .declareQueue(let id, _, _, _),
+            .deleteQueue(let id, _, _, _), .purgeQueue(let id, _), .bind(let id, _, _, _), .unbind(let id, _, _, _),
+            .consume(let id, _, _, _), .cancel(let id):
+            id
+        default: 0
+        }
+    }
+
+    /// A queue `c` made counts against its uid's quota until it goes.
+    func countQueue(_ q: MessageQueue, for c: ConnectionState) {
+        q.declaredBy = c.usage
+        c.usage.queues.append(q)
+    }
+
     // MARK: Consumers
 
     private func consume(_ c: ConnectionState, id: UInt32, queue name: String, manualAck: Bool, prefetch: Int) throws(WireError) -> MessageQueue {
@@ -141,6 +168,11 @@ extension BrokerCore {
         recordQueueDeleted(q, messages: gone)
         releasePublishers(blockedOn: q)
         topology.remove(q)
+        if let usage = q.declaredBy {
+            usage.queues.removeAll { $0 === q }
+            q.declaredBy = nil
+            access.release(usage)
+        }
     }
 
     /// A connection went: everything its consumers held goes back to the head of its queues in

@@ -13,6 +13,10 @@ extension BrokerCore {
             refuse(error, requestID: 0, to: publisher)
             return
         }
+        guard publisher.grants.mayPublish(topic: view.topic) else {
+            refuse(refusedAccess(publisher, "publish to topic \"\(String(decoding: view.topic, as: UTF8.self))\""), requestID: 0, to: publisher)
+            return
+        }
         stats.published &+= 1
         if targets.isEmpty {
             stats.unroutable &+= 1
@@ -32,6 +36,10 @@ extension BrokerCore {
                     ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"), requestID: 0, to: publisher)
             }
         }
+        if let q = quotaRefusedBy {
+            quotaRefusedBy = nil
+            refuse(quotaRefusal(q, publisher), requestID: 0, to: publisher)
+        }
     }
 
     /// PUBLISH_TO: an exchange and routing key, optionally mandatory, confirmed, or a request.
@@ -50,8 +58,16 @@ extension BrokerCore {
             refusePublish(publisher, sequence, WireError(.unknownExchange, "no exchange named \"\(name)\"; the message was not routed"), view)
             return
         }
+        let isRequest = view.flags & PublishFlag.request != 0
+        let inboxCaller = exchange === topology.defaultExchange ? Inbox.connectionID(view.routingKey) : nil
+        if !publisher.grants.allowsEverything,
+            let refusal = mayPublishTo(publisher, exchange: exchange, key: view.routingKey, isRequest: isRequest, inboxCaller: inboxCaller)
+        {
+            refusePublish(publisher, sequence, refusal, view)
+            return
+        }
         let targets: [RouteTarget]
-        if exchange === topology.defaultExchange, let caller = Inbox.connectionID(view.routingKey) {
+        if let caller = inboxCaller {
             if let slot = slotsByID[caller] {
                 // Reused one-element route: a reply costs no array allocation.
                 inboxRoute[0] = RouteTarget(connection: slot, subscription: Inbox.subscriptionID)
@@ -73,7 +89,6 @@ extension BrokerCore {
                 return
             }
         }
-        let isRequest = view.flags & PublishFlag.request != 0
         if isRequest {
             let correlationID: String
             do {
@@ -119,6 +134,11 @@ extension BrokerCore {
                 store!.refused &+= 1
                 refusePublish(publisher, sequence, durableRefusal("message into durable queue \"\(q.name)\"")
                     ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"), view)
+                return
+            }
+            if let q = quotaRefusedBy {
+                quotaRefusedBy = nil
+                refusePublish(publisher, sequence, quotaRefusal(q, publisher), view)
                 return
             }
             if let full = rejectedBy {
@@ -230,6 +250,10 @@ extension BrokerCore {
                         message.storeID = recordMessage(message, into: queue)
                         recordedMessage = true
                     }
+                }
+                if let owner = queue.declaredBy, let limit = owner.quota?.queuedBytes, owner.queuedBytes >= limit {
+                    if quotaRefusedBy == nil { quotaRefusedBy = queue }
+                    continue
                 }
                 if !enqueue(message, into: queue) && rejectedBy == nil { rejectedBy = queue }
                 if queue.readyMemory > settings.highWatermarkBytes, let publisher { queueOverHighWatermark(queue, publisher: publisher) }
