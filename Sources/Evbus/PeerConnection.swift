@@ -300,6 +300,10 @@ final class PeerConnection: ChannelDelegate {
                 fail(error)
             } else if id != 0 && pending.isWaiting(for: id) {
                 resolve(id, .failure(error))
+            } else if id != 0, code == .accessRefused, let sink = sinks.removeValue(forKey: id) {
+                // A reload of the access rules took this subscription or consumer back; the
+                // CANCEL that follows finds it gone already.
+                sink.finish(error)
             } else {
                 onAsyncError?(error)
             }
