@@ -18,6 +18,9 @@ public struct Delivery: Sendable {
     public var publisher: UInt64
     public var consumerID: UInt32
     let acker: Acker?
+    /// Who published it, as the kernel told the broker; nil if the broker did not say (the
+    /// message was published before the broker restarted, or by a connection long gone).
+    public var sender: Sender? = nil
 
     /// The payload as UTF-8 text (invalid bytes become U+FFFD).
     public var text: String { String(decoding: payload, as: UTF8.self) }
@@ -56,6 +59,8 @@ public struct DeliveryView {
     public let redelivered: Bool
     public let publisher: UInt64
     public let consumerID: UInt32
+    /// Who published it, as the kernel told the broker; nil if the broker did not say.
+    public let sender: Sender?
 
     public var routingKey: String { String(decoding: routingKeyBytes, as: UTF8.self) }
     public var properties: MessageProperties { MessageProperties.decode(block: propertiesBytes) }

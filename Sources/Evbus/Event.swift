@@ -9,16 +9,19 @@ public struct Event: Sendable, Hashable {
     public var subscriptionID: UInt32
     /// Content type, correlation id, reply-to, message id, timestamp and headers, as published.
     public var properties: MessageProperties
+    /// Who published it (uid, gid, pid), as the kernel told the broker; nil if the broker did not say.
+    public var sender: Sender?
 
     public init(
         topic: String, payload: [UInt8], publisher: UInt64 = 0, subscriptionID: UInt32 = 0,
-        properties: MessageProperties = .none
+        properties: MessageProperties = .none, sender: Sender? = nil
     ) {
         self.topic = topic
         self.payload = payload
         self.publisher = publisher
         self.subscriptionID = subscriptionID
         self.properties = properties
+        self.sender = sender
     }
 
     /// The payload as UTF-8 text (invalid bytes become U+FFFD).
@@ -35,6 +38,8 @@ public struct EventView {
     public let subscriptionID: UInt32
     /// The raw properties block (PROTOCOL.md §5.7).
     public let propertiesBytes: UnsafeRawBufferPointer
+    /// Who published it, as the kernel told the broker; nil if the broker did not say.
+    public let sender: Sender?
 
     /// The topic as a String (allocates for topics over 15 bytes).
     public var topic: String { String(decoding: topicBytes, as: UTF8.self) }
@@ -44,6 +49,6 @@ public struct EventView {
 
     /// An owned copy.
     public func event() -> Event {
-        Event(topic: topic, payload: Array(payload), publisher: publisher, subscriptionID: subscriptionID, properties: properties)
+        Event(topic: topic, payload: Array(payload), publisher: publisher, subscriptionID: subscriptionID, properties: properties, sender: sender)
     }
 }

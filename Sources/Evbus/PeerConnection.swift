@@ -58,6 +58,9 @@ final class PeerConnection: ChannelDelegate {
     /// The last topic decoded, reused while the same topic repeats (saves validation and
     /// allocation); unchecked for the same reason as `cachedSink`.
     @exclusivity(unchecked) private var lastTopic: (bytes: [UInt8], text: String) = ([], "")
+    /// Who each publisher is, as the broker announced (SENDER frames). Looked up for every
+    /// delivery, one access at a time on the loop; unchecked for the same reason as `cachedSink`.
+    @exclusivity(unchecked) private var senders = SenderTable()
     /// Queues that asked the loop to stop reading; reading resumes when none is full.
     private var fullQueues = 0
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
@@ -85,7 +88,7 @@ final class PeerConnection: ChannelDelegate {
     func start(name: String, waiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) {
         phase = .handshaking(waiter)
         channel.write(WireFormat.preamble)
-        channel.write(Frame.hello(clientName: name).encoded())
+        channel.write(Frame.hello(clientName: name, flags: HelloFlag.senders).encoded())
     }
 
     // MARK: Output
@@ -227,7 +230,7 @@ final class PeerConnection: ChannelDelegate {
         case .view(let h):
             h(EventView(
                 topicBytes: d.topic, payload: d.payload, publisher: d.publisher, subscriptionID: d.subscriptionID,
-                propertiesBytes: d.properties))
+                propertiesBytes: d.properties, sender: senders.sender(of: d.publisher)))
         case .handler(let h):
             h(event(d))
         case .queue(let q):
@@ -246,7 +249,7 @@ final class PeerConnection: ChannelDelegate {
             h(DeliveryView(
                 exchangeBytes: m.exchange, routingKeyBytes: m.routingKey, payload: m.payload, propertiesBytes: m.properties,
                 deliveryTag: m.deliveryTag, redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher,
-                consumerID: m.consumerID))
+                consumerID: m.consumerID, sender: senders.sender(of: m.publisher)))
         case .deliveryHandler(let h):
             h(delivery(m))
         case .deliveries(let buffer):
@@ -314,6 +317,10 @@ final class PeerConnection: ChannelDelegate {
         case .close(let code, let reason):
             let text = code == ErrorCode.shuttingDown.rawValue ? "the broker is shutting down" : "the broker closed the connection"
             fail(EvbusError(.connectionLost, "\(text): \(reason)"))
+        case .sender(let publisher, let uid, let gid, let pid, let name, let flags):
+            senders.learn(
+                Sender(connectionID: publisher, uid: uid, gid: gid, pid: pid, name: name),
+                forgetEarlier: flags & SenderFlag.forgetEarlier != 0)
         case .hello, .publish, .subscribe, .unsubscribe, .deliver, .stats, .topology, .declareExchange, .deleteExchange,
             .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .message, .ack, .nack:
             throw WireError(.unexpectedFrame, "\(type.name) is not sent by brokers")
@@ -324,7 +331,7 @@ final class PeerConnection: ChannelDelegate {
     private func event(_ d: DeliverView) -> Event {
         Event(
             topic: topicString(d.topic), payload: Array(d.payload), publisher: d.publisher,
-            subscriptionID: d.subscriptionID, properties: d.decodedProperties())
+            subscriptionID: d.subscriptionID, properties: d.decodedProperties(), sender: senders.sender(of: d.publisher))
     }
 
     @inline(__always)
@@ -333,7 +340,7 @@ final class PeerConnection: ChannelDelegate {
             exchange: String(decoding: m.exchange, as: UTF8.self), routingKey: topicString(m.routingKey),
             payload: Array(m.payload), properties: m.decodedProperties(), deliveryTag: m.deliveryTag,
             redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher, consumerID: m.consumerID,
-            acker: m.deliveryTag == 0 ? nil : acker)
+            acker: m.deliveryTag == 0 ? nil : acker, sender: senders.sender(of: m.publisher))
     }
 
     @inline(__always)

@@ -90,10 +90,11 @@ public final class MemoryBroker: BrokerOutput {
 
     // MARK: Driving it
 
-    /// A connection that has completed its handshake, as `identity` (what the kernel would say).
-    public func connect(_ identity: PeerIdentity = .unknown, name: String = "") -> ConnectionState {
+    /// A connection that has completed its handshake, as `identity` (what the kernel would say),
+    /// asking for SENDER frames if `senders`.
+    public func connect(_ identity: PeerIdentity = .unknown, name: String = "", senders: Bool = false) -> ConnectionState {
         let session = core.open(identity: identity)
-        try? core.hello(session, name: name)
+        try? core.hello(session, name: name, flags: senders ? HelloFlag.senders : 0)
         let slot = Int(session.slot)
         while connections.count <= slot { connections.append(nil) }
         connections[slot] = Connection(session: session)

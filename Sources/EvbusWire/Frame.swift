@@ -11,7 +11,8 @@ public struct StatEntry: Hashable, Sendable {
 /// Every frame of protocol version 1 as an owned value. The broker's publish/deliver hot path uses
 /// the zero-copy views in `HotFrames.swift` instead; this type serves everything else and the tests.
 public enum Frame: Hashable, Sendable {
-    case hello(clientName: String)
+    /// `flags`: `HelloFlag` bits (an optional byte after the name; absent = 0).
+    case hello(clientName: String, flags: UInt8 = 0)
     case welcome(version: UInt16, maxFrame: UInt32, connectionID: UInt64, brokerName: String)
     case ping(token: UInt64)
     case pong(token: UInt64)
@@ -22,6 +23,9 @@ public enum Frame: Hashable, Sendable {
     case subscribe(subscriptionID: UInt32, pattern: String)
     case unsubscribe(subscriptionID: UInt32)
     case deliver(subscriptionID: UInt32, publisher: UInt64, topic: String, properties: MessageProperties = .none, payload: [UInt8])
+    /// Who a publisher is, as the kernel said when it connected: sent once per publisher before
+    /// its first DELIVER or MESSAGE, to connections that asked in HELLO (`HelloFlag.senders`).
+    case sender(publisher: UInt64, uid: UInt32, gid: UInt32, pid: UInt32, name: String, flags: UInt8)
     case stats(requestID: UInt32)
     case statsReply(requestID: UInt32, entries: [StatEntry])
     case topology(requestID: UInt32)
@@ -59,6 +63,7 @@ public enum Frame: Hashable, Sendable {
         case .subscribe: .subscribe
         case .unsubscribe: .unsubscribe
         case .deliver: .deliver
+        case .sender: .sender
         case .stats: .stats
         case .statsReply: .statsReply
         case .topology: .topology
@@ -91,8 +96,16 @@ extension Frame {
     public func encoded() -> [UInt8] {
         var body = BodyBuilder()
         switch self {
-        case .hello(let name):
+        case .hello(let name, let flags):
             body.string(name)
+            if flags != 0 { body.u8(flags) }
+        case .sender(let publisher, let uid, let gid, let pid, let name, let flags):
+            body.u64(publisher)
+            body.u32(uid)
+            body.u32(gid)
+            body.u32(pid)
+            body.string(name)
+            body.u8(flags)
         case .welcome(let version, let maxFrame, let id, let name):
             body.u16(version)
             body.u32(maxFrame)
@@ -173,7 +186,17 @@ extension Frame {
         let frame: Frame
         switch type {
         case .hello:
-            frame = .hello(clientName: try r.string("client name", maxBytes: WireFormat.maxNameBytes))
+            let name = try r.string("client name", maxBytes: WireFormat.maxNameBytes)
+            let flags = r.remaining > 0 ? try r.u8("flags") : 0
+            guard flags & ~HelloFlag.defined == 0 else {
+                throw WireError(.malformedFrame, "HELLO flag bits 0x\(String(flags & ~HelloFlag.defined, radix: 16)) are not defined")
+            }
+            frame = .hello(clientName: name, flags: flags)
+        case .sender:
+            let publisher = try r.u64("publisher")
+            let uid = try r.u32("uid"), gid = try r.u32("gid"), pid = try r.u32("pid")
+            let name = try r.string("name", maxBytes: WireFormat.maxNameBytes)
+            frame = .sender(publisher: publisher, uid: uid, gid: gid, pid: pid, name: name, flags: try r.u8("flags"))
         case .welcome:
             frame = .welcome(
                 version: try r.u16("version"), maxFrame: try r.u32("max frame"),
@@ -239,6 +262,7 @@ extension FrameType {
         case .subscribe: "SUBSCRIBE"
         case .unsubscribe: "UNSUBSCRIBE"
         case .deliver: "DELIVER"
+        case .sender: "SENDER"
         case .stats: "STATS"
         case .statsReply: "STATS_REPLY"
         case .topology: "TOPOLOGY"

@@ -11,6 +11,7 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case subscribe = 0x11
     case unsubscribe = 0x12
     case deliver = 0x13
+    case sender = 0x14
     case stats = 0x20
     case statsReply = 0x21
     case topology = 0x22
@@ -36,10 +37,24 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     /// Frames only the broker sends; a client sending one is a protocol violation.
     public var isBrokerOnly: Bool {
         switch self {
-        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed: true
+        case .welcome, .error, .ok, .deliver, .sender, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed: true
         case .hello, .ping, .pong, .close, .publish, .subscribe, .unsubscribe, .stats, .topology, .declareExchange,
             .deleteExchange, .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .cancel,
             .ack, .nack: false
         }
     }
+}
+
+/// Flag bits of HELLO's optional last byte.
+public enum HelloFlag {
+    /// Send SENDER frames: who each publisher is, once per publisher, before its first delivery.
+    public static let senders: UInt8 = 0x01
+    public static let defined: UInt8 = 0x01
+}
+
+/// Flag bits of SENDER.
+public enum SenderFlag {
+    /// Forget every SENDER received before this one (the broker bounds how many it remembers
+    /// having sent; it sends again what is needed after this).
+    public static let forgetEarlier: UInt8 = 0x01
 }

@@ -115,7 +115,7 @@ extension Frame {
         case .routed(let reached, let correlationID):
             body.u32(reached)
             body.string(correlationID)
-        case .hello, .welcome, .ping, .pong, .close, .error, .ok, .publish, .subscribe, .unsubscribe, .deliver,
+        case .hello, .welcome, .ping, .pong, .close, .error, .ok, .publish, .subscribe, .unsubscribe, .deliver, .sender,
             .stats, .statsReply, .topology:
             preconditionFailure("\(type.name) is encoded by Frame.encoded()")
         }
@@ -246,7 +246,7 @@ extension Frame {
             return .returned(code: code, exchange: exchange, routingKey: key, properties: properties, payload: Array(r.rest()))
         case .routed:
             return .routed(reached: try r.u32("reached"), correlationID: try r.string("correlation id"))
-        case .hello, .welcome, .ping, .pong, .close, .error, .ok, .publish, .subscribe, .unsubscribe, .deliver,
+        case .hello, .welcome, .ping, .pong, .close, .error, .ok, .publish, .subscribe, .unsubscribe, .deliver, .sender,
             .stats, .statsReply:
             preconditionFailure("\(type.name) is decoded by Frame.decode")
         }

@@ -150,3 +150,61 @@ import Testing
         await broker.stop()
     }
 }
+
+/// Identity on every delivery: the uid, gid and pid the kernel reported, whatever the publisher
+/// calls itself, through `evbus sub --json` and `evbus consume --json`.
+@Suite struct SenderIdentityEndToEndTests {
+    @Test func subscribersAndConsumersSeeTheKernelsIdentityNotTheClaimedOne() async throws {
+        let config = TestPaths.dataDirectory("cfg") + ".json"
+        try #"{"socketMode": "0666"}"#.write(toFile: config, atomically: true, encoding: .utf8)
+        let broker = try await BrokerProcess(arguments: ["--config", config])
+        let sub = try RunningProcess.evbus(["sub", "sensors.#", "--json", "--count", "1", "--socket", broker.socketPath])
+        #expect(try await waitForSubscriptions(1, at: broker.socketPath))
+        let declared = try await RunningProcess.runEvbus(["declare", "queue", "jobs", "--socket", broker.socketPath])
+        #expect(declared.status == 0, "\(declared.stderr)")
+        let pub = try await OtherUser.run(["pub", "sensors.door", "open", "--name", "root", "--socket", broker.socketPath])
+        #expect(pub.status == 0, "\(pub.stderr)")
+        let job = try await OtherUser.run(uid: OtherUser.secondUID, ["pub", "--exchange", "", "--key", "jobs", "work", "--name", "admin", "--socket", broker.socketPath])
+        #expect(job.status == 0, "\(job.stderr)")
+        #expect(await sub.waitForExit() == 0)
+        let event = try JSONSerialization.jsonObject(with: Data(sub.stdout.utf8)) as? [String: Any]
+        let sender = event?["sender"] as? [String: Any]
+        #expect(sender?["uid"] as? Int == Int(OtherUser.uid), "\(sub.stdout)")
+        #expect(sender?["gid"] as? Int == Int(OtherUser.uid))
+        #expect((sender?["pid"] as? Int ?? 0) > 0)
+        #expect(sender?["name"] as? String == "root", "the name is what it claimed; the uid is what it is")
+        // The queued message's publisher has gone by now: the broker still knows who it was.
+        let consume = try await RunningProcess.runEvbus(["consume", "jobs", "--json", "--count", "1", "--socket", broker.socketPath])
+        #expect(consume.status == 0, "\(consume.stderr)")
+        let delivery = try JSONSerialization.jsonObject(with: Data(consume.stdout.utf8)) as? [String: Any]
+        let from = delivery?["sender"] as? [String: Any]
+        #expect(from?["uid"] as? Int == Int(OtherUser.secondUID), "\(consume.stdout)")
+        #expect(from?["name"] as? String == "admin")
+        await broker.stop()
+    }
+
+    @Test func connectionIdsAfterARestartNeverNameAnEarlierPublisher() async throws {
+        let data = TestPaths.dataDirectory("ids")
+        let first = try await BrokerProcess(dataDir: data)
+        let admin = try await first.connect("admin")
+        _ = try await admin.declareQueue("keep", QueueOptions(durable: true))
+        for _ in 0..<3 { let p = try await first.connect("burn"); await p.close() }
+        let producer = try await first.connect("producer")
+        try await producer.publish(to: "", key: "keep", "kept", confirm: true, persistent: true)
+        try await producer.waitForConfirms()
+        let producerID = producer.connectionID
+        await producer.close()
+        await admin.close()
+        await first.stop()
+        let second = try await BrokerProcess(dataDir: data)
+        let fresh = try await second.connect("fresh")
+        #expect(fresh.connectionID > producerID, "a new connection never takes the id of a publisher whose message survived")
+        let consumer = try await fresh.consume("keep", ack: .manual)
+        var it = consumer.makeAsyncIterator()
+        let m = try #require(try await it.next())
+        #expect(m.publisher == producerID)
+        #expect(m.sender == nil, "published before the restart: the broker does not say who")
+        await fresh.close()
+        await second.stop()
+    }
+}

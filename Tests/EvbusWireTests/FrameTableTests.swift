@@ -44,7 +44,7 @@ import Testing
 
     /// A sample of every frame type and the field values its body holds, in order.
     static let samples: [(Frame, [Field])] = [
-        (.hello(clientName: "c1"), [.str("c1")]),
+        (.hello(clientName: "c1", flags: HelloFlag.senders), [.str("c1"), .u8(1)]),
         (.welcome(version: 1, maxFrame: 1 << 20, connectionID: 9, brokerName: "evbus"), [.u16(1), .u32(1 << 20), .u64(9), .str("evbus")]),
         (.ping(token: 0x0102_0304_0506_0708), [.u64(0x0102_0304_0506_0708)]),
         (.pong(token: 5), [.u64(5)]),
@@ -55,6 +55,8 @@ import Testing
         (.subscribe(subscriptionID: 2, pattern: "a.*"), [.u32(2), .str("a.*")]),
         (.unsubscribe(subscriptionID: 2), [.u32(2)]),
         (.deliver(subscriptionID: 2, publisher: 8, topic: "a.b", payload: [3]), [.u32(2), .u64(8), .str("a.b"), .props(.none), .rest([3])]),
+        (.sender(publisher: 8, uid: 1001, gid: 1002, pid: 42, name: "sensor", flags: SenderFlag.forgetEarlier),
+         [.u64(8), .u32(1001), .u32(1002), .u32(42), .str("sensor"), .u8(1)]),
         (.stats(requestID: 6), [.u32(6)]),
         (.statsReply(requestID: 6, entries: [StatEntry("published", 12), StatEntry("acked", 3)]),
          [.u32(6), .u16(2), .str("published"), .u64(12), .str("acked"), .u64(3)]),
@@ -180,5 +182,30 @@ import Testing
         #expect(written("c", replyTo: nil, headers: [:]) == MessageProperties(correlationID: "c").encoded())
         #expect(written("c", replyTo: nil, headers: ["evbus-status": "error"])
             == MessageProperties(correlationID: "c", headers: ["evbus-status": "error"]).encoded())
+    }
+}
+
+/// The byte examples PROTOCOL.md gives for HELLO with flags and for SENDER.
+@Suite struct IdentityFrameExampleTests {
+    static func example(after marker: String) throws -> [UInt8] {
+        let text = try String(contentsOf: ProtocolDocTests.doc, encoding: .utf8)
+        let rest = try #require(text.components(separatedBy: marker).dropFirst().first)
+        let code = try #require(rest.components(separatedBy: "`").dropFirst().first)
+        return code.split(separator: " ").compactMap { UInt8($0, radix: 16) }
+    }
+
+    @Test func helloWithFlagsAndSenderAreLaidOutAsDocumented() throws {
+        #expect(try Self.example(after: "Example, name `c1` with senders:") == Frame.hello(clientName: "c1", flags: HelloFlag.senders).encoded())
+        #expect(try Self.example(after: "pid 42, name `s`, no flags:")
+            == Frame.sender(publisher: 8, uid: 1001, gid: 1001, pid: 42, name: "s", flags: 0).encoded())
+    }
+
+    @Test func undefinedHelloFlagsAreMalformed() {
+        let bytes = Frame.hello(clientName: "c1", flags: 0x03).encoded()
+        #expect(throws: WireError(.malformedFrame, "HELLO flag bits 0x2 are not defined")) {
+            try bytes.withUnsafeBytes { raw in
+                _ = try Frame.decode(type: .hello, body: UnsafeRawBufferPointer(rebasing: raw[5...]))
+            }
+        }
     }
 }

@@ -63,7 +63,8 @@ import Testing
                      .unexpectedFrame, .slowConsumer, .shuttingDown, .handshakeTimeout, .invalidTopic, .invalidPattern,
                      .unknownSubscription, .duplicateSubscription, .tooManySubscriptions, .unknownExchange, .unknownQueue,
                      .queueLocked, .unknownDeliveryTag, .preconditionFailed, .invalidName, .queueFull, .unroutable,
-                     .accessRefused, .unknownConsumer, .noResponder, .responderGone, .invalidRequest] {
+                     .accessRefused, .unknownConsumer, .noResponder, .responderGone, .invalidRequest, .storageFailed,
+                     .tooManyConnections, .quotaExceeded] {
             #expect(text.contains("| \(code.rawValue) | `\(code.name)` |"), "error \(code) missing from PROTOCOL.md")
         }
     }

@@ -89,6 +89,8 @@ public final class BrokerCore<Output: BrokerOutput> {
     /// sync in either sync mode).
     @exclusivity(unchecked) var pagedOutMessage = false
     var expiries = ExpiryTimers()
+    /// Who closed publishers were, for the messages they left in queues (SENDER frames).
+    var retiredSenders = RetiredSenders()
     /// The wake-up last asked of the output (0 = none).
     var wakeRequested: UInt64 = 0
     private var lastRateSample: UInt64
@@ -126,6 +128,11 @@ public final class BrokerCore<Output: BrokerOutput> {
         return session
     }
 
+    /// Connection ids below `next` are taken (by publishers of messages restored from the log).
+    func reserveConnectionIDs(below next: UInt64) {
+        nextConnectionID = max(nextConnectionID, next)
+    }
+
     /// The connection is closing (a protocol error, its CLOSE, the broker shutting down): nothing
     /// more is delivered to it. Its state is released when it has `closed`.
     public func closing(_ s: ConnectionState) {
@@ -144,6 +151,7 @@ public final class BrokerCore<Output: BrokerOutput> {
         releaseQueues(of: s)
         abandonRequests(of: s)
         releasePublishers(blockedOn: s)
+        if s.publishedToQueue { retiredSenders.retire(s.id, identity: s.identity, name: s.name) }
         sessionRefs[Int(s.slot)] = nil
         sessions[Int(s.slot)] = nil
         slotsByID[s.id] = nil
@@ -154,10 +162,11 @@ public final class BrokerCore<Output: BrokerOutput> {
         if isPersisting { submitRecords() }
     }
 
-    /// The connection said HELLO: it has a name, and is admitted if its uid's connection quota
+    /// The connection said HELLO: it has a name and says whether it wants SENDER frames, and is admitted if its uid's connection quota
     /// allows (otherwise the server closes it with this error).
-    public func hello(_ s: ConnectionState, name: String) throws(WireError) {
+    public func hello(_ s: ConnectionState, name: String, flags: UInt8 = 0) throws(WireError) {
         s.name = name
+        s.wantsSenders = flags & HelloFlag.senders != 0
         if let limit = s.usage.quota?.connections, s.usage.connections > limit {
             stats.quotaRefusals += 1
             output.log(.warning, s.slot, "refused: uid \(s.identity.uid) already holds \(s.usage.connections - 1) connections, its quota")
@@ -194,7 +203,7 @@ public final class BrokerCore<Output: BrokerOutput> {
             nack(view.deliveryTag, flags: view.flags, from: s)
         case .hello:
             throw WireError(.unexpectedFrame, "HELLO was already sent on this connection")
-        case .welcome, .error, .ok, .deliver, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed:
+        case .welcome, .error, .ok, .deliver, .sender, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed:
             throw WireError(.unexpectedFrame, "\(frame.type.name) frames are sent by the broker, not by clients")
         case .ping, .pong, .close, .subscribe, .unsubscribe, .stats, .topology, .declareExchange, .deleteExchange,
             .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .consume, .cancel:
@@ -237,7 +246,7 @@ public final class BrokerCore<Output: BrokerOutput> {
             send(.topologyReply(requestID: id, exchanges: exchanges, queues: queues), to: s)
         case .declareExchange, .deleteExchange, .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .consume, .cancel:
             handleRouting(frame, from: s)
-        case .hello, .welcome, .error, .ok, .publish, .deliver, .statsReply, .topologyReply, .queueOK, .publishTo,
+        case .hello, .welcome, .error, .ok, .publish, .deliver, .sender, .statsReply, .topologyReply, .queueOK, .publishTo,
             .message, .ack, .nack, .confirm, .returned, .routed:
             break  // routed by `received` before decoding
         }

@@ -49,6 +49,15 @@ public final class ConnectionState {
     @exclusivity(unchecked) var grants: Grants
     /// What its uid holds against its quota.
     let usage: UserUsage
+    /// It asked in HELLO for SENDER frames (`HelloFlag.senders`).
+    var wantsSenders = false
+    /// It published into a queue: its identity is kept after it closes, for those messages.
+    @exclusivity(unchecked) var publishedToQueue = false
+    /// The publisher of the last delivery to it: a delivery from the same one needs no SENDER
+    /// check. Read for every delivery (unchecked as above).
+    @exclusivity(unchecked) var lastSender: UInt64 = 0
+    /// Publishers it was told about with SENDER (bounded, `BrokerCore.announcedLimit`).
+    var announcedSenders: Set<UInt64> = []
 
     init(id: UInt64, slot: UInt32, identity: PeerIdentity, grants: Grants, usage: UserUsage) {
         self.id = id

@@ -80,9 +80,9 @@ final class BrokerConnection: ChannelDelegate {
             guard frame.type == .hello else {
                 throw WireError(.unexpectedFrame, "expected HELLO after the preamble, got \(frame.type.name)")
             }
-            guard case .hello(let clientName) = try Frame.decode(type: .hello, body: frame.body) else { return consumed }
+            guard case .hello(let clientName, let flags) = try Frame.decode(type: .hello, body: frame.body) else { return consumed }
             name = clientName
-            try core.hello(session, name: clientName)
+            try core.hello(session, name: clientName, flags: flags)
             phase = .open
             send(.welcome(
                 version: WireFormat.version, maxFrame: UInt32(server.config.maxFrameBytes),

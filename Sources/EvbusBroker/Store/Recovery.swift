@@ -50,6 +50,9 @@ public struct RecoveredStore {
     /// Which replayed ids are live and delivered: what reads of the regions go by.
     public var bits: RecoveredBits?
     public var nextMessageID: UInt64 = 1
+    /// Above every publisher connection id in the log's messages: the restarted broker numbers
+    /// its connections from here, so a restored message is never taken for a new connection's.
+    public var nextConnectionID: UInt64 = 1
     public var nextQueueID: UInt32 = 1
     /// Every segment, oldest first, with the first message id recorded in it and its live messages
     /// in memory (those in regions keep their segments by their place, not by a count).
@@ -169,6 +172,9 @@ private struct Replay {
         for segment in readable {
             try LogReader.forEachRecord(path: segment.path, from: 0, limit: segment.limit) { body, end in
                 guard body.count >= 22, body[0] == StoreRecord.Kind.message.rawValue else { return true }
+                if body.count >= 30 {
+                    r.nextConnectionID = max(r.nextConnectionID, UInt64(littleEndian: body.loadUnaligned(fromByteOffset: 22, as: UInt64.self)) &+ 1)
+                }
                 let flags = body[13]
                 guard flags & (StoreRecord.MessageFlag.moved | StoreRecord.MessageFlag.transient) == 0 else { return true }
                 let queue = UInt32(littleEndian: body.loadUnaligned(fromByteOffset: 1, as: UInt32.self))
@@ -199,6 +205,9 @@ private struct Replay {
                 }
                 return true
             }
+        }
+        for m in moved.values where m.tail.count >= 8 {
+            r.nextConnectionID = max(r.nextConnectionID, m.tail.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } &+ 1)
         }
         for m in moved.values where survives(queue: m.queue, id: m.id) {
             r.messages.append(m)

@@ -8,7 +8,8 @@ struct ConsumeCommand: EvbusCommand {
         abstract: "Print messages from a queue, acknowledging each after printing it.",
         discussion: """
             Each message is one line: ROUTING-KEY<TAB>PAYLOAD, escaped as in 'evbus sub'; with --json one
-            object per line. Without <queue>, --exchange makes a private queue (exclusive, broker-named),
+            object per line (exchange, routing_key, payload, redelivered, delivery_tag, headers, publisher, and
+            sender: uid, gid, pid and name as the kernel told the broker). Without <queue>, --exchange makes a private queue (exclusive, broker-named),
             binds it with each --key (none: the empty key, which is what fanout exchanges want) and
             consumes it, as RabbitMQ's receive_logs tutorials do.
             --ack manual (default) acknowledges each message after it is printed; auto lets the broker
@@ -91,6 +92,8 @@ struct ConsumeCommand: EvbusCommand {
         var redelivered: Bool
         var delivery_tag: UInt64
         var headers: [String: String]?
+        var publisher: UInt64
+        var sender: JSONSender?
     }
 
     static func jsonLine(_ d: Delivery) -> String {
@@ -98,7 +101,8 @@ struct ConsumeCommand: EvbusCommand {
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let value = JSONDelivery(
             exchange: d.exchange, routing_key: d.routingKey, payload: d.text, redelivered: d.redelivered,
-            delivery_tag: d.deliveryTag, headers: d.properties.headers.isEmpty ? nil : d.properties.headers)
+            delivery_tag: d.deliveryTag, headers: d.properties.headers.isEmpty ? nil : d.properties.headers,
+            publisher: d.publisher, sender: d.sender.map(JSONSender.init))
         let data = (try? encoder.encode(value)) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"
     }

@@ -24,6 +24,7 @@ struct PubCommand: EvbusCommand {
             .init(long: "key", short: "k", valueName: "routing-key", help: "The routing key (with --exchange)."),
             .init(long: "mandatory", short: nil, valueName: nil, help: "Fail if the message reaches no queue (with --exchange)."),
             .init(long: "confirm", short: nil, valueName: nil, help: "Wait until the broker confirms every message (with --exchange)."),
+            .init(long: "name", short: nil, valueName: "name", help: "The name to give the broker in HELLO (default: evbus pub); receivers see it beside the uid, gid and pid the kernel reports."),
         ] + MessageOptions.specs)
 
     var topic: String?
@@ -34,8 +35,11 @@ struct PubCommand: EvbusCommand {
     var confirm: Bool
     var properties: MessageProperties
     var socket: String?
+    var name: String
 
     init(_ a: ParsedArguments) throws(UsageError) {
+        name = a.value("name") ?? "evbus pub"
+        guard name.utf8.count <= 255 else { throw UsageError("The value for '--name <name>' is \(name.utf8.count) bytes; at most 255") }
         exchange = a.value("exchange")
         mandatory = a.flag("mandatory")
         confirm = a.flag("confirm")
@@ -74,7 +78,7 @@ struct PubCommand: EvbusCommand {
             refusals.add(1, ordering: .relaxed)
             Terminal.err("Error: \(e.message)\n")
         }
-        let peer = try await Peer.connect(to: socket, name: "evbus pub", options: options)
+        let peer = try await Peer.connect(to: socket, name: name, options: options)
         do {
             if let message {
                 try await send(peer, message)

@@ -9,7 +9,8 @@ struct SubCommand: EvbusCommand {
         discussion: """
             Each event is one line: TOPIC<TAB>PAYLOAD. In the payload, backslash, tab, newline and
             carriage return are written \\\\, \\t, \\n and \\r so an event is always one line.
-            With --json each line is {"topic":..., "payload":..., "publisher":...}.
+            With --json each line is {"topic":..., "payload":..., "publisher":..., "sender":{"uid":...,"gid":...,"pid":...,"name":...}}
+            (sender: who published it, as the kernel told the broker; absent if the broker did not say).
             Patterns: '*' matches exactly one word, '#' zero or more, e.g. sensors.*.temp or logs.#.
             """,
         positionals: [.init(name: "pattern", help: "A topic pattern.", isRepeating: true)],
@@ -76,12 +77,28 @@ struct SubCommand: EvbusCommand {
         var topic: String
         var payload: String
         var publisher: UInt64
+        var sender: JSONSender?
     }
 
     static func jsonLine(_ event: Event) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let data = (try? encoder.encode(JSONEvent(topic: event.topic, payload: event.text, publisher: event.publisher))) ?? Data()
+        let data = (try? encoder.encode(JSONEvent(topic: event.topic, payload: event.text, publisher: event.publisher, sender: event.sender.map(JSONSender.init)))) ?? Data()
         return String(decoding: data, as: UTF8.self) + "\n"
+    }
+}
+
+/// A message's sender in `--json` output: as the kernel told the broker (PROTOCOL.md §5.15).
+struct JSONSender: Encodable {
+    var uid: UInt32
+    var gid: UInt32
+    var pid: UInt32
+    var name: String
+
+    init(_ s: Sender) {
+        uid = s.uid
+        gid = s.gid
+        pid = s.pid
+        name = s.name
     }
 }

@@ -12,6 +12,7 @@ extension BrokerCore {
         state.segments = recovered.segments.map { .init(number: $0.number, firstID: $0.firstID, live: $0.live, recorded: $0.live, bytes: segmentBytes, messageBytes: segmentBytes) }
         store = state
         isPersisting = true
+        reserveConnectionIDs(below: recovered.nextConnectionID)
         for e in recovered.exchanges {
             do {
                 let exchange = try topology.declareExchange(e.name, kind: e.kind, durable: true)

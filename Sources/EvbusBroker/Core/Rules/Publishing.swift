@@ -222,6 +222,7 @@ extension BrokerCore {
             if target.isQueue {
                 guard let queue = topology.queues[Int(target.queueSlot)] else { continue }
                 if stored == nil {
+                    publisher?.publishedToQueue = true
                     stored = StoredMessage(
                         publisher: publisherID, exchange: exchange, routingKey: routingKey, properties: properties,
                         payload: payload, expiresAt: 0)
@@ -265,6 +266,7 @@ extension BrokerCore {
                     stats.dropped &+= 1
                     return
                 }
+                if receiver.lastSender != publisherID { announceSender(publisherID, publisher: publisher, to: receiver) }
                 DeliverEncoder.write(
                     into: reserve(receiver.slot, deliverSize), subscriptionID: target.subscription, publisher: publisherID,
                     topic: routingKey, properties: properties, payload: payload)

@@ -65,6 +65,9 @@ extension BrokerCore {
     func writeMessage(_ m: StoredMessage, consumer: ConsumerRecord, tag: UInt64, to receiver: ConnectionState) {
         let size = MessageEncoder.size(tailCount: m.tail.count)
         m.tail.withUnsafeBytes { tail in
+            // The tail starts with the publisher's connection id (MessageEncoder.writeTail).
+            let publisherID = UInt64(littleEndian: tail.loadUnaligned(as: UInt64.self))
+            if receiver.lastSender != publisherID { announceSender(publisherID, publisher: nil, to: receiver) }
             MessageEncoder.write(
                 into: reserve(receiver.slot, size), consumerID: consumer.id, deliveryTag: tag,
                 flags: m.redelivered ? AckFlag.redelivered : 0, tail: tail)
