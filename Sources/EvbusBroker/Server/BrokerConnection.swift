@@ -18,7 +18,6 @@ final class BrokerConnection: ChannelDelegate {
     /// The server's core, held the same way for the same reason.
     unowned(unsafe) let core: BrokerCore<BrokerServer>
     private(set) var phase = Phase.preamble
-    private var name = ""
 
     init(session: ConnectionState, channel: Channel, credentials: PeerCredentials?, server: BrokerServer) {
         self.session = session
@@ -30,6 +29,7 @@ final class BrokerConnection: ChannelDelegate {
 
     /// Who this is, for log lines.
     var label: String {
+        let name = session.name
         let who = name.isEmpty ? "" : " '\(name)'"
         return "connection \(session.id)\(who)" + (credentials.map { " (\($0))" } ?? "")
     }
@@ -81,7 +81,6 @@ final class BrokerConnection: ChannelDelegate {
                 throw WireError(.unexpectedFrame, "expected HELLO after the preamble, got \(frame.type.name)")
             }
             guard case .hello(let clientName, let flags) = try Frame.decode(type: .hello, body: frame.body) else { return consumed }
-            name = clientName
             try core.hello(session, name: clientName, flags: flags)
             phase = .open
             send(.welcome(

@@ -10,12 +10,23 @@ final class BenchBroker {
 
     private static let started = Atomic<Int>(0)
 
-    init(extraArguments: [String] = []) throws {
+    /// `accessRules`: start it with an `access` section granting this user what the scenarios do,
+    /// on the names they use (`bench.#` topics, not `#`), so every check really runs.
+    init(extraArguments: [String] = [], accessRules: Bool = false) throws {
         directory = NSTemporaryDirectory() + "evbus-bench-\(getpid())-\(Self.started.add(1, ordering: .relaxed).oldValue)"
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socketPath = directory + "/b.sock"
+        var arguments = extraArguments
+        if accessRules {
+            let config = directory + "/access.json"
+            try """
+                {"access": [{"uid": \(getuid()), "publish": ["bench.#"], "subscribe": ["bench.#", "idle.#", "burst.#"],
+                  "publishTo": {"#": ["#"]}, "configure": ["#"], "consume": ["#"], "request": ["#"], "respond": ["#"]}]}
+                """.write(toFile: config, atomically: true, encoding: .utf8)
+            arguments += ["--config", config]
+        }
         process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
-        process.arguments = ["broker", "--socket", socketPath, "--data-dir", directory + "/data", "--log-level", "warning"] + extraArguments
+        process.arguments = ["broker", "--socket", socketPath, "--data-dir", directory + "/data", "--log-level", "warning"] + arguments
         try process.run()
         let deadline = monotonicNanos() + 10_000_000_000
         while !UnixSocket.isLive(path: socketPath) {

@@ -39,6 +39,7 @@ struct BenchCommand: EvbusCommand {
             .init(long: "against", short: nil, valueName: "broker", help: "Measure nats, redis or rabbitmq instead (started by you; see docs/BENCHMARKS.md)."),
             .init(long: "address", short: nil, valueName: "address", help: "With --against: host:port (nats 127.0.0.1:4222, rabbitmq 127.0.0.1:5672) or a Unix socket path (redis)."),
             .init(long: "server-pid", short: nil, valueName: "pid", help: "With --against: the server's pid, for the idle scenario's memory figure."),
+            .init(long: "access", short: nil, valueName: nil, help: "Run the broker with access rules in force (docs/SECURITY.md): what the rules cost."),
         ])
 
     var scenarios: [String]
@@ -47,6 +48,7 @@ struct BenchCommand: EvbusCommand {
     var warmUp: Int
     var foreign: ForeignBus?
     var serverPID: Int32?
+    var withAccess: Bool
 
     init(_ a: ParsedArguments) throws(UsageError) {
         scenarios = a.value("scenario").map { $0.split(separator: ",").map(String.init) } ?? Self.allScenarios
@@ -57,6 +59,7 @@ struct BenchCommand: EvbusCommand {
         connections = try a.int("connections", in: 1...100_000, spec: Self.spec)
         warmUp = try a.int("warm-up", in: 0...100_000, spec: Self.spec) ?? MemoryScenarios.idleWarmUp(connections ?? 1000)
         serverPID = try a.int("server-pid", in: 1...Int(Int32.max), spec: Self.spec).map { Int32($0) }
+        withAccess = a.flag("access")
         if let against = a.value("against") {
             guard let kind = ForeignKind(rawValue: against) else {
                 throw UsageError("The value '\(against)' is invalid for '--against <broker>': expected nats, redis or rabbitmq")
@@ -106,24 +109,24 @@ struct BenchCommand: EvbusCommand {
         Terminal.err("warning: this is a debug build; run `swift run -c release evbus bench` for real figures\n")
         #endif
         if let foreign { return try runForeign(foreign) }
-        let broker = try BenchBroker()
+        let broker = try BenchBroker(accessRules: withAccess)
         defer { broker.stop() }
-        Terminal.out("evbus bench: broker pid \(broker.pid) on \(broker.socketPath)\n")
+        Terminal.out("evbus bench: broker pid \(broker.pid) on \(broker.socketPath)\(withAccess ? " with access rules" : "")\n")
         var lost = 0
         for s in scenarios {
             let socket = broker.socketPath
             let line: String
             switch s {
             case "pubsub":
-                let r = try await Scenarios.pubsub(name: s, socket: socket, messages: messages ?? 2_000_000, size: 16, subscribers: 1)
+                let r = try await Scenarios.pubsub(name: s, socket: socket, messages: messages ?? 2_000_000, size: 16, subscribers: 1, brokerPID: broker.pid)
                 lost += r.lost
                 line = r.line
             case "pubsub-1k":
-                let r = try await Scenarios.pubsub(name: s, socket: socket, messages: messages ?? 500_000, size: 1024, subscribers: 1)
+                let r = try await Scenarios.pubsub(name: s, socket: socket, messages: messages ?? 500_000, size: 1024, subscribers: 1, brokerPID: broker.pid)
                 lost += r.lost
                 line = r.line
             case "fanout":
-                let r = try await Scenarios.pubsub(name: s, socket: socket, messages: messages ?? 500_000, size: 16, subscribers: 10)
+                let r = try await Scenarios.pubsub(name: s, socket: socket, messages: messages ?? 500_000, size: 16, subscribers: 10, brokerPID: broker.pid)
                 lost += r.lost
                 line = r.line
             case "pubsub-event":

@@ -38,7 +38,11 @@ enum Scenarios {
     /// Which subscriber API the benchmark uses.
     enum Delivery { case view, event }
 
-    static func pubsub(name: String, socket: String, messages: Int, size: Int, subscribers: Int, delivery: Delivery = .view) async throws -> BenchResult {
+    /// With `brokerPID`, also the broker's CPU time per published message (less at the mercy of
+    /// the scheduler than msgs/s on a shared machine).
+    static func pubsub(
+        name: String, socket: String, messages: Int, size: Int, subscribers: Int, delivery: Delivery = .view, brokerPID: Int32? = nil
+    ) async throws -> BenchResult {
         let pubLoop = try EventLoop.startThread(name: "bench-pub")
         let subLoop = try EventLoop.startThread(name: "bench-sub")
         defer {
@@ -57,10 +61,15 @@ enum Scenarios {
             subs.append(peer)
         }
         let publisher = try await Peer.connect(to: socket, name: "bench-pub", loop: pubLoop)
+        let brokerCPU = brokerPID.map(RPCScenarios.processCPUNanos)
         let start = monotonicNanos()
         try await Publisher.run(publisher, topic: topic, count: messages, size: size)
         var end = start
         for r in receivers { end = max(end, await r.waitFor(messages)) }
+        var extra = ""
+        if let brokerPID, let brokerCPU {
+            extra = "  broker CPU per message \((RPCScenarios.processCPUNanos(brokerPID) &- brokerCPU) / UInt64(messages)) ns"
+        }
         let received = receivers.reduce(0) { $0 + $1.count.load(ordering: .acquiring) }
         var latencies = receivers.flatMap { $0.sortedLatencies() }
         latencies.sort()
@@ -69,7 +78,7 @@ enum Scenarios {
         return BenchResult(
             name: name, messages: messages, deliveries: messages * subscribers, received: received,
             nanos: end - start, latencies: latencies,
-            outOfOrder: receivers.reduce(0) { $0 + $1.outOfOrder.load(ordering: .relaxed) })
+            outOfOrder: receivers.reduce(0) { $0 + $1.outOfOrder.load(ordering: .relaxed) }, extra: extra)
     }
 
     /// One-way latency at a modest fixed rate (every message stamped).

@@ -78,30 +78,37 @@ final class Grants {
     /// Published topics already decided, and the one decided last (publishers mostly repeat
     /// topics). Bounded: cleared when full, decisions are cheap to remake.
     private var decided: [[UInt8]: Bool] = [:]
-    private var lastAllowed: [UInt8] = []
-    private var hasLastAllowed = false
+    /// Read for every publish, one access at a time on the loop thread (grants are loop-bound
+    /// like the core), so their dynamic exclusivity checks are off.
+    @exclusivity(unchecked) private var lastAllowed: [UInt8] = []
+    @exclusivity(unchecked) private var hasLastAllowed = false
     static let decisionLimit = 4096
 
     init(permissions: Permissions?, generation: UInt64) {
         self.permissions = permissions
         self.generation = generation
+        allowsEverything = permissions == nil
     }
 
-    var allowsEverything: Bool { permissions == nil }
+    /// No `access` section: nothing to check. A plain flag, so the hot path tests one byte and
+    /// never copies `permissions` (seven arrays: seven retains).
+    let allowsEverything: Bool
 
     /// May it PUBLISH `topic` (bytes already checked by the topic rules)? Hot path.
     @inline(__always)
     func mayPublish(topic: UnsafeRawBufferPointer) -> Bool {
-        guard let permissions else { return true }
+        if allowsEverything { return true }
         if hasLastAllowed && lastAllowed.count == topic.count
             && lastAllowed.withUnsafeBytes({ topic.isEmpty || memcmp($0.baseAddress!, topic.baseAddress!, topic.count) == 0 })
         {
             return true
         }
-        return decidePublish(topic, permissions)
+        return decidePublish(topic)
     }
 
-    private func decidePublish(_ topic: UnsafeRawBufferPointer, _ permissions: Permissions) -> Bool {
+    @inline(never)
+    private func decidePublish(_ topic: UnsafeRawBufferPointer) -> Bool {
+        guard let permissions else { return true }
         let key = Array(topic)
         let allowed: Bool
         if let known = decided[key] {
