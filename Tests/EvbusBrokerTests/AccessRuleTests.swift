@@ -282,3 +282,35 @@ import Testing
         }
     }
 }
+
+/// docs/SECURITY.md's worked example, `Configs/shared-bus.json`, does what the document says.
+@Suite struct SharedBusExampleTests {
+    @Test func theSensorTheControllerAndTheOperatorMayDoWhatTheDocumentSays() throws {
+        let config = try BrokerConfig.load(file: ConfigTests.configsDirectory.appendingPathComponent("shared-bus.json").path)
+        let b = MemoryBroker()
+        try b.core.topology.declare(config)
+        b.core.installAccess(rules: config.access, quotas: config.quotas)
+        let sensor = b.connect(PeerIdentity(uid: 1001, gid: 1001, pid: 10), name: "sensord")
+        let controller = b.connect(PeerIdentity(uid: 1002, gid: 1002, pid: 11), name: "controller")
+        let operatorPeer = b.connect(PeerIdentity(uid: 1003, gid: 1003, pid: 12, groups: [2000]), name: "operator")
+        func answers(_ s: ConnectionState) throws -> [Frame] {
+            var out: [Frame] = []
+            while let f = try b.nextFrame(for: s) { out.append(f) }
+            return out
+        }
+        func refused(_ frames: [Frame]) -> Bool { frames.contains { if case .error(.accessRefused, _, _) = $0 { true } else { false } } }
+        b.send([.subscribe(subscriptionID: 1, pattern: "#")], from: operatorPeer)
+        #expect(try answers(operatorPeer) == [.ok(requestID: 1)], "the operator reads everything")
+        b.send([.publish(topic: "sensors.hall.temp", payload: [1])], from: sensor)
+        #expect(try answers(sensor).isEmpty)
+        b.send([.publish(topic: "commands.stop", payload: [1]), .subscribe(subscriptionID: 2, pattern: "#")], from: sensor)
+        #expect(try answers(sensor).filter { if case .error(.accessRefused, _, _) = $0 { true } else { false } }.count == 2, "the sensor only publishes sensors.#")
+        b.send([.consume(consumerID: 3, queue: "commands", flags: 0, prefetch: 0)], from: controller)
+        #expect(try answers(controller) == [.ok(requestID: 3)])
+        b.send([.publish(topic: "sensors.fake", payload: [2]), .subscribe(subscriptionID: 4, pattern: "sensors.#")], from: controller)
+        #expect(refused(try answers(controller)), "the controller only consumes commands")
+        b.send([.publishTo(flags: 0, exchange: "", routingKey: "commands", payload: [3])], from: operatorPeer)
+        #expect(refused(try answers(operatorPeer)), "the operator reads; it does not command")
+        #expect(config.quotas.last?.connections == 64)
+    }
+}
