@@ -237,8 +237,9 @@ import Testing
         _ = try frames(b, admin)
         b.send([.subscribe(subscriptionID: 1, pattern: "sensors.*.temp"), .consume(consumerID: 2, queue: "commands", flags: 0, prefetch: 0)], from: ctl)
         #expect(try frames(b, ctl).count == 2)
-        b.send([.subscribe(subscriptionID: 5, pattern: "#")], from: admin)
-        _ = try frames(b, admin)
+        b.send([.subscribe(subscriptionID: 5, pattern: "#"), .consume(consumerID: 7, queue: "commands", flags: 0, prefetch: 0)], from: admin)
+        #expect(try frames(b, admin) == [.ok(requestID: 5), .ok(requestID: 7)])
+        let refusedBefore = b.stat("access_refused")
         let tighter = try BrokerConfig.decode(Data("""
             {"access": [
               {"uid": 1002, "consume": ["commands"]},
@@ -246,7 +247,13 @@ import Testing
             ]}
             """.utf8))
         let cancelled = b.core.installAccess(rules: tighter.access, quotas: tighter.quotas)
-        #expect(cancelled == 1)
+        #expect(cancelled == 2)
+        #expect(b.stat("access_refused") == refusedBefore + 2)
+        #expect(b.logLines.contains { $0.contains("uid 1003 gid 1003 pid 44 may not consume queue \"commands\" (after a reload") })
+        let adminGot = try frames(b, admin)
+        guard adminGot.count == 2, case .error(.accessRefused, 7, let why) = adminGot[0] else { return #expect(Bool(false), "\(adminGot)") }
+        #expect(why.contains("consumer 7 cancelled"))
+        #expect(adminGot[1] == .cancel(consumerID: 7))
         let got = try frames(b, ctl)
         guard got.count == 2, case .error(.accessRefused, 1, let message) = got[0] else { return #expect(Bool(false), "\(got)") }
         #expect(message.contains("subscription 1 cancelled"))
@@ -312,5 +319,62 @@ import Testing
         b.send([.publishTo(flags: 0, exchange: "", routingKey: "commands", payload: [3])], from: operatorPeer)
         #expect(refused(try answers(operatorPeer)), "the operator reads; it does not command")
         #expect(config.quotas.last?.connections == 64)
+    }
+}
+
+/// Every kind of refusal, one by one: its code and request id, its log line with uid and pid,
+/// its counter, and a bystander whose subscription keeps receiving.
+@Suite struct AccessRefusalTests {
+    static let cases: [(Frame, UInt32, String)] = [
+        (.publish(topic: "commands.stop", payload: [1]), 0, "publish to topic \"commands.stop\""),
+        (.publishTo(flags: 0, exchange: "amq.topic", routingKey: "commands.go", payload: [1]), 0, "publish to topic \"commands.go\""),
+        (.publishTo(flags: 0, exchange: "amq.direct", routingKey: "k", payload: [1]), 0, "publish to exchange \"amq.direct\" with key \"k\""),
+        (.publishTo(flags: 0, exchange: "", routingKey: "amq.inbox.1", payload: [1]), 0, "reply into amq.inbox.1"),
+        (.subscribe(subscriptionID: 3, pattern: "#"), 3, "subscribe to \"#\""),
+        (.consume(consumerID: 4, queue: "work", flags: 0, prefetch: 0), 4, "consume queue \"work\""),
+        (.declareExchange(requestID: 5, name: "x", kind: .direct), 5, "declare exchange \"x\""),
+        (.deleteExchange(requestID: 6, name: "x"), 6, "delete exchange \"x\""),
+        (.declareQueue(requestID: 7, name: "mine"), 7, "declare queue \"mine\""),
+        (.deleteQueue(requestID: 8, name: "work"), 8, "delete queue \"work\""),
+        (.purgeQueue(requestID: 9, name: "work"), 9, "purge queue \"work\""),
+        (.bind(requestID: 10, queue: "work", exchange: "amq.topic", key: "#"), 10, "bind queue \"work\""),
+        (.unbind(requestID: 11, queue: "work", exchange: "amq.topic", key: "#"), 11, "bind queue \"work\""),
+    ]
+
+    @Test(arguments: cases.indices)
+    func aRefusalIsCodedLoggedCountedAndTouchesNobodyElse(_ index: Int) throws {
+        let (frame, id, text) = Self.cases[index]
+        let b = MemoryBroker()
+        let config = try BrokerConfig.decode(Data("""
+            {"access": [{"uid": 1001, "publish": ["sensors.#"]}, {"uid": 0, "configure": ["#"], "subscribe": ["#"], "publish": ["#"]}]}
+            """.utf8))
+        b.core.installAccess(rules: config.access, quotas: config.quotas)
+        let root = b.connect(PeerIdentity(uid: 0, gid: 0, pid: 1))
+        b.send([.declareQueue(requestID: 1, name: "work"), .subscribe(subscriptionID: 2, pattern: "#")], from: root)
+        _ = try drain(b, root)
+        let user = b.connect(PeerIdentity(uid: 1001, gid: 1001, pid: 77))
+        b.send([frame], from: user)
+        let got = try drain(b, user)
+        guard got.count == 1, case .error(.accessRefused, let requestID, let message) = got[0] else {
+            Issue.record("\(frame.type.name): expected one ERROR access-refused, got \(got)")
+            return
+        }
+        #expect(requestID == id)
+        #expect(message.contains(text), "\(message)")
+        #expect(b.stat("access_refused") == 1)
+        #expect(b.logLines.contains { $0.contains("access refused: uid 1001 gid 1001 pid 77") && $0.contains(text) }, "\(b.logLines)")
+        // The refused operation changed nothing; the user and the bystander both carry on.
+        #expect(!b.core.topology.hasQueue("mine") && b.core.topology.exchanges["x"] == nil)
+        #expect(b.core.topology.hasQueue("work"))
+        b.send([.publish(topic: "sensors.ok", payload: [9])], from: user)
+        #expect(try drain(b, user).isEmpty)
+        let seen = try drain(b, root)
+        #expect(seen == [.deliver(subscriptionID: 2, publisher: user.id, topic: "sensors.ok", payload: [9])], "\(seen)")
+    }
+
+    func drain(_ b: MemoryBroker, _ s: ConnectionState) throws -> [Frame] {
+        var out: [Frame] = []
+        while let f = try b.nextFrame(for: s) { out.append(f) }
+        return out
     }
 }
