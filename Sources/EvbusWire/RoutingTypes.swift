@@ -141,6 +141,15 @@ public enum Inbox {
     /// Messages to an inbox arrive as DELIVER frames with this subscription id (never a client's).
     public static let subscriptionID: UInt32 = 0
     static let prefixBytes = Array(prefix.utf8)
+    /// `a`: a topic whose first byte is not this is no inbox name.
+    public static let prefixFirstByte = UInt8(ascii: "a")
+
+    /// Whether `bytes` starts with `amq.inbox.`.
+    public static func hasPrefix(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard bytes.count >= prefixBytes.count else { return false }
+        for (i, b) in prefixBytes.enumerated() where bytes[i] != b { return false }
+        return true
+    }
 
     public static func name(connectionID: UInt64) -> String { prefix + String(connectionID) }
 

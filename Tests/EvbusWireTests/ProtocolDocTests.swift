@@ -53,6 +53,16 @@ import Testing
         #expect(broker == expectedBroker)
     }
 
+    @Test func requestSessionMatchesTheCodec() throws {
+        let (callerOut, callerIn) = try sessionBytes(after: "### 9.2 A request and its reply")
+        let (responderOut, responderIn) = try sessionBytes(after: "The responder's connection:")
+        let call = MessageProperties(correlationID: "7", replyTo: "amq.inbox.1")
+        #expect(callerOut == Frame.publishTo(flags: PublishFlag.request, exchange: "", routingKey: "rpc", properties: call, payload: Array("5".utf8)).encoded())
+        #expect(callerIn == Frame.deliver(subscriptionID: 0, publisher: 2, topic: "amq.inbox.1", properties: MessageProperties(correlationID: "7"), payload: Array("8".utf8)).encoded())
+        #expect(responderIn == Frame.message(consumerID: 3, deliveryTag: 0, flags: 0, publisher: 1, exchange: "", routingKey: "rpc", properties: call, payload: Array("5".utf8)).encoded())
+        #expect(responderOut == Frame.publishTo(flags: 0, exchange: "", routingKey: "amq.inbox.1", properties: MessageProperties(correlationID: "7"), payload: Array("8".utf8)).encoded())
+    }
+
     @Test func everyFrameTypeAndErrorCodeIsDocumented() throws {
         let text = try String(contentsOf: Self.doc, encoding: .utf8)
         for type in FrameType.allCases {

@@ -13,6 +13,12 @@ extension BrokerCore {
             refuse(error, requestID: 0, to: publisher)
             return
         }
+        // Inboxes are reached through the default exchange; a topic that looks like one is a
+        // mistake worth saying (one byte compared for every other topic).
+        if view.topic.first == Inbox.prefixFirstByte, Inbox.hasPrefix(view.topic) {
+            refuse(WireError(.invalidTopic, "topic \"\(String(decoding: view.topic, as: UTF8.self))\" names an inbox; a reply goes to the default exchange (PUBLISH_TO \"\" with the inbox name as routing key)"), requestID: 0, to: publisher)
+            return
+        }
         guard publisher.grants.mayPublish(topic: view.topic) else {
             refuse(refusedAccess(publisher, "publish to topic \"\(String(decoding: view.topic, as: UTF8.self))\""), requestID: 0, to: publisher)
             return
