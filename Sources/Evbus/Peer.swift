@@ -258,13 +258,29 @@ public final class Peer: Sendable {
         try await subscribe(patterns, sink: .view(handler), queue: nil)
     }
 
-    func subscribe(_ patterns: [String], sink: Sink, queue: EventQueue?) async throws -> Subscription {
+    /// Subscribes with a slow-consumer policy of its own (PROTOCOL.md §8): what the broker does
+    /// with this subscription's events while this peer reads too slowly. Iterate the result.
+    public func subscribe(_ patterns: [String], policy: SubscriptionPolicy) async throws -> Subscription {
+        let core = self.core
+        let loop = self.loop
+        let queue = EventQueue(capacity: subscriptionBuffer) {
+            try? loop.execute { core.value.queueHasRoom() }
+        }
+        return try await subscribe(patterns, sink: .queue(queue), queue: queue, policy: policy)
+    }
+
+    /// A subscription with its own slow-consumer policy and a handler called on the peer's loop.
+    public func subscribe(_ patterns: String..., policy: SubscriptionPolicy, handler: @escaping @Sendable (Event) -> Void) async throws -> Subscription {
+        try await subscribe(patterns, sink: .handler(handler), queue: nil, policy: policy)
+    }
+
+    func subscribe(_ patterns: [String], sink: Sink, queue: EventQueue?, policy: SubscriptionPolicy = .brokerDefault) async throws -> Subscription {
         guard !patterns.isEmpty else { throw EvbusError(.invalidArgument, "subscribe needs at least one pattern") }
         for pattern in patterns {
             try Self.check { () throws(WireError) in try TopicRules.validatePattern(pattern) }
         }
         let ids = patterns.map { _ in nextID.add(1, ordering: .relaxed).oldValue }
-        try await withConnection { $0.subscribe(ids, patterns: patterns, sink: sink, $1) }
+        try await withConnection { $0.subscribe(ids, patterns: patterns, policy: policy.code, sink: sink, $1) }
         return Subscription(patterns: patterns, ids: ids, queue: queue, peer: self)
     }
 

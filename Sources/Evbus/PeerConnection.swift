@@ -120,13 +120,13 @@ final class PeerConnection: ChannelDelegate {
         send(frame)
     }
 
-    func subscribe(_ ids: [UInt32], patterns: [String], sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
+    func subscribe(_ ids: [UInt32], patterns: [String], policy: UInt8, sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
         if let failure { return waiter.resume(throwing: failure) }
         for id in ids { sinks[id] = sink }
         var remaining = ids.count
         var firstError: (any Error)?
         for (id, pattern) in zip(ids, patterns) {
-            request(.subscribe(subscriptionID: id, pattern: pattern), id: id) { [self] result in
+            request(.subscribe(subscriptionID: id, pattern: pattern, policy: policy), id: id) { [self] result in
                 if case .failure(let e) = result {
                     sinks[id] = nil
                     firstError = firstError ?? e

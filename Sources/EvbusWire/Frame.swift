@@ -20,7 +20,8 @@ public enum Frame: Hashable, Sendable {
     case error(code: ErrorCode, requestID: UInt32, message: String)
     case ok(requestID: UInt32)
     case publish(topic: String, properties: MessageProperties = .none, payload: [UInt8])
-    case subscribe(subscriptionID: UInt32, pattern: String)
+    /// `policy`: a `SlowPolicyCode` (an optional byte after the pattern; absent = 0, the broker's).
+    case subscribe(subscriptionID: UInt32, pattern: String, policy: UInt8 = 0)
     case unsubscribe(subscriptionID: UInt32)
     case deliver(subscriptionID: UInt32, publisher: UInt64, topic: String, properties: MessageProperties = .none, payload: [UInt8])
     /// Who a publisher is, as the kernel said when it connected: sent once per publisher before
@@ -126,9 +127,10 @@ extension Frame {
             body.string(topic)
             body.bytes.append(contentsOf: properties.encoded())
             body.bytes.append(contentsOf: payload)
-        case .subscribe(let id, let pattern):
+        case .subscribe(let id, let pattern, let policy):
             body.u32(id)
             body.string(pattern)
+            if policy != 0 { body.u8(policy) }
         case .unsubscribe(let id):
             body.u32(id)
         case .deliver(let id, let publisher, let topic, let properties, let payload):
@@ -219,7 +221,13 @@ extension Frame {
             let (properties, _) = try MessageProperties.read(&r)
             frame = .publish(topic: topic, properties: properties, payload: Array(r.rest()))
         case .subscribe:
-            frame = .subscribe(subscriptionID: try r.u32("subscription id"), pattern: try r.string("pattern"))
+            let id = try r.u32("subscription id")
+            let pattern = try r.string("pattern")
+            let policy = r.remaining > 0 ? try r.u8("policy") : 0
+            guard policy <= SlowPolicyCode.disconnect else {
+                throw WireError(.malformedFrame, "SUBSCRIBE policy \(policy) is not defined (0 to 3)")
+            }
+            frame = .subscribe(subscriptionID: id, pattern: pattern, policy: policy)
         case .unsubscribe:
             frame = .unsubscribe(subscriptionID: try r.u32("subscription id"))
         case .deliver:

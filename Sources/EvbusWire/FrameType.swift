@@ -58,3 +58,13 @@ public enum SenderFlag {
     /// having sent; it sends again what is needed after this).
     public static let forgetEarlier: UInt8 = 0x01
 }
+
+/// SUBSCRIBE's optional last byte: what the broker does with this subscription's deliveries while
+/// its connection's output is over the high watermark (PROTOCOL.md §8).
+public enum SlowPolicyCode {
+    /// The broker's `slowConsumerPolicy`.
+    public static let brokerDefault: UInt8 = 0
+    public static let backpressure: UInt8 = 1
+    public static let drop: UInt8 = 2
+    public static let disconnect: UInt8 = 3
+}

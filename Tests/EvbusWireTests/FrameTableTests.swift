@@ -52,7 +52,7 @@ import Testing
         (.error(code: .unknownQueue, requestID: 4, message: "no queue"), [.u16(ErrorCode.unknownQueue.rawValue), .u32(4), .str("no queue")]),
         (.ok(requestID: 3), [.u32(3)]),
         (.publish(topic: "a.b", properties: properties, payload: [1, 2]), [.str("a.b"), .props(properties), .rest([1, 2])]),
-        (.subscribe(subscriptionID: 2, pattern: "a.*"), [.u32(2), .str("a.*")]),
+        (.subscribe(subscriptionID: 2, pattern: "a.*", policy: SlowPolicyCode.drop), [.u32(2), .str("a.*"), .u8(2)]),
         (.unsubscribe(subscriptionID: 2), [.u32(2)]),
         (.deliver(subscriptionID: 2, publisher: 8, topic: "a.b", payload: [3]), [.u32(2), .u64(8), .str("a.b"), .props(.none), .rest([3])]),
         (.sender(publisher: 8, uid: 1001, gid: 1002, pid: 42, name: "sensor", flags: SenderFlag.forgetEarlier),

@@ -1,4 +1,5 @@
 public import EvbusIO
+import EvbusWire
 
 /// What the broker does when a subscriber's write queue passes the high watermark.
 public enum SlowConsumerPolicy: String, Sendable, CaseIterable, Codable {
@@ -8,6 +9,16 @@ public enum SlowConsumerPolicy: String, Sendable, CaseIterable, Codable {
     case drop
     /// Send it `slow-consumer` and close its connection; counted.
     case disconnect
+
+    /// From SUBSCRIBE's policy byte (`SlowPolicyCode`); nil for 0, the broker's own.
+    init?(code: UInt8) {
+        switch code {
+        case SlowPolicyCode.backpressure: self = .backpressure
+        case SlowPolicyCode.drop: self = .drop
+        case SlowPolicyCode.disconnect: self = .disconnect
+        default: return nil
+        }
+    }
 }
 
 /// Every broker setting, each with a default, so `evbus broker` runs with no file at all.

@@ -214,9 +214,9 @@ public final class BrokerCore<Output: BrokerOutput> {
     /// The cold frames, decoded.
     private func handleControl(_ frame: Frame, from s: ConnectionState) {
         switch frame {
-        case .subscribe(let id, let pattern):
+        case .subscribe(let id, let pattern, let policy):
             answer(s, id) { () throws(WireError) in
-                try subscribe(s, id: id, pattern: pattern)
+                try subscribe(s, id: id, pattern: pattern, policy: policy)
                 return .ok(requestID: id)
             }
         case .unsubscribe(let id):
@@ -225,6 +225,7 @@ public final class BrokerCore<Output: BrokerOutput> {
                     throw WireError(.unknownSubscription, "no subscription with id \(id) on this connection")
                 }
                 s.usage.subscriptions -= 1
+                s.slowStates[id] = nil
                 topology.defaultTopic.topics.unsubscribe(pattern, RouteTarget(connection: s.slot, subscription: id))
                 return .ok(requestID: id)
             }
@@ -268,7 +269,7 @@ public final class BrokerCore<Output: BrokerOutput> {
 
     // MARK: Subscriptions
 
-    func subscribe(_ s: ConnectionState, id: UInt32, pattern: String) throws(WireError) {
+    func subscribe(_ s: ConnectionState, id: UInt32, pattern: String, policy: UInt8 = SlowPolicyCode.brokerDefault) throws(WireError) {
         guard id != Inbox.subscriptionID else {
             throw WireError(.duplicateSubscription, "subscription id 0 is reserved: DELIVER frames with id 0 are replies to this connection's inbox")
         }
@@ -291,6 +292,7 @@ public final class BrokerCore<Output: BrokerOutput> {
         try topology.defaultTopic.topics.subscribe(pattern, RouteTarget(connection: s.slot, subscription: id))
         s.subscriptions.insert(id, pattern: pattern)
         s.usage.subscriptions += 1
+        if let own = SlowConsumerPolicy(code: policy) { s.slowStates[id] = SubscriptionSlowState(policy: own) }
     }
 
     // MARK: Output helpers
@@ -365,6 +367,19 @@ public final class BrokerCore<Output: BrokerOutput> {
     public func statEntries() -> [StatEntry] {
         stats.entries(
             connections: liveSessions, subscriptions: topology.defaultTopic.topics.subscriptionCount,
-            exchanges: topology.exchanges.count, queues: topology.liveQueues.count) + storeEntries()
+            exchanges: topology.exchanges.count, queues: topology.liveQueues.count) + storeEntries() + subscriptionEntries()
+    }
+
+    /// `subscription.<connection id>.<subscription id>.dropped` and `.paused`, for every live
+    /// subscription that has dropped a delivery or paused a publisher (PROTOCOL.md §8).
+    func subscriptionEntries() -> [StatEntry] {
+        var out: [StatEntry] = []
+        for case let s? in sessions where !s.slowStates.isEmpty {
+            for (id, state) in s.slowStates.sorted(by: { $0.key < $1.key }) where state.dropped > 0 || state.paused > 0 {
+                out.append(StatEntry("subscription.\(s.id).\(id).dropped", state.dropped))
+                out.append(StatEntry("subscription.\(s.id).\(id).paused", state.paused))
+            }
+        }
+        return out
     }
 }

@@ -56,6 +56,10 @@ public final class ConnectionState {
     /// The publisher of the last delivery to it: a delivery from the same one needs no SENDER
     /// check. Read for every delivery (unchecked as above).
     @exclusivity(unchecked) var lastSender: UInt64 = 0
+    /// Subscriptions with a slow-consumer policy of their own, or with something counted against
+    /// them (deliveries dropped, publishers paused); most have neither, so most connections hold
+    /// an empty table.
+    var slowStates: [UInt32: SubscriptionSlowState] = [:]
     /// Publishers it was told about with SENDER (bounded, `BrokerCore.announcedLimit`).
     var announcedSenders: Set<UInt64> = []
 
@@ -99,4 +103,13 @@ final class DurableLink {
 struct PublisherRef: Equatable {
     var slot: UInt32
     var id: UInt64
+}
+
+/// One subscription's own slow-consumer policy (nil: the broker's) and what it cost.
+struct SubscriptionSlowState {
+    var policy: SlowConsumerPolicy?
+    /// Deliveries discarded under `drop`.
+    var dropped: UInt64 = 0
+    /// Times a publisher was paused for it under `backpressure`.
+    var paused: UInt64 = 0
 }

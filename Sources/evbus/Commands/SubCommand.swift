@@ -18,15 +18,25 @@ struct SubCommand: EvbusCommand {
             CommandSpec.socketOption,
             .init(long: "count", short: "n", valueName: "n", help: "Exit after <n> events."),
             .init(long: "json", short: nil, valueName: nil, help: "Print one JSON object per line."),
+            .init(long: "policy", short: nil, valueName: "policy", help: "What the broker does while this subscriber reads too slowly: backpressure, drop or disconnect (default: the broker's slowConsumerPolicy)."),
         ])
 
     var patterns: [String]
     var count: Int?
     var json: Bool
     var socket: String?
+    var policy: SubscriptionPolicy
 
     init(_ a: ParsedArguments) throws(UsageError) {
         patterns = a.positionals
+        if let raw = a.value("policy") {
+            guard let p = SubscriptionPolicy(rawValue: raw), p != .brokerDefault else {
+                throw UsageError("The value '\(raw)' is invalid for '--policy <policy>': expected backpressure, drop or disconnect")
+            }
+            policy = p
+        } else {
+            policy = .brokerDefault
+        }
         // Bad patterns are usage errors whether or not a broker is running: check them here.
         for pattern in patterns {
             do throws(WireError) {
@@ -44,7 +54,7 @@ struct SubCommand: EvbusCommand {
         let peer = try await Peer.connect(to: socket, name: "evbus sub")
         let subscription: Subscription
         do {
-            subscription = try await peer.subscribe(patterns)
+            subscription = try await peer.subscribe(patterns, policy: policy)
         } catch let error as EvbusError where error.code == .invalidArgument {
             await peer.close()
             throw UsageError(error.message)

@@ -91,6 +91,7 @@ extension BrokerCore {
             for (id, pattern) in Array(s.subscriptions) where !s.grants.maySubscribe(pattern) {
                 _ = s.subscriptions.remove(id)
                 s.usage.subscriptions -= 1
+                s.slowStates[id] = nil
                 topology.defaultTopic.topics.unsubscribe(pattern, RouteTarget(connection: s.slot, subscription: id))
                 let error = refusedAccess(s, "subscribe to \"\(pattern)\" (after a reload of the rules)")
                 send(.error(code: error.code, requestID: id, message: "subscription \(id) cancelled: \(error.message)"), to: s)

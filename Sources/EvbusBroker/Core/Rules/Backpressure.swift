@@ -6,10 +6,17 @@ extension BrokerCore {
     /// How long a subscriber cut off as slow has to read its ERROR before the socket closes.
     static var slowConsumerGraceNanos: UInt64 { 10_000_000_000 }
 
-    /// `receiver`'s output just passed the high watermark (or was already over it).
-    func overHighWatermark(_ receiver: ConnectionState, publisher: ConnectionState?) {
+    /// The slow-consumer policy of one of `receiver`'s subscriptions: its own, or the broker's.
+    func slowPolicy(of subscription: UInt32, _ receiver: ConnectionState) -> SlowConsumerPolicy {
+        guard !receiver.slowStates.isEmpty, let own = receiver.slowStates[subscription]?.policy else { return settings.slowConsumerPolicy }
+        return own
+    }
+
+    /// `receiver`'s output just passed the high watermark (or was already over it), with a
+    /// delivery for `subscription`, whose policy decides.
+    func overHighWatermark(_ receiver: ConnectionState, publisher: ConnectionState?, subscription: UInt32) {
         blockConsumers(of: receiver)
-        switch settings.slowConsumerPolicy {
+        switch slowPolicy(of: subscription, receiver) {
         case .drop:
             break  // later deliveries are dropped until it drains
         case .disconnect:
@@ -24,7 +31,9 @@ extension BrokerCore {
             receiver.isOpen = false
             output.close(receiver.slot, graceNanos: Self.slowConsumerGraceNanos)
         case .backpressure:
-            if let publisher { pause(publisher, into: &receiver.blockedPublishers) }
+            if let publisher, pause(publisher, into: &receiver.blockedPublishers) {
+                receiver.slowStates[subscription, default: SubscriptionSlowState()].paused &+= 1
+            }
         }
     }
 
@@ -53,15 +62,18 @@ extension BrokerCore {
     }
 
     /// Pauses reading from `publisher` until everything in `list` that holds it releases it.
-    private func pause(_ publisher: ConnectionState, into list: inout [PublisherRef]) {
+    /// Returns whether it was not already paused by `list`'s owner.
+    @discardableResult
+    private func pause(_ publisher: ConnectionState, into list: inout [PublisherRef]) -> Bool {
         let ref = PublisherRef(slot: publisher.slot, id: publisher.id)
-        if list.contains(ref) { return }
+        if list.contains(ref) { return false }
         list.append(ref)
         publisher.blockedBy += 1
         if publisher.blockedBy == 1 {
             stats.backpressurePauses &+= 1
             output.pauseReading(publisher.slot)
         }
+        return true
     }
 
     /// `receiver` drained below the low watermark, or closed: let its publishers go on.

@@ -268,8 +268,9 @@ extension BrokerCore {
             }
             withSession(target.connection) { receiver in
                 guard receiver.isOpen else { return }
-                if settings.slowConsumerPolicy == .drop && receiver.outputFull {
+                if receiver.outputFull && slowPolicy(of: target.subscription, receiver) == .drop {
                     stats.dropped &+= 1
+                    receiver.slowStates[target.subscription, default: SubscriptionSlowState()].dropped &+= 1
                     return
                 }
                 if receiver.lastSender != publisherID { announceSender(publisherID, publisher: publisher, to: receiver) }
@@ -278,7 +279,7 @@ extension BrokerCore {
                     topic: routingKey, properties: properties, payload: payload)
                 let writable = commit(receiver.slot, deliverSize)
                 stats.delivered &+= 1
-                if !writable { overHighWatermark(receiver, publisher: publisher) }
+                if !writable { overHighWatermark(receiver, publisher: publisher, subscription: target.subscription) }
             }
         }
         return rejectedBy
