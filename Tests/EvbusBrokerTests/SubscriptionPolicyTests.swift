@@ -21,11 +21,8 @@ import Testing
         return out
     }
 
-    func payloads(_ frames: [Frame]) -> [Int] {
-        frames.compactMap { if case .deliver(_, _, _, _, let p) = $0 { Int(p[0]) * 256 + Int(p[1]) } else { nil } }
-    }
-
-    @Test func aStalledDropSubscriberNeverSlowsThePublisher() throws {
+    /// A `drop` subscriber (id 1) and a `backpressure` one (id 2) on topic `t`, and a publisher.
+    func dropperAndKeeper() throws -> (MemoryBroker, ConnectionState, ConnectionState, ConnectionState) {
         let b = MemoryBroker(settings: Self.settings())
         let dropper = b.connect()
         let keeper = b.connect()
@@ -33,7 +30,15 @@ import Testing
         b.send([.subscribe(subscriptionID: 2, pattern: "t", policy: SlowPolicyCode.backpressure)], from: keeper)
         _ = try drain(b, dropper)
         _ = try drain(b, keeper)
-        let publisher = b.connect()
+        return (b, dropper, keeper, b.connect())
+    }
+
+    func payloads(_ frames: [Frame]) -> [Int] {
+        frames.compactMap { if case .deliver(_, _, _, _, let p) = $0 { Int(p[0]) * 256 + Int(p[1]) } else { nil } }
+    }
+
+    @Test func aStalledDropSubscriberNeverSlowsThePublisher() throws {
+        let (b, dropper, keeper, publisher) = try dropperAndKeeper()
         var received: [Int] = []
         for i in 0..<200 {  // the keeper reads as it goes; the dropper never reads
             b.send([.publish(topic: "t", payload: [UInt8(i >> 8), UInt8(i & 255)] + [UInt8](repeating: 0, count: 100))], from: publisher)
@@ -51,14 +56,7 @@ import Testing
     }
 
     @Test func aStalledBackpressureSubscriberLosesNothingBesideADropperOnTheSameTopic() throws {
-        let b = MemoryBroker(settings: Self.settings())
-        let dropper = b.connect()
-        let keeper = b.connect()
-        b.send([.subscribe(subscriptionID: 1, pattern: "t", policy: SlowPolicyCode.drop)], from: dropper)
-        b.send([.subscribe(subscriptionID: 2, pattern: "t", policy: SlowPolicyCode.backpressure)], from: keeper)
-        _ = try drain(b, dropper)
-        _ = try drain(b, keeper)
-        let publisher = b.connect()
+        let (b, dropper, keeper, publisher) = try dropperAndKeeper()
         for i in 0..<200 {  // now both stall: the publisher is paused for the keeper
             b.send([.publish(topic: "t", payload: [UInt8(i >> 8), UInt8(i & 255)] + [UInt8](repeating: 0, count: 100))], from: publisher)
         }
