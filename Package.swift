@@ -30,7 +30,7 @@ let package = Package(
         // The peer library applications import.
         .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         // Starts real brokers (the `evbus` binary or in-process) for tests.
-        .target(name: "EvbusTestSupport", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire"], swiftSettings: strict),
+        .target(name: "EvbusTestSupport", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire", "CEvbusLinux"], swiftSettings: strict),
         .executableTarget(name: "evbus", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire", "EvbusController"], swiftSettings: strict),
         // The RabbitMQ RPC tutorial (fib) as a server and a client.
         .executableTarget(name: "evbus-fib", dependencies: ["Evbus", "EvbusController"], swiftSettings: strict),

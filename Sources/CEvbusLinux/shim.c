@@ -1,4 +1,6 @@
 #define _GNU_SOURCE
+#include <fcntl.h>
+#include <unistd.h>
 #include <sys/socket.h>
 #include <string.h>
 #include <pthread.h>
@@ -13,6 +15,10 @@ int CEvbus_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
 int CEvbus_peercred(int fd, CEvbus_ucred *out) {
     socklen_t len = sizeof(struct ucred);
     return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, &len);
+}
+
+int CEvbus_pipe_cloexec(int fds[2]) {
+    return pipe2(fds, O_CLOEXEC);
 }
 
 int CEvbus_peergroups(int fd, gid_t *out, int capacity) {

@@ -1,44 +1,74 @@
+import CEvbusLinux
 import Foundation
 import Synchronization
 
 /// A child process with its output captured: the real `evbus` binary in end-to-end tests.
+///
+/// Started with `posix_spawn`, not Foundation's `Process`: with many children started at once
+/// from several threads, `Process.run()` crashed the whole test process inside a `memcpy`
+/// (once in ~20 rounds of the access-control suite under load). The pipes are made close-on-exec,
+/// so a child started at the same moment by another thread never inherits this one's.
 public final class RunningProcess: Sendable {
-    let process: Process
+    public let pid: Int32
     private let stdoutBuffer = Mutex<[UInt8]>([])
     private let stderrBuffer = Mutex<[UInt8]>([])
-    private let stdinPipe: Pipe
+    /// The write end of the child's stdin; -1 once closed.
+    private let stdinFD: Mutex<Int32>
+    /// The exit status once reaped (`waitpid`), nil while it runs.
+    private let reaped = Mutex<Int32?>(nil)
     /// Output pipes read to their end (both, once the child and anything it spawned have exited).
     private let pipesDrained = Atomic<Int>(0)
 
     /// Starts `executable` with `arguments` and extra `environment` entries.
     public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
-        process.environment = env
-        let out = Pipe(), err = Pipe(), input = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = input
-        stdinPipe = input
-        self.process = process
-        try process.run()
+        var input: [Int32] = [0, 0], output: [Int32] = [0, 0], errors: [Int32] = [0, 0]
+        guard CEvbus_pipe_cloexec(&input) == 0, CEvbus_pipe_cloexec(&output) == 0, CEvbus_pipe_cloexec(&errors) == 0 else {
+            throw TestSupportError("pipe: \(String(cString: strerror(errno)))")
+        }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, input[0], 0)
+        posix_spawn_file_actions_adddup2(&actions, output[1], 1)
+        posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
+        let argv = ([executable] + arguments).map { strdup($0) } + [nil]
+        let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { for p in argv + envp { free(p) } }
+        var child: pid_t = 0
+        let result = posix_spawn(&child, executable, &actions, nil, argv, envp)
+        close(input[0])
+        close(output[1])
+        close(errors[1])
+        guard result == 0 else {
+            for fd in [input[1], output[0], errors[0]] { close(fd) }
+            throw TestSupportError("cannot start \(executable): \(String(cString: strerror(result)))")
+        }
+        pid = child
+        stdinFD = Mutex(input[1])
         // One reading thread per pipe, with plain blocking reads. Not `readabilityHandler`: tearing
         // down its dispatch read source races libdispatch's epoll loop on Linux and intermittently
         // crashes the whole test process in `_dispatch_event_loop_drain` (a known Foundation bug,
         // swift-corelibs-foundation#5507).
-        let (outHandle, errHandle) = (out.fileHandleForReading, err.fileHandleForReading)
-        Thread.detachNewThread { [self] in readToEnd(outHandle, stdout: true) }
-        Thread.detachNewThread { [self] in readToEnd(errHandle, stdout: false) }
+        let (outFD, errFD) = (output[0], errors[0])
+        Thread.detachNewThread { [self] in readToEnd(outFD, stdout: true) }
+        Thread.detachNewThread { [self] in readToEnd(errFD, stdout: false) }
     }
 
-    /// Appends everything `handle` delivers to the stdout or stderr buffer, until end of file.
-    private func readToEnd(_ handle: FileHandle, stdout: Bool) {
+    deinit {
+        closeStdin()
+        if reaped.withLock({ $0 }) == nil {
+            kill(pid, SIGKILL)
+            _ = exitStatus(blocking: true)
+        }
+    }
+
+    /// Appends everything `fd` delivers to the stdout or stderr buffer, until end of file.
+    private func readToEnd(_ fd: Int32, stdout: Bool) {
         var chunk = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
-            let n = chunk.withUnsafeMutableBytes { read(handle.fileDescriptor, $0.baseAddress, $0.count) }
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { break }
             if stdout {
@@ -47,7 +77,26 @@ public final class RunningProcess: Sendable {
                 stderrBuffer.withLock { $0.append(contentsOf: chunk[..<n]) }
             }
         }
+        close(fd)
         pipesDrained.add(1, ordering: .releasing)
+    }
+
+    /// The exit status if the child has exited (reaping it), nil while it runs. A signal's
+    /// number stands for a child killed by it, as Foundation's `terminationStatus` has it.
+    private func exitStatus(blocking: Bool) -> Int32? {
+        reaped.withLock { known in
+            if let known { return known }
+            var status: Int32 = 0
+            while true {
+                let r = waitpid(pid, &status, blocking ? 0 : WNOHANG)
+                if r == -1 && errno == EINTR { continue }
+                guard r == pid else { return nil }
+                break
+            }
+            let code = status & 0x7f == 0 ? (status >> 8) & 0xff : status & 0x7f
+            known = code
+            return code
+        }
     }
 
     /// Runs `evbus` with `arguments`.
@@ -58,30 +107,46 @@ public final class RunningProcess: Sendable {
     public var stdout: String { stdoutBuffer.withLock { String(decoding: $0, as: UTF8.self) } }
     public var stderr: String { stderrBuffer.withLock { String(decoding: $0, as: UTF8.self) } }
     public var stdoutLines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) }
-    public var isRunning: Bool { process.isRunning }
-    public var pid: Int32 { process.processIdentifier }
+    public var isRunning: Bool { exitStatus(blocking: false) == nil }
 
-    public func writeStdin(_ text: String) { stdinPipe.fileHandleForWriting.write(Data(text.utf8)) }
-    public func closeStdin() { try? stdinPipe.fileHandleForWriting.close() }
+    public func writeStdin(_ text: String) {
+        stdinFD.withLock { fd in
+            guard fd >= 0 else { return }
+            var bytes = Array(text.utf8)[...]
+            while !bytes.isEmpty {
+                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { return }
+                bytes = bytes.dropFirst(n)
+            }
+        }
+    }
 
-    public func signal(_ sig: Int32) { kill(process.processIdentifier, sig) }
+    public func closeStdin() {
+        stdinFD.withLock { fd in
+            if fd >= 0 { close(fd) }
+            fd = -1
+        }
+    }
+
+    public func signal(_ sig: Int32) {
+        if isRunning { kill(pid, sig) }
+    }
 
     /// Waits for exit (up to `seconds`, then SIGKILL) and returns the exit status.
     @discardableResult
     public func waitForExit(seconds: Double = 30) async -> Int32 {
         let deadline = Date().addingTimeInterval(seconds)
-        while process.isRunning && Date() < deadline { try? await Task.sleep(nanoseconds: 10_000_000) }
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
+        while isRunning && Date() < deadline { try? await Task.sleep(nanoseconds: 10_000_000) }
+        if isRunning { kill(pid, SIGKILL) }
+        let status = exitStatus(blocking: true) ?? -1
         // Let the reading threads take what the child wrote last (bounded: a grandchild that
         // inherited the pipes could keep them open).
         let drainDeadline = Date().addingTimeInterval(5)
         while pipesDrained.load(ordering: .acquiring) < 2 && Date() < drainDeadline {
             try? await Task.sleep(nanoseconds: 2_000_000)
         }
-        return process.terminationStatus
+        return status
     }
 
     /// Runs `evbus` to completion: (status, stdout, stderr).

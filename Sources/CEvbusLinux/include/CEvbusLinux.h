@@ -40,6 +40,8 @@ int CEvbus_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 /// getsockopt(SO_PEERCRED) into a CEvbus_ucred. Returns 0 or -1 with errno set.
 int CEvbus_peercred(int fd, CEvbus_ucred *out);
+/// pipe2(fds, O_CLOEXEC): a pipe no concurrently spawned child inherits.
+int CEvbus_pipe_cloexec(int fds[2]);
 /// SO_PEERGROUPS: the peer's supplementary groups when it connected, up to `capacity`; returns
 /// how many, or -1 (errno ERANGE: more than `capacity`).
 int CEvbus_peergroups(int fd, gid_t *out, int capacity);
