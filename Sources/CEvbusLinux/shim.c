@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <unistd.h>
+#include <spawn.h>
 #include <sys/socket.h>
 #include <string.h>
 #include <pthread.h>
@@ -15,6 +16,10 @@ int CEvbus_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
 int CEvbus_peercred(int fd, CEvbus_ucred *out) {
     socklen_t len = sizeof(struct ucred);
     return getsockopt(fd, SOL_SOCKET, SO_PEERCRED, out, &len);
+}
+
+int CEvbus_spawn_closefrom(posix_spawn_file_actions_t *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, from);
 }
 
 int CEvbus_pipe_cloexec(int fds[2]) {

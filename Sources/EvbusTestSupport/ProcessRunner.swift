@@ -7,7 +7,8 @@ import Synchronization
 /// Started with `posix_spawn`, not Foundation's `Process`: with many children started at once
 /// from several threads, `Process.run()` crashed the whole test process inside a `memcpy`
 /// (once in ~20 rounds of the access-control suite under load). The pipes are made close-on-exec,
-/// so a child started at the same moment by another thread never inherits this one's.
+/// so a child started at the same moment by another thread never inherits this one's, and each
+/// child closes every descriptor but its three standard ones, as `Process` does.
 public final class RunningProcess: Sendable {
     public let pid: Int32
     private let stdoutBuffer = Mutex<[UInt8]>([])
@@ -33,6 +34,9 @@ public final class RunningProcess: Sendable {
         posix_spawn_file_actions_adddup2(&actions, input[0], 0)
         posix_spawn_file_actions_adddup2(&actions, output[1], 1)
         posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
+        // Nothing else: a descriptor another thread opened without O_CLOEXEC (FileManager copying
+        // a file, say) must not live on in a child (it kept a copied binary "busy" for exec).
+        CEvbus_spawn_closefrom(&actions, 3)
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for p in argv + envp { free(p) } }

@@ -10,6 +10,7 @@
 #include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <spawn.h>
 #include <sys/un.h>
 #include <malloc.h>
 
@@ -40,6 +41,9 @@ int CEvbus_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 /// getsockopt(SO_PEERCRED) into a CEvbus_ucred. Returns 0 or -1 with errno set.
 int CEvbus_peercred(int fd, CEvbus_ucred *out);
+/// posix_spawn_file_actions_addclosefrom_np: the child closes every descriptor from `from` up,
+/// so it inherits none that the parent opened without O_CLOEXEC (Foundation's files, for one).
+int CEvbus_spawn_closefrom(posix_spawn_file_actions_t *actions, int from);
 /// pipe2(fds, O_CLOEXEC): a pipe no concurrently spawned child inherits.
 int CEvbus_pipe_cloexec(int fds[2]);
 /// SO_PEERGROUPS: the peer's supplementary groups when it connected, up to `capacity`; returns
