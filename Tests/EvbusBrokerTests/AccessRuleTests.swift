@@ -378,3 +378,58 @@ import Testing
         return out
     }
 }
+
+/// A message a queued-bytes quota refuses leaves no trace: not in the log of a durable queue, and
+/// no stale refusal for the next publish (a dead letter refused the same way).
+@Suite struct QueuedBytesQuotaTests {
+    static let owner = PeerIdentity(uid: 1001, gid: 1001, pid: 5)
+
+    func drain(_ b: MemoryBroker, _ s: ConnectionState) throws -> [Frame] {
+        var out: [Frame] = []
+        while let f = try b.nextFrame(for: s) { out.append(f) }
+        return out
+    }
+
+    @Test func aRefusedPersistentMessageIsNeverRecorded() throws {
+        let b = MemoryBroker(persisting: true)
+        b.core.installAccess(rules: nil, quotas: [Quota(who: .uid(1001), queuedBytes: 1500)])
+        let owner = b.connect(Self.owner)
+        b.send([.declareQueue(requestID: 1, name: "d", options: QueueOptions(durable: true))], from: owner)
+        b.storageDone()
+        _ = try drain(b, owner)
+        let producer = b.connect()
+        for _ in 0..<4 {
+            b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "d", properties: MessageProperties(persistent: true), payload: [UInt8](repeating: 1, count: 1000))], from: producer)
+            b.storageDone()
+        }
+        let answers = try drain(b, producer)
+        let nacks = answers.filter { if case .confirm(_, let f) = $0 { f & AckFlag.nack != 0 } else { false } }.count
+        let queued = b.core.topology.liveQueues.first { $0.name == "d" }!.messageCount
+        #expect(queued == 2 && nacks == 2, "\(answers)")
+        #expect(b.stat("store_persisted") == UInt64(queued), "only the messages the queue took were recorded")
+    }
+
+    @Test func aDeadLetterRefusedByAQuotaDoesNotRefuseTheNextPublish() throws {
+        let b = MemoryBroker()
+        b.core.installAccess(rules: nil, quotas: [Quota(who: .uid(1001), queuedBytes: 1)])
+        let owner = b.connect(Self.owner)
+        var options = QueueOptions()
+        options.deadLetterExchange = ""
+        options.deadLetterRoutingKey = "full"
+        let admin = b.connect()
+        b.send([.declareQueue(requestID: 1, name: "src", options: options),
+                .consume(consumerID: 2, queue: "src", flags: ConsumeFlag.manualAck, prefetch: 0)], from: admin)
+        b.send([.declareQueue(requestID: 3, name: "full")], from: owner)
+        _ = try drain(b, admin)
+        _ = try drain(b, owner)
+        let producer = b.connect()
+        b.send([.publishTo(flags: 0, exchange: "", routingKey: "full", payload: [1])], from: producer)  // fills uid 1001's quota
+        b.send([.publishTo(flags: 0, exchange: "", routingKey: "src", payload: [2])], from: producer)
+        guard case .message(2, let tag, _, _, _, _, _, _)? = try drain(b, admin).first else { return #expect(Bool(false)) }
+        b.send([.nack(deliveryTag: tag, flags: 0)], from: admin)  // its dead letter meets the full quota
+        #expect(b.logLines.contains { $0.contains("dead letter for queue \"full\" discarded") })
+        _ = try drain(b, producer)
+        b.send([.publishTo(flags: PublishFlag.confirm, exchange: "", routingKey: "src", payload: [3])], from: producer)
+        #expect(try drain(b, producer) == [.confirm(sequence: 1, flags: AckFlag.multiple)], "the next publish is not refused for an old reason")
+    }
+}

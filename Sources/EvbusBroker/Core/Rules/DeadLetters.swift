@@ -54,6 +54,11 @@ extension BrokerCore {
                             storageRefusedBy = nil
                             output.log(.warning, nil, "dead letter for durable queue \"\(q.name)\" kept nowhere: the data directory cannot be written")
                         }
+                        if let q = quotaRefusedBy {
+                            quotaRefusedBy = nil
+                            stats.quotaRefusals &+= 1
+                            output.log(.warning, nil, "dead letter for queue \"\(q.name)\" discarded: its owner uid \(q.declaredBy?.uid ?? 0) is at its queuedBytes quota")
+                        }
                     }
                 }
             }

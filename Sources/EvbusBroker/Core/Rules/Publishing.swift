@@ -128,6 +128,8 @@ extension BrokerCore {
             let rejectedBy = deliver(
                 to: targets, from: publisher, publisherID: publisher.id, exchange: view.exchange,
                 routingKey: view.routingKey, properties: view.properties, payload: view.payload, isRequest: isRequest)
+            let overQuota = quotaRefusedBy
+            quotaRefusedBy = nil
             if recordedMessage {
                 recordedMessage = false
                 // A paged-out message exists nowhere but on disk: its confirm waits for the sync
@@ -142,8 +144,7 @@ extension BrokerCore {
                     ?? WireError(.storageFailed, "queue \"\(q.name)\" cannot persist the message"), view)
                 return
             }
-            if let q = quotaRefusedBy {
-                quotaRefusedBy = nil
+            if let q = overQuota {
                 refusePublish(publisher, sequence, quotaRefusal(q, publisher), view)
                 return
             }
@@ -234,6 +235,11 @@ extension BrokerCore {
                         payload: payload, expiresAt: 0)
                     stored!.isRequest = isRequest
                 }
+                // Before anything is recorded: a refused message must leave no trace in the log.
+                if let owner = queue.declaredBy, let limit = owner.quota?.queuedBytes, owner.queuedBytes >= limit {
+                    if quotaRefusedBy == nil { quotaRefusedBy = queue }
+                    continue
+                }
                 var message = stored!
                 message.expiresAt = expiry(for: queue, properties: properties)
                 if queue.durableID != 0 && isPersisting {
@@ -257,10 +263,6 @@ extension BrokerCore {
                         message.storeID = recordMessage(message, into: queue)
                         recordedMessage = true
                     }
-                }
-                if let owner = queue.declaredBy, let limit = owner.quota?.queuedBytes, owner.queuedBytes >= limit {
-                    if quotaRefusedBy == nil { quotaRefusedBy = queue }
-                    continue
                 }
                 if !enqueue(message, into: queue) && rejectedBy == nil { rejectedBy = queue }
                 if queue.readyMemory > settings.highWatermarkBytes, let publisher { queueOverHighWatermark(queue, publisher: publisher) }
