@@ -10,18 +10,16 @@ public final class AccessControl {
     /// nil: no `access` section, everyone may do everything (as before access rules existed).
     public private(set) var rules: [AccessRule]?
     public private(set) var quotas: [Quota] = []
-    /// Bumped by every `install`, so connections find their grants stale and recompute them.
-    private(set) var generation: UInt64 = 1
     private var grantsCache: [GrantsKey: Grants] = [:]
     private var usage: [UInt32: UserUsage] = [:]
 
     public init() {}
 
-    /// Puts new rules and quotas in force. Existing connections' grants are recomputed by the core.
+    /// Puts new rules and quotas in force. Existing connections' grants are recomputed by the core
+    /// (`BrokerCore.installAccess`), which replaces each one's `Grants`.
     public func install(rules: [AccessRule]?, quotas: [Quota]) {
         self.rules = rules
         self.quotas = quotas
-        generation &+= 1
         grantsCache.removeAll()
         for u in usage.values { u.quota = quota(for: u.uid, gid: u.gid, groups: u.groups) }
     }
@@ -34,9 +32,9 @@ public final class AccessControl {
         if let rules {
             var union = Permissions()
             for rule in rules where rule.who.matches(who) { union.add(rule.grants) }
-            made = Grants(permissions: union, generation: generation)
+            made = Grants(permissions: union)
         } else {
-            made = Grants(permissions: nil, generation: generation)
+            made = Grants(permissions: nil)
         }
         grantsCache[key] = made
         return made
@@ -73,8 +71,6 @@ public final class AccessControl {
 /// uid and groups, so an idle connection pays one reference for it.
 final class Grants {
     let permissions: Permissions?
-    /// The `AccessControl.generation` it was made under.
-    let generation: UInt64
     /// Published topics already decided, and the one decided last (publishers mostly repeat
     /// topics). Bounded: cleared when full, decisions are cheap to remake.
     private var decided: [[UInt8]: Bool] = [:]
@@ -84,9 +80,8 @@ final class Grants {
     @exclusivity(unchecked) private var hasLastAllowed = false
     static let decisionLimit = 4096
 
-    init(permissions: Permissions?, generation: UInt64) {
+    init(permissions: Permissions?) {
         self.permissions = permissions
-        self.generation = generation
         allowsEverything = permissions == nil
     }
 
