@@ -9,12 +9,32 @@ struct ConfirmTracker {
     /// Every sequence up to this one has been answered.
     private(set) var confirmedThrough: UInt64 = 0
     private var nacked: [UInt64] = []
+    /// Sent on a connection that dropped before the broker answered: delivered or not, no one knows.
+    private var inDoubt: [ClosedRange<UInt64>] = []
     private var waiters: [(through: UInt64, waiter: Waiter)] = []
+    /// The broker numbers each connection's confirmed publishes from 1; the peer numbers them
+    /// across reconnects. A CONFIRM's sequence plus `base` is the peer's number.
+    private var base: UInt64 = 0
 
     /// A CONFIRM arrived.
-    mutating func confirmed(_ sequence: UInt64, flags: UInt8) -> [(Waiter, Result<Void, EvbusError>)] {
+    mutating func confirmed(_ wireSequence: UInt64, flags: UInt8) -> [(Waiter, Result<Void, EvbusError>)] {
+        let sequence = base + wireSequence
         if flags & AckFlag.nack != 0 { nacked.append(sequence) }
         confirmedThrough = max(confirmedThrough, sequence)
+        return ready()
+    }
+
+    /// The connection dropped after `sentThrough` confirmed publishes had been handed to its
+    /// socket (the peer is reconnecting): those not answered are in doubt and reported so, never
+    /// as confirmed; the next connection's CONFIRMs count from there.
+    mutating func connectionEnded(sentThrough: UInt64) -> [(Waiter, Result<Void, EvbusError>)] {
+        if sentThrough > confirmedThrough { inDoubt.append((confirmedThrough + 1)...sentThrough) }
+        confirmedThrough = max(confirmedThrough, sentThrough)
+        base = sentThrough
+        return ready()
+    }
+
+    private mutating func ready() -> [(Waiter, Result<Void, EvbusError>)] {
         let ready = waiters.filter { $0.through <= confirmedThrough }
         waiters.removeAll { $0.through <= confirmedThrough }
         return ready.map { ($0.waiter, outcome(through: $0.through)) }
@@ -33,8 +53,18 @@ struct ConfirmTracker {
         return waiters.map(\.waiter)
     }
 
-    /// Success, or `nacked` naming the refused sequences up to `through` (which are then forgotten).
+    /// Success, `connection-lost` naming publishes in doubt up to `through`, or `nacked` naming the
+    /// refused ones (what is reported is then forgotten).
     private mutating func outcome(through: UInt64) -> Result<Void, EvbusError> {
+        let doubtful = inDoubt.filter { $0.lowerBound <= through }.map { $0.clamped(to: $0.lowerBound...through) }
+        if !doubtful.isEmpty {
+            inDoubt = inDoubt.compactMap { $0.upperBound <= through ? nil : ($0.lowerBound > through ? $0 : (through + 1)...$0.upperBound) }
+            nacked.removeAll { $0 <= through }
+            let count = doubtful.reduce(0) { $0 + $1.count }
+            let ranges = doubtful.map { $0.count == 1 ? "\($0.lowerBound)" : "\($0.lowerBound)-\($0.upperBound)" }.joined(separator: ", ")
+            return .failure(EvbusError(.connectionLost,
+                "\(count) confirmed publish(es) (sequence \(ranges)) went out on a connection that dropped before the broker confirmed them: they may or may not have been routed"))
+        }
         let refused = nacked.filter { $0 <= through }
         nacked.removeAll { $0 <= through }
         if refused.isEmpty { return .success(()) }

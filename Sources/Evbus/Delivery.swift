@@ -10,7 +10,7 @@ public struct Delivery: Sendable {
     public var routingKey: String
     public var payload: [UInt8]
     public var properties: MessageProperties
-    /// Identifies it for ACK/NACK on this connection; 0 for auto-ack.
+    /// Identifies it for ACK/NACK on this peer (unique across reconnects); 0 for auto-ack.
     public var deliveryTag: UInt64
     /// It was delivered before (to this or another consumer) and not acknowledged.
     public var redelivered: Bool
@@ -86,12 +86,16 @@ final class Acker: Sendable {
         self.scheduleDrain = scheduleDrain
     }
 
+    /// An ack for a delivery made before the peer reconnected is dropped: the broker put that
+    /// message back in its queue when the old connection ended.
     func send(_ type: FrameType, tag: UInt64, flags: UInt8) throws {
-        switch outbox.append(size: AckEncoder.size, { AckEncoder.write(into: $0, type: type, deliveryTag: tag, flags: flags) }) {
+        switch outbox.appendAck(type, tag: tag, flags: flags) {
         case .closed(let error):
             throw error
         case .queued(let drain, _):
             if drain { scheduleDrain() }
+        case nil:
+            break
         }
     }
 }

@@ -17,6 +17,14 @@ final class Outbox: Sendable {
         var waiters: [CheckedContinuation<Void, any Error>] = []
         /// Confirmed publishes queued so far: the broker numbers them in the same order (1, 2, 3...).
         var confirmSequence: UInt64 = 0
+        /// Confirmed publishes moved to the socket so far (the rest are still here).
+        var confirmTaken: UInt64 = 0
+        /// Set while the peer is disconnected and reconnecting: why, and whether a publish that
+        /// does not fit fails (instead of waiting).
+        var disconnected: (error: EvbusError, failWhenFull: Bool)?
+        /// Delivery tags up to this one belong to connections that have ended: acks for them are
+        /// dropped (the broker requeued those messages). Later tags go out as `tag - tagBase`.
+        var tagBase: UInt64 = 0
     }
 
     enum Admission {
@@ -39,6 +47,7 @@ final class Outbox: Sendable {
     func append(size: Int, confirm: Bool = false, _ encode: (UnsafeMutableRawPointer) -> Void) -> Admission {
         state.withLock { s in
             if let closed = s.closed { return .closed(closed) }
+            if let d = s.disconnected, d.failWhenFull, s.queue.count + size > highWatermark { return .closed(d.error) }
             if confirm { s.confirmSequence += 1 }
             encode(s.queue.reserve(size))
             s.queue.commit(size)
@@ -46,6 +55,40 @@ final class Outbox: Sendable {
             s.drainScheduled = true
             return .queued(scheduleDrain: schedule, full: s.queue.count > highWatermark)
         }
+    }
+
+    /// Queues an ACK or NACK for a peer-wide delivery tag, translated to the tag of the
+    /// connection that delivered it; a tag of an earlier connection is dropped (false).
+    func appendAck(_ type: FrameType, tag: UInt64, flags: UInt8) -> Admission? {
+        state.withLock { s in
+            if let closed = s.closed { return .closed(closed) }
+            guard tag > s.tagBase else { return nil }
+            let wireTag = tag - s.tagBase
+            AckEncoder.write(into: s.queue.reserve(AckEncoder.size), type: type, deliveryTag: wireTag, flags: flags)
+            s.queue.commit(AckEncoder.size)
+            let schedule = !s.drainScheduled
+            s.drainScheduled = true
+            return .queued(scheduleDrain: schedule, full: false)
+        }
+    }
+
+    /// Loop side: the connection dropped and the peer will reconnect. Acks still queued name
+    /// deliveries of the old connection, so they go; tags up to `tagBase` become stale. Returns
+    /// how many confirmed publishes had been moved to the socket (those not yet answered are in
+    /// doubt; the ones still queued here go out on the next connection).
+    func disconnect(_ error: EvbusError, failWhenFull: Bool, tagBase: UInt64) -> UInt64 {
+        state.withLock { s in
+            s.disconnected = (error, failWhenFull)
+            s.tagBase = tagBase
+            s.drainScheduled = true  // nothing drains until the peer is back
+            s.queue.removeFrames { $0 == FrameType.ack.rawValue || $0 == FrameType.nack.rawValue }
+            return s.confirmTaken
+        }
+    }
+
+    /// Loop side: connected again; the caller drains next.
+    func reconnected() {
+        state.withLock { $0.disconnected = nil }
     }
 
     /// The sequence number of the last confirmed publish queued.
@@ -69,6 +112,7 @@ final class Outbox: Sendable {
         var waiters: [CheckedContinuation<Void, any Error>] = []
         let queue = state.withLock { s in
             s.drainScheduled = false
+            s.confirmTaken = s.confirmSequence
             swap(&waiters, &s.waiters)
             return s.queue.take()
         }

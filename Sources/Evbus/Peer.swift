@@ -14,10 +14,13 @@ public final class Peer: Sendable {
     /// The socket this peer is connected to.
     public let socketPath: String
     public let name: String
-    /// The broker's id for this connection (DELIVER frames carry it as the publisher).
-    public let connectionID: UInt64
-    /// The largest frame the broker accepts (type byte + body).
-    public let maxFrameBytes: Int
+    /// The broker's id for this connection (DELIVER frames carry it as the publisher). A new
+    /// one after each reconnect.
+    public var connectionID: UInt64 { facts.connectionID }
+    /// The largest frame the broker accepts (type byte + body), as the current connection's
+    /// WELCOME said.
+    public var maxFrameBytes: Int { facts.maxFrame }
+    /// The broker's name, as the first WELCOME said.
     public let brokerName: String
     public let loop: EventLoop
     /// Runs tasks on this peer's event loop: `Task(executorPreference: peer.executor) { ... }`.
@@ -31,8 +34,9 @@ public final class Peer: Sendable {
     let acker: Acker
     /// Numbers this peer's requests (their correlation ids).
     let nextCorrelation = Atomic<UInt64>(1)
-    /// `inbox` as bytes, the reply-to of every request.
-    let inboxBytes: [UInt8]
+    /// The current connection's id, frame limit and inbox.
+    let facts: ConnectionFacts
+    let events: ConnectionEvents
     let nextID = Atomic<UInt32>(1)
 
     /// The loop every peer uses unless told otherwise: one I/O thread per process.
@@ -52,6 +56,11 @@ public final class Peer: Sendable {
         public var onAsyncError: (@Sendable (EvbusError) -> Void)? = nil
         /// Mandatory publishes that reached nothing come back here (on the peer's event loop).
         public var onReturn: (@Sendable (ReturnedMessage) -> Void)? = nil
+        /// What to do when the connection drops: by default, reconnect and restore everything
+        /// (docs/LIBRARY.md, "Reconnecting"); `.never` fails everything with `connection-lost`.
+        public var reconnect = ReconnectPolicy.standard
+        /// Called on the peer's event loop for each `ConnectionEvent` (as `connectionEvents()` yields them).
+        public var onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)? = nil
         public init() {}
     }
 
@@ -59,16 +68,15 @@ public final class Peer: Sendable {
 
     private init(
         socketPath: String, name: String, welcome: Welcome, loop: EventLoop, core: LoopBound<PeerConnection>,
-        outbox: Outbox, acker: Acker, subscriptionBuffer: Int
+        outbox: Outbox, acker: Acker, subscriptionBuffer: Int, facts: ConnectionFacts, events: ConnectionEvents
     ) {
+        self.facts = facts
+        self.events = events
         self.acker = acker
         self.executor = LoopTaskExecutor(loop: loop)
         self.subscriptionBuffer = subscriptionBuffer
         self.socketPath = socketPath
         self.name = name
-        self.connectionID = welcome.connectionID
-        self.inboxBytes = Array(Inbox.name(connectionID: welcome.connectionID).utf8)
-        self.maxFrameBytes = welcome.maxFrame
         self.brokerName = welcome.brokerName
         self.loop = loop
         self.core = core
@@ -76,10 +84,17 @@ public final class Peer: Sendable {
     }
 
     deinit {
-        // Dropped without close(): end the connection abruptly (the broker cleans up on EOF).
+        // Dropped without close(): end the connection abruptly (the broker cleans up on EOF),
+        // and stop reconnecting.
         let core = self.core
         // A stopped loop has no connection left to end.
-        try? loop.execute { if !core.value.channel.isClosed { core.value.channel.close(.local) } }
+        try? loop.execute { core.value.abandon() }
+    }
+
+    /// The connection's changes from now on: disconnected, reconnecting, reconnected, gave up.
+    /// The sequence ends when the peer is closed.
+    public func connectionEvents() -> AsyncStream<ConnectionEvent> {
+        events.stream()
     }
 
     /// Connects and completes the handshake.
@@ -107,16 +122,17 @@ public final class Peer: Sendable {
             throw EvbusError(.cannotConnect, "cannot reach the broker at \(path): \(error)")
         }
         let outbox = Outbox(highWatermark: options.outboxHighWatermark, lowWatermark: options.outboxLowWatermark)
-        let onAsyncError = options.onAsyncError
-        let onReturn = options.onReturn
+        let facts = ConnectionFacts()
+        let events = ConnectionEvents(callback: options.onConnectionEvent)
         let (core, welcome) = try await withCheckedThrowingContinuation {
             (c: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) in
             Self.onLoop(loop, else: c) {
                 do {
                     let channel = try Channel(fd: fd, loop: loop, highWatermark: 1 << 20, lowWatermark: 256 << 10)
-                    let connection = PeerConnection(channel: channel, outbox: outbox, onAsyncError: onAsyncError, onReturn: onReturn)
+                    let connection = PeerConnection(
+                        channel: channel, outbox: outbox, socketPath: path, name: name, options: options, events: events, facts: facts)
                     channel.delegate = connection
-                    connection.start(name: name, waiter: c)
+                    connection.start(waiter: c)
                 } catch {
                     Glibc.close(fd)
                     c.resume(throwing: EvbusError(.cannotConnect, "cannot register the connection: \(error)"))
@@ -129,7 +145,7 @@ public final class Peer: Sendable {
         try? loop.execute { core.value.acker = acker }
         return Peer(
             socketPath: path, name: name, welcome: welcome, loop: loop, core: core, outbox: outbox,
-            acker: acker, subscriptionBuffer: options.subscriptionBuffer)
+            acker: acker, subscriptionBuffer: options.subscriptionBuffer, facts: facts, events: events)
     }
 
     // MARK: Publishing

@@ -36,18 +36,46 @@ final class PeerConnection: ChannelDelegate {
         /// HELLO sent; WELCOME resumes `Peer.connect`.
         case handshaking(CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>)
         case open
+        /// The connection dropped; a retry is scheduled (PeerReconnection.swift).
+        case disconnected
+        /// Connected again, HELLO sent, waiting for WELCOME.
+        case rehandshaking
+        /// Welcomed again; setting up what the peer had, one request at a time.
+        case restoring
         /// `close()` was called: CLOSE sent, waiting for the broker to close its end.
         case closing
         case closed
     }
 
-    let channel: Channel
+    /// The current socket; a new one after each reconnect.
+    var channel: Channel
     let outbox: Outbox
-    private(set) var phase = Phase.closed
-    /// Why the connection is unusable, once it is.
-    private(set) var failure: EvbusError?
+    var phase = Phase.closed
+    /// Why requests fail now: the connection ended (for good once `phase` is `.closed`), or it
+    /// dropped and the peer is reconnecting.
+    var failure: EvbusError?
     /// Requests and PINGs waiting for their answer.
-    private var pending = PendingReplies()
+    var pending = PendingReplies()
+    /// How to reconnect, where, as whom, and who hears about it.
+    let reconnect: ReconnectPolicy
+    let socketPath: String
+    let name: String
+    let events: ConnectionEvents
+    /// The current connection's id, frame limit and inbox, as `Peer`'s callers read them.
+    let facts: ConnectionFacts
+    /// The current inbox as bytes (the reply-to of requests started on the loop).
+    var inboxBytes: [UInt8] = []
+    /// What to set up again after reconnecting.
+    var topology = RestorableTopology()
+    /// Delivery tags are the broker's plus this (which grows at each reconnect), so they stay
+    /// unique for the peer's life and an ack of an old one can be recognised.
+    var tagBase: UInt64 = 0
+    /// The highest delivery tag handed out so far.
+    var highestTag: UInt64 = 0
+    /// Reconnecting: since when (monotonic ns), which try, the timer of the next.
+    var disconnectedSince: UInt64 = 0
+    var attempt = 0
+    var retryTimer: TimerID?
     var sinks: [UInt32: Sink] = [:] {
         didSet { cachedSink = nil }
     }
@@ -60,9 +88,9 @@ final class PeerConnection: ChannelDelegate {
     @exclusivity(unchecked) private var lastTopic: (bytes: [UInt8], text: String) = ([], "")
     /// Who each publisher is, as the broker announced (SENDER frames). Looked up for every
     /// delivery, one access at a time on the loop; unchecked for the same reason as `cachedSink`.
-    @exclusivity(unchecked) private var senders = SenderTable()
+    @exclusivity(unchecked) var senders = SenderTable()
     /// Queues that asked the loop to stop reading; reading resumes when none is full.
-    private var fullQueues = 0
+    var fullQueues = 0
     private var closeWaiters: [CheckedContinuation<Void, Never>] = []
     let onAsyncError: (@Sendable (EvbusError) -> Void)?
     let onReturn: (@Sendable (ReturnedMessage) -> Void)?
@@ -75,42 +103,66 @@ final class PeerConnection: ChannelDelegate {
     let calls = RequestTable()
 
     init(
-        channel: Channel, outbox: Outbox, onAsyncError: (@Sendable (EvbusError) -> Void)?,
-        onReturn: (@Sendable (ReturnedMessage) -> Void)?
+        channel: Channel, outbox: Outbox, socketPath: String, name: String, options: Peer.Options,
+        events: ConnectionEvents, facts: ConnectionFacts
     ) {
         self.channel = channel
         self.outbox = outbox
-        self.onAsyncError = onAsyncError
-        self.onReturn = onReturn
+        self.socketPath = socketPath
+        self.name = name
+        self.onAsyncError = options.onAsyncError
+        self.onReturn = options.onReturn
+        self.reconnect = options.reconnect
+        self.events = events
+        self.facts = facts
     }
 
     /// Sends the preamble and HELLO; `waiter` resumes on WELCOME.
-    func start(name: String, waiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) {
+    func start(waiter: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) {
         phase = .handshaking(waiter)
+        sendHello()
+    }
+
+    func sendHello() {
         channel.write(WireFormat.preamble)
         channel.write(Frame.hello(clientName: name, flags: HelloFlag.senders).encoded())
     }
 
+    /// Between a drop and the end of restoring: publishes stay in the outbox.
+    var isReconnecting: Bool {
+        switch phase {
+        case .disconnected, .rehandshaking, .restoring: true
+        case .handshaking, .open, .closing, .closed: false
+        }
+    }
+
     // MARK: Output
 
-    /// Moves published frames to the socket, unless the socket is over its high watermark.
+    /// Moves published frames to the socket, unless the socket is over its high watermark (or
+    /// the peer is reconnecting: they go once it is back).
     func drainOutbox() {
-        guard channel.isWritable else {
+        guard channel.isWritable, !isReconnecting else {
             outbox.holdWhileSocketFull()
             return
         }
         channel.write(contentsOf: outbox.take())
     }
 
-    /// Control frames go after everything published before them, so order is what the caller wrote.
+    /// Control frames go after everything published before them, so order is what the caller
+    /// wrote (while restoring, publishes wait until everything is set up again).
     func send(_ frame: Frame) {
-        channel.write(contentsOf: outbox.take())
+        if !isReconnecting { channel.write(contentsOf: outbox.take()) }
         channel.write(frame.encoded())
     }
 
+    /// A control request from a caller; a declaration the broker accepts is remembered, to be
+    /// made again after a reconnect.
     func request(_ frame: Frame, id: UInt32, _ waiter: CheckedContinuation<Frame, any Error>) {
         if let failure { return waiter.resume(throwing: failure) }
-        pending.expect(id, .caller(waiter))
+        pending.expect(id, .onLoop { [self] result in
+            if case .success(let reply) = result { topology.succeeded(frame, reply: reply) }
+            waiter.resume(with: result)
+        })
         send(frame)
     }
 
@@ -127,7 +179,9 @@ final class PeerConnection: ChannelDelegate {
         var firstError: (any Error)?
         for (id, pattern) in zip(ids, patterns) {
             request(.subscribe(subscriptionID: id, pattern: pattern, policy: policy), id: id) { [self] result in
-                if case .failure(let e) = result {
+                switch result {
+                case .success: topology.subscribed(id, pattern: pattern, policy: policy)
+                case .failure(let e):
                     sinks[id] = nil
                     firstError = firstError ?? e
                 }
@@ -137,6 +191,7 @@ final class PeerConnection: ChannelDelegate {
                         // All or nothing: undo the patterns that did succeed.
                         for other in ids where sinks[other] != nil {
                             sinks[other] = nil
+                            topology.forget(other)
                             send(.unsubscribe(subscriptionID: other))
                         }
                         waiter.resume(throwing: firstError)
@@ -152,6 +207,7 @@ final class PeerConnection: ChannelDelegate {
     func unsubscribe(_ ids: [UInt32], _ waiter: CheckedContinuation<Void, any Error>) {
         let removed = ids.compactMap { sinks.removeValue(forKey: $0) }
         for sink in removed { sink.finish(nil) }  // finishing twice (two patterns, one queue) is harmless
+        for id in ids { topology.forget(id) }
         if let failure { return waiter.resume(throwing: failure) }
         var remaining = ids.count
         for id in ids {
@@ -172,6 +228,9 @@ final class PeerConnection: ChannelDelegate {
     /// Graceful close: send what is queued and CLOSE, then wait for the broker to close its end
     /// (which it does after handling everything before CLOSE).
     func close(_ waiter: CheckedContinuation<Void, Never>) {
+        if case .disconnected = phase {
+            endForGood(EvbusError(.closed, "the peer was closed"), wasClosing: true)
+        }
         if channel.isClosed {
             return waiter.resume()
         }
@@ -244,16 +303,18 @@ final class PeerConnection: ChannelDelegate {
     @inline(__always)
     private func handleMessage(_ m: MessageView) throws(WireError) {
         guard let sink = sink(for: m.consumerID) else { return }  // cancelled while in flight (the broker requeues it)
+        let tag = m.deliveryTag == 0 ? 0 : m.deliveryTag &+ tagBase
+        if tag > highestTag { highestTag = tag }
         switch sink {
         case .deliveryView(let h):
             h(DeliveryView(
                 exchangeBytes: m.exchange, routingKeyBytes: m.routingKey, payload: m.payload, propertiesBytes: m.properties,
-                deliveryTag: m.deliveryTag, redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher,
+                deliveryTag: tag, redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher,
                 consumerID: m.consumerID, sender: senders.sender(of: m.publisher)))
         case .deliveryHandler(let h):
-            h(delivery(m))
+            h(delivery(m, tag: tag))
         case .deliveries(let buffer):
-            if buffer.push(delivery(m)) { pauseForFullQueue() }
+            if buffer.push(delivery(m, tag: tag)) { pauseForFullQueue() }
         case .queue, .handler, .view:
             throw WireError(.unexpectedFrame, "MESSAGE for subscription \(m.consumerID), which is not a consumer")
         }
@@ -289,12 +350,15 @@ final class PeerConnection: ChannelDelegate {
         case .routed(let reached, let id):
             if let id = CorrelationNumber.parse(id) { calls.routed(id, reached: Int(reached), loop: channel.loop) }
         case .cancel(let id):
+            topology.forget(id)
             sinks.removeValue(forKey: id)?.finish(EvbusError(.consumerCancelled, "the broker cancelled consumer \(id): its queue was deleted"))
         case .welcome(_, let maxFrame, let connectionID, let brokerName):
+            if case .rehandshaking = phase { return welcomedAgain(connectionID: connectionID, maxFrame: Int(maxFrame)) }
             guard case .handshaking(let waiter) = phase else {
                 throw WireError(.unexpectedFrame, "WELCOME after the handshake")
             }
             phase = .open
+            adopt(connectionID: connectionID, maxFrame: Int(maxFrame))
             waiter.resume(returning: (LoopBound(self, loop: channel.loop), Welcome(
                 connectionID: connectionID, maxFrame: Int(maxFrame), brokerName: brokerName)))
         case .error(let code, let id, let message):
@@ -306,6 +370,7 @@ final class PeerConnection: ChannelDelegate {
             } else if id != 0, code == .accessRefused, let sink = sinks.removeValue(forKey: id) {
                 // A reload of the access rules took this subscription or consumer back; the
                 // CANCEL that follows finds it gone already.
+                topology.forget(id)
                 sink.finish(error)
             } else {
                 onAsyncError?(error)
@@ -335,12 +400,12 @@ final class PeerConnection: ChannelDelegate {
     }
 
     @inline(__always)
-    private func delivery(_ m: MessageView) -> Delivery {
+    private func delivery(_ m: MessageView, tag: UInt64) -> Delivery {
         Delivery(
             exchange: String(decoding: m.exchange, as: UTF8.self), routingKey: topicString(m.routingKey),
-            payload: Array(m.payload), properties: m.decodedProperties(), deliveryTag: m.deliveryTag,
+            payload: Array(m.payload), properties: m.decodedProperties(), deliveryTag: tag,
             redelivered: m.flags & AckFlag.redelivered != 0, publisher: m.publisher, consumerID: m.consumerID,
-            acker: m.deliveryTag == 0 ? nil : acker, sender: senders.sender(of: m.publisher))
+            acker: tag == 0 ? nil : acker, sender: senders.sender(of: m.publisher))
     }
 
     @inline(__always)
@@ -372,7 +437,7 @@ final class PeerConnection: ChannelDelegate {
     // MARK: Failure and close
 
     /// The connection is unusable: remember why and close the socket.
-    private func fail(_ error: EvbusError) {
+    func fail(_ error: EvbusError) {
         if failure == nil { failure = error }
         channel.close(.local)
     }
@@ -392,6 +457,31 @@ final class PeerConnection: ChannelDelegate {
         } else {
             error = EvbusError(.connectionLost, "the connection to the broker ended: \(reason)")
         }
+        switch phase {
+        case .open, .rehandshaking, .restoring:
+            if reconnect.reconnects { return connectionDropped(error) }
+        case .handshaking, .disconnected, .closing, .closed:
+            break
+        }
+        endForGood(error, wasClosing: wasClosing)
+    }
+
+    /// The `Peer` was dropped without `close()`: end the connection abruptly, stop reconnecting.
+    func abandon() {
+        let error = EvbusError(.closed, "the peer was dropped")
+        if channel.isClosed {
+            if case .closed = phase { return }
+            endForGood(error, wasClosing: true)
+        } else {
+            failure = error
+            phase = .closing
+            channel.close(.local)
+        }
+    }
+
+    /// Fails everything that waits and ends every subscription and consumer: the peer is done.
+    func endForGood(_ error: EvbusError, wasClosing: Bool) {
+        cancelRetry()
         failure = error
         let handshake: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>?
         if case .handshaking(let waiter) = phase { handshake = waiter } else { handshake = nil }
@@ -412,5 +502,6 @@ final class PeerConnection: ChannelDelegate {
         let waiting = closeWaiters
         closeWaiters.removeAll()
         for w in waiting { w.resume() }
+        events.finish()
     }
 }

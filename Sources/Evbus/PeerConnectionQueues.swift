@@ -10,7 +10,11 @@ extension PeerConnection {
         sinks[id] = sink
         request(frame, id: id) { [self] result in
             switch result {
-            case .success: waiter.resume()
+            case .success:
+                if case .consume(_, let queue, let flags, let prefetch) = frame {
+                    topology.consuming(id, queue: queue, flags: flags, prefetch: prefetch)
+                }
+                waiter.resume()
             case .failure(let error):
                 sinks[id] = nil
                 waiter.resume(throwing: error)
@@ -21,6 +25,7 @@ extension PeerConnection {
     /// CANCEL: deliveries stop at once; iteration ends.
     func cancelConsumer(_ id: UInt32, _ waiter: CheckedContinuation<Void, any Error>) {
         sinks.removeValue(forKey: id)?.finish(nil)
+        topology.forget(id)
         if let failure { return waiter.resume(throwing: failure) }
         // OK or unknown-consumer (the broker cancelled it first): either way it is gone.
         request(.cancel(consumerID: id), id: id) { _ in waiter.resume() }
@@ -28,7 +33,8 @@ extension PeerConnection {
 
     /// Resumes once every confirmed publish up to `through` is answered; throws if any was nacked.
     func waitForConfirms(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
-        if confirms.confirmedThrough < through, let failure { return waiter.resume(throwing: failure) }
+        // While reconnecting, the unanswered ones still queued go out on the next connection.
+        if confirms.confirmedThrough < through, case .closed = phase, let failure { return waiter.resume(throwing: failure) }
         if let outcome = confirms.wait(through: through, waiter) { waiter.resume(with: outcome.mapError { $0 }) }
     }
 
@@ -40,6 +46,22 @@ extension PeerConnection {
             case .all(let c): c.resume(throwing: failure)
             }
             return
+        }
+        var request = request
+        if request.replyTo != inboxBytes {
+            // Built for the inbox of a connection that has since been replaced.
+            request = OutgoingRequest(
+                flags: request.flags, destination: request.destination, number: request.number, replyTo: inboxBytes,
+                encodedHeaders: request.headers, payload: request.payload)
+            guard request.size - 4 <= facts.maxFrame else {
+                let error = EvbusError(.invalidArgument, wireCode: .frameTooLarge,
+                    "the request makes a \(request.size - 4)-byte frame; the broker's limit is \(facts.maxFrame)")
+                switch call.waiter {
+                case .one(let c): c.resume(throwing: error)
+                case .all(let c): c.resume(throwing: error)
+                }
+                return
+            }
         }
         calls.add(request.number, call, timeout: timeout, loop: channel.loop)
         // After everything published before it, like every control frame.

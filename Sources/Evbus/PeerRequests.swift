@@ -6,7 +6,8 @@ import Synchronization
 /// and the inbox as reply-to; the broker says at once how many responders a request reached.
 extension Peer {
     /// This peer's private reply address (`amq.inbox.<connection id>`): anyone may publish to it
-    /// (through the default exchange), only this peer receives it. Needs no declaration.
+    /// (through the default exchange), only this peer receives it. Needs no declaration. It
+    /// changes when the peer reconnects.
     public var inbox: String { Inbox.name(connectionID: connectionID) }
 
     /// Sends a request and waits for its reply.
@@ -85,7 +86,7 @@ extension Peer {
         }
         let request = OutgoingRequest(
             flags: flags, destination: destination, number: nextCorrelation.add(1, ordering: .relaxed).oldValue,
-            replyTo: inboxBytes, headers: headers, payload: payload)
+            replyTo: facts.inbox, headers: headers, payload: payload)
         guard request.size - 4 <= maxFrameBytes else {
             throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
                 "a \(payload.count)-byte request makes a \(request.size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")

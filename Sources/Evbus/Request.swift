@@ -85,11 +85,17 @@ struct OutgoingRequest: Sendable {
     let size: Int
 
     init(flags: UInt8, destination: Destination, number: UInt64, replyTo: [UInt8], headers: [String: String], payload: [UInt8]) {
+        self.init(
+            flags: flags, destination: destination, number: number, replyTo: replyTo,
+            encodedHeaders: MessageProperties.encodedHeaders(headers), payload: payload)
+    }
+
+    init(flags: UInt8, destination: Destination, number: UInt64, replyTo: [UInt8], encodedHeaders: [UInt8], payload: [UInt8]) {
         self.flags = flags
         self.destination = destination
         self.number = number
         self.replyTo = replyTo
-        self.headers = MessageProperties.encodedHeaders(headers)
+        self.headers = encodedHeaders
         self.payload = payload
         let propertiesCount = RequestPropertiesEncoder.size(
             correlationIDCount: CorrelationNumber.count(number), replyToCount: replyTo.count, headersCount: self.headers.count)

@@ -133,6 +133,24 @@ public struct WriteQueue: ~Copyable {
         }
     }
 
+    /// Removes every frame whose type byte `drop` picks, keeping the others in order (bytes are
+    /// copied: for rare paths only). Only for a queue none of which has been written, so each
+    /// chunk holds whole frames (a frame never spans chunks, as `reserve` ensures).
+    public mutating func removeFrames(where drop: (UInt8) -> Bool) {
+        var kept = WriteQueue()
+        for chunk in chunks {
+            var offset = chunk.start
+            while chunk.end - offset >= WireFormatHeader.size {
+                let length = Int(UInt32(littleEndian: chunk.base.loadUnaligned(fromByteOffset: offset, as: UInt32.self)))
+                let frameEnd = min(offset + WireFormatHeader.lengthSize + length, chunk.end)
+                let type = chunk.base.load(fromByteOffset: offset + WireFormatHeader.lengthSize, as: UInt8.self)
+                if !drop(type) { kept.append(UnsafeRawBufferPointer(start: chunk.base + offset, count: frameEnd - offset)) }
+                offset = frameEnd
+            }
+        }
+        self = kept.take()
+    }
+
     /// Fills `iov` with up to `iov.count` pending regions; returns how many.
     func gather(into iov: UnsafeMutableBufferPointer<iovec>) -> Int {
         var n = 0

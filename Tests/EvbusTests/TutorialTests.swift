@@ -129,13 +129,17 @@ import Testing
         let dataDir = TestPaths.dataDirectory("tut2")
         let socket = TestPaths.socket("tut2")
         var broker = try InProcessBroker { $0.dataDir = dataDir; $0.socketPath = socket }
-        let producer = try await broker.connect("new_task")
+        // The first generation of peers ends with its broker (a reconnecting one would declare
+        // `scratch` again and take the tasks back before the check below).
+        var once = Peer.Options()
+        once.reconnect = .never
+        let producer = try await broker.connect("new_task", options: once)
         _ = try await producer.declareQueue("task_queue", QueueOptions(durable: true))
         _ = try await producer.declareQueue("scratch")  // not durable: gone after the restart
         for i in 1...5 { try await producer.publish(to: "", key: "task_queue", "task \(i)", confirm: true, persistent: true) }
         try await producer.publish(to: "", key: "task_queue", "transient task", confirm: true)
         try await producer.waitForConfirms()
-        let worker = try await broker.connect("worker")
+        let worker = try await broker.connect("worker", options: once)
         let held = try await worker.consume("task_queue", ack: .manual, prefetch: 1)
         for try await task in held {
             #expect(task.text == "task 1" && !task.redelivered)
