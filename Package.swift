@@ -42,7 +42,7 @@ let package = Package(
         .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Evbus", "EvbusTestSupport", "EvbusBroker", "evbus", "evbus-fib"],
+            dependencies: ["Evbus", "EvbusController", "EvbusTestSupport", "EvbusBroker", "evbus", "evbus-fib"],
             swiftSettings: strict
         ),
     ]

@@ -42,9 +42,14 @@ struct ConfirmTracker {
 
     /// Waits for every confirmed publish up to `through`; returns the outcome now if it is known.
     mutating func wait(through: UInt64, _ waiter: Waiter) -> Result<Void, EvbusError>? {
-        if confirmedThrough >= through { return outcome(through: through) }
+        if let known = settled(through: through) { return known }
         waiters.append((through, waiter))
         return nil
+    }
+
+    /// The outcome for everything up to `through` if every one has been answered (or put in doubt).
+    mutating func settled(through: UInt64) -> Result<Void, EvbusError>? {
+        confirmedThrough >= through ? outcome(through: through) : nil
     }
 
     /// Empties the waiting list (the connection ended).

@@ -120,6 +120,9 @@ final class Outbox: Sendable {
         return queue
     }
 
+    /// Confirmed publishes still queued here, not yet handed to the socket.
+    var confirmsNotTaken: UInt64 { state.withLock { $0.confirmSequence &- $0.confirmTaken } }
+
     /// Loop side: the socket is full; keep `drainScheduled` set so publishers stop submitting
     /// drain tasks until the socket's writable callback drains.
     func holdWhileSocketFull() {

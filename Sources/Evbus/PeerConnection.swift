@@ -460,6 +460,7 @@ final class PeerConnection: ChannelDelegate {
         switch phase {
         case .open, .rehandshaking, .restoring:
             if reconnect.reconnects { return connectionDropped(error) }
+            if case .open = phase { events.emit(.disconnected(error)) }  // and no reconnecting after it
         case .handshaking, .disconnected, .closing, .closed:
             break
         }

@@ -8,7 +8,9 @@ import Testing
     @Test func shutdownTellsClientsWhyAndRemovesTheSocket() async throws {
         let broker = try InProcessBroker()
         let path = broker.socketPath
-        let peer = try await Peer.connect(to: path)
+        var once = Peer.Options()
+        once.reconnect = .never  // (a reconnecting peer's iterations carry on: ReconnectTests)
+        let peer = try await Peer.connect(to: path, options: once)
         let subscription = try await peer.subscribe("x")
         broker.shutdown()
         do {

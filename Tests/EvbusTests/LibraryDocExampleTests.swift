@@ -34,6 +34,36 @@ import Testing
         await peer.close()
     }
 
+    @Test func reconnecting() async throws {
+        let socket = TestPaths.socket("doc-reconnect")
+        var broker = try InProcessBroker { $0.socketPath = socket }
+        var options = Peer.Options()
+        options.reconnect = ReconnectPolicy(initialDelay: .milliseconds(100), maxDelay: .seconds(5),
+                                            jitter: 0.2, giveUpAfter: .seconds(60), whenBufferFull: .wait)
+        options.onConnectionEvent = { event in print("bus:", event) }   // on the peer's I/O thread
+        let peer = try await Peer.connect(to: socket, name: "thermostat", options: options)
+        let events = peer.connectionEvents()                             // the same events, as a sequence
+
+        let temps = try await peer.subscribe("sensors.#")
+        broker.shutdown()
+        broker = try InProcessBroker { $0.socketPath = socket }
+        defer { broker.shutdown() }
+        var seen: [ConnectionEvent] = []
+        for await event in events {
+            seen.append(event)
+            if case .reconnected = event { break }
+        }
+        guard case .disconnected = seen.first else { Issue.record("\(seen)"); return }
+        let publisher = try await broker.connect("sensor")
+        try await publisher.publish("sensors.hall", "19")
+        for try await event in temps {
+            #expect(event.text == "19")
+            break
+        }
+        await publisher.close()
+        await peer.close()
+    }
+
     // Compiled only: the default socket and /run/myapp are not this test's.
     func connecting() async throws {
         let peer = try await Peer.connect()                                   // default socket

@@ -248,7 +248,9 @@ final class Collected: Sendable {
 
     @Test func aBrokerThatGoesAwayFailsPendingWorkWithConnectionLost() async throws {
         let broker = try InProcessBroker()
-        let peer = try await broker.connect()
+        var once = Peer.Options()
+        once.reconnect = .never  // (a reconnecting peer's iterations carry on: ReconnectTests)
+        let peer = try await broker.connect(options: once)
         let s = try await peer.subscribe("x")
         broker.shutdown()
         await #expect {

@@ -174,10 +174,3 @@ import Testing
     }
 }
 
-/// Values gathered from handlers on the peer's loop, for assertions on the test's thread.
-final class Collector<T: Sendable>: Sendable {
-    private let values = Mutex<[T]>([])
-    func add(_ v: T) { values.withLock { $0.append(v) } }
-    var items: [T] { values.withLock { $0 } }
-    var count: Int { values.withLock { $0.count } }
-}

@@ -135,6 +135,9 @@ final class TerminationSignals {
         self.sources = sources
     }
 
+    /// Ends the wait as a signal would when fired with another reason (from any thread).
+    var trigger: SignalWaiter { waiter }
+
     /// Suspends until the first of them arrives (or returns at once if it has); its name.
     func wait() async -> String {
         let name = await waiter.wait()

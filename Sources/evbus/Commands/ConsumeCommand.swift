@@ -16,6 +16,9 @@ struct ConsumeCommand: EvbusCommand {
             count it acknowledged when sent; none never acknowledges, so every message goes back to the
             queue (flagged redelivered) when the command exits: a way to look without taking.
             With --count and no --prefetch, the prefetch is the count, so nothing extra is taken.
+            If the broker restarts, consume reconnects, declares and binds its queue again and goes on
+            (saying so on stderr; a message it held unacknowledged comes again, flagged redelivered,
+            if its queue is durable); with --no-reconnect it exits with status 1.
             """,
         positionals: [.init(name: "queue", help: "The queue (or give --exchange).", isOptional: true)],
         options: [
@@ -26,6 +29,7 @@ struct ConsumeCommand: EvbusCommand {
             .init(long: "prefetch", short: nil, valueName: "n", help: "At most <n> unacknowledged messages at once (0 = no limit)."),
             .init(long: "count", short: "n", valueName: "n", help: "Exit after <n> messages."),
             .init(long: "json", short: nil, valueName: nil, help: "Print one JSON object per line."),
+            LongRunningPeer.option,
         ])
 
     enum AckChoice: String { case manual, auto, none }
@@ -38,6 +42,7 @@ struct ConsumeCommand: EvbusCommand {
     var count: Int?
     var json: Bool
     var socket: String?
+    var reconnect: Bool
 
     init(_ a: ParsedArguments) throws(UsageError) {
         queue = a.positionals.first
@@ -55,10 +60,11 @@ struct ConsumeCommand: EvbusCommand {
         prefetch = try a.int("prefetch", in: 0...Int(UInt16.max), spec: Self.spec) ?? min(count ?? 0, Int(UInt16.max))
         json = a.flag("json")
         socket = a.value("socket")
+        reconnect = !a.flag("no-reconnect")
     }
 
     func run() async throws -> Int32 {
-        let peer = try await Peer.connect(to: socket, name: "evbus consume")
+        let peer = try await LongRunningPeer.connect(socket: socket, name: "evbus consume", reconnect: reconnect)
         do {
             var name = queue ?? ""
             if let exchange {

@@ -12,6 +12,8 @@ struct RespondCommand: EvbusCommand {
             standard output is the reply. A non-zero exit status sends a remote error instead (code
             exit-<status>, message: its standard error, or the status). The queue is declared if it
             does not exist. Runs until Ctrl-C, or until --count requests were answered.
+            If the broker restarts, respond reconnects and serves the queue again (saying so on
+            stderr); with --no-reconnect it exits with status 1.
             """,
         positionals: [.init(name: "queue", help: "The queue to serve.")],
         options: [
@@ -19,6 +21,7 @@ struct RespondCommand: EvbusCommand {
             .init(long: "exec", short: "x", valueName: "command", help: "The shell command that answers (required)."),
             .init(long: "prefetch", short: nil, valueName: "n", help: "Requests handled at once (default 1)."),
             .init(long: "count", short: "n", valueName: "n", help: "Exit after answering <n> requests."),
+            LongRunningPeer.option,
         ])
 
     var queue: String
@@ -26,6 +29,7 @@ struct RespondCommand: EvbusCommand {
     var prefetch: Int
     var count: Int?
     var socket: String?
+    var reconnect: Bool
 
     init(_ a: ParsedArguments) throws(UsageError) {
         queue = a.positionals[0]
@@ -34,10 +38,17 @@ struct RespondCommand: EvbusCommand {
         prefetch = try a.int("prefetch", in: 1...Int(UInt16.max), spec: Self.spec) ?? 1
         count = try a.int("count", in: 1...Int.max, spec: Self.spec)
         socket = a.value("socket")
+        reconnect = !a.flag("no-reconnect")
     }
 
     func run() async throws -> Int32 {
-        let peer = try await Peer.connect(to: socket, name: "evbus respond")
+        let stop = TerminationSignals()
+        let lost = Mutex<EvbusError?>(nil)
+        let trigger = stop.trigger
+        let peer = try await LongRunningPeer.connect(socket: socket, name: "evbus respond", reconnect: reconnect) { error in
+            lost.withLock { $0 = error }
+            trigger.fire("connection lost")
+        }
         let command = self.command
         let responder: Responder
         do {
@@ -55,12 +66,13 @@ struct RespondCommand: EvbusCommand {
         }
         Terminal.err("evbus respond: answering requests on \(queue) with: \(command)\n")
         if let count {
-            while responder.handled < count { try await Task.sleep(for: .milliseconds(5)) }
+            while responder.handled < count && lost.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(5)) }
         } else {
-            _ = await TerminationSignals().wait()
+            _ = await stop.wait()
         }
         try? await responder.cancel()
         await peer.close()
+        if let error = lost.withLock({ $0 }) { throw error }
         return ExitCode.success
     }
 }

@@ -12,6 +12,8 @@ struct SubCommand: EvbusCommand {
             With --json each line is {"topic":..., "payload":..., "publisher":..., "sender":{"uid":...,"gid":...,"pid":...,"name":...}}
             (sender: who published it, as the kernel told the broker; absent if the broker did not say).
             Patterns: '*' matches exactly one word, '#' zero or more, e.g. sensors.*.temp or logs.#.
+            If the broker restarts, sub reconnects and subscribes again (events published while no
+            broker ran are missed), saying so on stderr; with --no-reconnect it exits with status 1.
             """,
         positionals: [.init(name: "pattern", help: "A topic pattern.", isRepeating: true)],
         options: [
@@ -19,6 +21,7 @@ struct SubCommand: EvbusCommand {
             .init(long: "count", short: "n", valueName: "n", help: "Exit after <n> events."),
             .init(long: "json", short: nil, valueName: nil, help: "Print one JSON object per line."),
             .init(long: "policy", short: nil, valueName: "policy", help: "What the broker does while this subscriber reads too slowly: backpressure, drop or disconnect (default: the broker's slowConsumerPolicy)."),
+            LongRunningPeer.option,
         ])
 
     var patterns: [String]
@@ -26,6 +29,7 @@ struct SubCommand: EvbusCommand {
     var json: Bool
     var socket: String?
     var policy: SubscriptionPolicy
+    var reconnect: Bool
 
     init(_ a: ParsedArguments) throws(UsageError) {
         patterns = a.positionals
@@ -48,10 +52,11 @@ struct SubCommand: EvbusCommand {
         count = try a.int("count", in: 1...Int.max, spec: Self.spec)
         json = a.flag("json")
         socket = a.value("socket")
+        reconnect = !a.flag("no-reconnect")
     }
 
     func run() async throws -> Int32 {
-        let peer = try await Peer.connect(to: socket, name: "evbus sub")
+        let peer = try await LongRunningPeer.connect(socket: socket, name: "evbus sub", reconnect: reconnect)
         let subscription: Subscription
         do {
             subscription = try await peer.subscribe(patterns, policy: policy)
