@@ -21,13 +21,21 @@ public struct BusMessage: Sendable {
     /// The payload as UTF-8 text.
     public var text: String { String(decoding: payload, as: UTF8.self) }
 
-    /// Publishes `payload` to this message's reply-to with its correlation id.
+    /// Publishes `payload` to this message's reply-to with its correlation id: to a caller's inbox
+    /// (`amq.inbox.N`, what `Peer.request` sets) through the default exchange, so it answers
+    /// `request(...)`; to any other reply-to as a topic.
     /// - Throws: `invalidArgument` if the message has no reply-to.
     public func reply(_ payload: [UInt8], headers: [String: String] = [:]) async throws {
         guard let replyTo = properties.replyTo else {
             throw EvbusError(.invalidArgument, "the message on '\(topic)' has no reply-to; there is nowhere to reply")
         }
-        try await peer.publish(replyTo, payload, properties: MessageProperties(correlationID: properties.correlationID, headers: headers))
+        let reply = MessageProperties(correlationID: properties.correlationID, headers: headers)
+        if replyTo.hasPrefix(Inbox.prefix) {
+            // A caller's inbox (`Peer.request`) is reached through the default exchange, not as a topic.
+            try await peer.publish(to: "", key: replyTo, payload, properties: reply)
+        } else {
+            try await peer.publish(replyTo, payload, properties: reply)
+        }
     }
 }
 

@@ -36,6 +36,27 @@ import Testing
         await sensor.close()
     }
 
+    @Test func aFedHandlersReplyAnswersAPeerRequest() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let (server, caller) = try await broker.connect("server", "caller")
+        let controller = try Controller(name: "fib")
+        defer { controller.shutdown() }
+        controller.on("rpc.fib") { s in
+            let bus = s.bus!
+            Task { try await bus.reply(Array("fib(\(bus.text)) = 832040".utf8)) }
+            return nil
+        }
+        try await server.feed(controller, "rpc.#")
+        // A request to the topic exchange reaches plain subscribers (the feed); the reply goes
+        // back to the caller's inbox, matched by correlation id, instead of timing out.
+        let reply = try await caller.request(to: .exchange("amq.topic", key: "rpc.fib"), "30", timeout: .seconds(20))
+        #expect(reply.text == "fib(30) = 832040")
+        #expect(reply.publisher == server.connectionID)
+        await caller.close()
+        await server.close()
+    }
+
     @Test func handlersSeeHeadersAndReplyToAndCanReply() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
