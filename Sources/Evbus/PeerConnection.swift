@@ -67,6 +67,9 @@ final class PeerConnection: ChannelDelegate {
     var inboxBytes: [UInt8] = []
     /// What to set up again after reconnecting.
     var topology = RestorableTopology()
+    /// Consumers cancelled while restoring: their CONSUME may already be on the new connection,
+    /// so their CANCEL goes out once restoring is done.
+    var cancelAfterRestore: [UInt32] = []
     /// Delivery tags are the broker's plus this (which grows at each reconnect), so they stay
     /// unique for the peer's life and an ack of an old one can be recognised.
     var tagBase: UInt64 = 0

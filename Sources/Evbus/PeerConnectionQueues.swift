@@ -26,9 +26,22 @@ extension PeerConnection {
     func cancelConsumer(_ id: UInt32, _ waiter: CheckedContinuation<Void, any Error>) {
         sinks.removeValue(forKey: id)?.finish(nil)
         topology.forget(id)
+        if case .restoring = phase { cancelAfterRestore.append(id) }
         if let failure { return waiter.resume(throwing: failure) }
         // OK or unknown-consumer (the broker cancelled it first): either way it is gone.
         request(.cancel(consumerID: id), id: id) { _ in waiter.resume() }
+    }
+
+    /// An iterated consumer's sequence and every iterator of it are gone: nothing will read what
+    /// it takes, so it is cancelled, and its unacknowledged deliveries go back to the queue.
+    func consumerDropped(_ id: UInt32) {
+        guard sinks.removeValue(forKey: id) != nil else { return }  // cancelled or ended already
+        topology.forget(id)
+        switch phase {
+        case .open: request(.cancel(consumerID: id), id: id) { _ in }
+        case .restoring: cancelAfterRestore.append(id)
+        case .handshaking, .disconnected, .rehandshaking, .closing, .closed: break  // no consumer on the broker to cancel
+        }
     }
 
     /// Resumes once every confirmed publish up to `through` is answered; throws if any was nacked.

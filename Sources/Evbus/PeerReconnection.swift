@@ -141,6 +141,8 @@ extension PeerConnection {
         failure = nil
         attempt = 0
         outbox.reconnected()
+        for id in cancelAfterRestore { request(.cancel(consumerID: id), id: id) { _ in } }
+        cancelAfterRestore.removeAll()
         drainOutbox()
         events.emit(.reconnected(connectionID: facts.connectionID))
     }

@@ -260,4 +260,33 @@ final class Collected: Sendable {
             try await peer.flush()
         } throws: { ($0 as? EvbusError)?.code == .connectionLost }
     }
+
+    @Test func breakingOutOfAConsumerLoopCancelsItAndReturnsWhatItHeld() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let peer = try await broker.connect("worker")
+        _ = try await peer.declareQueue("hello")
+        for i in 1...3 { try await peer.publish(to: "", key: "hello", "m\(i)") }
+        try await peer.flush()
+        for try await delivery in try await peer.consume("hello", ack: .manual, prefetch: 2) {
+            #expect(delivery.text == "m1")
+            break  // never acknowledged, and nothing reads the second one it was sent
+        }
+        // The consumer is gone and both messages it held are back, flagged redelivered.
+        #expect(await eventually {
+            let q = try? await peer.topology().queues.first { $0.name == "hello" }
+            return q?.consumers == 0 && q?.unacked == 0 && q?.ready == 3
+        })
+        let next = try await peer.consume("hello", ack: .auto)
+        var it = next.makeAsyncIterator()
+        let first = try #require(try await it.next())
+        #expect(first.text == "m1" && first.redelivered)
+        // A handler consumer dropped by its caller keeps running until cancelled.
+        let seen = Collector<String>()
+        _ = try await peer.consume("hello", ack: .auto) { seen.add($0.text) }
+        try await next.cancel()
+        try await peer.publish(to: "", key: "hello", "m4")
+        #expect(await eventually { seen.items.contains("m4") })
+        await peer.close()
+    }
 }
