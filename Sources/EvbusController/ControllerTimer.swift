@@ -8,7 +8,10 @@ public final class ControllerTimer: Sendable {
     private let body: @Sendable (Session) throws -> Void
     private let repeats: Bool
     private let timer = Mutex<TimerID?>(nil)
-    private let stopped = Atomic<Bool>(false)
+    /// Each arm and each stop starts a new generation; a loop task or a firing from an older one
+    /// does nothing, so a stop followed by a new interval (from any threads) never runs twice or
+    /// cancels the new timer.
+    private let generation = Atomic<UInt64>(0)
 
     init(controller: Controller, delay: Duration, repeats: Bool, body: @escaping @Sendable (Session) throws -> Void) {
         self.controller = controller
@@ -19,21 +22,23 @@ public final class ControllerTimer: Sendable {
 
     private func arm(_ interval: Duration) {
         let loop = controller.loop
+        let mine = generation.add(1, ordering: .acquiringAndReleasing).newValue
         // Once the controller's loop has stopped, no timer can run: nothing to arm.
         try? loop.execute { [self] in
-            guard !stopped.load(ordering: .relaxed) else { return }
+            guard generation.load(ordering: .acquiring) == mine else { return }  // stopped or re-armed since
             if let old = timer.withLock({ $0 }) { loop.cancelTimer(old) }
             let id = loop.scheduleTimer(afterNanos: interval.wholeNanoseconds, everyNanos: repeats ? interval.wholeNanoseconds : nil) { [self] in
-                guard !stopped.load(ordering: .relaxed) else { return }
-                if !repeats { stopped.store(true, ordering: .relaxed) }
+                guard generation.load(ordering: .acquiring) == mine else { return }
+                if !repeats { timer.withLock { $0 = nil } }
                 controller.submit { session in try self.body(session) }
             }
             timer.withLock { $0 = id }
         }
     }
 
-    /// Changes the interval (the next run is `interval` from now); nil stops the timer, like
-    /// EventDriven's `set_timing(None)`.
+    /// Changes the interval (the next run is `interval` from now), restarting a stopped or
+    /// finished timer; nil stops it, like EventDriven's `set_timing(None)`, and a later interval
+    /// starts it again.
     public func setInterval(_ interval: Duration?) {
         guard let interval else { return stop() }
         arm(interval)
@@ -41,10 +46,12 @@ public final class ControllerTimer: Sendable {
 
     /// Stops the timer; a run already queued on the controller still happens.
     public func stop() {
-        stopped.store(true, ordering: .relaxed)
+        let mine = generation.add(1, ordering: .acquiringAndReleasing).newValue
         let loop = controller.loop
         try? loop.execute { [self] in
+            guard generation.load(ordering: .acquiring) == mine else { return }  // re-armed since: keep that one
             if let id = timer.withLock({ $0 }) { loop.cancelTimer(id) }
+            timer.withLock { $0 = nil }
         }
     }
 }

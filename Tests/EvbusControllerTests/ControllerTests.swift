@@ -224,6 +224,17 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         try await Task.sleep(nanoseconds: 30_000_000)
         #expect(ticks.load(ordering: .relaxed) == stopped)
         #expect(once.load(ordering: .relaxed) == 1)
+        // A stopped timer starts again with a new interval, as set_timing does.
+        timer.setInterval(.milliseconds(2))
+        #expect(await eventually { ticks.load(ordering: .relaxed) >= stopped + 3 })
+        // Stopping and restarting at once leaves exactly one timer running.
+        timer.stop()
+        timer.setInterval(.milliseconds(10))
+        try await Task.sleep(nanoseconds: 20_000_000)
+        let restarted = ticks.load(ordering: .relaxed)
+        try await Task.sleep(nanoseconds: 100_000_000)
+        #expect(ticks.load(ordering: .relaxed) - restarted <= 20)  // one 10 ms timer (~10), not the 2 ms one too (~50 more)
+        timer.stop()
     }
 
     @Test func listenForwardsAllowedEventsWithPayloadAndContext() async throws {
