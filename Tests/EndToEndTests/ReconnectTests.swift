@@ -85,6 +85,11 @@ import Testing
         return stat[stat.index(close, offsetBy: 2)] == "T"
     }
 
+    /// The broker's summary of `name`, as `peer` reads it (nil while it cannot).
+    static func queue(_ name: String, seenBy peer: Peer) async -> QueueSummary? {
+        try? await peer.topology().queues.first { $0.name == name }
+    }
+
     static func isDisconnected(_ e: ConnectionEvent) -> Bool { if case .disconnected = e { true } else { false } }
 
     @Test func subscribersKeepTheirSequencesAndHandlersAcrossARestart() async throws {
@@ -159,7 +164,7 @@ import Testing
         // The prefetch came back too: two unacked, the others wait.
         let probe = try await broker.connect("probe", options: log.options(.never))
         #expect(await eventually {
-            let q = (try? await probe.topology().queues.first { $0.name == "jobs" })
+            let q = await Self.queue("jobs", seenBy: probe)
             return q?.unacked == 2 && q?.ready == 2 && q?.consumers == 1
         })
         for d in again { try d.ack() }
@@ -187,7 +192,7 @@ import Testing
         let inFlight = Task { try await caller.request(to: .queue("svc"), "hold", timeout: .seconds(600)) }
         #expect(await eventually { responder.handled == 1 && server.connectionID != 0 })
         #expect(await eventually {
-            let q = try? await caller.topology().queues.first { $0.name == "svc" }
+            let q = await Self.queue("svc", seenBy: caller)
             return q?.unacked == 0 && q?.acked == 2  // the held request was accepted (acked at start)
         })
         await broker.stop()
@@ -217,7 +222,7 @@ import Testing
         log.follow(caller)
         let inFlight = Task { try await caller.request(to: .queue("mute"), "?", timeout: .seconds(600)) }
         #expect(await eventually {
-            let q = try? await server.topology().queues.first { $0.name == "mute" }
+            let q = await Self.queue("mute", seenBy: server)
             return q?.acked == 1
         })
         await broker.stop()
