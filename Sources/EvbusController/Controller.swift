@@ -57,6 +57,11 @@ public final class Controller: Sendable {
     }
 
     public let name: String
+    /// Values every handler sees, given at construction: `session[key]` finds them when the
+    /// dispatch's own context has no such key, and `session.controllerContext` holds them all.
+    public let context: [String: any Sendable]
+    /// The phases handlers run in, in order (`Phase.standard` unless given others).
+    public var phases: [Phase] { vocabulary.withLock { $0.phases } }
     /// Stop at the first handler error (instead of reporting it and carrying on).
     public let stopOnError: Bool
     public let loop: EventLoop
@@ -64,7 +69,8 @@ public final class Controller: Sendable {
     private let engine: Mutex<LoopBound<Engine>?>
     /// Cleared by `shutdown` (once) and on stop.
     private let accepting = Atomic<Bool>(true)
-    private let nextHandlerID = Atomic<UInt64>(1)
+    /// Handler ids, unique in the process.
+    private static let nextHandlerID = Atomic<UInt64>(1)
     private let listeners = Mutex<[(controller: Controller, allow: Set<String>?)]>([])
     private let stoppedSignal = Mutex<(done: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
     /// Work dispatched from any thread waits here; the first item of a batch schedules one drain on
@@ -72,6 +78,9 @@ public final class Controller: Sendable {
     private let inbox = Mutex<Inbox>(Inbox())
     /// Lets `dispatch` skip the listener lock when nobody listens (the usual case).
     private let listenerCount = Atomic<Int>(0)
+    private let vocabulary: Mutex<HandlerVocabulary>
+    /// Keywords are declared: dispatches check their context (the lock is skipped otherwise).
+    private let restricted = Atomic<Bool>(false)
 
     /// The default `idleSpin`: events closer together than 50 µs (20,000 a second and more) are
     /// picked up without a wake-up.
@@ -81,7 +90,15 @@ public final class Controller: Sendable {
     /// - Parameters:
     ///   - loop: run on an existing loop (several controllers may share one thread, all strictly
     ///     sequential); nil starts a thread of its own.
-    ///   - blueprints: handler sets to install.
+    ///   - blueprints: handler sets to install; they are in place before anything is dispatched,
+    ///     and their `started` handlers see the `started` event.
+    ///   - phases: the phases handlers run in, in order (the Twisted dispatcher's phases); by
+    ///     default `before`, `during`, `after`. A handler naming another phase is refused.
+    ///   - keywords: the only context keys match specs and dispatches may use (nil: any). A
+    ///     handler matching on, or a dispatch carrying, another key is refused with
+    ///     `unknownKeyword`; keys beginning `controller.` or `evbus.` belong to the library and
+    ///     are always allowed. Change them with `allowKeywords`.
+    ///   - context: values every session sees (`session[key]`, `session.controllerContext`).
     ///   - stopOnError: stop at the first handler error; by default errors go to the Pending and the
     ///     `exception` event, and the loop carries on.
     ///   - idleSpin: with a thread of its own, how long the controller keeps polling for the next
@@ -90,10 +107,18 @@ public final class Controller: Sendable {
     ///     never cause polling; `.zero` turns it off. Ignored with a shared `loop`.
     public init(
         name: String = "controller", loop: EventLoop? = nil, blueprints: [Blueprint] = [], stopOnError: Bool = false,
+        phases: [Phase] = Phase.standard, keywords: Set<String>? = nil, context: [String: any Sendable] = [:],
         idleSpin: Duration = Controller.defaultIdleSpin
     ) throws {
         self.name = name
         self.stopOnError = stopOnError
+        self.context = context
+        let vocabulary = try HandlerVocabulary(phases: phases, keywords: keywords, controller: name)
+        self.vocabulary = Mutex(vocabulary)
+        restricted.store(keywords != nil, ordering: .relaxed)
+        // Checked before the thread starts, so a refused blueprint leaves nothing running.
+        var registrations: [Registration] = []
+        for b in blueprints { registrations += try Self.prepare(b.entries, with: vocabulary, controller: name) }
         if let loop {
             self.loop = loop
             ownsLoop = false
@@ -103,10 +128,13 @@ public final class Controller: Sendable {
             ownsLoop = true
         }
         engine = Mutex(nil)
-        let bound = try self.loop.runAndWait { [self] in LoopBound(Engine(controller: self, loop: self.loop), loop: self.loop) }
+        let bound = try self.loop.runAndWait { [self, registrations] in
+            let engine = Engine(controller: self, loop: self.loop)
+            for r in registrations { engine.handlers.add(r) }
+            return LoopBound(engine, loop: self.loop)
+        }
         engine.withLock { $0 = bound }
-        for b in blueprints { install(b) }
-        onEngine { $0.emitLifecycle(Lifecycle.started, payload: ()) }
+        onEngine { $0.start() }
     }
 
     private func onEngine(_ body: @escaping @Sendable (Engine) -> Void) {
@@ -118,17 +146,22 @@ public final class Controller: Sendable {
     // MARK: Handlers
 
     /// Registers a plain handler for `event`. Its return value (if not nil) joins the dispatch's results.
+    ///
+    /// Handler changes (`on`, `remove`, `install`) are queued in order with dispatches: a change
+    /// takes effect before any dispatch its caller makes afterwards, and after every dispatch
+    /// queued before it.
     /// - Parameters:
-    ///   - phase: `before`/`during`/`after`: each phase finishes before the next starts.
+    ///   - phase: one of the controller's `phases`; each phase finishes before the next starts.
     ///   - match: keyword values the dispatch's context must carry (compared as text), e.g. `["role": "admin"]`.
     ///   - times: run at most this many times, then remove itself.
     /// - Returns: an id for `remove`.
+    /// - Throws: `unknownPhase`, `unknownKeyword` (see `init`), or `shutDown`.
     @discardableResult
     public func on(
         _ event: String, phase: Phase = .during, match: [String: String] = [:], times: Int? = nil,
         _ body: @escaping @Sendable (Session) throws -> (any Sendable)?
-    ) -> HandlerID {
-        register(event, phase, match, times, .sync(body))
+    ) throws(ControllerError) -> HandlerID {
+        try register([Blueprint.Entry(event: event, phase: phase, match: match, times: times, body: .sync(body))])[0]
     }
 
     /// Registers an async handler: awaited on the controller's thread before the next event starts.
@@ -136,25 +169,66 @@ public final class Controller: Sendable {
     public func on(
         _ event: String, phase: Phase = .during, match: [String: String] = [:], times: Int? = nil,
         _ body: @escaping @Sendable (Session) async throws -> (any Sendable)?
-    ) -> HandlerID {
-        register(event, phase, match, times, .async(body))
+    ) throws(ControllerError) -> HandlerID {
+        try register([Blueprint.Entry(event: event, phase: phase, match: match, times: times, body: .async(body))])[0]
     }
 
-    private func register(_ event: String, _ phase: Phase, _ match: [String: String], _ times: Int?, _ body: HandlerBody) -> HandlerID {
-        let id = HandlerID(raw: nextHandlerID.add(1, ordering: .relaxed).oldValue)
-        let r = Registration(id: id, event: event, phase: phase, match: match, remaining: times, body: body)
-        onEngine { $0.handlers.add(r) }
-        return id
+    /// Installs every handler of a blueprint, all or none (refused as `on` refuses).
+    @discardableResult
+    public func install(_ blueprint: Blueprint) throws(ControllerError) -> [HandlerID] {
+        try register(blueprint.entries)
     }
 
-    /// Removes a handler; later dispatches no longer run it.
+    /// Removes a handler; dispatches its caller makes afterwards no longer run it.
     public func remove(_ id: HandlerID) {
-        onEngine { $0.handlers.remove(id) }
+        _ = enqueueChange { $0.handlers.remove(id) }
     }
 
-    /// Installs every handler of a blueprint.
-    public func install(_ blueprint: Blueprint) {
-        for e in blueprint.entries { _ = register(e.event, e.phase, e.match, e.times, e.body) }
+    /// Declares the only context keywords match specs and dispatches may use from now on (nil:
+    /// any). Handlers already registered keep their match specs.
+    public func allowKeywords(_ keywords: Set<String>?) {
+        vocabulary.withLock {
+            $0.keywords = keywords
+            restricted.store(keywords != nil, ordering: .relaxed)
+        }
+    }
+
+    /// The keywords declared with `init(keywords:)` or `allowKeywords` (nil: any).
+    public var keywords: Set<String>? { vocabulary.withLock { $0.keywords } }
+
+    /// Checks entries against the vocabulary and gives each an id, without registering them.
+    private static func prepare(
+        _ entries: [Blueprint.Entry], with vocabulary: HandlerVocabulary, controller name: String
+    ) throws(ControllerError) -> [Registration] {
+        var prepared: [Registration] = []
+        for e in entries {
+            let rank = try vocabulary.rank(of: e.phase, event: e.event, controller: name)
+            try vocabulary.check(match: e.match, event: e.event, controller: name)
+            let id = HandlerID(raw: nextHandlerID.add(1, ordering: .relaxed).oldValue)
+            prepared.append(Registration(id: id, event: e.event, rank: rank, match: e.match, remaining: e.times, body: e.body))
+        }
+        return prepared
+    }
+
+    private func register(_ entries: [Blueprint.Entry]) throws(ControllerError) -> [HandlerID] {
+        let registrations = try Self.prepare(entries, with: vocabulary.withLock { $0 }, controller: name)
+        guard enqueueChange({ engine in for r in registrations { engine.add(r) } }) else { throw shutDownError }
+        return registrations.map(\.id)
+    }
+
+    /// Queues a change to the engine in order with dispatches; false once the controller is shut
+    /// down. `cancel` runs instead of `apply` if the controller stops before reaching it.
+    func enqueueChange(
+        cancel: @escaping @Sendable (ControllerError) -> Void = { _ in }, _ apply: @escaping @Sendable (Engine) -> Void
+    ) -> Bool {
+        let queued = inbox.withLock { box -> Bool? in
+            guard !box.closed else { return nil }
+            box.items.append(Work(event: "change", payload: (), context: [:], dispatchedAt: .now, job: Job(.change(apply), cancel: cancel)), pool: &box.pool)
+            return box.markScheduled()
+        }
+        guard let schedule = queued else { return false }
+        if schedule { scheduleDrain() }
+        return true
     }
 
     // MARK: Dispatch and submit
@@ -163,6 +237,10 @@ public final class Controller: Sendable {
     /// - Returns: the handlers' results, or the first error one of them threw.
     @discardableResult
     public func dispatch(_ event: String, _ payload: any Sendable = (), context: [String: any Sendable] = [:]) -> Pending<DispatchResult> {
+        if restricted.load(ordering: .relaxed), !context.isEmpty,
+           let refusal = vocabulary.withLock({ $0.refusal(context: context, event: event, controller: name) }) {
+            return .failed(refusal)
+        }
         let now = ContinuousClock.now
         let loop = self.loop
         let (taken, schedule, full) = inbox.withLock { box -> (Pending<DispatchResult>?, Bool, Bool) in
@@ -182,9 +260,7 @@ public final class Controller: Sendable {
     @discardableResult
     public func submit<T: Sendable>(_ body: @escaping @Sendable (Session) throws -> T) -> Pending<T> {
         let pending = Pending<T>(loop: loop)
-        let job = Job(
-            runSync: { session in pending.resolve(Result { try body(session) }) }, runAsync: nil,
-            cancel: { pending.resolve(.failure($0)) })
+        let job = Job(.plain { session in pending.resolve(Result { try body(session) }) }, cancel: { pending.resolve(.failure($0)) })
         enqueue(Work(event: "submit", payload: (), context: [:], dispatchedAt: .now, job: job), orFail: pending)
         return pending
     }
@@ -194,8 +270,7 @@ public final class Controller: Sendable {
     public func submit<T: Sendable>(_ body: @escaping @Sendable (Session) async throws -> T) -> Pending<T> {
         let pending = Pending<T>(loop: loop)
         let job = Job(
-            runSync: nil,
-            runAsync: { session in
+            .async { session in
                 do { pending.resolve(.success(try await body(session))) } catch { pending.resolve(.failure(error)) }
             },
             cancel: { pending.resolve(.failure($0)) })
@@ -203,7 +278,7 @@ public final class Controller: Sendable {
         return pending
     }
 
-    private var shutDownError: ControllerError {
+    var shutDownError: ControllerError {
         ControllerError(.shutDown, "the controller '\(name)' is shut down; nothing more can be dispatched to it")
     }
 
@@ -266,6 +341,9 @@ public final class Controller: Sendable {
             }
         }
     }
+
+    /// Nothing waits in the inbox (the loop has taken everything dispatched so far).
+    var inboxIsEmpty: Bool { inbox.withLock { $0.items.isEmpty } }
 
     // MARK: Awaiting events
 

@@ -10,6 +10,10 @@ public struct ControllerError: Error, Hashable, Sendable, CustomStringConvertibl
         public static let timedOut = Code(name: "timed-out")
         /// A blocking wait on the controller's own loop thread, which would never return.
         public static let wouldDeadlock = Code(name: "would-deadlock")
+        /// A handler names a phase the controller does not have (or its phase list is invalid).
+        public static let unknownPhase = Code(name: "unknown-phase")
+        /// A match spec or a dispatch's context uses a keyword the controller did not declare.
+        public static let unknownKeyword = Code(name: "unknown-keyword")
     }
 
     public var code: Code

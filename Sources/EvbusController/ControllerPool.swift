@@ -15,7 +15,7 @@ public final class ControllerPool: Sendable {
     }
 
     /// Registers a handler on every worker.
-    public func install(_ blueprint: Blueprint) { for w in workers { w.install(blueprint) } }
+    public func install(_ blueprint: Blueprint) throws(ControllerError) { for w in workers { try w.install(blueprint) } }
 
     private func pick() -> Int {
         load.withLock { l in

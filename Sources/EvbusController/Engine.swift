@@ -19,16 +19,24 @@ struct Work: Sendable {
     }
 }
 
-/// Submitted code: `runSync` when it is plain, else `runAsync`; `cancel` fails its Pending.
+/// Submitted code, or a change to the engine itself, queued in order with dispatches.
 final class Job: Sendable {
-    let runSync: (@Sendable (Session) -> Void)?
-    let runAsync: (@Sendable (Session) async -> Void)?
+    enum Body: Sendable {
+        /// `submit`ted plain code.
+        case plain(@Sendable (Session) -> Void)
+        /// `submit`ted async code: awaited before anything queued after it runs.
+        case async(@Sendable (Session) async -> Void)
+        /// A handler added or removed, or a barrier (`pending()`): applied when the queue reaches
+        /// it, so a caller's change takes effect before any dispatch that caller makes afterwards.
+        /// Not work: it neither makes the controller active nor waits for anything.
+        case change(@Sendable (Engine) -> Void)
+    }
+
+    let body: Body
     let cancel: @Sendable (ControllerError) -> Void
 
-    init(runSync: (@Sendable (Session) -> Void)?, runAsync: (@Sendable (Session) async -> Void)?,
-         cancel: @escaping @Sendable (ControllerError) -> Void) {
-        self.runSync = runSync
-        self.runAsync = runAsync
+    init(_ body: Body, cancel: @escaping @Sendable (ControllerError) -> Void = { _ in }) {
+        self.body = body
         self.cancel = cancel
     }
 }
@@ -60,6 +68,8 @@ final class Engine {
     @exclusivity(unchecked) private var active = false
     private var stopping = false
     private(set) var stopped = false
+    /// `started` has been emitted: a `started` handler added later runs at once.
+    private var started = false
     @exclusivity(unchecked) var nextWaiters: [String: [(id: UInt64, waiter: CheckedContinuation<Session, any Error>)]] = [:]
     var nextWaiterID: UInt64 = 0
 
@@ -90,6 +100,10 @@ final class Engine {
     /// Runs queued work in order until the queue is empty or an async piece suspends it.
     private func drain() {
         while !busy, var work = queue.popFirst(pool: &spentSegments) {
+            if let job = work.job, case .change(let apply) = job.body {
+                apply(self)
+                continue
+            }
             if !active {
                 active = true
                 emitLifecycle(Controller.Lifecycle.active, payload: ())
@@ -124,15 +138,16 @@ final class Engine {
             }
         } else if let job = work.job {
             let session = makeSession(work)
-            if let runSync = job.runSync {
-                runSync(session)
-            } else if let runAsync = job.runAsync {
+            switch job.body {
+            case .plain(let run): run(session)
+            case .async(let run):
                 busy = true
                 let me = bound
                 Task(executorPreference: executor) {
-                    await runAsync(session)
+                    await run(session)
                     me.value.resume()
                 }
+            case .change(let apply): apply(self)  // taken in `drain`; here for completeness
             }
         }
     }
@@ -210,6 +225,29 @@ final class Engine {
         return true
     }
 
+    /// Nothing is queued on the loop and nothing is running (the caller is a change or barrier,
+    /// which is neither).
+    var isQuiet: Bool { queue.isEmpty && !busy }
+
+    // MARK: Handlers
+
+    /// Adds a handler. `started` is emitted once, at construction: a handler for it added later
+    /// runs now instead (and only now), so `on(Lifecycle.started)` keeps its promise whenever it
+    /// is called.
+    func add(_ r: Registration) {
+        if r.event == Controller.Lifecycle.started && started {
+            runLifecycle([r], Work(event: r.event, payload: (), context: [:], dispatchedAt: .now))
+            return
+        }
+        handlers.add(r)
+    }
+
+    /// Emits `started` once, after the blueprints given at construction are installed.
+    func start() {
+        started = true
+        emitLifecycle(Controller.Lifecycle.started, payload: ())
+    }
+
     // MARK: Lifecycle
 
     /// Runs plain handlers of a lifecycle event right away (lifecycle events are not queued, so
@@ -218,7 +256,11 @@ final class Engine {
         guard handlers.has(name) || nextWaiters[name] != nil else { return }  // nobody listens: free
         let work = Work(event: name, payload: payload, context: [:], dispatchedAt: .now)
         resolveNextWaiters(work)
-        for r in handlers.take(name, context: [:]).registrations {
+        runLifecycle(handlers.take(name, context: [:]).registrations, work)
+    }
+
+    private func runLifecycle(_ registrations: [Registration], _ work: Work) {
+        for r in registrations {
             switch r.body {
             case .sync(let body): _ = try? body(makeSession(work))
             case .async(let body):

@@ -1,8 +1,17 @@
-/// When a handler runs relative to the others for the same event: every `before` handler finishes
-/// (async ones included) before any `during` handler starts, and so on.
-public enum Phase: Int, Sendable, Comparable, CaseIterable {
-    case before, during, after
-    public static func < (a: Phase, b: Phase) -> Bool { a.rawValue < b.rawValue }
+/// When a handler runs relative to the others for the same event. A controller has an ordered
+/// list of phases (`before`, `during`, `after` unless it was given others, see `Controller.init`);
+/// every handler of one phase finishes (async ones included) before any of the next starts.
+public struct Phase: Hashable, Sendable, ExpressibleByStringLiteral, CustomStringConvertible {
+    public let name: String
+    public init(_ name: String) { self.name = name }
+    public init(stringLiteral name: String) { self.name = name }
+    public var description: String { name }
+
+    public static let before = Phase("before")
+    public static let during = Phase("during")
+    public static let after = Phase("after")
+    /// The phases of a controller given none.
+    public static let standard: [Phase] = [.before, .during, .after]
 }
 
 /// Names one registration, for removal.
@@ -25,7 +34,8 @@ typealias PlainHandler = @Sendable (Session) throws -> (any Sendable)?
 struct Registration: Sendable {
     let id: HandlerID
     let event: String
-    let phase: Phase
+    /// The position of its phase in the controller's list of phases.
+    let rank: Int
     /// Keyword values the dispatch's context must carry (compared as text), e.g. ["role": "admin"].
     let match: [String: String]
     /// Runs left before it removes itself; nil = unlimited.
@@ -87,7 +97,7 @@ struct HandlerTable {
 
     mutating func add(_ r: Registration) {
         var list = byEvent[r.event, default: []]
-        let index = list.firstIndex { $0.phase > r.phase } ?? list.endIndex
+        let index = list.firstIndex { $0.rank > r.rank } ?? list.endIndex
         list.insert(r, at: index)
         store(r.event, list)
     }

@@ -18,8 +18,11 @@ public struct Session: Sendable {
     /// The payload as `T`, or nil if it is something else.
     public func payload<T>(as type: T.Type) -> T? { payload as? T }
 
-    /// A context value.
-    public subscript(key: String) -> (any Sendable)? { context[key] }
+    /// A context value: the dispatch's, else the controller's (`Controller(context:)`).
+    public subscript(key: String) -> (any Sendable)? { context[key] ?? owner.controller.context[key] }
+
+    /// The values given to the controller at construction, the same in every session.
+    public var controllerContext: [String: any Sendable] { owner.controller.context }
 
     /// How long the event waited in the queue before this handler started.
     public var queuedFor: Duration { startedAt - dispatchedAt }

@@ -393,11 +393,11 @@ import Testing
         let controller = try Controller(name: "worker")
         defer { controller.shutdown() }
         let fed = Collector<String>()
-        controller.on("sensors.hall") { s in
+        try controller.on("sensors.hall") { s in
             fed.add(s.bus!.text)
             return nil
         }
-        controller.on("upper") { s in String(decoding: s.payload(as: [UInt8].self)!, as: UTF8.self).uppercased() }
+        try controller.on("upper") { s in String(decoding: s.payload(as: [UInt8].self)!, as: UTF8.self).uppercased() }
         _ = try await server.feed(controller, "sensors.#")
         _ = try await server.expose(controller, as: "worker")
         try await client.publish("sensors.hall", "19")

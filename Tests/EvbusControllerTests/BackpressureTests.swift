@@ -26,7 +26,7 @@ import Testing
 
     static func slowController(_ counts: Counts) throws -> Controller {
         let c = try Controller(name: "slow")
-        c.on("item") { s in
+        try c.on("item") { s in
             let start = ContinuousClock.now
             while ContinuousClock.now - start < .microseconds(20) {}
             let n = s.payload(as: Int.self)!

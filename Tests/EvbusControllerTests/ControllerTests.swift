@@ -31,7 +31,7 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let inside = Atomic<Int>(0)
         let overlaps = Atomic<Int>(0)
         let seen = Log<(Int, Int)>()
-        c.on("work") { s in
+        try c.on("work") { s in
             if inside.add(1, ordering: .relaxed).newValue > 1 { overlaps.add(1, ordering: .relaxed) }
             seen.add(s.payload(as: (Int, Int).self)!)
             inside.subtract(1, ordering: .relaxed)
@@ -51,12 +51,12 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
     @Test func pendingCarriesResultsAndErrors() async throws {
         let c = try Controller()
         defer { c.shutdown() }
-        c.on("greet") { s in "hello, \(s.payload)" }
-        c.on("greet") { _ in 42 }
+        try c.on("greet") { s in "hello, \(s.payload)" }
+        try c.on("greet") { _ in 42 }
         let r = try await c.dispatch("greet", "Ada").value
         #expect(r.results.count == 2 && r.results[0] as? String == "hello, Ada" && r.results[1] as? Int == 42)
         #expect(try await c.submit { _ in 6 * 7 }.value == 42)
-        c.on("fail") { _ in throw Boom() }
+        try c.on("fail") { _ in throw Boom() }
         await #expect(throws: Boom.self) { try await c.dispatch("fail").value }
         await #expect(throws: Boom.self) { try await c.submit { _ -> Int in throw Boom(n: 2) }.value }
         #expect(try await c.dispatch("nobody").value.handlersRun == 0)
@@ -82,7 +82,7 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
     @Test func sessionCarriesEventPayloadContextAndTimes() async throws {
         let c = try Controller()
         defer { c.shutdown() }
-        c.on("e") { s in
+        try c.on("e") { s in
             #expect(s.event == "e")
             #expect(s.payload(as: Int.self) == 5)
             #expect(s["user"] as? String == "bob")
@@ -97,13 +97,13 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let c = try Controller()
         defer { c.shutdown() }
         let order = Log<String>()
-        c.on("slow") { (s: Session) async throws -> (any Sendable)? in
+        try c.on("slow") { (s: Session) async throws -> (any Sendable)? in
             order.add("slow start")
             try await Task.sleep(nanoseconds: 20_000_000)
             order.add("slow end")
             return nil
         }
-        c.on("fast") { _ in
+        try c.on("fast") { _ in
             order.add("fast")
             return nil
         }
@@ -115,7 +115,7 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
     @Test func asyncHandlersRunOnTheControllersThread() async throws {
         let c = try Controller()
         defer { c.shutdown() }
-        c.on("where") { (s: Session) async throws -> (any Sendable)? in
+        try c.on("where") { (s: Session) async throws -> (any Sendable)? in
             try await Task.sleep(nanoseconds: 1_000_000)
             return s.controller.loop.inEventLoop
         }
@@ -126,12 +126,12 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let c = try Controller()
         defer { c.shutdown() }
         let failures = Log<String>()
-        c.on(Controller.Lifecycle.exception) { s in
+        try c.on(Controller.Lifecycle.exception) { s in
             failures.add(s.payload(as: HandlerFailure.self)!.event)
             return nil
         }
-        c.on("bad") { _ in throw Boom() }
-        c.on("good") { _ in "fine" }
+        try c.on("bad") { _ in throw Boom() }
+        try c.on("good") { _ in "fine" }
         await #expect(throws: Boom.self) { try await c.dispatch("bad").value }
         #expect(try await c.dispatch("good").value.results.first as? String == "fine")
         #expect(failures.all == ["bad"])
@@ -139,8 +139,8 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
 
     @Test func stopOnErrorStopsAtTheFirstFailure() async throws {
         let c = try Controller(stopOnError: true)
-        c.on("bad") { _ in throw Boom() }
-        c.on("later") { _ in "ran" }
+        try c.on("bad") { _ in throw Boom() }
+        try c.on("later") { _ in "ran" }
         let bad = c.dispatch("bad")
         let later = c.dispatch("later")
         await #expect(throws: Boom.self) { try await bad.value }
@@ -152,7 +152,7 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
     @Test func shutdownFinishesQueuedWorkThenRefuses() async throws {
         let c = try Controller()
         let ran = Atomic<Int>(0)
-        c.on("job") { _ in
+        try c.on("job") { _ in
             ran.add(1, ordering: .relaxed)
             return nil
         }
@@ -171,7 +171,7 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let c = try Controller()
         let events = Log<String>()
         for name in [Controller.Lifecycle.active, Controller.Lifecycle.idle, Controller.Lifecycle.stopped] {
-            c.on(name) { s in
+            try c.on(name) { s in
                 events.add(s.event)
                 return nil
             }
@@ -242,11 +242,11 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let b = try Controller(name: "b")
         defer { a.shutdown(); b.shutdown() }
         let seenByB = Log<String>()
-        b.on("cpy") { s in
+        try b.on("cpy") { s in
             seenByB.add("\(s.payload) \(s["a_ctx"] ?? "-")")
             return nil
         }
-        b.on("private") { _ in
+        try b.on("private") { _ in
             seenByB.add("private")
             return nil
         }
@@ -263,13 +263,13 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let c = try Controller()
         defer { c.shutdown() }
         let order = Log<String>()
-        c.on("user_created", phase: .after) { _ in order.add("after"); return nil }
-        c.on("user_created", phase: .during) { (_: Session) async throws -> (any Sendable)? in
+        try c.on("user_created", phase: .after) { _ in order.add("after"); return nil }
+        try c.on("user_created", phase: .during) { (_: Session) async throws -> (any Sendable)? in
             try await Task.sleep(nanoseconds: 5_000_000)
             order.add("during (async)")
             return nil
         }
-        c.on("user_created", phase: .before) { _ in order.add("before"); return nil }
+        try c.on("user_created", phase: .before) { _ in order.add("before"); return nil }
         _ = try await c.dispatch("user_created").value
         #expect(order.all == ["before", "during (async)", "after"])
     }
@@ -278,8 +278,8 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let c = try Controller()
         defer { c.shutdown() }
         let calls = Log<String>()
-        let admins = c.on("user_created", match: ["role": "admin"]) { s in calls.add("admin:\(s.payload)"); return nil }
-        c.on("user_created", times: 2) { s in calls.add("twice:\(s.payload)"); return nil }
+        let admins = try c.on("user_created", match: ["role": "admin"]) { s in calls.add("admin:\(s.payload)"); return nil }
+        try c.on("user_created", times: 2) { s in calls.add("twice:\(s.payload)"); return nil }
         for (user, role) in [("bob", "user"), ("susan", "admin"), ("eve", "user")] {
             _ = try await c.dispatch("user_created", user, context: ["role": role]).value
         }
@@ -306,8 +306,8 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let c1 = try Controller(loop: loop)
         let c2 = try Controller(loop: loop)
         defer { c1.shutdown(); c2.shutdown() }
-        c1.on("where") { s in s.controller.loop.inEventLoop }
-        c2.on("where") { s in s.controller.loop === c1.loop }
+        try c1.on("where") { s in s.controller.loop.inEventLoop }
+        try c2.on("where") { s in s.controller.loop === c1.loop }
         #expect(try await c1.dispatch("where").value.results.first as? Bool == true)
         #expect(try await c2.dispatch("where").value.results.first as? Bool == true)
     }
@@ -324,7 +324,7 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         let consumer = try Controller()
         defer { consumer.shutdown() }
         let got = Log<String>()
-        consumer.on("onProduced") { s in got.add("slot:\(s.payload)"); return nil }
+        try consumer.on("onProduced") { s in got.add("slot:\(s.payload)"); return nil }
         let slot = connect(producer.produced, to: consumer, as: "onProduced")
         let direct = connect(producer.produced) { got.add("direct:\($0)") }
         producer.requestProduct()
@@ -358,7 +358,7 @@ func onPlainThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) asyn
         #expect(Set(threads.all).count == 3)
         var blueprint = Blueprint()
         blueprint.on("fib") { s in fib(s.payload(as: Int.self)!) }
-        pool.install(blueprint)
+        try pool.install(blueprint)
         #expect(try await pool.dispatch("fib", 20).value.results.first as? Int == 6765)
         pool.shutdown()
         await pool.stopped()

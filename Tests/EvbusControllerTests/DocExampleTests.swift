@@ -8,7 +8,7 @@ import Testing
     /// A controller and its handlers
     @Test func aControllerAndItsHandlers() async throws {
         let controller = try Controller(name: "greeter")
-        controller.on("greet") { session in "hello, \(session.payload)" }
+        try controller.on("greet") { session in "hello, \(session.payload)" }
         let result = try await controller.dispatch("greet", "Ada").value
         #expect(result.results.first as? String == "hello, Ada")
         controller.shutdown()
@@ -47,7 +47,7 @@ import Testing
     /// What a handler sees: the session
     @Test func whatAHandlerSeesTheSession() async throws {
         let controller = try Controller()
-        controller.on("login") { session in
+        try controller.on("login") { session in
             let user = session.payload(as: String.self) ?? "?"
             let role = session["role"] as? String ?? "?"
             #expect(session.event == "login")
@@ -63,13 +63,13 @@ import Testing
     @Test func asyncHandlersKeepStrictFifoOrder() async throws {
         let controller = try Controller()
         let log = Log<String>()
-        controller.on("download") { (session: Session) async throws -> (any Sendable)? in
+        try controller.on("download") { (session: Session) async throws -> (any Sendable)? in
             log.add("download started")
             try await Task.sleep(nanoseconds: 10_000_000)
             log.add("download finished")
             return nil
         }
-        controller.on("show") { _ in log.add("show"); return nil }
+        try controller.on("show") { _ in log.add("show"); return nil }
         controller.dispatch("download")
         _ = try await controller.dispatch("show").value
         #expect(log.all == ["download started", "download finished", "show"])
@@ -80,16 +80,16 @@ import Testing
     @Test func lifecycleEventsAndTheExceptionPolicy() async throws {
         let controller = try Controller()
         let failures = Log<String>()
-        controller.on(Controller.Lifecycle.exception) { session in
+        try controller.on(Controller.Lifecycle.exception) { session in
             failures.add(session.payload(as: HandlerFailure.self)!.event)
             return nil
         }
-        controller.on("parse") { _ in throw CocoaLikeError.badInput }
+        try controller.on("parse") { _ in throw CocoaLikeError.badInput }
         await #expect(throws: CocoaLikeError.self) { try await controller.dispatch("parse").value }
         #expect(failures.all == ["parse"])
 
         let strict = try Controller(stopOnError: true)
-        strict.on("parse") { _ in throw CocoaLikeError.badInput }
+        try strict.on("parse") { _ in throw CocoaLikeError.badInput }
         _ = try? await strict.dispatch("parse").value
         await strict.stopped()
         controller.shutdown()
@@ -99,7 +99,7 @@ import Testing
     @Test func shuttingDown() async throws {
         let controller = try Controller()
         let done = Log<Int>()
-        controller.on("job") { session in done.add(session.payload(as: Int.self)!); return nil }
+        try controller.on("job") { session in done.add(session.payload(as: Int.self)!); return nil }
         for i in 0..<3 { controller.dispatch("job", i) }
         controller.shutdown()
         await controller.stopped()
@@ -135,7 +135,7 @@ import Testing
         let source = try Controller(name: "source")
         let mirror = try Controller(name: "mirror")
         let copies = Log<String>()
-        mirror.on("cpy") { session in
+        try mirror.on("cpy") { session in
             copies.add("\(session.payload) \(session["a_ctx"] ?? "")")
             return nil
         }
@@ -151,13 +151,13 @@ import Testing
     @Test func phasesMatchSpecsLimitedHandlersAndRemoval() async throws {
         let users = try Controller()
         let calls = Log<String>()
-        users.on("user_created", phase: .before) { _ in calls.add("validate"); return nil }
-        users.on("user_created", phase: .after) { _ in calls.add("audit"); return nil }
-        let notifyAdmins = users.on("user_created", match: ["role": "admin"]) { session in
+        try users.on("user_created", phase: .before) { _ in calls.add("validate"); return nil }
+        try users.on("user_created", phase: .after) { _ in calls.add("audit"); return nil }
+        let notifyAdmins = try users.on("user_created", match: ["role": "admin"]) { session in
             calls.add("notify \(session.payload)")
             return nil
         }
-        users.on("user_created", times: 1) { _ in calls.add("welcome banner"); return nil }
+        try users.on("user_created", times: 1) { _ in calls.add("welcome banner"); return nil }
         _ = try await users.dispatch("user_created", "bob", context: ["role": "user"]).value
         _ = try await users.dispatch("user_created", "susan", context: ["role": "admin"]).value
         users.remove(notifyAdmins)
@@ -177,7 +177,7 @@ import Testing
         let producer = Producer()
         let consumer = try Controller(name: "consumer")
         let received = Log<String>()
-        consumer.on("onProduced") { session in received.add(session.payload(as: String.self)!); return nil }
+        try consumer.on("onProduced") { session in received.add(session.payload(as: String.self)!); return nil }
         let link = connect(producer.produced, to: consumer, as: "onProduced")
         producer.requestProduct()
         _ = try await consumer.submit { _ in }.value  // queued after the slot's event, so it ran
@@ -196,6 +196,68 @@ import Testing
         #expect(try await a + b == 75025 + 121393)
         pool.shutdown()
         await pool.stopped()
+    }
+
+    /// Your own phases, and declared match keywords
+    @Test func yourOwnPhasesAndDeclaredMatchKeywords() async throws {
+        let orders = try Controller(name: "orders", phases: ["validate", "apply", "audit", "notify"], keywords: ["region"])
+        let steps = Log<String>()
+        try orders.on("placed", phase: "notify") { _ in steps.add("notify"); return nil }
+        try orders.on("placed", phase: "validate") { _ in steps.add("validate"); return nil }
+        try orders.on("placed", phase: "apply", match: ["region": "eu"]) { _ in steps.add("apply eu"); return nil }
+        _ = try await orders.dispatch("placed", context: ["region": "eu"]).value
+        #expect(steps.all == ["validate", "apply eu", "notify"])
+
+        #expect(throws: ControllerError.self) { try orders.on("placed", phase: .during) { _ in nil } }
+        #expect(throws: ControllerError.self) { try orders.on("placed", match: ["tier": "gold"]) { _ in nil } }
+        await #expect(throws: ControllerError.self) { try await orders.dispatch("placed", context: ["tier": "gold"]).value }
+        orders.allowKeywords(["region", "tier"])
+        try orders.on("placed", phase: "audit", match: ["tier": "gold"]) { _ in steps.add("audit gold"); return nil }
+        _ = try await orders.dispatch("placed", context: ["tier": "gold"]).value
+        #expect(steps.all.suffix(3) == ["validate", "audit gold", "notify"])
+        orders.shutdown()
+    }
+
+    /// Context given at construction
+    @Test func contextGivenAtConstruction() async throws {
+        let shop = try Controller(name: "shop", context: ["currency": "EUR", "store": "Lyon"])
+        try shop.on("price") { session in "\(session.payload) \(session["currency"]!) at \(session["store"]!)" }
+        #expect(try await shop.dispatch("price", 12).value.results.first as? String == "12 EUR at Lyon")
+        #expect(try await shop.dispatch("price", 9, context: ["currency": "CHF"]).value.results.first as? String == "9 CHF at Lyon")
+        shop.shutdown()
+    }
+
+    /// Waiting for everything outstanding
+    @Test func waitingForEverythingOutstanding() async throws {
+        let indexer = try Controller(name: "indexer")
+        let indexed = Log<String>()
+        try indexer.on("file") { (session: Session) async throws -> (any Sendable)? in
+            try await Task.sleep(nanoseconds: 2_000_000)
+            indexed.add("\(session.payload)")
+            if session.payload(as: String.self) == "b" { session.controller.dispatch("file", "b.thumbnail") }
+            return nil
+        }
+        for name in ["a", "b"] { indexer.dispatch("file", name) }
+        try await indexer.pending().value
+        #expect(indexed.all.prefix(2) == ["a", "b"])
+        await indexer.idle()
+        #expect(indexed.all == ["a", "b", "b.thumbnail"])
+        indexer.shutdown()
+    }
+
+    /// Handler changes are ordered with dispatches
+    @Test func handlerChangesAreOrderedWithDispatches() async throws {
+        let counter = try Controller(name: "counter")
+        let seen = Log<Int>()
+        counter.submit { (_: Session) async in try? await Task.sleep(nanoseconds: 20_000_000) }  // busy while the changes queue
+        let handler = try counter.on("count") { session in seen.add(session.payload(as: Int.self)!); return nil }
+        counter.dispatch("count", 1)
+        counter.remove(handler)
+        counter.dispatch("count", 2)
+        try counter.on(Controller.Lifecycle.started) { _ in seen.add(0); return nil }
+        try await counter.pending().value
+        #expect(seen.all == [1, 0])
+        counter.shutdown()
     }
 }
 

@@ -14,7 +14,7 @@ import Testing
         let controller = try Controller(name: "thermostat")
         defer { controller.shutdown() }
         let seen = Collected()
-        controller.on("sensors.kitchen.temp") { s in
+        try controller.on("sensors.kitchen.temp") { s in
             let bus = s.bus!
             #expect(s.controller.loop.inEventLoop)
             #expect(bus.publisher == sensor.connectionID)
@@ -42,7 +42,7 @@ import Testing
         let (server, caller) = try await broker.connect("server", "caller")
         let controller = try Controller(name: "fib")
         defer { controller.shutdown() }
-        controller.on("rpc.fib") { s in
+        try controller.on("rpc.fib") { s in
             let bus = s.bus!
             Task { try await bus.reply(Array("fib(\(bus.text)) = 832040".utf8)) }
             return nil
@@ -63,14 +63,14 @@ import Testing
         let (server, client) = try await broker.connect("server", "client")
         let controller = try Controller(name: "fib")
         defer { controller.shutdown() }
-        controller.on("rpc.fib") { s in
+        try controller.on("rpc.fib") { s in
             let bus = s.bus!
             #expect(bus.headers["unit"] == "steps")
             #expect(bus.replyTo == "replies.client")
             Task { try await bus.reply(Array("832040".utf8)) }
             return nil
         }
-        controller.on("no.reply.to") { s in
+        try controller.on("no.reply.to") { s in
             let bus = s.bus!
             Task {
                 do {
@@ -100,10 +100,10 @@ import Testing
         let (server, client) = try await broker.connect("worker-process", "ui-process")
         let controller = try Controller(name: "worker")
         defer { controller.shutdown() }
-        controller.on("upper") { s in String(decoding: s.payload(as: [UInt8].self)!, as: UTF8.self).uppercased() }
-        controller.on("upper") { s in s.payload(as: [UInt8].self)!.reversed() as [UInt8] }
-        controller.on("fail") { _ in throw Boom() }
-        controller.on("opaque") { _ in 42 }
+        try controller.on("upper") { s in String(decoding: s.payload(as: [UInt8].self)!, as: UTF8.self).uppercased() }
+        try controller.on("upper") { s in s.payload(as: [UInt8].self)!.reversed() as [UInt8] }
+        try controller.on("fail") { _ in throw Boom() }
+        try controller.on("opaque") { _ in 42 }
         try await server.expose(controller, as: "worker")
 
         let results = try await client.dispatch(to: "worker", "upper", Array("abc".utf8))

@@ -12,7 +12,7 @@ import Testing
         let socketPath = broker.socketPath
         let peer = try await Peer.connect(to: socketPath, name: "thermostat")
         let thermostat = try Controller(name: "thermostat")
-        thermostat.on("sensors.kitchen.temp") { session in
+        try thermostat.on("sensors.kitchen.temp") { session in
             let bus = session.bus!
             let command = Double(bus.text)! < 18 ? "on" : "off"
             Task { try await bus.peer.publish("heating.kitchen", command) }
@@ -37,7 +37,7 @@ import Testing
         // In the worker process:
         let workerPeer = try await Peer.connect(to: socketPath, name: "worker")
         let worker = try Controller(name: "worker")
-        worker.on("resize") { session in "resized \(session.payload(as: [UInt8].self)!.count) bytes" }
+        try worker.on("resize") { session in "resized \(session.payload(as: [UInt8].self)!.count) bytes" }
         try await workerPeer.expose(worker, as: "images")
 
         // In any other process:

@@ -14,7 +14,7 @@ enum ControllerScenarios {
     static func throughput(count: Int) async throws -> String {
         let c = try Controller(name: "bench-ctl")
         let counter = Counter()
-        c.on("tick") { _ in
+        try c.on("tick") { _ in
             counter.count.add(1, ordering: .relaxed)
             return nil
         }
@@ -45,7 +45,7 @@ enum ControllerScenarios {
     static func latency(count: Int) async throws -> String {
         let c = try Controller(name: "bench-ctl")
         let counter = Counter()
-        c.on("ping") { s in
+        try c.on("ping") { s in
             let waited = s.queuedFor.components
             counter.waits.withLock { $0.append(UInt64(waited.seconds) * 1_000_000_000 + UInt64(waited.attoseconds / 1_000_000_000)) }
             counter.count.add(1, ordering: .relaxed)
