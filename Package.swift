@@ -25,8 +25,8 @@ let package = Package(
         .target(name: "EvbusIO", dependencies: ["CEvbusLinux"], swiftSettings: strict),
         // Routing core (pure) and the server glue between it and EvbusIO.
         .target(name: "EvbusBroker", dependencies: ["EvbusWire", "EvbusIO"], swiftSettings: strict),
-        // The serial event loop (controller), Pending results, timers, pools. Needs no broker.
-        .target(name: "EvbusController", dependencies: ["EvbusIO"], swiftSettings: strict),
+        // The serial event loop (controller), Pending results, timers, pools, your own sockets on its loop. Needs no broker.
+        .target(name: "EvbusController", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
         // The peer library applications import.
         .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         // Starts real brokers (the `evbus` binary or in-process) for tests.
@@ -40,6 +40,8 @@ let package = Package(
         .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO", "Evbus"], swiftSettings: strict),
         .testTarget(name: "EvbusControllerTests", dependencies: ["EvbusController", "EvbusIO", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
+        // Depends on the Evbus product's target alone: what compiles here compiles for an outside package.
+        .testTarget(name: "EvbusPublicAPITests", dependencies: ["Evbus"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",
             dependencies: ["Evbus", "EvbusController", "EvbusTestSupport", "EvbusBroker", "evbus", "evbus-fib"],

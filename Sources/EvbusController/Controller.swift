@@ -342,6 +342,9 @@ public final class Controller: Sendable {
         }
     }
 
+    /// The engine, on the controller's loop thread (nil once stopped).
+    var engineOnLoop: Engine? { engine.withLock { $0 }?.value }
+
     /// Nothing waits in the inbox (the loop has taken everything dispatched so far).
     var inboxIsEmpty: Bool { inbox.withLock { $0.items.isEmpty } }
 

@@ -14,6 +14,10 @@ public struct ControllerError: Error, Hashable, Sendable, CustomStringConvertibl
         public static let unknownPhase = Code(name: "unknown-phase")
         /// A match spec or a dispatch's context uses a keyword the controller did not declare.
         public static let unknownKeyword = Code(name: "unknown-keyword")
+        /// A socket address that cannot be used (not numeric, or a Unix path too long).
+        public static let badAddress = Code(name: "bad-address")
+        /// A socket call failed (bind, listen, connect...): the message names the call and errno.
+        public static let socketFailed = Code(name: "socket-failed")
     }
 
     public var code: Code

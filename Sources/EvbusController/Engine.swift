@@ -72,6 +72,9 @@ final class Engine {
     private var started = false
     @exclusivity(unchecked) var nextWaiters: [String: [(id: UInt64, waiter: CheckedContinuation<Session, any Error>)]] = [:]
     var nextWaiterID: UInt64 = 0
+    /// Sockets opened on this controller's loop (listeners, connections, UDP), by object: each
+    /// entry closes one. All are closed when the controller stops.
+    var sockets: [ObjectIdentifier: () -> Void] = [:]
 
     init(controller: Controller, loop: EventLoop) {
         self.controller = controller
@@ -293,6 +296,9 @@ final class Engine {
             for w in list { w.waiter.resume(throwing: ControllerError(.shutDown, "the controller '\(controller.name)' stopped")) }
         }
         nextWaiters.removeAll()
+        let open = sockets
+        sockets = [:]
+        for close in open.values { close() }
         controller.didStop()
     }
 
