@@ -35,6 +35,9 @@ let package = Package(
         // The RabbitMQ RPC tutorial (fib) as a server and a client.
         .executableTarget(name: "evbus-fib", dependencies: ["Evbus", "EvbusController"], swiftSettings: strict),
 
+        // Peers the end-to-end tests run as processes of their own (e.g. a responder killed mid-request).
+        .executableTarget(name: "evbus-test-peer", dependencies: ["Evbus"], swiftSettings: strict),
+
         .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),
         .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO", "Evbus"], swiftSettings: strict),
@@ -44,7 +47,7 @@ let package = Package(
         .testTarget(name: "EvbusPublicAPITests", dependencies: ["Evbus"], swiftSettings: strict),
         .testTarget(
             name: "EndToEndTests",
-            dependencies: ["Evbus", "EvbusController", "EvbusTestSupport", "EvbusBroker", "evbus", "evbus-fib"],
+            dependencies: ["Evbus", "EvbusController", "EvbusTestSupport", "EvbusBroker", "evbus", "evbus-fib", "evbus-test-peer"],
             swiftSettings: strict
         ),
     ]

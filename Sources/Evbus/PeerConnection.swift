@@ -151,6 +151,14 @@ final class PeerConnection: ChannelDelegate {
         channel.write(contentsOf: outbox.take())
     }
 
+    /// Writes everything queued to the socket now rather than at the end of the loop's turn: a
+    /// request's ACK must reach the broker before its handler starts (PROTOCOL.md §5.13), or a
+    /// responder dying mid-handler would look as if it had never started the request.
+    func writeNow() {
+        drainOutbox()
+        channel.flush()
+    }
+
     /// Control frames go after everything published before them, so order is what the caller
     /// wrote (while restoring, publishes wait until everything is set up again).
     func send(_ frame: Frame) {

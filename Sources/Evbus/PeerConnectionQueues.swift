@@ -65,7 +65,7 @@ extension PeerConnection {
             // Built for the inbox of a connection that has since been replaced.
             request = OutgoingRequest(
                 flags: request.flags, destination: request.destination, number: request.number, replyTo: inboxBytes,
-                encodedHeaders: request.headers, payload: request.payload)
+                encodedHeaders: request.headers, payload: request.payload, expirationMillis: request.expirationMillis)
             guard request.size - 4 <= facts.maxFrame else {
                 let error = EvbusError(.invalidArgument, wireCode: .frameTooLarge,
                     "the request makes a \(request.size - 4)-byte frame; the broker's limit is \(facts.maxFrame)")

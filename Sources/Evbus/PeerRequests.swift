@@ -18,7 +18,7 @@ extension Peer {
     public func request(
         to destination: Destination, _ payload: [UInt8], headers: [String: String] = [:], timeout: Duration = .seconds(30)
     ) async throws -> Reply {
-        let request = try outgoingRequest(destination, payload, headers)
+        let request = try outgoingRequest(destination, payload, headers, timeout: timeout)
         let core = self.core
         let loop = self.loop
         // Unsafe (unchecked) continuation: the request table resumes each call exactly once (see RequestTable).
@@ -49,7 +49,8 @@ extension Peer {
     public func requestAll(
         to exchange: String, key: String, _ payload: [UInt8], headers: [String: String] = [:], within limit: Duration
     ) async throws -> [Reply] {
-        let request = try outgoingRequest(.exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached)
+        let request = try outgoingRequest(
+            .exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached, timeout: limit)
         let core = self.core
         return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<[Reply], any Error>) in
             do {
@@ -79,14 +80,15 @@ extension Peer {
     }
 
     private func outgoingRequest(
-        _ destination: Destination, _ payload: [UInt8], _ headers: [String: String], flags: UInt8 = PublishFlag.request
+        _ destination: Destination, _ payload: [UInt8], _ headers: [String: String], flags: UInt8 = PublishFlag.request,
+        timeout: Duration
     ) throws -> OutgoingRequest {
         guard destination.exchange.utf8.count <= WireFormat.maxTopicBytes, destination.key.utf8.count <= WireFormat.maxTopicBytes else {
             throw EvbusError(.invalidArgument, "exchange names and routing keys are at most \(WireFormat.maxTopicBytes) bytes")
         }
         let request = OutgoingRequest(
             flags: flags, destination: destination, number: nextCorrelation.add(1, ordering: .relaxed).oldValue,
-            replyTo: facts.inbox, headers: headers, payload: payload)
+            replyTo: facts.inbox, headers: headers, payload: payload, timeout: timeout)
         guard request.size - 4 <= maxFrameBytes else {
             throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
                 "a \(payload.count)-byte request makes a \(request.size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
@@ -224,7 +226,8 @@ public final class Responder: Sendable {
 /// loop; handlers finish on any thread, so the state is behind a lock.
 final class ResponderState: Sendable {
     struct Counts {
-        var waiting: [Delivery] = []
+        /// With when each arrived (monotonic ns), to drop those whose caller gave up meanwhile.
+        var waiting: [(delivery: Delivery, arrivedAt: UInt64)] = []
         var running = 0
         var handled = 0
     }
@@ -265,25 +268,41 @@ final class ResponderState: Sendable {
             counts.withLock { $0.handled += 1 }
             return
         }
-        counts.withLock { $0.waiting.append(delivery) }
+        counts.withLock { $0.waiting.append((delivery, monotonicNanos())) }
         startWhatFits()
     }
 
-    /// Accepted: from here on, if this peer dies the caller hears `responderGone`.
+    /// Accepted: from here on, if this peer dies the caller hears `responderGone`. The ACK is
+    /// written before the handler starts (one write more per request), so that holds even for a
+    /// handler that blocks the loop or a process killed in it.
     private func accept(_ delivery: Delivery) {
         try? delivery.ack()
+        peer.core.value.writeNow()
     }
 
     private func makeRequest(_ d: Delivery) -> Request {
         Request(payload: d.payload, properties: d.properties, routingKey: d.routingKey, publisher: d.publisher, redelivered: d.redelivered)
     }
 
+    /// A request that waited here for a free handler longer than its expiration (its caller's
+    /// timeout, set by `request`): its caller has given up, so it is acknowledged (the broker
+    /// forgets it) and not run.
+    private func expiredWhileWaiting(_ delivery: Delivery, arrivedAt: UInt64) -> Bool {
+        guard let ms = delivery.properties.expiration else { return false }
+        return monotonicNanos() &- arrivedAt > UInt64(ms) * 1_000_000
+    }
+
     private func startWhatFits() {
-        while let next = counts.withLock({ c -> Delivery? in
+        while let (next, arrivedAt) = counts.withLock({ c -> (Delivery, UInt64)? in
             guard c.running < limit, !c.waiting.isEmpty else { return nil }
             c.running += 1
             return c.waiting.removeFirst()
         }) {
+            if expiredWhileWaiting(next, arrivedAt: arrivedAt) {
+                try? next.ack()
+                counts.withLock { $0.running -= 1 }
+                continue
+            }
             accept(next)
             let request = makeRequest(next)
             guard case .async(let body) = handler else { continue }  // sync handlers never wait (see `arrived`)

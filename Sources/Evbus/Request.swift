@@ -81,16 +81,27 @@ struct OutgoingRequest: Sendable {
     /// The encoded header count and pairs, or empty (the usual case: no headers).
     let headers: [UInt8]
     let payload: [UInt8]
+    /// The caller's timeout in milliseconds, sent as the message's expiration: a request still
+    /// queued when its caller has given up is dropped by the broker, never run.
+    let expirationMillis: UInt32
     /// Bytes of the whole frame.
     let size: Int
 
-    init(flags: UInt8, destination: Destination, number: UInt64, replyTo: [UInt8], headers: [String: String], payload: [UInt8]) {
+    init(
+        flags: UInt8, destination: Destination, number: UInt64, replyTo: [UInt8], headers: [String: String], payload: [UInt8],
+        timeout: Duration
+    ) {
         self.init(
             flags: flags, destination: destination, number: number, replyTo: replyTo,
-            encodedHeaders: MessageProperties.encodedHeaders(headers), payload: payload)
+            encodedHeaders: MessageProperties.encodedHeaders(headers), payload: payload,
+            expirationMillis: Self.millis(timeout))
     }
 
-    init(flags: UInt8, destination: Destination, number: UInt64, replyTo: [UInt8], encodedHeaders: [UInt8], payload: [UInt8]) {
+    init(
+        flags: UInt8, destination: Destination, number: UInt64, replyTo: [UInt8], encodedHeaders: [UInt8], payload: [UInt8],
+        expirationMillis: UInt32
+    ) {
+        self.expirationMillis = expirationMillis
         self.flags = flags
         self.destination = destination
         self.number = number
@@ -98,10 +109,17 @@ struct OutgoingRequest: Sendable {
         self.headers = encodedHeaders
         self.payload = payload
         let propertiesCount = RequestPropertiesEncoder.size(
-            correlationIDCount: CorrelationNumber.count(number), replyToCount: replyTo.count, headersCount: self.headers.count)
+            correlationIDCount: CorrelationNumber.count(number), replyToCount: replyTo.count, headersCount: self.headers.count,
+            expires: true)
         size = PublishToEncoder.size(
             exchangeCount: destination.exchange.utf8.count, keyCount: destination.key.utf8.count,
             propertiesCount: propertiesCount, payloadCount: payload.count)
+    }
+
+    /// A timeout in whole milliseconds, at least 1 (0 would mean "expire at once").
+    static func millis(_ timeout: Duration) -> UInt32 {
+        let ms = timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000
+        return UInt32(clamping: max(1, ms))
     }
 
     func write(into base: UnsafeMutableRawPointer) {
@@ -118,7 +136,8 @@ struct OutgoingRequest: Sendable {
                     headers.withUnsafeBytes { headers in
                         RequestPropertiesEncoder.write(
                             into: &w, correlationIDCount: CorrelationNumber.count(number),
-                            { CorrelationNumber.write(number, into: &$0) }, replyTo: replyTo, headers: headers)
+                            { CorrelationNumber.write(number, into: &$0) }, replyTo: replyTo, headers: headers,
+                            expirationMillis: expirationMillis)
                     }
                 }
                 payload.withUnsafeBytes { w.bytes($0) }

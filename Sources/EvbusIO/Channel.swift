@@ -208,6 +208,13 @@ public final class Channel: Selectable {
         if isWritable && outbound.count > highWatermark { isWritable = false }
     }
 
+    /// Writes what is queued now, instead of at the end of the loop's turn: for a frame the
+    /// other side must have before this side does anything else (a request's ACK before its
+    /// handler runs). Loop thread only.
+    public func flush() {
+        if !isClosed { flushNow() }
+    }
+
     func flushFromLoop() {
         isDirty = false
         if !isClosed { flushNow() }

@@ -22,6 +22,9 @@ public enum TestPaths {
     /// The built `evbus-fib` executable.
     public static var fibBinary: String { builtExecutable("evbus-fib") }
 
+    /// The built `evbus-test-peer` executable (peers that the tests run as processes).
+    public static var testPeerBinary: String { builtExecutable("evbus-test-peer") }
+
     static func builtExecutable(_ name: String) -> String {
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
         var dir = exe.deletingLastPathComponent()

@@ -29,6 +29,8 @@ public struct BrokerStats: Sendable, Equatable {
     public var deadLettered: UInt64 = 0
     /// Messages that expired in a queue (dead-lettered or discarded).
     public var expired: UInt64 = 0
+    /// Requests taken out of a queue undelivered because their caller had gone.
+    public var requestsCallerGone: UInt64 = 0
     /// Dead letters discarded because they had been dead-lettered `maxDeadLetterHops` times.
     public var deadLetterCyclesCut: UInt64 = 0
     /// Operations the access rules refused (ERROR `access-refused` for a rule, not for `amq.` names).
@@ -58,6 +60,7 @@ public struct BrokerStats: Sendable, Equatable {
             StatEntry("rejected_publishes", rejectedPublishes),
             StatEntry("dead_lettered", deadLettered),
             StatEntry("expired", expired),
+            StatEntry("requests_caller_gone", requestsCallerGone),
             StatEntry("dead_letter_cycles_cut", deadLetterCyclesCut),
             StatEntry("access_refused", accessRefusals),
             StatEntry("quota_refused", quotaRefusals),

@@ -1,3 +1,4 @@
+import CEvbusLinux
 import Glibc
 
 /// Where a socket is bound or connected: a Unix socket path, or a numeric IPv4/IPv6 address and a

@@ -166,6 +166,9 @@ public final class MessageQueue {
         case idle
     }
 
+    /// Takes the head out of the queue without delivering it (a request whose caller has gone).
+    public func dropHead() -> StoredMessage? { popReady() }
+
     /// The next thing to do at monotonic time `now`: expire the head, or hand it to the next
     /// consumer (round-robin) that has room in its prefetch window.
     @inline(__always)

@@ -34,6 +34,12 @@ extension BrokerCore {
     /// expires heads on the way and arms an expiry for the next one.
     func dispatch(_ queue: MessageQueue) {
         loop: while true {
+            if let head = queue.head, head.isRequest, !callerIsConnected(head), let m = queue.dropHead() {
+                // Its caller has gone (its inbox with it): nobody would read the answer, so it is never run.
+                stats.requestsCallerGone &+= 1
+                deadLetter(m, from: queue, reason: "caller-gone")
+                continue
+            }
             switch queue.next(now: clock.now()) {
             case .idle:
                 break loop

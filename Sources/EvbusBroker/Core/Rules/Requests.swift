@@ -53,6 +53,18 @@ extension BrokerCore {
         }
     }
 
+    /// False when a request's reply-to is the inbox of a connection that has gone; true for a
+    /// live one, and for a reply-to naming a queue (which outlives any caller).
+    func callerIsConnected(_ m: StoredMessage) -> Bool {
+        m.tail.withUnsafeBytes { tail in
+            guard let block = try? MessageTailView.propertiesAndPayload(ofTail: tail),
+                  let replyTo = MessageProperties.routingFields(block: block).replyTo,
+                  let caller = Inbox.connectionID(replyTo) else { return true }
+            guard let slot = slotsByID[caller], let c = session(slot) else { return false }
+            return c.isOpen
+        }
+    }
+
     /// `responder` published into `caller`'s inbox: if that answers a request it accepted, close it.
     func answered(by responder: ConnectionState, caller: UInt64, properties: UnsafeRawBufferPointer) {
         guard let idBytes = MessageProperties.routingFields(block: properties).correlationID else { return }
