@@ -10,7 +10,8 @@ import EvbusWire
 /// `evbus-event` and the event's payload; the reply carries the handlers' results (`u16` count,
 /// then per result a `u32` length and its bytes), or a remote error (code `handler-error`, the
 /// first error's message). Handlers of an exposed controller receive `[UInt8]` payloads and return
-/// `[UInt8]` or `String` results. Several processes exposing one name share its dispatches.
+/// `[UInt8]` or `String` results (sent as they are) or any other `Encodable` value (sent in the
+/// compact codec, `CompactEncoder`). Several processes exposing one name share its dispatches.
 enum Remote {
     static let eventHeader = "evbus-event"
 
@@ -38,11 +39,24 @@ enum Remote {
         }
     }
 
-    /// A handler's return value as bytes, or why it cannot cross processes.
+    /// A value as bytes: `[UInt8]` and `String` as they are, other `Encodable`s in the compact
+    /// codec; or why it cannot cross processes.
     static func bytes(of value: any Sendable) throws -> [UInt8] {
         if let bytes = value as? [UInt8] { return bytes }
         if let text = value as? String { return Array(text.utf8) }
-        throw EvbusError(.invalidArgument, "a result of type \(type(of: value)) cannot cross processes; return [UInt8] or String")
+        if let encodable = value as? any Encodable {
+            do { return try CompactEncoder().encode(encodable) } catch {
+                throw EvbusError(.invalidArgument, "a result of type \(type(of: value)) could not be encoded: \(error)")
+            }
+        }
+        throw EvbusError(.invalidArgument, "a result of type \(type(of: value)) cannot cross processes; return [UInt8], String or an Encodable value")
+    }
+
+    /// The inverse of `bytes(of:)` for a known type.
+    static func value<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
+        if T.self == [UInt8].self { return bytes as! T }
+        if T.self == String.self { return String(decoding: bytes, as: UTF8.self) as! T }
+        return try CompactDecoder().decode(T.self, from: bytes)
     }
 }
 
@@ -77,10 +91,35 @@ extension Peer {
     ///   when nothing is exposed under that name; `responderGone` if the exposing process goes away
     ///   mid-dispatch; `timeout` when no answer arrives in time.
     public func dispatch(to name: String, _ event: String, _ payload: [UInt8] = [], timeout: Duration = .seconds(30)) async throws -> [[UInt8]] {
+        try await remoteResults(name, event, payload, timeout)
+    }
+
+    /// Dispatches `event` with a typed `input` (sent in the compact codec; `String` and `[UInt8]`
+    /// as they are) and decodes each handler's result as `Output`; the handlers read the input with
+    /// `session.payload(decoding:)`.
+    /// - Throws: as the untyped `dispatch(to:)`, and a `DecodingError` when a result is not an `Output`.
+    public func dispatch<Input: Encodable & Sendable, Output: Decodable & Sendable>(
+        to name: String, _ event: String, _ input: Input, as output: Output.Type, timeout: Duration = .seconds(30)
+    ) async throws -> [Output] {
+        try await remoteResults(name, event, try Remote.bytes(of: input), timeout).map { try Remote.value(Output.self, from: $0) }
+    }
+
+    private func remoteResults(_ name: String, _ event: String, _ payload: [UInt8], _ timeout: Duration) async throws -> [[UInt8]] {
         let reply = try await request(to: .queue(Remote.queue(name)), payload, headers: [Remote.eventHeader: event], timeout: timeout)
         guard let results = Remote.decodeResults(reply.payload) else {
             throw EvbusError(.protocolViolation, "the reply from controller '\(name)' is not a list of results")
         }
         return results
+    }
+}
+
+extension Session {
+    /// The payload of a dispatch from another process (`peer.dispatch(to:_:_:as:)`), decoded as
+    /// `T`: `[UInt8]` and `String` as sent, anything else from the compact codec.
+    public func payload<T: Decodable>(decoding type: T.Type) throws -> T {
+        guard let bytes = payload as? [UInt8] else {
+            throw EvbusError(.invalidArgument, "the payload is a \(Swift.type(of: payload)), not bytes from another process")
+        }
+        return try Remote.value(T.self, from: bytes)
     }
 }

@@ -18,6 +18,10 @@ public struct ControllerError: Error, Hashable, Sendable, CustomStringConvertibl
         public static let badAddress = Code(name: "bad-address")
         /// A socket call failed (bind, listen, connect...): the message names the call and errno.
         public static let socketFailed = Code(name: "socket-failed")
+        /// A process pool's worker ran the work and its handler threw (or it had no handler).
+        public static let workerFailed = Code(name: "worker-failed")
+        /// A process pool's worker died while running the work.
+        public static let workerCrashed = Code(name: "worker-crashed")
     }
 
     public var code: Code

@@ -12,7 +12,10 @@ import Testing
     }
 
     @Test func everyControllerDocExampleIsATest() throws {
-        try expectExamplesCompiled(doc: "docs/CONTROLLER.md", in: ["Tests/EvbusControllerTests/DocExampleTests.swift", "Tests/EvbusTests/DocExampleTests.swift", "Tests/EvbusPublicAPITests/SocketDocExampleTests.swift"], atLeast: 15)
+        try expectExamplesCompiled(doc: "docs/CONTROLLER.md", in: [
+            "Tests/EvbusControllerTests/DocExampleTests.swift", "Tests/EvbusTests/DocExampleTests.swift", "Tests/EvbusPublicAPITests/SocketDocExampleTests.swift",
+            "Tests/EndToEndTests/ProcessPoolTests.swift", "Sources/evbus-test-peer/Main.swift",
+        ], atLeast: 15)
     }
 
     @Test func everyRoutingAndRPCDocExampleIsATest() throws {

@@ -103,7 +103,8 @@ import Testing
         try controller.on("upper") { s in String(decoding: s.payload(as: [UInt8].self)!, as: UTF8.self).uppercased() }
         try controller.on("upper") { s in s.payload(as: [UInt8].self)!.reversed() as [UInt8] }
         try controller.on("fail") { _ in throw Boom() }
-        try controller.on("opaque") { _ in 42 }
+        try controller.on("opaque") { _ in Boom() }  // neither bytes, text nor Encodable
+        try controller.on("answer") { _ in 42 }
         try await server.expose(controller, as: "worker")
 
         let results = try await client.dispatch(to: "worker", "upper", Array("abc".utf8))
@@ -124,6 +125,8 @@ import Testing
         await #expect { _ = try await client.dispatch(to: "worker", "opaque") } throws: {
             "\($0)".contains("cannot cross processes")
         }
+        #expect(try await client.dispatch(to: "worker", "answer", 0, as: Int.self) == [42])
+        await #expect(throws: DecodingError.self) { _ = try await client.dispatch(to: "worker", "answer", 0, as: [String].self) }
         // Nothing exposed under that name: answered at once, not at the timeout.
         await #expect { _ = try await client.dispatch(to: "nobody", "x", timeout: .seconds(20)) } throws: {
             ($0 as? EvbusError)?.code == .noResponder

@@ -49,5 +49,20 @@ import Testing
         await workerPeer.close()
         broker.shutdown()
     }
-}
 
+    /// Dispatching to a controller in another process: typed values
+    @Test func dispatchingTypedValuesToAControllerInAnotherProcess() async throws {
+        let broker = try InProcessBroker()
+        let socketPath = broker.socketPath
+        let calculatorPeer = try await Peer.connect(to: socketPath, name: "calculator")
+        let calculator = try Controller(name: "calculator")
+        try calculator.on("sum") { session in try session.payload(decoding: [Int].self).reduce(0, +) }
+        try await calculatorPeer.expose(calculator, as: "calculator")
+        let app = try await Peer.connect(to: socketPath, name: "app")
+        #expect(try await app.dispatch(to: "calculator", "sum", [1, 2, 3, 4], as: Int.self) == [10])
+        calculator.shutdown()
+        await app.close()
+        await calculatorPeer.close()
+        broker.shutdown()
+    }
+}
