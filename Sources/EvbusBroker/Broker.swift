@@ -9,13 +9,14 @@ public final class Broker: Sendable {
     public let socketPath: String
     private let server: LoopBound<BrokerServer>
 
-    /// Starts the loop thread and binds the socket; throws if the broker cannot start.
-    public static func start(config: BrokerConfig, log: Logger) throws -> Broker {
+    /// Starts the loop thread and binds the socket (or serves `listenFD`, a listening socket
+    /// passed by systemd); throws if the broker cannot start.
+    public static func start(config: BrokerConfig, log: Logger, listenFD: Int32? = nil) throws -> Broker {
         try config.validate()
         let loop = try EventLoop.startThread(name: "evbus-broker")
         do {
             let server = try loop.runAndWait {
-                LoopBound(try BrokerServer(config: config, loop: loop, log: log), loop: loop)
+                LoopBound(try BrokerServer(config: config, loop: loop, log: log, listenFD: listenFD), loop: loop)
             }
             return Broker(loop: loop, server: server)
         } catch {
@@ -28,6 +29,15 @@ public final class Broker: Sendable {
         self.loop = loop
         self.server = server
         self.socketPath = try! loop.runAndWait { server.value.socketPath }
+    }
+
+    /// Runs `body` on the broker's loop every `interval` until it stops (the watchdog: a loop
+    /// that hangs stops the pings, which is the point).
+    public func every(_ interval: Duration, _ body: @escaping @Sendable () -> Void) {
+        let nanos = UInt64(interval.components.seconds) * 1_000_000_000 + UInt64(interval.components.attoseconds / 1_000_000_000)
+        try? loop.execute { [loop] in
+            _ = loop.scheduleTimer(afterNanos: nanos, everyNanos: nanos) { body() }
+        }
     }
 
     /// The broker's counters.

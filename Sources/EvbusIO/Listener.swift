@@ -10,6 +10,9 @@ public final class Listener: Selectable {
     private var registration: EventLoop.Registration?
     private let onAccept: (Int32) -> Void
     private let onError: (IOError) -> Void
+    /// The socket file is this listener's to remove (false for one handed over by systemd,
+    /// which owns the file and keeps it for the next start).
+    private let ownsPath: Bool
 
     /// Listens on `path` with file mode `mode`, owned by `group` if given. Loop thread only.
     public init(
@@ -20,6 +23,7 @@ public final class Listener: Selectable {
         self.loop = loop
         self.onAccept = onAccept
         self.onError = onError
+        ownsPath = true
         fd = try UnixSocket.listen(path: path, mode: mode, group: group)
         do {
             registration = try loop.register(fd, events: CEvbus_EPOLLIN, handler: self)
@@ -28,6 +32,32 @@ public final class Listener: Selectable {
             unlink(path)
             throw error
         }
+    }
+
+    /// Accepts on a listening socket someone else made (socket activation); `path` names it in
+    /// logs. It is made non-blocking; `close` closes it but leaves its file alone. Loop thread only.
+    public init(
+        adopting fd: Int32, path: String, loop: EventLoop,
+        onAccept: @escaping (Int32) -> Void, onError: @escaping (IOError) -> Void
+    ) throws(IOError) {
+        self.path = path
+        self.loop = loop
+        self.onAccept = onAccept
+        self.onError = onError
+        ownsPath = false
+        self.fd = fd
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        registration = try loop.register(fd, events: CEvbus_EPOLLIN, handler: self)
+    }
+
+    /// The path a listening Unix socket is bound to, if it is one.
+    public static func boundPath(_ fd: Int32) -> String? {
+        var addr = sockaddr_un()
+        var length = socklen_t(MemoryLayout<sockaddr_un>.size)
+        let r = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        guard r == 0, addr.sun_family == sa_family_t(AF_UNIX) else { return nil }
+        let bytes = withUnsafeBytes(of: &addr.sun_path) { Array($0.prefix(Int(length) - MemoryLayout<sa_family_t>.size)).prefix { $0 != 0 } }
+        return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self)
     }
 
     public func ready(_ events: UInt32) {
@@ -61,6 +91,6 @@ public final class Listener: Selectable {
         loop.deregister(fd, registration)
         self.registration = nil
         Glibc.close(fd)
-        unlink(path)
+        if ownsPath { unlink(path) }
     }
 }

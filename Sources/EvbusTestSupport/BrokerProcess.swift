@@ -12,11 +12,14 @@ public final class BrokerProcess: TestBroker, Sendable {
     /// Starts `evbus broker --socket <fresh path> --data-dir <dir>` plus `arguments`, and waits
     /// until it accepts connections. `dataDir` defaults to a fresh directory (pass the same one
     /// again to restart a broker on its data).
-    public init(arguments: [String] = [], socketPath: String = TestPaths.socket("bp"), dataDir: String = TestPaths.dataDirectory()) async throws {
+    public init(
+        arguments: [String] = [], socketPath: String = TestPaths.socket("bp"), dataDir: String = TestPaths.dataDirectory(),
+        environment: [String: String] = [:]
+    ) async throws {
         self.socketPath = socketPath
         self.dataDir = dataDir
         let dataArguments = arguments.contains("--data-dir") ? [] : ["--data-dir", dataDir]
-        process = try RunningProcess.evbus(["broker", "--socket", socketPath] + dataArguments + arguments)
+        process = try RunningProcess(TestPaths.evbusBinary, ["broker", "--socket", socketPath] + dataArguments + arguments, environment: environment)
         let up = await eventually(30) { UnixSocket.isLive(path: socketPath) || !process.isRunning }
         guard up, process.isRunning else {
             throw TestSupportError("evbus broker did not start: \(process.stderr)")

@@ -20,8 +20,9 @@ public final class RunningProcess: Sendable {
     /// Output pipes read to their end (both, once the child and anything it spawned have exited).
     private let pipesDrained = Atomic<Int>(0)
 
-    /// Starts `executable` with `arguments` and extra `environment` entries.
-    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+    /// Starts `executable` with `arguments` and extra `environment` entries; `passing` descriptors
+    /// become the child's 3, 4, ... (as systemd passes listening sockets).
+    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], passing: [Int32] = []) throws {
         var env = ProcessInfo.processInfo.environment
         for (k, v) in environment { env[k] = v }
         var input: [Int32] = [0, 0], output: [Int32] = [0, 0], errors: [Int32] = [0, 0]
@@ -36,7 +37,8 @@ public final class RunningProcess: Sendable {
         posix_spawn_file_actions_adddup2(&actions, errors[1], 2)
         // Nothing else: a descriptor another thread opened without O_CLOEXEC (FileManager copying
         // a file, say) must not live on in a child (it kept a copied binary "busy" for exec).
-        CEvbus_spawn_closefrom(&actions, 3)
+        for (i, fd) in passing.enumerated() { posix_spawn_file_actions_adddup2(&actions, fd, Int32(3 + i)) }
+        CEvbus_spawn_closefrom(&actions, Int32(3 + passing.count))
         let argv = ([executable] + arguments).map { strdup($0) } + [nil]
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer { for p in argv + envp { free(p) } }

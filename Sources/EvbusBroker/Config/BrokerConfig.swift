@@ -37,6 +37,8 @@ public struct BrokerConfig: Sendable, Equatable {
     public var slowConsumerPolicy: SlowConsumerPolicy = .backpressure
     /// A connection that has not completed the handshake (preamble and HELLO) by then is closed.
     public var handshakeTimeoutMillis: Int = 10_000
+    /// On SIGTERM: how long clients get to take what is queued to them before the broker exits.
+    public var shutdownGraceMillis: Int = 2_000
     /// Subscriptions one connection may hold at once.
     public var maxSubscriptionsPerConnection: Int = 10_000
     public var logLevel: LogLevel = .info

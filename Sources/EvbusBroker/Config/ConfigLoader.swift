@@ -57,6 +57,9 @@ extension BrokerConfig {
             throw fail("lowWatermarkBytes", "must be below highWatermarkBytes (\(lowWatermarkBytes) >= \(highWatermarkBytes))")
         }
         if maxSubscriptionsPerConnection < 1 { throw fail("maxSubscriptionsPerConnection", "must be at least 1") }
+        if shutdownGraceMillis < 0 || shutdownGraceMillis > 600_000 {
+            throw fail("shutdownGraceMillis", "must be between 0 and 600000, got \(shutdownGraceMillis)")
+        }
         if handshakeTimeoutMillis < 1 || handshakeTimeoutMillis > 3_600_000 {
             throw fail("handshakeTimeoutMillis", "must be between 1 and 3600000, got \(handshakeTimeoutMillis)")
         }
@@ -121,7 +124,7 @@ extension BrokerConfig {
 extension BrokerConfig: Decodable {
     enum Key: String, CodingKey, CaseIterable {
         case socketPath, socketMode, maxFrameBytes, highWatermarkBytes, lowWatermarkBytes
-        case slowConsumerPolicy, maxSubscriptionsPerConnection, handshakeTimeoutMillis, logLevel, brokerName
+        case slowConsumerPolicy, maxSubscriptionsPerConnection, handshakeTimeoutMillis, shutdownGraceMillis, logLevel, brokerName
         case exchanges, queues, bindings, dataDir, sync, syncIntervalMillis, segmentBytes, durableQueueMemoryBytes
         case access, quotas, socketGroup
     }
@@ -157,6 +160,7 @@ extension BrokerConfig: Decodable {
         slowConsumerPolicy = try Self.decodeEnum(c, .slowConsumerPolicy) ?? slowConsumerPolicy
         maxSubscriptionsPerConnection = try c.decodeIfPresent(Int.self, forKey: .maxSubscriptionsPerConnection) ?? maxSubscriptionsPerConnection
         handshakeTimeoutMillis = try c.decodeIfPresent(Int.self, forKey: .handshakeTimeoutMillis) ?? handshakeTimeoutMillis
+        shutdownGraceMillis = try c.decodeIfPresent(Int.self, forKey: .shutdownGraceMillis) ?? shutdownGraceMillis
         logLevel = try Self.decodeEnum(c, .logLevel) ?? logLevel
         brokerName = try c.decodeIfPresent(String.self, forKey: .brokerName) ?? brokerName
         if c.contains(.dataDir), try !c.decodeNil(forKey: .dataDir) {

@@ -58,19 +58,29 @@ public final class BrokerServer {
 
     /// Binds the socket and starts accepting. Refuses to start over a live broker; replaces a stale
     /// socket file; refuses to replace a file that is not a socket. Loop thread only.
-    public init(config: BrokerConfig, loop: EventLoop, log: Logger) throws {
+    /// - Parameter listenFD: a listening socket to serve instead of binding one (socket
+    ///   activation: systemd made it, with its path, mode and owner, and keeps its file).
+    public init(config: BrokerConfig, loop: EventLoop, log: Logger, listenFD: Int32? = nil) throws {
         self.config = config
         self.loop = loop
         self.log = log
-        socketPath = SocketPath.resolve(config.socketPath)
+        socketPath = listenFD.flatMap(Listener.boundPath) ?? SocketPath.resolve(config.socketPath)
         core = BrokerCore(settings: CoreSettings(config), output: self)
         // The socket first: a broker refused for a live one must not touch (or lock) the data.
-        try Self.clearStaleSocket(socketPath, log: log)
+        if listenFD == nil { try Self.clearStaleSocket(socketPath, log: log) }
         if let dir = config.dataDir { storage = try BrokerStorage(directory: dir, config: config, core: core) }
-        listener = try Listener(
-            path: socketPath, mode: config.socketMode, group: config.socketGroup.flatMap(BrokerConfig.groupID), loop: loop,
-            onAccept: { [unowned self] fd in accept(fd) },
-            onError: { [log] error in log.error("accept: \(error)") })
+        if let listenFD {
+            listener = try Listener(
+                adopting: listenFD, path: socketPath, loop: loop,
+                onAccept: { [unowned self] fd in accept(fd) },
+                onError: { [log] error in log.error("accept: \(error)") })
+            log.info("socket activation: serving the listening socket passed as descriptor \(listenFD) (\(socketPath))")
+        } else {
+            listener = try Listener(
+                path: socketPath, mode: config.socketMode, group: config.socketGroup.flatMap(BrokerConfig.groupID), loop: loop,
+                onAccept: { [unowned self] fd in accept(fd) },
+                onError: { [log] error in log.error("accept: \(error)") })
+        }
         do {
             try core.topology.declare(config)
         } catch {

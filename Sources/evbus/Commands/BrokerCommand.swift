@@ -55,15 +55,21 @@ struct BrokerCommand: EvbusCommand {
         let log = Logger(label: "evbus-broker", level: config.logLevel)
 
         raiseOpenFileLimit(log: log)
-        // Signals arrive on a dispatch queue; the handler only wakes the waiting task.
-        let signals = TerminationSignals()
+        // Signals arrive on a dispatch queue; the handler only wakes the waiting task. A second
+        // one ends the process at once, whatever the graceful stop is still waiting for.
+        let signals = TerminationSignals { name in
+            log.warning("\(name) received again: exiting at once, without waiting for clients")
+            _exit(ExitCode.failure)
+        }
+        let systemd = ServiceManager(log: log)
         let broker: Broker
         do {
-            broker = try Broker.start(config: config, log: log)
+            broker = try Broker.start(config: config, log: log, listenFD: systemd.listenFD)
         } catch {
             Terminal.err("Error: cannot start the broker: \(error)\n")
             return ExitCode.failure
         }
+        systemd.started(broker)
         let reload = ReloadSignal { [configFile, config] in
             guard let configFile else {
                 log.warning("SIGHUP: there is no --config file to reread; nothing changed")
@@ -83,7 +89,8 @@ struct BrokerCommand: EvbusCommand {
         let signalName = await signals.wait()
         withExtendedLifetime(reload) {}
         log.info("\(signalName) received: shutting down")
-        await broker.shutdown()
+        systemd.stopping()
+        await broker.shutdown(graceNanos: UInt64(config.shutdownGraceMillis) * 1_000_000)
         log.info("stopped")
         return ExitCode.success
     }
@@ -119,7 +126,9 @@ final class TerminationSignals {
     private let waiter = SignalWaiter()
     private let sources: [any DispatchSourceSignal]
 
-    init() {
+    /// - Parameter onRepeat: runs (on the signal queue) for each signal after the first: the
+    ///   broker exits at once on a second one instead of finishing its graceful stop.
+    init(onRepeat: (@Sendable (String) -> Void)? = nil) {
         // The default action would kill the process: the sources take them instead.
         signal(SIGINT, SIG_IGN)
         signal(SIGTERM, SIG_IGN)
@@ -128,7 +137,9 @@ final class TerminationSignals {
         var sources: [any DispatchSourceSignal] = []
         for (number, name) in [(SIGINT, "SIGINT"), (SIGTERM, "SIGTERM")] {
             let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
-            source.setEventHandler { @Sendable [waiter] in waiter.fire(name) }
+            source.setEventHandler { @Sendable [waiter] in
+                if !waiter.fire(name) { onRepeat?(name) }
+            }
             source.resume()
             sources.append(source)
         }
@@ -165,14 +176,17 @@ final class ReloadSignal {
 final class SignalWaiter: Sendable {
     private let state = Mutex<(fired: String?, waiter: CheckedContinuation<String, Never>?)>((nil, nil))
 
-    func fire(_ name: String) {
-        let waiter = state.withLock { s -> CheckedContinuation<String, Never>? in
-            guard s.fired == nil else { return nil }
+    /// Ends the wait with `name`; false if it had already ended (this is a repeat).
+    @discardableResult
+    func fire(_ name: String) -> Bool {
+        let (first, waiter) = state.withLock { s -> (Bool, CheckedContinuation<String, Never>?) in
+            guard s.fired == nil else { return (false, nil) }
             s.fired = name
             defer { s.waiter = nil }
-            return s.waiter
+            return (true, s.waiter)
         }
         waiter?.resume(returning: name)
+        return first
     }
 
     func wait() async -> String {
