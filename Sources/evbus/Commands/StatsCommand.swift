@@ -7,20 +7,33 @@ struct StatsCommand: EvbusCommand {
         name: "stats",
         abstract: "Print the broker's counters, exchanges and queues.",
         discussion: """
-            Queue rates are per second over the broker's last one-second sample. With --json: one object
-            with every counter as a number, plus "exchanges" and "queues" arrays.
+            Queue rates are per second over the broker's last one-second sample. --format json (or
+            --json): one object with every counter as a number, plus "exchanges" and "queues" arrays.
+            --format prometheus: the Prometheus text format, for a scraper or node_exporter's
+            textfile collector (docs/OPERATIONS.md).
             """,
         options: [
             CommandSpec.socketOption,
-            .init(long: "json", short: nil, valueName: nil, help: "Print one JSON object."),
+            .init(long: "format", short: "f", valueName: "format", help: "table (default), json or prometheus."),
+            .init(long: "json", short: nil, valueName: nil, help: "Same as --format json."),
         ])
 
-    var json: Bool
+    enum Format: String { case table, json, prometheus }
+
+    var format: Format
     var socket: String?
 
     init(_ a: ParsedArguments) throws(UsageError) {
-        json = a.flag("json")
         socket = a.value("socket")
+        if let raw = a.value("format") {
+            guard let f = Format(rawValue: raw) else {
+                throw UsageError("The value '\(raw)' is invalid for '--format <format>': expected table, json or prometheus")
+            }
+            if a.flag("json") && f != .json { throw UsageError("--json and --format \(raw) contradict each other") }
+            format = f
+        } else {
+            format = a.flag("json") ? .json : .table
+        }
     }
 
     func run() async throws -> Int32 {
@@ -35,7 +48,11 @@ struct StatsCommand: EvbusCommand {
             throw error
         }
         await peer.close()
-        Terminal.out(json ? Self.json(entries, topology.exchanges, topology.queues) : Self.tables(entries, topology.exchanges, topology.queues))
+        switch format {
+        case .table: Terminal.out(Self.tables(entries, topology.exchanges, topology.queues))
+        case .json: Terminal.out(Self.json(entries, topology.exchanges, topology.queues))
+        case .prometheus: Terminal.out(PrometheusFormat.render(entries, topology.exchanges, topology.queues))
+        }
         return ExitCode.success
     }
 
