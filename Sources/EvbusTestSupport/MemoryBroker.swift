@@ -33,6 +33,8 @@ public final class MemoryBroker: BrokerOutput {
     private var resumed: [UInt32] = []
     private var wakeAt: UInt64 = 0
     public private(set) var logLines: [String] = []
+    /// The `event` of each log line, in order.
+    public private(set) var logEvents: [String] = []
 
     /// Batches of log records the core handed over, in order (with `persisting`).
     public private(set) var persisted: [StoreBatch] = []
@@ -245,8 +247,9 @@ public final class MemoryBroker: BrokerOutput {
 
     public func wake(at deadline: UInt64) { wakeAt = deadline }
 
-    public func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String) {
+    public func log(_ level: CoreLogLevel, _ connection: UInt32?, event: String, fields: [(String, String)], _ message: String) {
         logLines.append(message)
+        logEvents.append(event)
     }
 
     /// A counter from the core's statistics.

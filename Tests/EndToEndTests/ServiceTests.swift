@@ -126,4 +126,24 @@ final class NotifySocket: Sendable {
         #expect(broker.process.stderr.contains("SIGTERM received again: exiting at once"))
         withExtendedLifetime(stalled) {}
     }
+
+    @Test func whenStderrIsTheJournalLinesCarryPriorities() async throws {
+        let socket = TestPaths.socket("journal")
+        // JOURNAL_STREAM names stderr's device and inode, as systemd sets it when stderr is the journal.
+        let broker = try RunningProcess("/bin/sh", [
+            "-c", #"JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "$0" broker --socket "$1" --data-dir "$2""#,
+            TestPaths.evbusBinary, socket, TestPaths.dataDirectory("journal"),
+        ])
+        #expect(await eventually { broker.stderr.contains("listening on") })
+        broker.signal(SIGTERM)
+        #expect(await broker.waitForExit() == 0)
+        let lines = broker.stderr.split(separator: "\n")
+        #expect(!lines.isEmpty && lines.allSatisfy { $0.hasPrefix("<6>level=info ") || $0.hasPrefix("<4>level=warning ") }, "\(broker.stderr)")
+        #expect(!broker.stderr.contains("ts="))
+
+        // A JOURNAL_STREAM naming something else is not the journal: timestamps, no priorities.
+        let plain = try await BrokerProcess(environment: ["JOURNAL_STREAM": "1:1"])
+        #expect(await plain.stop() == 0)
+        #expect(plain.process.stderr.hasPrefix("ts="), "\(plain.process.stderr)")
+    }
 }

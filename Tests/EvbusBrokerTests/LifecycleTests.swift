@@ -65,6 +65,6 @@ import Testing
         let client = try RawClient.handshaken(broker.socketPath, name: "who")
         client.send([0, 0, 0, 0, 0])  // zero length: a protocol error, logged with the peer's identity
         _ = client.readUntilClosed()
-        #expect(await eventually { broker.logLines.contains("pid=\(getpid()) uid=\(getuid())") })
+        #expect(await eventually { broker.logLines.contains("uid=\(getuid()) pid=\(getpid()) name=who event=closed reason=protocol-error") })
     }
 }

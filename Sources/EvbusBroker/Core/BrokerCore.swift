@@ -169,7 +169,7 @@ public final class BrokerCore<Output: BrokerOutput> {
         s.wantsSenders = flags & HelloFlag.senders != 0
         if let limit = s.usage.quota?.connections, s.usage.connections > limit {
             stats.quotaRefusals += 1
-            output.log(.warning, s.slot, "refused: uid \(s.identity.uid) already holds \(s.usage.connections - 1) connections, its quota")
+            output.log(.warning, s.slot, event: "quota-refused", "refused: uid \(s.identity.uid) already holds \(s.usage.connections - 1) connections, its quota")
             throw WireError(.tooManyConnections, "uid \(s.identity.uid) already holds \(limit) connections, the most its quota allows")
         }
     }
@@ -318,7 +318,7 @@ public final class BrokerCore<Output: BrokerOutput> {
     /// Refuses one request; the connection stays open.
     func refuse(_ error: WireError, requestID: UInt32, to s: ConnectionState) {
         stats.rejectedRequests += 1
-        output.log(.info, s.slot, "refused request \(requestID): \(error)")
+        output.log(.info, s.slot, event: "request-refused", "refused request \(requestID): \(error)")
         send(.error(code: error.code, requestID: requestID, message: error.message), to: s)
     }
 

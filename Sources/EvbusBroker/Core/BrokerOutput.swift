@@ -29,8 +29,16 @@ public protocol BrokerOutput: AnyObject {
     /// Have the storage thread read a queue's paged-out messages back; the answer comes back
     /// through `BrokerCore.pagedIn`. Called only when persistence is on.
     func readBack(_ request: PageRequest)
-    /// One log line about `connection` (nil: about the broker). Cold paths only.
-    func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String)
+    /// One log line about `connection` (nil: about the broker): `event` names what happened in a
+    /// stable token (`access-refused`, `closed`...), `fields` add keys of its own (`reason`).
+    /// Cold paths only.
+    func log(_ level: CoreLogLevel, _ connection: UInt32?, event: String, fields: [(String, String)], _ message: String)
+}
+
+extension BrokerOutput {
+    func log(_ level: CoreLogLevel, _ connection: UInt32?, event: String, _ message: String) {
+        log(level, connection, event: event, fields: [], message)
+    }
 }
 
 /// How much a core log line matters (the server maps it to its logger's levels).

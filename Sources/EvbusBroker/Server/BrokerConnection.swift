@@ -27,11 +27,17 @@ final class BrokerConnection: ChannelDelegate {
         self.core = server.core
     }
 
-    /// Who this is, for log lines.
-    var label: String {
-        let name = session.name
-        let who = name.isEmpty ? "" : " '\(name)'"
-        return "connection \(session.id)\(who)" + (credentials.map { " (\($0))" } ?? "")
+    /// Who this is, as the leading fields of its log lines: `conn`, `uid`, `pid`, `name`.
+    var logFields: [(String, String)] {
+        var fields = [("conn", "\(session.id)")]
+        if let credentials { fields += [("uid", "\(credentials.uid)"), ("pid", "\(credentials.pid)")] }
+        if !session.name.isEmpty { fields.append(("name", session.name)) }
+        return fields
+    }
+
+    /// Logs one event about this connection (see `BrokerServer.log`).
+    func log(_ level: LogLevel, _ event: String, _ fields: [(String, String)] = [], _ message: String) {
+        server.logEvent(level, self, event: event, fields: fields, message)
     }
 
     // MARK: Bytes to frames
@@ -86,7 +92,7 @@ final class BrokerConnection: ChannelDelegate {
             send(.welcome(
                 version: WireFormat.version, maxFrame: UInt32(server.config.maxFrameBytes),
                 connectionID: session.id, brokerName: server.config.brokerName))
-            server.log.debug("\(label) connected")
+            log(.debug, "connected", [], "connected")
             server.handshakeCompleted()
             return consumed
         }
@@ -102,7 +108,7 @@ final class BrokerConnection: ChannelDelegate {
     func fail(_ error: WireError) {
         guard session.isOpen else { return }
         core.countProtocolError()
-        server.log.warning("\(label): closing: \(error)")
+        log(.warning, "closed", [("reason", "protocol-error"), ("code", error.code.name)], "closing: \(error)")
         send(.error(code: error.code, requestID: 0, message: error.message))
         close(graceNanos: 2_000_000_000)
     }

@@ -11,6 +11,8 @@ public final class BrokerServer {
     public let socketPath: String
     let loop: EventLoop
     let log: Logger
+    /// Refusal lines a client can cause over and over: at most a burst per uid and window.
+    private var logLimit = LogRateLimit()
     /// The rules. Created right after the server (it needs the server as its output).
     private(set) var core: BrokerCore<BrokerServer>!
 
@@ -97,6 +99,7 @@ public final class BrokerServer {
         if config.access != nil || !config.quotas.isEmpty { core.installAccess(rules: config.access, quotas: config.quotas) }
         rateTimer = scheduleTimer(afterNanos: 1_000_000_000, everyNanos: 1_000_000_000) { server in
             server.core.sampleRates()
+            server.reportSuppressedLogLines()
             WriteMemory.process.returnAfterBurst()
         }
         log.info("listening on \(socketPath) (policy \(config.slowConsumerPolicy.rawValue), max frame \(config.maxFrameBytes) bytes, \(config.dataDir.map { "data in \($0)" } ?? "no data directory: durable queues are kept in memory"))")
@@ -185,7 +188,7 @@ public final class BrokerServer {
         core.closed(c.session)
         channels[slot] = nil
         connections[slot] = nil
-        log.debug("\(c.label) closed: \(reason)")
+        logEvent(.debug, c, event: "closed", fields: [], "closed: \(reason)")
         if core.liveSessions == 0, let done = onShutdownComplete {
             onShutdownComplete = nil
             done()
@@ -316,12 +319,34 @@ extension BrokerServer: BrokerOutput {
         storage?.thread?.read(request)
     }
 
-    public func log(_ level: CoreLogLevel, _ connection: UInt32?, _ message: String) {
-        let line = connection.flatMap { connections[Int($0)] }.map { "\($0.label): \(message)" } ?? message
-        switch level {
-        case .debug: log.debug(line)
-        case .info: log.info(line)
-        case .warning: log.warning(line)
+    public func log(_ level: CoreLogLevel, _ connection: UInt32?, event: String, fields: [(String, String)], _ message: String) {
+        let logLevel: LogLevel = switch level {
+        case .debug: .debug
+        case .info: .info
+        case .warning: .warning
+        }
+        if let c = connection.flatMap({ connections[Int($0)] }) {
+            logEvent(logLevel, c, event: event, fields: fields, message)
+        } else {
+            log.log(logLevel, fields: [("event", event)] + fields, message)
+        }
+    }
+
+    /// One line about a connection: who it is, the event, its own fields, the message. Refusals
+    /// a client can repeat are rate-limited per uid (`LogRateLimit`).
+    func logEvent(_ level: LogLevel, _ c: BrokerConnection, event: String, fields: [(String, String)], _ message: @autoclosure () -> String) {
+        guard level <= log.level else { return }
+        let uid = c.credentials.map { "\($0.uid)" } ?? "?"
+        let isRefusal = LogRateLimit.limitedEvents.contains(event) || fields.contains { $0 == ("reason", "protocol-error") }
+        if isRefusal && !logLimit.admit(event: fields.first { $0.0 == "reason" }?.1 ?? event, uid: uid, now: monotonicNanos()) { return }
+        log.log(level, fields: c.logFields + [("event", event)] + fields, message())
+    }
+
+    /// Says how many refusal lines the rate limit left out, for each window that ended.
+    func reportSuppressedLogLines() {
+        for s in logLimit.expired(now: monotonicNanos()) {
+            log.log(.warning, fields: [("uid", s.uid), ("event", "log-suppressed"), ("of", s.event), ("suppressed", "\(s.suppressed)")],
+                    "\(s.suppressed) more \(s.event) lines for uid \(s.uid) were not logged (at most \(logLimit.burst) per \(logLimit.windowNanos / 1_000_000_000) s)")
         }
     }
 }

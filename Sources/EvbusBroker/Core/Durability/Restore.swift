@@ -16,9 +16,9 @@ extension BrokerCore {
         for e in recovered.exchanges {
             do {
                 let exchange = try topology.declareExchange(e.name, kind: e.kind, durable: true)
-                if exchange.builtIn { output.log(.warning, nil, "recovered exchange \"\(e.name)\" is built in; its record is ignored") }
+                if exchange.builtIn { output.log(.warning, nil, event: "recovery", "recovered exchange \"\(e.name)\" is built in; its record is ignored") }
             } catch {
-                output.log(.warning, nil, "recovered exchange \"\(e.name)\" not restored: \(error)")
+                output.log(.warning, nil, event: "recovery", "recovered exchange \"\(e.name)\" not restored: \(error)")
             }
         }
         var bySlot: [UInt32: MessageQueue] = [:]
@@ -28,7 +28,7 @@ extension BrokerCore {
                 q.durableID = rq.id
                 bySlot[rq.id] = q
             } catch {
-                output.log(.warning, nil, "recovered queue \"\(rq.name)\" not restored: \(error)")
+                output.log(.warning, nil, event: "recovery", "recovered queue \"\(rq.name)\" not restored: \(error)")
             }
         }
         for b in recovered.bindings {
@@ -36,7 +36,7 @@ extension BrokerCore {
             do {
                 try topology.bind(queue: q.name, exchange: b.exchange, key: b.key, connection: 0)
             } catch {
-                output.log(.warning, nil, "recovered binding of \"\(q.name)\" to \"\(b.exchange)\" not restored: \(error)")
+                output.log(.warning, nil, event: "recovery", "recovered binding of \"\(q.name)\" to \"\(b.exchange)\" not restored: \(error)")
             }
         }
         var restored = 0
@@ -71,10 +71,10 @@ extension BrokerCore {
             store!.pagingQueues.insert(q.slot)
             onDisk += region.count
         }
-        output.log(.info, nil, "data directory: \(recovered.queues.count) durable queues, \(recovered.exchanges.count) durable exchanges, \(restored + onDisk) persistent messages restored from \(recovered.log.segments) segments (\(onDisk) left on disk until consumers ask)")
-        for note in recovered.log.notes { output.log(.warning, nil, "recovery: \(note)") }
+        output.log(.info, nil, event: "recovery", "data directory: \(recovered.queues.count) durable queues, \(recovered.exchanges.count) durable exchanges, \(restored + onDisk) persistent messages restored from \(recovered.log.segments) segments (\(onDisk) left on disk until consumers ask)")
+        for note in recovered.log.notes { output.log(.warning, nil, event: "recovery", "recovery: \(note)") }
         if recovered.unknownRecords > 0 {
-            output.log(.warning, nil, "recovery: \(recovered.unknownRecords) records of an unknown kind skipped")
+            output.log(.warning, nil, event: "recovery", "recovery: \(recovered.unknownRecords) records of an unknown kind skipped")
         }
         store!.collectDeletable(pinnedFrom: pagedFloor())
     }

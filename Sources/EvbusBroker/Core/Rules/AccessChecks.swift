@@ -8,14 +8,14 @@ extension BrokerCore {
     func refusedAccess(_ s: ConnectionState, _ operation: String) -> WireError {
         stats.accessRefusals += 1
         let who = s.identity
-        output.log(.warning, s.slot, "access refused: uid \(who.uid) gid \(who.gid) pid \(who.pid) may not \(operation)")
+        output.log(.warning, s.slot, event: "access-refused", "access refused: uid \(who.uid) gid \(who.gid) pid \(who.pid) may not \(operation)")
         return WireError(.accessRefused, "uid \(who.uid) may not \(operation): no access rule grants it")
     }
 
     /// A quota used up: counted, logged, returned to be sent as ERROR `quota-exceeded`.
     func refusedQuota(_ s: ConnectionState, _ reason: String) -> WireError {
         stats.quotaRefusals += 1
-        output.log(.warning, s.slot, "quota: \(reason) (pid \(s.identity.pid))")
+        output.log(.warning, s.slot, event: "quota-refused", "quota: \(reason) (pid \(s.identity.pid))")
         return WireError(.quotaExceeded, reason)
     }
 
@@ -106,7 +106,7 @@ extension BrokerCore {
                 cancelled += 1
             }
         }
-        output.log(.info, nil, "access rules installed: \(rules.map { "\($0.count) rules" } ?? "no access section (everyone may do everything)"), \(quotas.count) quotas; \(cancelled) subscriptions and consumers cancelled")
+        output.log(.info, nil, event: "access-rules-installed", "access rules installed: \(rules.map { "\($0.count) rules" } ?? "no access section (everyone may do everything)"), \(quotas.count) quotas; \(cancelled) subscriptions and consumers cancelled")
         return cancelled
     }
 }

@@ -22,7 +22,7 @@ extension BrokerCore {
         case .disconnect:
             guard receiver.isOpen else { return }
             stats.slowConsumerDisconnects &+= 1
-            output.log(.warning, receiver.slot, "disconnected as a slow consumer (\(output.bufferedBytes(receiver.slot)) bytes queued)")
+            output.log(.warning, receiver.slot, event: "closed", fields: [("reason", "slow-consumer")], "disconnected as a slow consumer (\(output.bufferedBytes(receiver.slot)) bytes queued)")
             // What it has not begun to receive is dropped, so the ERROR is next after the frame
             // in progress; it has `slowConsumerGraceNanos` to read them before the close.
             output.discardQueued(receiver.slot)

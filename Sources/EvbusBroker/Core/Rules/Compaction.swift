@@ -50,6 +50,6 @@ extension BrokerCore {
         for case let s? in sessions {
             s.ledger.forEachOutstanding { m, consumer in rewrite(m, consumer.queue, true) }
         }
-        output.log(.debug, nil, "compacting segment \(oldest.number): rewriting its \(oldest.live) live messages")
+        output.log(.debug, nil, event: "compaction", "compacting segment \(oldest.number): rewriting its \(oldest.live) live messages")
     }
 }

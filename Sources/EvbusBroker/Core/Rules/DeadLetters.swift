@@ -14,14 +14,14 @@ extension BrokerCore {
         recordSettled(m, from: queue)
         guard let dlxName = queue.options.deadLetterExchange else { return }
         guard let dlx = topology.exchanges[dlxName] else {
-            output.log(.info, nil, "dead letter from queue \"\(queue.name)\" discarded: exchange \"\(dlxName)\" no longer exists")
+            output.log(.info, nil, event: "dead-letter-discarded", "dead letter from queue \"\(queue.name)\" discarded: exchange \"\(dlxName)\" no longer exists")
             return
         }
         var parts = m.parts()
         let hops = Int(parts.properties.headers["x-death-count"] ?? "") ?? 0
         guard hops < Self.maxDeadLetterHops else {
             stats.deadLetterCyclesCut &+= 1
-            output.log(.warning, nil, "dead letter from queue \"\(queue.name)\" discarded: dead-lettered \(hops) times already (a cycle of dead-letter exchanges; first from queue \"\(parts.properties.headers["x-death-queue"] ?? queue.name)\")")
+            output.log(.warning, nil, event: "dead-letter-discarded", "dead letter from queue \"\(queue.name)\" discarded: dead-lettered \(hops) times already (a cycle of dead-letter exchanges; first from queue \"\(parts.properties.headers["x-death-queue"] ?? queue.name)\")")
             return
         }
         // The first death stays (where it was first published, and why it first died); the last
@@ -52,12 +52,12 @@ extension BrokerCore {
                         pagedOutMessage = false
                         if let q = storageRefusedBy {
                             storageRefusedBy = nil
-                            output.log(.warning, nil, "dead letter for durable queue \"\(q.name)\" kept nowhere: the data directory cannot be written")
+                            output.log(.warning, nil, event: "dead-letter-discarded", "dead letter for durable queue \"\(q.name)\" kept nowhere: the data directory cannot be written")
                         }
                         if let q = quotaRefusedBy {
                             quotaRefusedBy = nil
                             stats.quotaRefusals &+= 1
-                            output.log(.warning, nil, "dead letter for queue \"\(q.name)\" discarded: its owner uid \(q.declaredBy?.uid ?? 0) is at its queuedBytes quota")
+                            output.log(.warning, nil, event: "dead-letter-discarded", "dead letter for queue \"\(q.name)\" discarded: its owner uid \(q.declaredBy?.uid ?? 0) is at its queuedBytes quota")
                         }
                     }
                 }

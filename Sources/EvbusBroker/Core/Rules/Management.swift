@@ -141,7 +141,7 @@ extension BrokerCore {
         q.remove(consumer)
         q.requeue(back.map(\.message))
         if q.options.autoDelete && q.consumers.isEmpty && q.hadConsumer {
-            output.log(.debug, c.slot, "auto-delete queue \"\(q.name)\" lost its last consumer; deleting it")
+            output.log(.debug, c.slot, event: "queue-auto-deleted", "auto-delete queue \"\(q.name)\" lost its last consumer; deleting it")
             deleteQueue(q, closing: c)
         } else {
             dispatch(q)

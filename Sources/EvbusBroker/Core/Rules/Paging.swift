@@ -95,7 +95,7 @@ extension BrokerCore {
         else { return }  // the queue or its region went meanwhile
         region.reading = false
         if let error = result.error {
-            output.log(.warning, nil, "cannot read queue \"\(queue.name)\"'s messages back from the log: \(error); tried again as it is used")
+            output.log(.warning, nil, event: "page-in-failed", "cannot read queue \"\(queue.name)\"'s messages back from the log: \(error); tried again as it is used")
         }
         let nowWall = Self.wallNowMillis()
         let heldFrom = region.recent.first?.message.storeID ?? .max  // the reader stops before these
@@ -118,7 +118,7 @@ extension BrokerCore {
         if taken == 0 && result.error == nil && region.askedFor > 0 {
             // The synced end was reached and the messages it should have held are not there
             // (damaged records skipped): they cannot be served, so the region stops counting them.
-            output.log(.warning, nil, "\(region.askedFor) messages of queue \"\(queue.name)\" could not be read back from the log (damaged records) and are dropped")
+            output.log(.warning, nil, event: "page-in-failed", "\(region.askedFor) messages of queue \"\(queue.name)\" could not be read back from the log (damaged records) and are dropped")
             region.count -= region.askedFor
         }
         if let bits = region.bits, region.cursor >= bits.end { region.bits = nil }

@@ -180,7 +180,7 @@ extension BrokerCore {
             var properties = MessageProperties.decode(block: view.properties)
             properties.headers[RefusedRequest.reasonHeader] = error.message
             stats.rejectedRequests &+= 1  // as `refuse` counts an ERROR
-            output.log(.info, publisher.slot, "refused request \(properties.correlationID ?? ""): \(error)")
+            output.log(.info, publisher.slot, event: "request-refused", "refused request \(properties.correlationID ?? ""): \(error)")
             send(.returned(
                 code: error.code, exchange: String(decoding: view.exchange, as: UTF8.self),
                 routingKey: String(decoding: view.routingKey, as: UTF8.self), properties: properties, payload: Array(view.payload)),

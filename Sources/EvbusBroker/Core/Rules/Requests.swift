@@ -77,7 +77,7 @@ extension BrokerCore {
     /// `responder` went: every caller still waiting on it is told now, not at its timeout.
     func abandonRequests(of responder: ConnectionState) {
         if !responder.openRequests.isEmpty {
-            output.log(.debug, responder.slot, "closed with \(responder.openRequests.count) requests unanswered")
+            output.log(.debug, responder.slot, event: "requests-abandoned", "closed with \(responder.openRequests.count) requests unanswered")
         }
         for (caller, id) in responder.openRequests {
             guard let slot = slotsByID[caller], let c = session(slot), c.isOpen else { continue }

@@ -46,7 +46,7 @@ extension BrokerCore {
             if b.roll && !store!.healthy {
                 store!.healthy = true
                 store!.probeAt = 0
-                output.log(.warning, nil, "the data directory is writable again: persistent messages are accepted again")
+                output.log(.warning, nil, event: "store-recovered", "the data directory is writable again: persistent messages are accepted again")
             }
         }
         if !store!.pagingQueues.isEmpty { regionsProgressed(synced: store!.synced, failed: p.failed) }
@@ -86,7 +86,7 @@ extension BrokerCore {
         for case let s? in sessions { s.ledger.updateOutstanding { unmark(&$0, in: $1.queue) } }
         let reason = error.map { $0.description } ?? "storage failed"
         if store!.healthy {
-            output.log(.warning, nil, "cannot persist: \(reason); persistent publishes into durable queues are refused until it can again")
+            output.log(.warning, nil, event: "store-failed", "cannot persist: \(reason); persistent publishes into durable queues are refused until it can again")
         }
         store!.healthy = false
         store!.lastError = reason
