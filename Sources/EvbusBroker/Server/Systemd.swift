@@ -56,7 +56,8 @@ public enum Systemd {
             let bytes = Array(state.utf8)
             let sent = withUnsafePointer(to: &addr) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { a in
-                    bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL), a, length) }
+                    // Never waits: a supervisor that stopped reading must not stall the broker's loop.
+                    bytes.withUnsafeBytes { sendto(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), a, length) }
                 }
             }
             return sent == bytes.count
