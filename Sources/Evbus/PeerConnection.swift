@@ -322,7 +322,7 @@ final class PeerConnection: ChannelDelegate {
     /// Everything else the broker sends: answers, confirms, returns, and its side of the lifecycle.
     private func handleControl(_ decoded: Frame, type: FrameType) throws(WireError) {
         switch decoded {
-        case .queueOK(let id, _), .topologyReply(let id, _, _):
+        case .queueOK(let id, _), .topologyReply(let id, _, _), .connectionsReply(let id, _):
             resolve(id, .success(decoded))
         case .ok(let id):
             resolve(id, .success(.ok(requestID: id)))
@@ -380,7 +380,7 @@ final class PeerConnection: ChannelDelegate {
             senders.learn(
                 Sender(connectionID: publisher, uid: uid, gid: gid, pid: pid, name: name),
                 forgetEarlier: flags & SenderFlag.forgetEarlier != 0)
-        case .hello, .publish, .subscribe, .unsubscribe, .deliver, .stats, .topology, .declareExchange, .deleteExchange,
+        case .hello, .publish, .subscribe, .unsubscribe, .deliver, .stats, .topology, .connections, .declareExchange, .deleteExchange,
             .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .message, .ack, .nack:
             throw WireError(.unexpectedFrame, "\(type.name) is not sent by brokers")
         }

@@ -54,6 +54,17 @@ extension Peer {
         _ = try await call { .unbind(requestID: $0, queue: queue, exchange: exchange, key: key) }
     }
 
+    /// The broker's open connections (CONNECTIONS, PROTOCOL.md §5.5): each one's name, uid, pid,
+    /// subscriptions, consumers, bytes queued to it and rates. Under access rules, only those of
+    /// this peer's own uid.
+    public func connections() async throws -> [ConnectionSummary] {
+        let reply = try await call { .connections(requestID: $0) }
+        guard case .connectionsReply(_, let list) = reply else {
+            throw EvbusError(.protocolViolation, "expected CONNECTIONS_REPLY, got \(reply.type.name)")
+        }
+        return list
+    }
+
     /// Every exchange (kind, bindings) and queue (depth, unacked, consumers, counters and rates).
     public func topology() async throws -> (exchanges: [ExchangeSummary], queues: [QueueSummary]) {
         let reply = try await call { .topology(requestID: $0) }

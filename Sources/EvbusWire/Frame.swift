@@ -31,6 +31,8 @@ public enum Frame: Hashable, Sendable {
     case statsReply(requestID: UInt32, entries: [StatEntry])
     case topology(requestID: UInt32)
     case topologyReply(requestID: UInt32, exchanges: [ExchangeSummary], queues: [QueueSummary])
+    case connections(requestID: UInt32)
+    case connectionsReply(requestID: UInt32, connections: [ConnectionSummary])
     case declareExchange(requestID: UInt32, name: String, kind: ExchangeKind, passive: Bool = false, durable: Bool = false)
     case deleteExchange(requestID: UInt32, name: String, ifUnused: Bool = false)
     case declareQueue(requestID: UInt32, name: String, options: QueueOptions = QueueOptions(), passive: Bool = false)
@@ -69,6 +71,8 @@ public enum Frame: Hashable, Sendable {
         case .statsReply: .statsReply
         case .topology: .topology
         case .topologyReply: .topologyReply
+        case .connections: .connections
+        case .connectionsReply: .connectionsReply
         case .declareExchange: .declareExchange
         case .deleteExchange: .deleteExchange
         case .declareQueue: .declareQueue
@@ -121,8 +125,11 @@ extension Frame {
             body.u16(code.rawValue)
             body.u32(requestID)
             body.string(message)
-        case .ok(let requestID), .stats(let requestID), .topology(let requestID):
+        case .ok(let requestID), .stats(let requestID), .topology(let requestID), .connections(let requestID):
             body.u32(requestID)
+        case .connectionsReply(let requestID, let connections):
+            body.u32(requestID)
+            Self.encodeConnections(connections, into: &body)
         case .publish(let topic, let properties, let payload):
             body.string(topic)
             body.bytes.append(contentsOf: properties.encoded())
@@ -247,6 +254,11 @@ extension Frame {
                 entries.append(StatEntry(try r.string("entry name"), try r.u64("entry value")))
             }
             frame = .statsReply(requestID: id, entries: entries)
+        case .connections:
+            frame = .connections(requestID: try r.u32("request id"))
+        case .connectionsReply:
+            let id = try r.u32("request id")
+            frame = .connectionsReply(requestID: id, connections: try decodeConnections(&r))
         case .topology, .topologyReply, .declareExchange, .deleteExchange, .declareQueue, .queueOK, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .cancel, .message, .ack, .nack, .confirm, .returned, .routed:
             frame = try decodeRouting(type: type, &r)
         }
@@ -275,6 +287,8 @@ extension FrameType {
         case .statsReply: "STATS_REPLY"
         case .topology: "TOPOLOGY"
         case .topologyReply: "TOPOLOGY_REPLY"
+        case .connections: "CONNECTIONS"
+        case .connectionsReply: "CONNECTIONS_REPLY"
         case .declareExchange: "DECLARE_EXCHANGE"
         case .deleteExchange: "DELETE_EXCHANGE"
         case .declareQueue: "DECLARE_QUEUE"

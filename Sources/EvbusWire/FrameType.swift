@@ -16,6 +16,8 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     case statsReply = 0x21
     case topology = 0x22
     case topologyReply = 0x23
+    case connections = 0x24
+    case connectionsReply = 0x25
     case declareExchange = 0x30
     case deleteExchange = 0x31
     case declareQueue = 0x32
@@ -37,8 +39,9 @@ public enum FrameType: UInt8, Sendable, CaseIterable {
     /// Frames only the broker sends; a client sending one is a protocol violation.
     public var isBrokerOnly: Bool {
         switch self {
-        case .welcome, .error, .ok, .deliver, .sender, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed: true
-        case .hello, .ping, .pong, .close, .publish, .subscribe, .unsubscribe, .stats, .topology, .declareExchange,
+        case .welcome, .error, .ok, .deliver, .sender, .statsReply, .topologyReply, .connectionsReply, .queueOK, .message, .confirm,
+            .returned, .routed: true
+        case .hello, .ping, .pong, .close, .publish, .subscribe, .unsubscribe, .stats, .topology, .connections, .declareExchange,
             .deleteExchange, .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .publishTo, .consume, .cancel,
             .ack, .nack: false
         }

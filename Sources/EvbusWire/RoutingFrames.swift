@@ -116,7 +116,7 @@ extension Frame {
             body.u32(reached)
             body.string(correlationID)
         case .hello, .welcome, .ping, .pong, .close, .error, .ok, .publish, .subscribe, .unsubscribe, .deliver, .sender,
-            .stats, .statsReply, .topology:
+            .stats, .statsReply, .topology, .connections, .connectionsReply:
             preconditionFailure("\(type.name) is encoded by Frame.encoded()")
         }
     }
@@ -247,7 +247,7 @@ extension Frame {
         case .routed:
             return .routed(reached: try r.u32("reached"), correlationID: try r.string("correlation id"))
         case .hello, .welcome, .ping, .pong, .close, .error, .ok, .publish, .subscribe, .unsubscribe, .deliver, .sender,
-            .stats, .statsReply:
+            .stats, .statsReply, .connections, .connectionsReply:
             preconditionFailure("\(type.name) is decoded by Frame.decode")
         }
     }

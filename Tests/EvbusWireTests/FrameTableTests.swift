@@ -71,6 +71,13 @@ import Testing
          [.u32(11), .u32(1), .str("x"), .u8(1), .u8(0x02), .u32(1), .u32(1), .str("q"), .str("k"),
           .u32(1), .str("q"), .u8(0x01 | 0x04), .u32(1), .u64(2), .u32(3), .u32(4), .u64(5), .u64(6), .u64(7), .u32(8), .u32(9), .u32(10),
           .u64(11)]),
+        (.connections(requestID: 12), [.u32(12)]),
+        (.connectionsReply(requestID: 12, connections: [ConnectionSummary(
+            id: 7, name: "thermostat", pid: 4242, uid: 1000, gid: 100, outputFull: true, paused: false, bytesQueued: 65536,
+            published: 3, delivered: 9, publishRate: 1, deliverRate: 2, unacked: 4, subscriptions: ["a.#", "b"], consumers: ["jobs"])]),
+         // §5.5, field by field.
+         [.u32(12), .u32(1), .u64(7), .str("thermostat"), .u32(4242), .u32(1000), .u32(100), .u8(0x01), .u64(65536), .u64(3), .u64(9),
+          .u32(1), .u32(2), .u32(4), .u32(2), .str("a.#"), .str("b"), .u32(1), .str("jobs")]),
         (.declareExchange(requestID: 1, name: "logs", kind: .topic, passive: true), [.u32(1), .str("logs"), .u8(3), .u8(1)]),
         (.declareExchange(requestID: 1, name: "logs", kind: .topic, durable: true), [.u32(1), .str("logs"), .u8(3), .u8(2)]),
         (.deleteExchange(requestID: 1, name: "logs", ifUnused: true), [.u32(1), .str("logs"), .u8(1)]),
@@ -131,6 +138,8 @@ import Testing
             #expect(fields.map(\.kind) == ["u32", "u16"] + Array(repeating: ["str", "u64"], count: 2).flatMap { $0 })
         case .topologyReply:
             #expect(layout.isEmpty, "TOPOLOGY_REPLY's layout is given in §5.12")
+        case .connectionsReply:
+            #expect(layout.isEmpty, "CONNECTIONS_REPLY's layout is given in §5.5")
         default:
             #expect(fields.map(\.kind) == layout, "\(name): the document says \(layout)")
         }

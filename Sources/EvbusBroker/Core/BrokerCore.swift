@@ -203,9 +203,10 @@ public final class BrokerCore<Output: BrokerOutput> {
             nack(view.deliveryTag, flags: view.flags, from: s)
         case .hello:
             throw WireError(.unexpectedFrame, "HELLO was already sent on this connection")
-        case .welcome, .error, .ok, .deliver, .sender, .statsReply, .topologyReply, .queueOK, .message, .confirm, .returned, .routed:
+        case .welcome, .error, .ok, .deliver, .sender, .statsReply, .topologyReply, .connectionsReply, .queueOK, .message, .confirm,
+            .returned, .routed:
             throw WireError(.unexpectedFrame, "\(frame.type.name) frames are sent by the broker, not by clients")
-        case .ping, .pong, .close, .subscribe, .unsubscribe, .stats, .topology, .declareExchange, .deleteExchange,
+        case .ping, .pong, .close, .subscribe, .unsubscribe, .stats, .topology, .connections, .declareExchange, .deleteExchange,
             .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .consume, .cancel:
             handleControl(try Frame.decode(type: frame.type, body: frame.body), from: s)
         }
@@ -245,10 +246,12 @@ public final class BrokerCore<Output: BrokerOutput> {
         case .topology(let id):
             let (exchanges, queues) = topology.summaries()
             send(.topologyReply(requestID: id, exchanges: exchanges, queues: queues), to: s)
+        case .connections(let id):
+            send(.connectionsReply(requestID: id, connections: connectionSummaries(for: s)), to: s)
         case .declareExchange, .deleteExchange, .declareQueue, .deleteQueue, .purgeQueue, .bind, .unbind, .consume, .cancel:
             handleRouting(frame, from: s)
-        case .hello, .welcome, .error, .ok, .publish, .deliver, .sender, .statsReply, .topologyReply, .queueOK, .publishTo,
-            .message, .ack, .nack, .confirm, .returned, .routed:
+        case .hello, .welcome, .error, .ok, .publish, .deliver, .sender, .statsReply, .topologyReply, .connectionsReply, .queueOK,
+            .publishTo, .message, .ack, .nack, .confirm, .returned, .routed:
             break  // routed by `received` before decoding
         }
     }
@@ -355,8 +358,26 @@ public final class BrokerCore<Output: BrokerOutput> {
     public func sampleRates() {
         let now = clock.now()
         topology.sampleRates(elapsedNanos: now - lastRateSample)
+        for case let c? in sessions { c.rates.sample(published: c.published, delivered: c.delivered, elapsedNanos: now - lastRateSample) }
         if isPersisting { store!.sampleRates(elapsedNanos: now - lastRateSample) }
         lastRateSample = now
+    }
+
+    /// Every open connection `asker` may see (CONNECTIONS, PROTOCOL.md §5.5): all of them when
+    /// no access rule limits it (or it is root), else those of its own uid: on a shared bus, who
+    /// else runs what is not everyone's business.
+    func connectionSummaries(for asker: ConnectionState) -> [ConnectionSummary] {
+        let seesAll = asker.grants.allowsEverything || asker.identity.uid == 0
+        var out: [ConnectionSummary] = []
+        for case let c? in sessions where c.isOpen && (seesAll || c.identity.uid == asker.identity.uid) {
+            out.append(ConnectionSummary(
+                id: c.id, name: c.name, pid: Int32(bitPattern: c.identity.pid), uid: c.identity.uid, gid: c.identity.gid,
+                outputFull: c.outputFull, paused: c.blockedBy > 0, bytesQueued: UInt64(output.bufferedBytes(c.slot)),
+                published: c.published, delivered: c.delivered, publishRate: c.rates.publishRate, deliverRate: c.rates.deliverRate,
+                unacked: UInt32(clamping: c.consumers.values.reduce(0) { $0 + $1.unacked }),
+                subscriptions: c.subscriptions.map(\.pattern).sorted(), consumers: c.consumers.values.map(\.queue.name).sorted()))
+        }
+        return out.sorted { $0.id < $1.id }
     }
 
     // MARK: Counters

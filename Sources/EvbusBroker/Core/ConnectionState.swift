@@ -62,6 +62,11 @@ public final class ConnectionState {
     var slowStates: [UInt32: SubscriptionSlowState] = [:]
     /// Publishers it was told about with SENDER (bounded, `BrokerCore.announcedLimit`).
     var announcedSenders: Set<UInt64> = []
+    /// Messages it published and messages delivered to it, for CONNECTIONS (one add per message,
+    /// unchecked as above), and their rates over the last one-second sample.
+    @exclusivity(unchecked) var published: UInt64 = 0
+    @exclusivity(unchecked) var delivered: UInt64 = 0
+    var rates = ConnectionRates()
 
     init(id: UInt64, slot: UInt32, identity: PeerIdentity, grants: Grants, usage: UserUsage) {
         self.id = id
@@ -112,4 +117,20 @@ struct SubscriptionSlowState {
     var dropped: UInt64 = 0
     /// Times a publisher was paused for it under `backpressure`.
     var paused: UInt64 = 0
+}
+
+/// A connection's message rates, sampled once a second with the queues' (`BrokerCore.sampleRates`).
+struct ConnectionRates {
+    var sampledPublished: UInt64 = 0
+    var sampledDelivered: UInt64 = 0
+    var publishRate: UInt32 = 0
+    var deliverRate: UInt32 = 0
+
+    mutating func sample(published: UInt64, delivered: UInt64, elapsedNanos: UInt64) {
+        let elapsed = max(elapsedNanos, 1)
+        publishRate = UInt32(clamping: (published &- sampledPublished) * 1_000_000_000 / elapsed)
+        deliverRate = UInt32(clamping: (delivered &- sampledDelivered) * 1_000_000_000 / elapsed)
+        sampledPublished = published
+        sampledDelivered = delivered
+    }
 }

@@ -16,15 +16,18 @@ struct StatsCommand: EvbusCommand {
             CommandSpec.socketOption,
             .init(long: "format", short: "f", valueName: "format", help: "table (default), json or prometheus."),
             .init(long: "json", short: nil, valueName: nil, help: "Same as --format json."),
+            .init(long: "connections", short: nil, valueName: nil, help: "List every connection instead: who, what it subscribes to and consumes, bytes queued, rates."),
         ])
 
     enum Format: String { case table, json, prometheus }
 
     var format: Format
     var socket: String?
+    var connections: Bool
 
     init(_ a: ParsedArguments) throws(UsageError) {
         socket = a.value("socket")
+        connections = a.flag("connections")
         if let raw = a.value("format") {
             guard let f = Format(rawValue: raw) else {
                 throw UsageError("The value '\(raw)' is invalid for '--format <format>': expected table, json or prometheus")
@@ -34,10 +37,21 @@ struct StatsCommand: EvbusCommand {
         } else {
             format = a.flag("json") ? .json : .table
         }
+        if connections && format == .prometheus { throw UsageError("--connections prints a table or JSON, not prometheus") }
     }
 
     func run() async throws -> Int32 {
         let peer = try await Peer.connect(to: socket, name: "evbus stats")
+        if connections {
+            let list: [ConnectionSummary]
+            do { list = try await peer.connections() } catch {
+                await peer.close()
+                throw error
+            }
+            await peer.close()
+            Terminal.out(format == .json ? ConnectionsFormat.json(list) : ConnectionsFormat.table(list))
+            return ExitCode.success
+        }
         let entries: [StatEntry]
         let topology: (exchanges: [ExchangeSummary], queues: [QueueSummary])
         do {

@@ -24,6 +24,7 @@ extension BrokerCore {
             return
         }
         stats.published &+= 1
+        publisher.published &+= 1
         if targets.isEmpty {
             stats.unroutable &+= 1
             return
@@ -110,12 +111,15 @@ extension BrokerCore {
             if reached == 0 {
                 // Nobody can answer: say so now (ROUTED 0) instead of leaving it to time out in a queue.
                 stats.published &+= 1
+                publisher.published &+= 1
+        publisher.published &+= 1
                 stats.unroutable &+= 1
                 if sequence != 0 { publisher.confirmPending = sequence }
                 return
             }
         }
         stats.published &+= 1
+        publisher.published &+= 1
         if targets.isEmpty {
             stats.unroutable &+= 1
             if view.flags & PublishFlag.mandatory != 0 {
@@ -281,6 +285,7 @@ extension BrokerCore {
                     topic: routingKey, properties: properties, payload: payload)
                 let writable = commit(receiver.slot, deliverSize)
                 stats.delivered &+= 1
+                receiver.delivered &+= 1
                 if !writable { overHighWatermark(receiver, publisher: publisher, subscription: target.subscription) }
             }
         }

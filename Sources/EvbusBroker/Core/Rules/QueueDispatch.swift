@@ -78,6 +78,7 @@ extension BrokerCore {
                 into: reserve(receiver.slot, size), consumerID: consumer.id, deliveryTag: tag,
                 flags: m.redelivered ? AckFlag.redelivered : 0, tail: tail)
         }
+        receiver.delivered &+= 1
         if !commit(receiver.slot, size) { blockConsumers(of: receiver) }
     }
 
