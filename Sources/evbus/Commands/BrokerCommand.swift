@@ -176,6 +176,9 @@ final class ReloadSignal {
 final class SignalWaiter: Sendable {
     private let state = Mutex<(fired: String?, waiter: CheckedContinuation<String, Never>?)>((nil, nil))
 
+    /// The wait has ended (or would end at once).
+    var hasFired: Bool { state.withLock { $0.fired != nil } }
+
     /// Ends the wait with `name`; false if it had already ended (this is a repeat).
     @discardableResult
     func fire(_ name: String) -> Bool {
