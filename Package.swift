@@ -27,6 +27,8 @@ let package = Package(
         .target(name: "EvbusBroker", dependencies: ["EvbusWire", "EvbusIO"], swiftSettings: strict),
         // The serial event loop (controller), Pending results, timers, pools, your own sockets on its loop. Needs no broker.
         .target(name: "EvbusController", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
+        // A NATS client (text protocol with headers, reconnects, requests): the bridge's, and the bench's.
+        .target(name: "EvbusNATS", dependencies: ["EvbusController"], swiftSettings: strict),
         // The peer library applications import.
         .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         // Starts real brokers (the `evbus` binary or in-process) for tests.
@@ -41,6 +43,7 @@ let package = Package(
         .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),
         .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO", "Evbus"], swiftSettings: strict),
+        .testTarget(name: "EvbusNATSTests", dependencies: ["EvbusNATS", "EvbusController", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusControllerTests", dependencies: ["EvbusController", "EvbusIO", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         // Depends on the Evbus product's target alone: what compiles here compiles for an outside package.

@@ -1,0 +1,56 @@
+@testable import EvbusNATS
+import Testing
+
+@Suite struct NATSParserTests {
+    func ops(_ chunks: [String]) throws -> [NATSServerOp] {
+        var p = NATSParser()
+        var out: [NATSServerOp] = []
+        for c in chunks {
+            p.append(Array(c.utf8))
+            while let op = try p.next() { out.append(op) }
+        }
+        return out
+    }
+
+    @Test func controlLinesAndMessagesInAnySplit() throws {
+        let stream = "INFO {\"server_id\":\"x\",\"max_payload\":1048576,\"headers\":true,\"connect_urls\":[\"10.0.0.2:4222\"]}\r\nPING\r\n+OK\r\nMSG a.b 7 5\r\nhello\r\nMSG a.c 8 _INBOX.1 0\r\n\r\nHMSG a.d 9 22 27\r\nNATS/1.0\r\nX-Id: 42\r\n\r\nhello\r\nPONG\r\n-ERR 'Authorization Violation'\r\n"
+        let whole = try ops([stream])
+        for size in [1, 2, 3, 7, 13] {
+            var chunks: [String] = []
+            var rest = Substring(stream)
+            while !rest.isEmpty {
+                chunks.append(String(rest.prefix(size)))
+                rest = rest.dropFirst(size)
+            }
+            #expect(try ops(chunks) == whole, "split every \(size) bytes")
+        }
+        #expect(whole.count == 8)
+        guard case .info(let fields, let urls) = whole[0] else { Issue.record("no INFO"); return }
+        #expect(fields["server_id"] == "x" && fields["max_payload"] == "1048576" && urls == ["10.0.0.2:4222"])
+        #expect(whole[1] == .ping && whole[2] == .ok && whole[6] == .pong && whole[7] == .err("Authorization Violation"))
+        #expect(whole[3] == .msg(NATSMessage(subject: "a.b", sid: 7, payload: Array("hello".utf8))))
+        #expect(whole[4] == .msg(NATSMessage(subject: "a.c", sid: 8, replyTo: "_INBOX.1", payload: [])))
+        guard case .msg(let h) = whole[5] else { Issue.record("no HMSG"); return }
+        #expect(h.headers?["x-id"] == "42" && h.payload == Array("hello".utf8))
+    }
+
+    @Test func aNoRespondersStatusIsParsed() throws {
+        let op = try ops(["HMSG _INBOX.a.1 3 30 30\r\nNATS/1.0 503 No Responders\r\n\r\n\r\n"])
+        guard case .msg(let m) = op.first else { Issue.record("no HMSG"); return }
+        #expect(m.headers?.status == 503 && m.headers?.statusDescription == "No Responders" && m.payload.isEmpty)
+    }
+
+    @Test func headersRoundTripAndRefuseLineBreaks() throws {
+        let h = NATSHeaders(fields: [("Evbus-Origin", "bridge-a"), ("content-type", "text/plain")])
+        let bytes = try h.encoded()
+        #expect(try NATSHeaders.parse(bytes[...]) == h)
+        #expect(throws: NATSError.self) { try NATSHeaders(fields: [("a", "b\r\nc: d")]).encoded() }
+        #expect(throws: NATSError.self) { try NATSHeaders(fields: [("a:b", "c")]).encoded() }
+    }
+
+    @Test func brokenStreamsAreRefused() {
+        for bad in ["WHAT\r\n", "MSG a\r\n", "MSG a b 5\r\nhello\r\n", "MSG a 1 3\r\nhelloXX", "INFO not json\r\n", "HMSG a 1 9 3\r\nabc\r\n"] {
+            #expect(throws: NATSError.self, "\(bad)") { _ = try ops([bad]) }
+        }
+    }
+}
