@@ -1,0 +1,113 @@
+import EvbusController
+import EvbusIO
+import Synchronization
+
+/// A NATS client: TCP to any of a list of `nats://host:port` servers, the text protocol with
+/// headers (HPUB/HMSG), PING/PONG, requests through one wildcard inbox, and reconnection with
+/// backoff to any known server (the list, plus the cluster URLs servers announce in INFO), after
+/// which every subscription is made again. All its state lives on one controller's thread.
+public final class NATSClient: Sendable {
+    public struct Options: Sendable {
+        public var servers: [String]
+        public var name: String
+        /// Waits between connection attempts: doubling from `minBackoff` to `maxBackoff`.
+        public var minBackoff: Duration = .milliseconds(50)
+        public var maxBackoff: Duration = .seconds(2)
+        /// Told about every connection state change, on the client's thread.
+        public var onEvent: (@Sendable (Event) -> Void)?
+
+        public init(servers: [String], name: String = "evbus") {
+            self.servers = servers
+            self.name = name
+        }
+    }
+
+    public enum Event: Sendable, Equatable {
+        case connected(server: String)
+        case disconnected(server: String, reason: String)
+        case discovered(servers: [String])
+    }
+
+    public let options: Options
+    let controller: Controller
+    private let core: LoopBound<NATSCore>
+
+    /// Starts connecting at once (and keeps trying, with backoff, until `close`).
+    /// - Throws: `invalidArgument` for a server URL that is not `nats://host:port` or `host:port`.
+    public init(_ options: Options) throws {
+        let parsed = try options.servers.map { s throws(NATSError) in try NATSCore.address(s) }
+        guard !parsed.isEmpty else { throw NATSError(.invalidArgument, "no NATS server given") }
+        self.options = options
+        controller = try Controller(name: "nats-\(options.name)", idleSpin: .zero)
+        let controller = self.controller
+        core = try controller.loop.runAndWait {
+            let core = NATSCore(options: options, servers: parsed, controller: controller)
+            core.connectNext()
+            return LoopBound(core, loop: controller.loop)
+        }
+    }
+
+    private func onLoop<T: Sendable>(_ body: @escaping @Sendable (NATSCore, CheckedContinuation<T, any Error>) -> Void) async throws -> T {
+        let core = self.core
+        return try await withCheckedThrowingContinuation { c in
+            do { try controller.loop.execute { body(core.value, c) } } catch { c.resume(throwing: NATSError(.closed, "the NATS client is closed")) }
+        }
+    }
+
+    /// Suspends until connected (at once if it is), or fails after `timeout`.
+    public func waitUntilConnected(timeout: Duration = .seconds(10)) async throws {
+        try await onLoop { (core, c: CheckedContinuation<Void, any Error>) in core.whenConnected(timeout: timeout, c) }
+    }
+
+    /// The server it is connected to, if any; and every server it knows.
+    public var connectedServer: String? { core.loop.inEventLoop ? core.value.connectedURL : nil }
+    public func state() async throws -> (connected: String?, known: [String], reconnects: Int) {
+        try await onLoop { core, c in c.resume(returning: (core.connectedURL, core.servers.map(\.url), core.reconnects)) }
+    }
+
+    /// Publishes; queued to the socket on the client's thread. Throws `notConnected` while no
+    /// server is connected (the caller decides whether to wait, buffer or drop), `invalidArgument`
+    /// for an unusable subject or header.
+    public func publish(_ subject: String, _ payload: [UInt8], replyTo: String? = nil, headers: NATSHeaders? = nil) async throws {
+        let frame = try NATSCore.pubFrame(subject, payload, replyTo: replyTo, headers: headers)
+        try await onLoop { (core, c: CheckedContinuation<Void, any Error>) in c.resume(with: Result { try core.write(frame) }) }
+    }
+
+    /// Subscribes (again after every reconnect); `handler` runs on the client's thread, in order.
+    /// - Returns: the subscription id, for `unsubscribe`.
+    @discardableResult
+    public func subscribe(_ subject: String, queueGroup: String? = nil, _ handler: @escaping @Sendable (NATSMessage) -> Void) async throws -> UInt64 {
+        try NATSCore.checkSubject(subject, wildcards: true)
+        return try await onLoop { core, c in c.resume(returning: core.subscribe(subject, queueGroup: queueGroup, handler)) }
+    }
+
+    public func unsubscribe(_ sid: UInt64) async throws {
+        try await onLoop { (core, c: CheckedContinuation<Void, any Error>) in
+            core.unsubscribe(sid)
+            c.resume()
+        }
+    }
+
+    /// Sends a request and waits for the first reply. `noResponders` when the server says no
+    /// one subscribes (status 503), `timeout` when no reply comes in time.
+    public func request(_ subject: String, _ payload: [UInt8], headers: NATSHeaders? = nil, timeout: Duration = .seconds(5)) async throws -> NATSMessage {
+        try NATSCore.checkSubject(subject, wildcards: false)
+        if let headers { _ = try headers.encoded() }
+        return try await onLoop { core, c in core.request(subject, payload, headers: headers, timeout: timeout, c) }
+    }
+
+    /// A PING answered by a PONG: everything sent before it has been processed by the server.
+    public func flush(timeout: Duration = .seconds(5)) async throws {
+        try await onLoop { (core, c: CheckedContinuation<Void, any Error>) in core.ping(timeout: timeout, c) }
+    }
+
+    /// Closes the connection and stops reconnecting; waiting calls fail with `closed`.
+    public func close() async {
+        _ = try? await onLoop { (core, c: CheckedContinuation<Void, any Error>) in
+            core.close()
+            c.resume()
+        }
+        controller.shutdown()
+        await controller.stopped()
+    }
+}

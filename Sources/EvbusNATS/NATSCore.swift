@@ -1,0 +1,339 @@
+import EvbusController
+import EvbusIO
+import Glibc
+
+/// The client's state, on its controller's thread alone (see `NATSClient`).
+final class NATSCore {
+    struct Server {
+        var url: String
+        var address: SocketAddress
+    }
+
+    struct Subscription {
+        var subject: String
+        var queueGroup: String?
+        var handler: @Sendable (NATSMessage) -> Void
+    }
+
+    let options: NATSClient.Options
+    private(set) var servers: [Server]
+    private let controller: Controller
+    private var next = 0
+    private var link: NATSLink?
+    private var parser = NATSParser()
+    private(set) var connectedURL: String?
+    private(set) var reconnects = 0
+    private var connectedOnce = false
+    private var backoff: Duration
+    private var closed = false
+    private var subscriptions: [UInt64: Subscription] = [:]
+    private var nextSid: UInt64 = 1
+    /// Requests: one wildcard subscription on `inboxPrefix*`, each reply matched by its last token.
+    private let inboxPrefix = "_INBOX.\(UInt64.random(in: 1...UInt64.max))."
+    private var inboxSid: UInt64?
+    private var nextRequest: UInt64 = 1
+    private var requests: [UInt64: (waiter: CheckedContinuation<NATSMessage, any Error>, timer: TimerID)] = [:]
+    private var pongWaiters: [(waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
+    private var connectedWaiters: [(id: UInt64, waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
+
+    init(options: NATSClient.Options, servers: [Server], controller: Controller) {
+        self.options = options
+        self.servers = servers
+        self.controller = controller
+        backoff = options.minBackoff
+    }
+
+    private var loop: EventLoop { controller.loop }
+    private var bound: LoopBound<NATSCore> { LoopBound(self, loop: loop) }
+
+    static func address(_ url: String) throws(NATSError) -> Server {
+        var rest = Substring(url)
+        if rest.hasPrefix("nats://") { rest = rest.dropFirst(7) }
+        guard let colon = rest.lastIndex(of: ":"), let port = UInt16(rest[rest.index(after: colon)...]), port > 0 else {
+            throw NATSError(.invalidArgument, "'\(url)' is not nats://host:port")
+        }
+        var host = String(rest[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return Server(url: "nats://\(host.contains(":") ? "[\(host)]" : host):\(port)", address: .tcp(host, port))
+    }
+
+    // MARK: Connecting
+
+    /// Tries the next server of the list.
+    func connectNext() {
+        guard !closed, link == nil else { return }
+        let server = servers[next % servers.count]
+        next += 1
+        let me = bound
+        let pending = controller.connect(to: server.address) { NATSLink(core: me, url: server.url) }
+        Task {
+            do { try await pending.value } catch {
+                try? me.loop.execute { me.value.attemptFailed(server.url, "\(error)") }
+            }
+        }
+    }
+
+    private func attemptFailed(_ url: String, _ reason: String) {
+        scheduleReconnect()  // the next attempt tries the next server of the list
+    }
+
+    private func scheduleReconnect() {
+        guard !closed else { return }
+        let wait = backoff
+        backoff = min(backoff * 2, options.maxBackoff)
+        loop.scheduleTimer(afterNanos: UInt64(wait.components.seconds) * 1_000_000_000 + UInt64(wait.components.attoseconds / 1_000_000_000)) { [self] in
+            connectNext()
+        }
+    }
+
+    func linkMade(_ link: NATSLink) {
+        guard !closed else {
+            link.transport?.abortConnection()
+            return
+        }
+        self.link = link
+        parser = NATSParser()
+    }
+
+    func linkData(_ link: NATSLink, _ bytes: [UInt8]) {
+        guard link === self.link else { return }
+        parser.append(bytes)
+        do {
+            while let op = try parser.next() { handle(op, link) }
+        } catch {
+            link.transport?.abortConnection()
+        }
+    }
+
+    private func handle(_ op: NATSServerOp, _ link: NATSLink) {
+        switch op {
+        case .info(_, let urls):
+            if connectedURL == nil { established(link, discovered: urls) } else { discover(urls) }
+        case .ping:
+            link.transport?.write("PONG\r\n")
+        case .pong:
+            if !pongWaiters.isEmpty {
+                let w = pongWaiters.removeFirst()
+                loop.cancelTimer(w.timer)
+                w.waiter.resume()
+            }
+        case .ok:
+            break
+        case .err(let message):
+            // The server closes the connection after most errors; the reconnect follows.
+            options.onEvent?(.disconnected(server: link.url, reason: "-ERR \(message)"))
+        case .msg(let m):
+            deliver(m)
+        }
+    }
+
+    private func established(_ link: NATSLink, discovered urls: [String]) {
+        var connect = #"{"verbose":false,"pedantic":false,"tls_required":false,"lang":"swift","version":"0.1.0","protocol":1,"headers":true,"no_responders":true,"name":"#
+        connect += jsonString(options.name) + "}"
+        link.transport?.write("CONNECT \(connect)\r\n")
+        for (sid, s) in subscriptions.sorted(by: { $0.key < $1.key }) {
+            link.transport?.write("SUB \(s.subject)\(s.queueGroup.map { " \($0)" } ?? "") \(sid)\r\n")
+        }
+        if let inboxSid { link.transport?.write("SUB \(inboxPrefix)* \(inboxSid)\r\n") }
+        connectedURL = link.url
+        if connectedOnce { reconnects += 1 }
+        connectedOnce = true
+        backoff = options.minBackoff
+        discover(urls)
+        options.onEvent?(.connected(server: link.url))
+        let waiters = connectedWaiters
+        connectedWaiters = []
+        for w in waiters {
+            loop.cancelTimer(w.timer)
+            w.waiter.resume()
+        }
+    }
+
+    /// Adds cluster URLs a server announced (`ip:port`) to the list, once each.
+    private func discover(_ urls: [String]) {
+        var added: [String] = []
+        for raw in urls {
+            guard let server = try? Self.address(raw), !servers.contains(where: { $0.url == server.url }) else { continue }
+            servers.append(server)
+            added.append(server.url)
+        }
+        if !added.isEmpty { options.onEvent?(.discovered(servers: added)) }
+    }
+
+    func linkLost(_ link: NATSLink, _ reason: ConnectionLost) {
+        guard link === self.link else { return }
+        self.link = nil
+        if let url = connectedURL { options.onEvent?(.disconnected(server: url, reason: "\(reason)")) }
+        connectedURL = nil
+        let pongs = pongWaiters
+        pongWaiters = []
+        for w in pongs {
+            loop.cancelTimer(w.timer)
+            w.waiter.resume(throwing: NATSError(.notConnected, "the connection to the NATS server was lost"))
+        }
+        scheduleReconnect()
+    }
+
+    // MARK: Operations
+
+    func whenConnected(timeout: Duration, _ c: CheckedContinuation<Void, any Error>) {
+        if connectedURL != nil { return c.resume() }
+        if closed { return c.resume(throwing: NATSError(.closed, "the NATS client is closed")) }
+        let id = nextRequest
+        nextRequest += 1
+        let timer = loop.scheduleTimer(afterNanos: Self.nanos(timeout)) { [self] in
+            guard let i = connectedWaiters.firstIndex(where: { $0.id == id }) else { return }
+            let w = connectedWaiters.remove(at: i)
+            w.waiter.resume(throwing: NATSError(.notConnected, "no NATS server of \(servers.map(\.url)) reachable within \(timeout)"))
+        }
+        connectedWaiters.append((id, c, timer))
+    }
+
+    func write(_ frame: [UInt8]) throws(NATSError) {
+        guard connectedURL != nil, let transport = link?.transport else {
+            throw NATSError(.notConnected, closed ? "the NATS client is closed" : "not connected to a NATS server")
+        }
+        transport.write(frame)
+    }
+
+    func subscribe(_ subject: String, queueGroup: String?, _ handler: @escaping @Sendable (NATSMessage) -> Void) -> UInt64 {
+        let sid = nextSid
+        nextSid += 1
+        subscriptions[sid] = Subscription(subject: subject, queueGroup: queueGroup, handler: handler)
+        if connectedURL != nil { link?.transport?.write("SUB \(subject)\(queueGroup.map { " \($0)" } ?? "") \(sid)\r\n") }
+        return sid
+    }
+
+    func unsubscribe(_ sid: UInt64) {
+        guard subscriptions.removeValue(forKey: sid) != nil else { return }
+        if connectedURL != nil { link?.transport?.write("UNSUB \(sid)\r\n") }
+    }
+
+    func request(_ subject: String, _ payload: [UInt8], headers: NATSHeaders?, timeout: Duration, _ c: CheckedContinuation<NATSMessage, any Error>) {
+        if inboxSid == nil {
+            let sid = nextSid
+            nextSid += 1
+            inboxSid = sid
+            if connectedURL != nil { link?.transport?.write("SUB \(inboxPrefix)* \(sid)\r\n") }
+        }
+        let token = nextRequest
+        nextRequest += 1
+        do {
+            try write(try Self.pubFrame(subject, payload, replyTo: inboxPrefix + "\(token)", headers: headers))
+        } catch {
+            return c.resume(throwing: error)
+        }
+        let timer = loop.scheduleTimer(afterNanos: Self.nanos(timeout)) { [self] in
+            guard let r = requests.removeValue(forKey: token) else { return }
+            r.waiter.resume(throwing: NATSError(.timeout, "no reply to a request on \(subject) within \(timeout)"))
+        }
+        requests[token] = (c, timer)
+    }
+
+    func ping(timeout: Duration, _ c: CheckedContinuation<Void, any Error>) {
+        do { try write(Array("PING\r\n".utf8)) } catch { return c.resume(throwing: error) }
+        let timer = loop.scheduleTimer(afterNanos: Self.nanos(timeout)) { [self] in
+            guard !pongWaiters.isEmpty else { return }
+            let w = pongWaiters.removeFirst()
+            w.waiter.resume(throwing: NATSError(.timeout, "no PONG within \(timeout)"))
+        }
+        pongWaiters.append((c, timer))
+    }
+
+    private func deliver(_ m: NATSMessage) {
+        if m.sid == inboxSid {
+            guard m.subject.hasPrefix(inboxPrefix), let token = UInt64(m.subject.dropFirst(inboxPrefix.count)),
+                  let r = requests.removeValue(forKey: token) else { return }
+            loop.cancelTimer(r.timer)
+            if m.headers?.status == 503 {
+                r.waiter.resume(throwing: NATSError(.noResponders, "no responders on the request's subject"))
+            } else {
+                r.waiter.resume(returning: m)
+            }
+            return
+        }
+        subscriptions[m.sid]?.handler(m)
+    }
+
+    func close() {
+        closed = true
+        link?.transport?.loseConnection()
+        link = nil
+        connectedURL = nil
+        let error = NATSError(.closed, "the NATS client is closed")
+        for (_, r) in requests { loop.cancelTimer(r.timer); r.waiter.resume(throwing: error) }
+        requests = [:]
+        for w in pongWaiters { loop.cancelTimer(w.timer); w.waiter.resume(throwing: error) }
+        pongWaiters = []
+        for w in connectedWaiters { loop.cancelTimer(w.timer); w.waiter.resume(throwing: error) }
+        connectedWaiters = []
+    }
+
+    // MARK: Frames
+
+    static func checkSubject(_ subject: String, wildcards: Bool) throws(NATSError) {
+        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+        guard !subject.isEmpty, !tokens.contains(where: \.isEmpty),
+              !subject.unicodeScalars.contains(where: { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }) else {
+            throw NATSError(.invalidArgument, "'\(subject)' is not a NATS subject (dot-separated tokens, no spaces)")
+        }
+        if !wildcards, tokens.contains(where: { $0 == "*" || $0 == ">" }) {
+            throw NATSError(.invalidArgument, "'\(subject)' has a wildcard, which only subscriptions may use")
+        }
+        if let i = tokens.firstIndex(of: ">"), i != tokens.count - 1 {
+            throw NATSError(.invalidArgument, "'\(subject)': '>' may only be the last token")
+        }
+    }
+
+    static func pubFrame(_ subject: String, _ payload: [UInt8], replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> [UInt8] {
+        try checkSubject(subject, wildcards: false)
+        if let replyTo { try checkSubject(replyTo, wildcards: false) }
+        let reply = replyTo.map { " \($0)" } ?? ""
+        if let headers {
+            let h = try headers.encoded()
+            return Array("HPUB \(subject)\(reply) \(h.count) \(h.count + payload.count)\r\n".utf8) + h + payload + [13, 10]
+        }
+        return Array("PUB \(subject)\(reply) \(payload.count)\r\n".utf8) + payload + [13, 10]
+    }
+
+    static func nanos(_ d: Duration) -> UInt64 {
+        UInt64(max(0, d.components.seconds)) * 1_000_000_000 + UInt64(max(0, d.components.attoseconds) / 1_000_000_000)
+    }
+
+    private func jsonString(_ s: String) -> String {
+        var out = "\""
+        for c in s.unicodeScalars {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            default:
+                if c.value < 0x20 { out += "\\u" + String(repeating: "0", count: 4 - String(c.value, radix: 16).count) + String(c.value, radix: 16) } else { out.unicodeScalars.append(c) }
+            }
+        }
+        return out + "\""
+    }
+}
+
+/// One TCP connection to a server, handing its events to the core.
+final class NATSLink: StreamProtocol {
+    let core: LoopBound<NATSCore>
+    let url: String
+    private(set) var transport: StreamTransport?
+
+    init(core: LoopBound<NATSCore>, url: String) {
+        self.core = core
+        self.url = url
+    }
+
+    func connectionMade(_ transport: StreamTransport) {
+        self.transport = transport
+        core.value.linkMade(self)
+    }
+
+    func dataReceived(_ data: [UInt8]) { core.value.linkData(self, data) }
+
+    func connectionLost(_ reason: ConnectionLost) {
+        transport = nil
+        core.value.linkLost(self, reason)
+    }
+}

@@ -1,0 +1,101 @@
+import EvbusNATS
+import EvbusTestSupport
+import Foundation
+import Testing
+
+/// The NATS client against real `nats-server` processes.
+@Suite struct NATSClientTests {
+    func client(_ urls: [String], name: String = "test", events: Collector<NATSClient.Event>? = nil) async throws -> NATSClient {
+        var options = NATSClient.Options(servers: urls, name: name)
+        if let events { options.onEvent = { events.add($0) } }
+        let c = try NATSClient(options)
+        try await c.waitUntilConnected()
+        return c
+    }
+
+    @Test func messagesWithHeadersArriveInOrder() async throws {
+        let server = try await NATSServerProcess()
+        let sub = try await client([server.url], name: "sub")
+        let pub = try await client([server.url], name: "pub")
+        let got = Collector<NATSMessage>()
+        try await sub.subscribe("sensors.>") { got.add($0) }
+        try await sub.flush()
+        for i in 0..<100 {
+            try await pub.publish("sensors.kitchen.temp", Array("\(i)".utf8), headers: i % 2 == 0 ? NATSHeaders(fields: [("X-Seq", "\(i)")]) : nil)
+        }
+        try await pub.flush()
+        #expect(await eventually { got.count == 100 })
+        #expect(got.items.map { String(decoding: $0.payload, as: UTF8.self) } == (0..<100).map(String.init))
+        #expect(got.items[4].headers?["x-seq"] == "4" && got.items[5].headers == nil && got.items[0].subject == "sensors.kitchen.temp")
+        await sub.close()
+        await pub.close()
+    }
+
+    @Test func requestsGetRepliesNoRespondersAndTimeouts() async throws {
+        let server = try await NATSServerProcess()
+        let responder = try await client([server.url], name: "responder")
+        try await responder.subscribe("svc.upper") { m in
+            guard let reply = m.replyTo else { return }
+            Task { try await responder.publish(reply, Array(String(decoding: m.payload, as: UTF8.self).uppercased().utf8)) }
+        }
+        try await responder.subscribe("svc.silent") { _ in }
+        try await responder.flush()
+        let caller = try await client([server.url], name: "caller")
+        #expect(String(decoding: try await caller.request("svc.upper", Array("abc".utf8)).payload, as: UTF8.self) == "ABC")
+        await #expect { _ = try await caller.request("svc.nobody", []) } throws: { ($0 as? NATSError)?.code == .noResponders }
+        await #expect { _ = try await caller.request("svc.silent", [], timeout: .milliseconds(200)) } throws: { ($0 as? NATSError)?.code == .timeout }
+        await responder.close()
+        await caller.close()
+    }
+
+    @Test func afterTheServerRestartsTheClientReconnectsAndSubscribesAgain() async throws {
+        let server = try await NATSServerProcess()
+        let events = Collector<NATSClient.Event>()
+        let sub = try await client([server.url], name: "sub", events: events)
+        let got = Collector<String>()
+        try await sub.subscribe("a.b") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
+        try await sub.flush()
+        await server.kill()
+        #expect(await eventually { events.items.contains { if case .disconnected = $0 { true } else { false } } })
+        await #expect(throws: NATSError.self) { try await sub.publish("a.b", []) }  // not connected: refused, not queued
+        let again = try await NATSServerProcess(port: server.port)
+        try await sub.waitUntilConnected()
+        let pub = try await client([again.url], name: "pub")
+        try await pub.publish("a.b", Array("after".utf8))
+        try await pub.flush()
+        #expect(await eventually { got.items == ["after"] })
+        #expect(try await sub.state().reconnects == 1)
+        await sub.close()
+        await pub.close()
+    }
+
+    @Test func clusterURLsAreLearnedAndUsedForFailover() async throws {
+        let a = try await NATSServerProcess(clusterPort: try NATSServerProcess.freePort(), name: "a")
+        let b = try await NATSServerProcess(routes: [a.clusterPort], name: "b")
+        let events = Collector<NATSClient.Event>()
+        let c = try await client([a.url], name: "failover", events: events)  // told about a only
+        #expect(await eventually { (try? await c.state().known.contains("nats://127.0.0.1:\(b.port)")) == true })
+        let got = Collector<String>()
+        try await c.subscribe("x") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
+        await a.kill()
+        #expect(await eventually { (try? await c.state().connected) == "nats://127.0.0.1:\(b.port)" })
+        let pub = try await client([b.url], name: "pub")
+        try await pub.publish("x", Array("via b".utf8))
+        try await pub.flush()
+        #expect(await eventually { got.items == ["via b"] })
+        await c.close()
+        await pub.close()
+    }
+
+    @Test func badSubjectsAndServersAreRefused() async throws {
+        #expect(throws: NATSError.self) { _ = try NATSClient(.init(servers: ["http://x"])) }
+        #expect(throws: NATSError.self) { _ = try NATSClient(.init(servers: [])) }
+        let server = try await NATSServerProcess()
+        let c = try await client([server.url])
+        for bad in ["", "a..b", "a b", "a.>.b", "a.*"] {
+            await #expect(throws: NATSError.self, "\(bad)") { try await c.publish(bad, []) }
+        }
+        await #expect(throws: NATSError.self) { try await c.subscribe("a.>.b") { _ in } }
+        await c.close()
+    }
+}
