@@ -29,11 +29,13 @@ let package = Package(
         .target(name: "EvbusController", dependencies: ["EvbusIO", "CEvbusLinux"], swiftSettings: strict),
         // A NATS client (text protocol with headers, reconnects, requests): the bridge's, and the bench's.
         .target(name: "EvbusNATS", dependencies: ["EvbusController"], swiftSettings: strict),
+        // The evbus ⇄ NATS bridge: an evbus peer and a NATS client (`evbus bridge`).
+        .target(name: "EvbusBridge", dependencies: ["Evbus", "EvbusNATS"], swiftSettings: strict),
         // The peer library applications import.
         .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         // Starts real brokers (the `evbus` binary or in-process) for tests.
         .target(name: "EvbusTestSupport", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire", "CEvbusLinux"], swiftSettings: strict),
-        .executableTarget(name: "evbus", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire", "EvbusController"], swiftSettings: strict),
+        .executableTarget(name: "evbus", dependencies: ["Evbus", "EvbusBroker", "EvbusIO", "EvbusWire", "EvbusController", "EvbusBridge", "EvbusNATS"], swiftSettings: strict),
         // The RabbitMQ RPC tutorial (fib) as a server and a client.
         .executableTarget(name: "evbus-fib", dependencies: ["Evbus", "EvbusController"], swiftSettings: strict),
 

@@ -70,11 +70,17 @@ import Testing
     }
 
     @Test func clusterURLsAreLearnedAndUsedForFailover() async throws {
-        let a = try await NATSServerProcess(clusterPort: try NATSServerProcess.freePort(), name: "a")
+        let a = try await NATSServerProcess(cluster: true, name: "a")
         let b = try await NATSServerProcess(routes: [a.clusterPort], name: "b")
+        // A client whose CONNECT the server handles while a route forms can miss the INFO update
+        // that announces the new node (the server's race, not the client's): connect once the
+        // cluster has formed, so the first INFO names b.
+        #expect(await eventually { a.process.stderr.contains("Route connection created") && b.process.stderr.contains("Route connection created") })
         let events = Collector<NATSClient.Event>()
         let c = try await client([a.url], name: "failover", events: events)  // told about a only
-        #expect(await eventually { (try? await c.state().known.contains("nats://127.0.0.1:\(b.port)")) == true })
+        let learned = await eventually { (try? await c.state().known.contains("nats://127.0.0.1:\(b.port)")) == true }
+        let known = try await c.state().known
+        #expect(learned, "events \(events.items), known \(known), b \(b.port); a's log: \(a.process.stderr.suffix(1500))")
         let got = Collector<String>()
         try await c.subscribe("x") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
         await a.kill()

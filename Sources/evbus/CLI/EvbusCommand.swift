@@ -14,7 +14,7 @@ enum CLI {
     static let commands: [any EvbusCommand.Type] = [
         BrokerCommand.self, PubCommand.self, SubCommand.self, DeclareCommand.self, BindCommand.self, UnbindCommand.self,
         DeleteCommand.self, PurgeCommand.self, ConsumeCommand.self, RPCCommand.self, RespondCommand.self, StatsCommand.self,
-        TopCommand.self, BenchCommand.self,
+        TopCommand.self, BridgeCommand.self, BenchCommand.self,
     ]
 
     static var topHelp: String {

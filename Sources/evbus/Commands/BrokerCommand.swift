@@ -162,9 +162,10 @@ final class TerminationSignals {
 final class ReloadSignal {
     private let source: any DispatchSourceSignal
 
-    init(_ reload: @escaping @Sendable () -> Void) {
-        signal(SIGHUP, SIG_IGN)
-        source = DispatchSource.makeSignalSource(signal: SIGHUP, queue: DispatchQueue(label: "evbus.reload"))
+    /// Runs `reload` for each `number` signal (SIGHUP by default; the bridge takes SIGUSR1).
+    init(signal number: Int32 = SIGHUP, _ reload: @escaping @Sendable () -> Void) {
+        signal(number, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: number, queue: DispatchQueue(label: "evbus.reload"))
         source.setEventHandler(handler: reload)
         source.resume()
     }

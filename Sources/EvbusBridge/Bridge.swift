@@ -1,0 +1,219 @@
+import Evbus
+import EvbusNATS
+import Synchronization
+
+/// What a bridge has done, for its log and `evbus bridge`'s SIGUSR1.
+public struct BridgeCounters: Sendable, Equatable, CustomStringConvertible {
+    public var exported: UInt64 = 0
+    public var imported: UInt64 = 0
+    /// Exports dropped while NATS was unreachable (`outage.mode` "drop", or a full buffer), or
+    /// that NATS could not carry (a header name it refuses).
+    public var dropped: UInt64 = 0
+    /// Exports held while NATS was unreachable and sent after.
+    public var buffered: UInt64 = 0
+    /// Messages not passed on because they would have gone round in a loop.
+    public var loopsStopped: UInt64 = 0
+    public var natsReconnects: UInt64 = 0
+
+    public var description: String {
+        "exported=\(exported) imported=\(imported) dropped=\(dropped) buffered=\(buffered) loops_stopped=\(loopsStopped) nats_reconnects=\(natsReconnects)"
+    }
+}
+
+/// The evbus ⇄ NATS bridge (docs/BRIDGE.md): an ordinary evbus peer that also holds a NATS
+/// connection. Local messages matching `export` go to NATS under the prefix, with their
+/// properties and their publisher's identity as headers; NATS messages matching `import` are
+/// published locally. Loops are cut by an origin header and by never exporting what was imported.
+public final class Bridge: Sendable {
+    /// Headers the bridge sets on NATS messages.
+    public enum Header {
+        public static let origin = "Evbus-Origin"
+        public static let publisherUID = "Evbus-Publisher-Uid"
+        public static let publisherGID = "Evbus-Publisher-Gid"
+        public static let publisherPID = "Evbus-Publisher-Pid"
+        public static let publisherName = "Evbus-Publisher-Name"
+        public static let contentType = "Evbus-Content-Type"
+        public static let correlationID = "Evbus-Correlation-Id"
+        public static let messageID = "Evbus-Message-Id"
+        public static let timestamp = "Evbus-Timestamp"
+        /// Set (to the origin) on messages the bridge published locally: never exported again.
+        public static let imported = "evbus-bridge-origin"
+    }
+
+    public let config: BridgeConfig
+    private let log: @Sendable (String) -> Void
+    private let counts = Mutex(BridgeCounters())
+    private let pending = Mutex<[(subject: String, headers: NATSHeaders, payload: [UInt8])]>([])
+    private let running = Mutex<(peer: Peer?, nats: NATSClient?, tasks: [Task<Void, Never>])>((nil, nil, []))
+
+    public init(config: BridgeConfig, log: @escaping @Sendable (String) -> Void) {
+        self.config = config
+        self.log = log
+    }
+
+    public var counters: BridgeCounters { counts.withLock { $0 } }
+
+    /// Connects to the local broker and to NATS, subscribes both ways, and returns; the bridge
+    /// then runs until `stop()`. Both connections reconnect by themselves.
+    public func start() async throws {
+        var options = NATSClient.Options(servers: config.natsServers, name: "evbus-bridge-\(config.name)")
+        options.onEvent = { [self] event in
+            switch event {
+            case .connected(let server):
+                log("event=nats-connected server=\(server)")
+                flushPending()
+            case .disconnected(let server, let reason):
+                counts.withLock { $0.natsReconnects += 1 }
+                log("event=nats-disconnected server=\(server) reason=\"\(reason)\"")
+            case .discovered(let servers):
+                log("event=nats-servers-discovered servers=\(servers.joined(separator: ","))")
+            }
+        }
+        let nats = try NATSClient(options)
+        var peerOptions = Peer.Options()
+        peerOptions.onConnectionEvent = { [log] e in log("event=broker-\(e)") }
+        let peer = try await Peer.connect(to: config.socket, name: "evbus-bridge-\(config.name)", options: peerOptions)
+        running.withLock { $0.peer = peer; $0.nats = nats }
+        try? await nats.waitUntilConnected(timeout: .seconds(5))  // not fatal: it keeps trying
+        for (pattern, subject) in config.imports {
+            try await nats.subscribe(subject) { [self] m in importMessage(m, pattern: pattern) }
+        }
+        var tasks: [Task<Void, Never>] = [importTask(peer)]
+        for (pattern, _) in config.exports {
+            let subscription = try await peer.subscribe(pattern)
+            tasks.append(Task { [self] in
+                do {
+                    for try await event in subscription { await export(event, peer: peer, nats: nats) }
+                } catch {
+                    log("event=export-ended pattern=\(pattern) reason=\"\(error)\"")
+                }
+            })
+        }
+        running.withLock { $0.tasks += tasks }
+        try? await nats.flush()  // the server has our subscriptions when we say "started" (if connected)
+        log("event=started name=\(config.name) export=\(config.exports.map(\.subject)) import=\(config.imports.map(\.subject))")
+    }
+
+    public func stop() async {
+        let (peer, nats, tasks) = running.withLock { r in defer { r = (nil, nil, []) }; return (r.peer, r.nats, r.tasks) }
+        imports.finish()
+        for t in tasks { t.cancel() }
+        await nats?.close()
+        await peer?.close()
+    }
+
+    // MARK: Export
+
+    private func export(_ event: Event, peer: Peer, nats: NATSClient) async {
+        if event.publisher == peer.connectionID || event.properties.headers[Header.imported] != nil {
+            counts.withLock { $0.loopsStopped += 1 }  // it came from NATS: it goes back nowhere
+            return
+        }
+        var headers = NATSHeaders(fields: [(Header.origin, config.name)])
+        if let s = event.sender {
+            headers.fields += [(Header.publisherUID, "\(s.uid)"), (Header.publisherGID, "\(s.gid)"), (Header.publisherPID, "\(s.pid)")]
+            if !s.name.isEmpty { headers.fields.append((Header.publisherName, s.name)) }
+        }
+        let p = event.properties
+        if let v = p.contentType { headers.fields.append((Header.contentType, v)) }
+        if let v = p.correlationID { headers.fields.append((Header.correlationID, v)) }
+        if let v = p.messageID { headers.fields.append((Header.messageID, v)) }
+        if let v = p.timestamp { headers.fields.append((Header.timestamp, "\(v)")) }
+        for (k, v) in p.headers.sorted(by: { $0.key < $1.key }) { headers.fields.append((k, v)) }
+        let subject = config.mapping.subject(event.topic)
+        do {
+            try await nats.publish(subject, event.payload, headers: headers)
+            counts.withLock { $0.exported += 1 }
+        } catch let error as NATSError where error.code == .notConnected {
+            hold(subject, headers, event.payload)
+        } catch {
+            counts.withLock { $0.dropped += 1 }
+            log("event=export-dropped topic=\(event.topic) reason=\"\(error)\"")
+        }
+    }
+
+    /// NATS is unreachable: keep the export for later, or count it dropped, as configured.
+    private func hold(_ subject: String, _ headers: NATSHeaders, _ payload: [UInt8]) {
+        let kept = config.outage == .buffer && pending.withLock { list -> Bool in
+            guard list.count < config.bufferMessages else { return false }
+            list.append((subject, headers, payload))
+            return true
+        }
+        counts.withLock { kept ? ($0.buffered += 1) : ($0.dropped += 1) }
+    }
+
+    /// Connected again: send what was held, in order.
+    private func flushPending() {
+        guard let nats = running.withLock({ $0.nats }) else { return }
+        let held = pending.withLock { list in defer { list = [] }; return list }
+        guard !held.isEmpty else { return }
+        Task { [self] in
+            for (i, m) in held.enumerated() {
+                do {
+                    try await nats.publish(m.subject, m.payload, headers: m.headers)
+                    counts.withLock { $0.exported += 1 }
+                } catch {
+                    // Lost the connection again: keep the rest for the next time.
+                    let rest = held[i...]
+                    pending.withLock { $0.insert(contentsOf: rest, at: 0) }
+                    return
+                }
+            }
+        }
+    }
+
+    // MARK: Import
+
+    private let imports = AsyncStreamPair<(topic: String, payload: [UInt8], properties: MessageProperties)>()
+
+    private func importMessage(_ m: NATSMessage, pattern: String) {
+        let origin = m.headers?[Header.origin]
+        guard origin != config.name else {
+            counts.withLock { $0.loopsStopped += 1 }  // our own export, come back
+            return
+        }
+        guard let topic = config.mapping.topic(m.subject) else { return }
+        var p = MessageProperties()
+        var headers: [String: String] = [:]
+        for (name, value) in m.headers?.fields ?? [] {
+            switch name {
+            case Header.contentType: p.contentType = value
+            case Header.correlationID: p.correlationID = value
+            case Header.messageID: p.messageID = value
+            case Header.timestamp: p.timestamp = UInt64(value)
+            default: headers[name] = value
+            }
+        }
+        headers[Header.imported] = origin ?? "nats"
+        p.headers = headers
+        imports.yield((topic, m.payload, p))
+    }
+
+    /// Publishes imported messages locally, one at a time, in the order NATS delivered them.
+    private func importTask(_ peer: Peer) -> Task<Void, Never> {
+        let stream = imports.stream
+        return Task { [self] in
+            for await m in stream {
+                do {
+                    try await peer.publish(m.topic, m.payload, properties: m.properties)
+                    counts.withLock { $0.imported += 1 }
+                } catch {
+                    log("event=import-failed topic=\(m.topic) reason=\"\(error)\"")
+                }
+            }
+        }
+    }
+}
+
+/// An AsyncStream and its continuation, made together.
+final class AsyncStreamPair<Element: Sendable>: Sendable {
+    let stream: AsyncStream<Element>
+    private let continuation: AsyncStream<Element>.Continuation
+
+    init() {
+        (stream, continuation) = AsyncStream.makeStream()
+    }
+
+    func yield(_ e: Element) { continuation.yield(e) }
+    func finish() { continuation.finish() }
+}

@@ -1,0 +1,102 @@
+public import Foundation
+
+/// A refused bridge config: the key path (`export[1]`, `nats.servers`) and why.
+public struct BridgeConfigError: Error, Equatable, CustomStringConvertible {
+    public var keyPath: String
+    public var reason: String
+    public init(_ keyPath: String, _ reason: String) {
+        self.keyPath = keyPath
+        self.reason = reason
+    }
+    public var description: String { "\(keyPath): \(reason)" }
+}
+
+/// `evbus bridge --config FILE` (docs/BRIDGE.md; `Configs/bridge.json` is an example).
+public struct BridgeConfig: Sendable, Equatable {
+    /// This bridge's name: the origin header of what it exports, and its peer name.
+    public var name: String
+    /// The local broker's socket (nil: the usual default).
+    public var socket: String?
+    public var natsServers: [String]
+    public var mapping: TopicMapping
+    /// Local topic patterns published to NATS, and their subject patterns.
+    public var exports: [(topic: String, subject: String)]
+    /// NATS subject patterns (under the prefix) published locally.
+    public var imports: [(topic: String, subject: String)]
+    public enum Outage: String, Sendable { case buffer, drop }
+    /// What topic export does while NATS is unreachable: keep up to `bufferMessages`, or drop.
+    public var outage: Outage
+    public var bufferMessages: Int
+
+    public static func == (a: BridgeConfig, b: BridgeConfig) -> Bool {
+        a.name == b.name && a.socket == b.socket && a.natsServers == b.natsServers && a.mapping == b.mapping
+            && a.exports.map(\.subject) == b.exports.map(\.subject) && a.imports.map(\.subject) == b.imports.map(\.subject)
+            && a.outage == b.outage && a.bufferMessages == b.bufferMessages
+    }
+
+    public static func load(file: String) throws -> BridgeConfig {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw BridgeConfigError("(file)", "cannot read \(file)")
+        }
+        return try parse(data)
+    }
+
+    public static func parse(_ data: Data) throws(BridgeConfigError) -> BridgeConfig {
+        guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw BridgeConfigError("(file)", "not a JSON object")
+        }
+        try known(root, ["name", "socket", "nats", "prefix", "export", "import", "outage"], at: "")
+        guard let name = root["name"] as? String, !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
+            throw BridgeConfigError("name", "required: letters, digits, '-', '_' and '.'")
+        }
+        let socket = try optionalString(root, "socket")
+        guard let nats = root["nats"] as? [String: Any] else { throw BridgeConfigError("nats", "required: an object with \"servers\"") }
+        try known(nats, ["servers"], at: "nats.")
+        guard let servers = nats["servers"] as? [String], !servers.isEmpty else {
+            throw BridgeConfigError("nats.servers", "required: a non-empty list of \"nats://host:port\"")
+        }
+        for (i, s) in servers.enumerated() where !s.hasPrefix("nats://") || s.split(separator: ":").count != 3 {
+            throw BridgeConfigError("nats.servers[\(i)]", "'\(s)' is not nats://host:port")
+        }
+        let mapping = try TopicMapping(prefix: try optionalString(root, "prefix") ?? "evbus")
+        func patterns(_ key: String) throws(BridgeConfigError) -> [(String, String)] {
+            guard let value = root[key] else { return [] }
+            guard let list = value as? [String] else { throw BridgeConfigError(key, "a list of topic patterns") }
+            var out: [(String, String)] = []
+            for (i, p) in list.enumerated() { out.append((p, try mapping.subjectPattern(p, key: "\(key)[\(i)]"))) }
+            return out
+        }
+        let exports = try patterns("export")
+        let imports = try patterns("import")
+        guard !exports.isEmpty || !imports.isEmpty else { throw BridgeConfigError("export", "nothing to export or import") }
+        var outage = Outage.drop
+        var buffer = 10_000
+        if let o = root["outage"] {
+            guard let o = o as? [String: Any] else { throw BridgeConfigError("outage", "an object") }
+            try known(o, ["mode", "bufferMessages"], at: "outage.")
+            if let m = o["mode"] {
+                guard let m = m as? String, let mode = Outage(rawValue: m) else { throw BridgeConfigError("outage.mode", "\"buffer\" or \"drop\"") }
+                outage = mode
+            }
+            if let b = o["bufferMessages"] {
+                guard let b = b as? Int, b >= 1, b <= 10_000_000 else { throw BridgeConfigError("outage.bufferMessages", "between 1 and 10000000") }
+                buffer = b
+            }
+        }
+        return BridgeConfig(
+            name: name, socket: socket, natsServers: servers, mapping: mapping, exports: exports, imports: imports, outage: outage,
+            bufferMessages: buffer)
+    }
+
+    private static func known(_ object: [String: Any], _ keys: Set<String>, at path: String) throws(BridgeConfigError) {
+        if let unknown = object.keys.sorted().first(where: { !keys.contains($0) }) {
+            throw BridgeConfigError(path + unknown, "unknown key (known: \(keys.sorted().joined(separator: ", ")))")
+        }
+    }
+
+    private static func optionalString(_ object: [String: Any], _ key: String) throws(BridgeConfigError) -> String? {
+        guard let value = object[key] else { return nil }
+        guard let s = value as? String, !s.isEmpty else { throw BridgeConfigError(key, "a non-empty string") }
+        return s
+    }
+}

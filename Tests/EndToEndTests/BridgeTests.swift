@@ -1,0 +1,137 @@
+import Evbus
+import EvbusBridge
+import EvbusNATS
+import EvbusTestSupport
+import Foundation
+import Testing
+
+/// Two brokers standing for two machines, each with an `evbus bridge` process, joined by a real
+/// `nats-server`.
+@Suite struct BridgeTests {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    func bridge(_ name: String, _ broker: BrokerProcess, _ nats: NATSServerProcess, export: [String], import imports: [String]) async throws -> RunningProcess {
+        let file = TestPaths.dataDirectory("bridge-\(name)") + ".json"
+        let json: [String: Any] = ["name": name, "nats": ["servers": [nats.url]], "export": export, "import": imports]
+        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: file))
+        let p = try RunningProcess(TestPaths.evbusBinary, ["bridge", "--config", file, "--socket", broker.socketPath])
+        #expect(await eventually { p.stderr.contains("event=started") || !p.isRunning }, "\(p.stderr)")
+        return p
+    }
+
+    @Test func aMessageCrossesWithItsPropertiesAndIdentityInOrder() async throws {
+        let nats = try await NATSServerProcess()
+        let a = try await BrokerProcess(), b = try await BrokerProcess()
+        let bridgeA = try await bridge("machine-a", a, nats, export: ["sensors.#"], import: [])
+        let bridgeB = try await bridge("machine-b", b, nats, export: [], import: ["sensors.#"])
+        let subscriber = try await Peer.connect(to: b.socketPath, name: "dashboard")
+        let events = try await subscriber.subscribe("sensors.#")
+        let publisher = try await Peer.connect(to: a.socketPath, name: "thermometer")
+        for i in 0..<50 {
+            var p = MessageProperties()
+            p.contentType = "text/plain"
+            p.headers = ["unit": "celsius", "seq": "\(i)"]
+            try await publisher.publish("sensors.kitchen.temp", "\(i)", properties: p)
+        }
+        var got: [Event] = []
+        for try await e in events {
+            got.append(e)
+            if got.count == 50 { break }
+        }
+        #expect(got.map(\.text) == (0..<50).map(String.init))
+        let first = got[0]
+        #expect(first.topic == "sensors.kitchen.temp" && first.properties.contentType == "text/plain")
+        #expect(first.properties.headers["unit"] == "celsius" && first.properties.headers["seq"] == "0")
+        #expect(first.properties.headers[Bridge.Header.origin] == "machine-a")
+        #expect(first.properties.headers[Bridge.Header.publisherUID] == "\(getuid())")
+        #expect(first.properties.headers[Bridge.Header.publisherPID] == "\(getpid())")
+        #expect(first.properties.headers[Bridge.Header.publisherName] == "thermometer")
+        for p in [bridgeA, bridgeB] { p.signal(SIGTERM) }
+        let statusA = await bridgeA.waitForExit(), statusB = await bridgeB.waitForExit()
+        #expect(statusA == 0 && statusB == 0)
+        await subscriber.close()
+        await publisher.close()
+    }
+
+    @Test func bothSidesExportingAndImportingEverythingExchangeEachMessageOnce() async throws {
+        let nats = try await NATSServerProcess()
+        let a = try await BrokerProcess(), b = try await BrokerProcess()
+        let bridgeA = try await bridge("a", a, nats, export: ["#"], import: ["#"])
+        let bridgeB = try await bridge("b", b, nats, export: ["#"], import: ["#"])
+        let onA = try await Peer.connect(to: a.socketPath, name: "on-a"), onB = try await Peer.connect(to: b.socketPath, name: "on-b")
+        let seenA = try await onA.subscribe("t.#"), seenB = try await onB.subscribe("t.#")
+        // A NATS client watching everything: each message crosses NATS once.
+        let watcher = try NATSClient(.init(servers: [nats.url], name: "watcher"))
+        try await watcher.waitUntilConnected()
+        let onNATS = Collector<String>()
+        try await watcher.subscribe(">") { onNATS.add($0.subject) }
+        try await watcher.flush()
+        for i in 0..<10 { try await onA.publish("t.from-a", "a\(i)") }
+        for i in 0..<10 { try await onB.publish("t.from-b", "b\(i)") }
+        try await onA.publish("t.end", "end-a")
+        try await onB.publish("t.end", "end-b")
+        func collect(_ s: Subscription) async throws -> [String] {
+            var texts: [String] = []
+            for try await e in s {
+                texts.append(e.text)
+                if texts.contains("end-a") && texts.contains("end-b") { break }
+            }
+            return texts
+        }
+        let gotA = try await collect(seenA), gotB = try await collect(seenB)
+        try await Task.sleep(for: .milliseconds(300))  // room for any duplicate or echo to show up
+        #expect(gotA.sorted() == gotB.sorted() && gotA.count == 22, "a: \(gotA)\nb: \(gotB)")
+        #expect(onNATS.count == 22, "\(onNATS.items)")
+        for p in [bridgeA, bridgeB] { p.signal(SIGTERM) }
+        _ = await bridgeA.waitForExit()
+        _ = await bridgeB.waitForExit()
+        await watcher.close()
+        await onA.close()
+        await onB.close()
+    }
+
+    @Test func nothingReachesNATSThatTheExportRulesDoNotAllow() async throws {
+        let nats = try await NATSServerProcess()
+        let a = try await BrokerProcess()
+        let bridgeA = try await bridge("a", a, nats, export: ["public.*"], import: [])
+        let watcher = try NATSClient(.init(servers: [nats.url], name: "watcher"))
+        try await watcher.waitUntilConnected()
+        let onNATS = Collector<String>()
+        try await watcher.subscribe(">") { onNATS.add($0.subject) }
+        try await watcher.flush()
+        let p = try await Peer.connect(to: a.socketPath, name: "p")
+        for topic in ["private.x", "public.x.y", "publicity", "public", "secrets.public.x"] { try await p.publish(topic, "no") }
+        try await p.publish("public.ok", "yes")
+        #expect(await eventually { onNATS.count >= 1 })
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(onNATS.items == ["evbus.public.ok"])
+        bridgeA.signal(SIGTERM)
+        _ = await bridgeA.waitForExit()
+        await watcher.close()
+        await p.close()
+    }
+
+    @Test func configsAreCheckedAndBadOnesRefusedWithTheKeyPath() async throws {
+        let example = try BridgeConfig.load(file: Self.root.appendingPathComponent("Configs/bridge.json").path)
+        #expect(example.exports.map(\.subject) == ["evbus.sensors.>", "evbus.robot.*.status"])
+        #expect(example.imports.map(\.subject) == ["evbus.commands.robot-1.>", "evbus.fleet.broadcast"])
+        #expect(example.outage == .buffer && example.natsServers.count == 2)
+        let cases: [(String, String)] = [
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a.#.b"]}"#, "export[0]"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a"], "colour": 1}"#, "colour"),
+            (#"{"name": "x", "nats": {"servers": ["http://h"]}, "export": ["a"]}"#, "nats.servers[0]"),
+            (#"{"nats": {"servers": ["nats://h:1"]}, "export": ["a"]}"#, "name"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}}"#, "export"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a"], "outage": {"mode": "pray"}}"#, "outage.mode"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "import": ["a"], "prefix": "e.*"}"#, "prefix"),
+        ]
+        for (json, key) in cases {
+            #expect { _ = try BridgeConfig.parse(Data(json.utf8)) } throws: { ($0 as? BridgeConfigError)?.keyPath == key }
+            let file = TestPaths.dataDirectory("badbridge") + ".json"
+            try json.write(toFile: file, atomically: true, encoding: .utf8)
+            let run = try await RunningProcess.runEvbus(["bridge", "--config", file])
+            #expect(run.status == 78 && run.stderr.contains(key + ":"), "\(run.stderr)")
+            unlink(file)
+        }
+    }
+}
