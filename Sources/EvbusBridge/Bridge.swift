@@ -79,11 +79,16 @@ public final class Bridge: Sendable {
             try await nats.subscribe(subject) { [self] m in importMessage(m, pattern: pattern) }
         }
         var tasks: [Task<Void, Never>] = [importTask(peer)]
-        for (pattern, _) in config.exports {
+        for (index, (pattern, _)) in config.exports.enumerated() {
             let subscription = try await peer.subscribe(pattern)
+            // A topic matching several export patterns arrives once per subscription: only the
+            // first pattern it matches exports it.
+            let earlier = config.exports.prefix(index).map(\.topic)
             tasks.append(Task { [self] in
                 do {
-                    for try await event in subscription { await export(event, peer: peer, nats: nats) }
+                    for try await event in subscription where !earlier.contains(where: { TopicRules.matches(pattern: $0, topic: event.topic) }) {
+                        await export(event, peer: peer, nats: nats)
+                    }
                 } catch {
                     log("event=export-ended pattern=\(pattern) reason=\"\(error)\"")
                 }
