@@ -11,14 +11,15 @@ import Synchronization
 /// child closes every descriptor but its three standard ones, as `Process` does.
 public final class RunningProcess: Sendable {
     public let pid: Int32
-    private let stdoutBuffer = Mutex<[UInt8]>([])
-    private let stderrBuffer = Mutex<[UInt8]>([])
+    /// What the child wrote. Its reading threads hold this, not the process object, so that
+    /// dropping a `RunningProcess` runs its deinit (which kills a child still running) instead of
+    /// the threads keeping it, and its child, alive until the child exits by itself.
+    private let output = CapturedOutput()
     /// The write end of the child's stdin; -1 once closed.
     private let stdinFD: Mutex<Int32>
     /// The exit status once reaped (`waitpid`), nil while it runs.
     private let reaped = Mutex<Int32?>(nil)
     /// Output pipes read to their end (both, once the child and anything it spawned have exited).
-    private let pipesDrained = Atomic<Int>(0)
 
     /// Starts `executable` with `arguments` and extra `environment` entries; `passing` descriptors
     /// become the child's 3, 4, ... (as systemd passes listening sockets).
@@ -58,8 +59,9 @@ public final class RunningProcess: Sendable {
         // crashes the whole test process in `_dispatch_event_loop_drain` (a known Foundation bug,
         // swift-corelibs-foundation#5507).
         let (outFD, errFD) = (output[0], errors[0])
-        Thread.detachNewThread { [self] in readToEnd(outFD, stdout: true) }
-        Thread.detachNewThread { [self] in readToEnd(errFD, stdout: false) }
+        let captured = self.output
+        Thread.detachNewThread { captured.readToEnd(outFD, stdout: true) }
+        Thread.detachNewThread { captured.readToEnd(errFD, stdout: false) }
     }
 
     deinit {
@@ -68,23 +70,6 @@ public final class RunningProcess: Sendable {
             kill(pid, SIGKILL)
             _ = exitStatus(blocking: true)
         }
-    }
-
-    /// Appends everything `fd` delivers to the stdout or stderr buffer, until end of file.
-    private func readToEnd(_ fd: Int32, stdout: Bool) {
-        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            if stdout {
-                stdoutBuffer.withLock { $0.append(contentsOf: chunk[..<n]) }
-            } else {
-                stderrBuffer.withLock { $0.append(contentsOf: chunk[..<n]) }
-            }
-        }
-        close(fd)
-        pipesDrained.add(1, ordering: .releasing)
     }
 
     /// The exit status if the child has exited (reaping it), nil while it runs. A signal's
@@ -110,8 +95,8 @@ public final class RunningProcess: Sendable {
         try RunningProcess(TestPaths.evbusBinary, arguments, environment: environment)
     }
 
-    public var stdout: String { stdoutBuffer.withLock { String(decoding: $0, as: UTF8.self) } }
-    public var stderr: String { stderrBuffer.withLock { String(decoding: $0, as: UTF8.self) } }
+    public var stdout: String { output.stdout.withLock { String(decoding: $0, as: UTF8.self) } }
+    public var stderr: String { output.stderr.withLock { String(decoding: $0, as: UTF8.self) } }
     public var stdoutLines: [String] { stdout.split(separator: "\n", omittingEmptySubsequences: true).map(String.init) }
     public var isRunning: Bool { exitStatus(blocking: false) == nil }
 
@@ -149,7 +134,7 @@ public final class RunningProcess: Sendable {
         // Let the reading threads take what the child wrote last (bounded: a grandchild that
         // inherited the pipes could keep them open).
         let drainDeadline = Date().addingTimeInterval(5)
-        while pipesDrained.load(ordering: .acquiring) < 2 && Date() < drainDeadline {
+        while output.pipesDrained.load(ordering: .acquiring) < 2 && Date() < drainDeadline {
             try? await Task.sleep(nanoseconds: 2_000_000)
         }
         return status
@@ -167,3 +152,27 @@ public final class RunningProcess: Sendable {
     }
 }
 
+
+/// A child's standard output and error as they arrive, and how many of the two pipes have ended.
+final class CapturedOutput: Sendable {
+    let stdout = Mutex<[UInt8]>([])
+    let stderr = Mutex<[UInt8]>([])
+    let pipesDrained = Atomic<Int>(0)
+
+    /// Appends everything `fd` delivers to stdout or stderr, until end of file.
+    func readToEnd(_ fd: Int32, stdout isStdout: Bool) {
+        var chunk = [UInt8](repeating: 0, count: 64 * 1024)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { break }
+            if isStdout {
+                stdout.withLock { $0.append(contentsOf: chunk[..<n]) }
+            } else {
+                stderr.withLock { $0.append(contentsOf: chunk[..<n]) }
+            }
+        }
+        close(fd)
+        pipesDrained.add(1, ordering: .releasing)
+    }
+}

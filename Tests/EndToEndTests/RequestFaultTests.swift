@@ -79,6 +79,11 @@ import Testing
 
         first.signal(SIGKILL)
         #expect(await code(of: busy) == .responderGone)
+        // B went back to the queue: the broker drops it, at its expiration (counted from when the
+        // broker received it, a moment after the caller's timeout started) or at once (its caller
+        // left). Only then does a responder start; B must not reach it.
+        let counter = how == "timed out" ? "expired" : "requests_caller_gone"
+        #expect(try await eventually { (try await probe.brokerStats().first { $0.name == counter }?.value ?? 0) >= 1 })
         let ran = Collector<String>()
         let worker = try await Peer.connect(to: broker.socketPath, name: "later")
         _ = try await worker.respond(on: "jobs") { (request: Request) throws -> [UInt8] in
@@ -88,9 +93,7 @@ import Testing
         let caller = try await Peer.connect(to: broker.socketPath, name: "caller")
         #expect(try await caller.request(to: .queue("jobs"), "C", timeout: .seconds(60)).text == "done C")
         #expect(ran.items == ["C"])
-        let stats = try await probe.brokerStats()
-        let counter = how == "timed out" ? "expired" : "requests_caller_gone"
-        #expect((stats.first { $0.name == counter }?.value ?? 0) >= 1, "\(stats)")
+        #expect(try await summary("jobs", probe)?.ready == 0)
         for p in [caller, worker, busyCaller, probe] { await p.close() }
         if how == "timed out" { await leaving.close() }
         unlink(started)

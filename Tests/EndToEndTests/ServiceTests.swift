@@ -59,6 +59,9 @@ final class NotifySocket: Sendable {
         #expect(ready.contains("MAINPID=\(broker.process.pid)") && ready.contains("STATUS=accepting connections on \(broker.socketPath)"))
         let peer = try await Peer.connect(to: broker.socketPath, name: "after-ready")
         await peer.close()
+        // Read what is queued, as systemd would have: notifications to a full socket are dropped
+        // (never waited for), and the pings must not crowd out STOPPING=1.
+        _ = collect()
         #expect(await broker.stop() == 0)
         #expect(await eventually { collect().contains { $0.hasPrefix("STOPPING=1") } })
         #expect(await eventually { broker.process.stderr.contains("SIGTERM received: shutting down") })

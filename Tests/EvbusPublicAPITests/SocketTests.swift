@@ -99,9 +99,16 @@ final class Silent: DatagramProtocol {
     @Test func aRefusedConnectionFailsThePendingWithTheCall() async throws {
         let probe = try Controller(name: "probe")
         defer { probe.shutdown() }
-        let listening = try probe.listen(on: .tcp("127.0.0.1", 0)) { Reporter(Log()) }
-        let port = listening.address.port!
-        listening.close()
+        // A port held bound but not listening: refused, and no other test can take it meanwhile
+        // (a closed listener's port could be reused at once by a test running in parallel).
+        let held = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(held) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(held, $0, length) + getsockname(held, $0, &length) } }
+        let port = UInt16(bigEndian: addr.sin_port)
         do {
             try await probe.connect(to: .tcp("127.0.0.1", port)) { Sayer("", Log()) }.value
             Issue.record("connected to a closed port")

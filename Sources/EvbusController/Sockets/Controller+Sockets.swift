@@ -38,6 +38,7 @@ extension Controller {
         }
         let bound = SocketAddress.of(fd, peer: false).map { address.family == AF_UNIX ? address : $0 } ?? address
         return try onLoop { [self] () throws(ControllerError) -> SocketHandle in
+            guard engineOnLoop != nil else { throw shutDownError }  // stopped: its loop is ending
             let listener = try StreamListener(fd: fd, address: bound, controller: self, factory: factory)
             return handle(bound, closing: listener) { listener.close() }
         } orClose: { Glibc.close(fd) }
@@ -55,6 +56,10 @@ extension Controller {
             return done
         }
         let start: @Sendable () -> Void = { [self] in
+            guard engineOnLoop != nil else {  // stopped: its loop is ending
+                Glibc.close(fd)
+                return done.resolve(.failure(shutDownError))
+            }
             StreamConnector(fd: fd, address: address, controller: self, user: make(), done: done).start()
         }
         if loop.inEventLoop { start() } else if (try? loop.execute(start)) == nil {
@@ -71,6 +76,7 @@ extension Controller {
         let fd = try SocketCalls.bound(address, type: SocketCalls.datagram)
         let bound = SocketAddress.of(fd, peer: false) ?? address
         return try onLoop { [self] () throws(ControllerError) -> SocketHandle in
+            guard engineOnLoop != nil else { throw shutDownError }  // stopped: its loop is ending
             let socket = try DatagramSocket(fd: fd, controller: self, user: make())
             return handle(bound, closing: socket) { socket.close() }
         } orClose: { Glibc.close(fd) }
@@ -88,19 +94,22 @@ extension Controller {
         return SocketHandle(address: address, closer: LoopBound(closer, loop: loop))
     }
 
-    /// Runs `body` on the loop (inline when already there) and returns its result; if the loop
-    /// has stopped, runs `cleanup` and refuses.
+    /// Runs `body` on the loop (inline when already there) and returns its result; when it
+    /// throws, or the loop has stopped, runs `cleanup` (the descriptor is nobody's yet) and refuses.
     private func onLoop<T: Sendable>(
         _ body: @escaping @Sendable () throws(ControllerError) -> T, orClose cleanup: () -> Void
     ) throws(ControllerError) -> T {
-        if loop.inEventLoop { return try body() }
         let result: Result<T, ControllerError>
-        do {
-            result = try loop.runAndWait { Result { () throws(ControllerError) -> T in try body() } }
-        } catch {
-            cleanup()
-            throw shutDownError
+        if loop.inEventLoop {
+            result = Result { () throws(ControllerError) -> T in try body() }
+        } else {
+            do {
+                result = try loop.runAndWait { Result { () throws(ControllerError) -> T in try body() } }
+            } catch {
+                result = .failure(shutDownError)
+            }
         }
+        if case .failure = result { cleanup() }
         return try result.get()
     }
 }
