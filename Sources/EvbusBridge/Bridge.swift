@@ -38,6 +38,9 @@ public final class Bridge: Sendable {
         public static let timestamp = "Evbus-Timestamp"
         /// Set (to the origin) on messages the bridge published locally: never exported again.
         public static let imported = "evbus-bridge-origin"
+        /// On a service reply: the local call failed; the value is its code (`no-responder`,
+        /// `timeout`, a remote handler's own code), the payload its message.
+        public static let error = "Evbus-Error"
     }
 
     public let config: BridgeConfig
@@ -77,6 +80,14 @@ public final class Bridge: Sendable {
         try? await nats.waitUntilConnected(timeout: .seconds(5))  // not fatal: it keeps trying
         for (pattern, subject) in config.imports {
             try await nats.subscribe(subject) { [self] m in importMessage(m, pattern: pattern) }
+        }
+        for (queue, subject) in config.exportServices {
+            try await nats.subscribe(subject, queueGroup: "evbus-bridge") { [self] m in serve(m, queue: queue, peer: peer, nats: nats) }
+        }
+        for (subject, queue) in config.importServices {
+            _ = try await peer.respond(on: queue, prefetch: 64) { [self] (request: Request) async throws -> [UInt8] in
+                try await forward(request, to: subject, nats: nats)
+            }
         }
         var tasks: [Task<Void, Never>] = [importTask(peer)]
         for (index, (pattern, _)) in config.exports.enumerated() {
@@ -163,6 +174,51 @@ public final class Bridge: Sendable {
                     pending.withLock { $0.insert(contentsOf: rest, at: 0) }
                     return
                 }
+            }
+        }
+    }
+
+    // MARK: Services
+
+    /// A NATS request for an exported service: asked of the local queue's responders; the reply
+    /// (or why there is none) goes back to the NATS reply subject.
+    private func serve(_ m: NATSMessage, queue: String, peer: Peer, nats: NATSClient) {
+        guard let replyTo = m.replyTo else { return }
+        var headers: [String: String] = [:]
+        for (name, value) in m.headers?.fields ?? [] { headers[name] = value }
+        let timeout = config.serviceTimeout
+        Task { [self] in
+            var replyHeaders: NATSHeaders?
+            let payload: [UInt8]
+            do {
+                payload = try await peer.request(to: .queue(queue), m.payload, headers: headers, timeout: timeout).payload
+            } catch let error as EvbusError {
+                let code = error.code == .remote ? (error.remoteCode ?? "error") : "\(error.code)"
+                replyHeaders = NATSHeaders(fields: [(Header.error, code)])
+                payload = Array(error.message.utf8)
+            } catch {
+                replyHeaders = NATSHeaders(fields: [(Header.error, "error")])
+                payload = Array("\(error)".utf8)
+            }
+            do { try await nats.publish(replyTo, payload, headers: replyHeaders) } catch {
+                log("event=service-reply-lost queue=\(queue) reason=\"\(error)\"")
+            }
+        }
+    }
+
+    /// A local request for an imported service: sent to NATS; NATS's answer is the reply. No
+    /// responder on NATS (its 503) becomes the remote error `no-responder`.
+    private func forward(_ request: Request, to subject: String, nats: NATSClient) async throws -> [UInt8] {
+        let fields = request.headers.sorted { $0.key < $1.key }.map { (name: $0.key, value: $0.value) }
+        do {
+            let reply = try await nats.request(subject, request.payload, headers: fields.isEmpty ? nil : NATSHeaders(fields: fields), timeout: config.serviceTimeout)
+            if let code = reply.headers?[Header.error] { throw RemoteError(code, String(decoding: reply.payload, as: UTF8.self)) }
+            return reply.payload
+        } catch let error as NATSError {
+            switch error.code {
+            case .noResponders: throw RemoteError("no-responder", "no responder on NATS subject \(subject)")
+            case .timeout: throw RemoteError("timeout", "no reply from NATS subject \(subject) within \(config.serviceTimeout)")
+            default: throw RemoteError("nats-unavailable", error.message)
             }
         }
     }

@@ -27,6 +27,12 @@ public struct BridgeConfig: Sendable, Equatable {
     /// What topic export does while NATS is unreachable: keep up to `bufferMessages`, or drop.
     public var outage: Outage
     public var bufferMessages: Int
+    /// Request/reply across machines: local queues whose responders answer NATS requests on a
+    /// subject, and NATS subjects whose responders answer local requests to a queue.
+    public var exportServices: [(queue: String, subject: String)] = []
+    public var importServices: [(subject: String, queue: String)] = []
+    /// How long an exported service's local call may take, and an imported one's NATS request.
+    public var serviceTimeout: Duration = .seconds(30)
 
     public static func == (a: BridgeConfig, b: BridgeConfig) -> Bool {
         a.name == b.name && a.socket == b.socket && a.natsServers == b.natsServers && a.mapping == b.mapping
@@ -45,7 +51,7 @@ public struct BridgeConfig: Sendable, Equatable {
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw BridgeConfigError("(file)", "not a JSON object")
         }
-        try known(root, ["name", "socket", "nats", "prefix", "export", "import", "outage"], at: "")
+        try known(root, ["name", "socket", "nats", "prefix", "export", "import", "outage", "services"], at: "")
         guard let name = root["name"] as? String, !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw BridgeConfigError("name", "required: letters, digits, '-', '_' and '.'")
         }
@@ -68,7 +74,37 @@ public struct BridgeConfig: Sendable, Equatable {
         }
         let exports = try patterns("export")
         let imports = try patterns("import")
-        guard !exports.isEmpty || !imports.isEmpty else { throw BridgeConfigError("export", "nothing to export or import") }
+        var exportServices: [(String, String)] = []
+        var importServices: [(String, String)] = []
+        var serviceTimeout = Duration.seconds(30)
+        if let services = root["services"] {
+            guard let services = services as? [String: Any] else { throw BridgeConfigError("services", "an object") }
+            try known(services, ["export", "import", "timeoutMillis"], at: "services.")
+            func pairs(_ key: String, _ from: String, _ to: String) throws(BridgeConfigError) -> [(String, String)] {
+                guard let value = services[key] else { return [] }
+                guard let list = value as? [[String: Any]] else { throw BridgeConfigError("services.\(key)", "a list of {\"\(from)\": ..., \"\(to)\": ...}") }
+                var out: [(String, String)] = []
+                for (i, item) in list.enumerated() {
+                    let at = "services.\(key)[\(i)]"
+                    try known(item, [from, to], at: at + ".")
+                    guard let a = item[from] as? String, !a.isEmpty else { throw BridgeConfigError(at + ".\(from)", "required") }
+                    guard let b = item[to] as? String, !b.isEmpty, !b.contains("*"), !b.contains(">"), !b.contains("#") else {
+                        throw BridgeConfigError(at + ".\(to)", "required, without wildcards")
+                    }
+                    out.append((a, b))
+                }
+                return out
+            }
+            exportServices = try pairs("export", "queue", "subject")
+            importServices = try pairs("import", "subject", "queue")
+            if let t = services["timeoutMillis"] {
+                guard let t = t as? Int, t >= 1, t <= 3_600_000 else { throw BridgeConfigError("services.timeoutMillis", "between 1 and 3600000") }
+                serviceTimeout = .milliseconds(t)
+            }
+        }
+        guard !exports.isEmpty || !imports.isEmpty || !exportServices.isEmpty || !importServices.isEmpty else {
+            throw BridgeConfigError("export", "nothing to export or import")
+        }
         var outage = Outage.drop
         var buffer = 10_000
         if let o = root["outage"] {
@@ -83,9 +119,13 @@ public struct BridgeConfig: Sendable, Equatable {
                 buffer = b
             }
         }
-        return BridgeConfig(
+        var config = BridgeConfig(
             name: name, socket: socket, natsServers: servers, mapping: mapping, exports: exports, imports: imports, outage: outage,
             bufferMessages: buffer)
+        config.exportServices = exportServices
+        config.importServices = importServices
+        config.serviceTimeout = serviceTimeout
+        return config
     }
 
     private static func known(_ object: [String: Any], _ keys: Set<String>, at path: String) throws(BridgeConfigError) {

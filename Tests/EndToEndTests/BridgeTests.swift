@@ -10,9 +10,13 @@ import Testing
 @Suite struct BridgeTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
 
-    func bridge(_ name: String, _ broker: BrokerProcess, _ nats: NATSServerProcess, export: [String], import imports: [String]) async throws -> RunningProcess {
+    func bridge(
+        _ name: String, _ broker: BrokerProcess, _ nats: NATSServerProcess, export: [String], import imports: [String],
+        services: [String: Any]? = nil
+    ) async throws -> RunningProcess {
         let file = TestPaths.dataDirectory("bridge-\(name)") + ".json"
-        let json: [String: Any] = ["name": name, "nats": ["servers": [nats.url]], "export": export, "import": imports]
+        var json: [String: Any] = ["name": name, "nats": ["servers": [nats.url]], "export": export, "import": imports]
+        if let services { json["services"] = services }
         try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: file))
         let p = try RunningProcess(TestPaths.evbusBinary, ["bridge", "--config", file, "--socket", broker.socketPath])
         #expect(await eventually { p.stderr.contains("event=started") || !p.isRunning }, "\(p.stderr)")
@@ -116,6 +120,7 @@ import Testing
         #expect(example.exports.map(\.subject) == ["evbus.sensors.>", "evbus.robot.*.status"])
         #expect(example.imports.map(\.subject) == ["evbus.commands.robot-1.>", "evbus.fleet.broadcast"])
         #expect(example.outage == .buffer && example.natsServers.count == 2)
+        #expect(example.exportServices.map(\.subject) == ["svc.robot-1.status"] && example.importServices.map(\.queue) == ["fleet.planner"])
         let cases: [(String, String)] = [
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a.#.b"]}"#, "export[0]"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a"], "colour": 1}"#, "colour"),
@@ -124,6 +129,8 @@ import Testing
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}}"#, "export"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a"], "outage": {"mode": "pray"}}"#, "outage.mode"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "import": ["a"], "prefix": "e.*"}"#, "prefix"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "services": {"export": [{"queue": "q", "subject": "a.*"}]}}"#, "services.export[0].subject"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "services": {"import": [{"subject": "s"}]}}"#, "services.import[0].queue"),
         ]
         for (json, key) in cases {
             #expect { _ = try BridgeConfig.parse(Data(json.utf8)) } throws: { ($0 as? BridgeConfigError)?.keyPath == key }
@@ -133,5 +140,36 @@ import Testing
             #expect(run.status == 78 && run.stderr.contains(key + ":"), "\(run.stderr)")
             unlink(file)
         }
+    }
+
+    @Test func requestsReachAResponderOnTheOtherMachineAndBack() async throws {
+        let nats = try await NATSServerProcess()
+        let a = try await BrokerProcess(), b = try await BrokerProcess()
+        let bridgeA = try await bridge("a", a, nats, export: [], import: [], services: ["export": [["queue": "pricing", "subject": "svc.pricing"]]])
+        let bridgeB = try await bridge("b", b, nats, export: [], import: [], services: ["import": [["subject": "svc.pricing", "queue": "pricing"]], "timeoutMillis": 5000])
+        let shop = try await Peer.connect(to: a.socketPath, name: "shop")
+        let responder = try await shop.respond(on: "pricing") { (r: Request) throws -> [UInt8] in
+            if r.text == "sku-0" { throw RemoteError("out-of-stock", "sku-0 is sold out") }
+            return Array("price of \(r.text) in \(r.headers["currency"] ?? "?")".utf8)
+        }
+        let caller = try await Peer.connect(to: b.socketPath, name: "caller")
+        #expect(try await caller.request(to: .queue("pricing"), "sku-1", headers: ["currency": "EUR"], timeout: .seconds(30)).text == "price of sku-1 in EUR")
+        await #expect { _ = try await caller.request(to: .queue("pricing"), "sku-0", timeout: .seconds(30)) } throws: {
+            ($0 as? EvbusError)?.code == .remote && ($0 as? EvbusError)?.remoteCode == "out-of-stock" && "\($0)".contains("sold out")
+        }
+        // No responder on machine A's queue, then no bridge serving the subject at all: both "no-responder".
+        try await responder.cancel()
+        await #expect { _ = try await caller.request(to: .queue("pricing"), "sku-2", timeout: .seconds(30)) } throws: {
+            ($0 as? EvbusError)?.remoteCode == "no-responder"
+        }
+        bridgeA.signal(SIGTERM)
+        _ = await bridgeA.waitForExit()
+        await #expect { _ = try await caller.request(to: .queue("pricing"), "sku-3", timeout: .seconds(30)) } throws: {
+            ($0 as? EvbusError)?.remoteCode == "no-responder" && "\($0)".contains("svc.pricing")
+        }
+        bridgeB.signal(SIGTERM)
+        _ = await bridgeB.waitForExit()
+        await caller.close()
+        await shop.close()
     }
 }
