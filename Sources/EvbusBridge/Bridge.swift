@@ -56,6 +56,9 @@ public final class Bridge: Sendable {
 
     public var counters: BridgeCounters { counts.withLock { $0 } }
 
+    /// The local queue the bridge answers with its counters and NATS state.
+    public var statsQueue: String { "evbus.bridge.\(config.name).stats" }
+
     /// Connects to the local broker and to NATS, subscribes both ways, and returns; the bridge
     /// then runs until `stop()`. Both connections reconnect by themselves.
     public func start() async throws {
@@ -88,6 +91,11 @@ public final class Bridge: Sendable {
             _ = try await peer.respond(on: queue, prefetch: 64) { [self] (request: Request) async throws -> [UInt8] in
                 try await forward(request, to: subject, nats: nats)
             }
+        }
+        // Its state on request: `evbus rpc evbus.bridge.<name>.stats ''` prints it.
+        _ = try await peer.respond(on: statsQueue) { [self] (_: Request) async throws -> [UInt8] in
+            let state = try? await nats.state()
+            return Array("\(counters) nats=\(state?.connected ?? "disconnected") known_servers=\(state?.known.count ?? 0)".utf8)
         }
         var tasks: [Task<Void, Never>] = [importTask(peer)]
         for (index, (pattern, _)) in config.exports.enumerated() {

@@ -50,6 +50,11 @@ import Testing
         #expect(first.properties.headers[Bridge.Header.publisherUID] == "\(getuid())")
         #expect(first.properties.headers[Bridge.Header.publisherPID] == "\(getpid())")
         #expect(first.properties.headers[Bridge.Header.publisherName] == "thermometer")
+        // Its counters, on request, and in its log on SIGUSR1.
+        let stats = try await RunningProcess.runEvbus(["rpc", "evbus.bridge.machine-a.stats", "", "--socket", a.socketPath])
+        #expect(stats.status == 0 && stats.stdout.contains("exported=50 ") && stats.stdout.contains("nats=\(nats.url)"), "\(stats.stdout)\(stats.stderr)")
+        bridgeB.signal(SIGUSR1)
+        #expect(await eventually { bridgeB.stderr.contains("event=counters") && bridgeB.stderr.contains("imported=50 ") })
         for p in [bridgeA, bridgeB] { p.signal(SIGTERM) }
         let statusA = await bridgeA.waitForExit(), statusB = await bridgeB.waitForExit()
         #expect(statusA == 0 && statusB == 0)
