@@ -30,7 +30,7 @@ let package = Package(
         // A NATS client (text protocol with headers, reconnects, requests): the bridge's, and the bench's.
         .target(name: "EvbusNATS", dependencies: ["EvbusController"], swiftSettings: strict),
         // The evbus ⇄ NATS bridge: an evbus peer and a NATS client (`evbus bridge`).
-        .target(name: "EvbusBridge", dependencies: ["Evbus", "EvbusNATS"], swiftSettings: strict),
+        .target(name: "EvbusBridge", dependencies: ["Evbus", "EvbusNATS", "EvbusIO"], swiftSettings: strict),
         // The peer library applications import.
         .target(name: "Evbus", dependencies: ["EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         // Starts real brokers (the `evbus` binary or in-process) for tests.

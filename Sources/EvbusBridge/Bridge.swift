@@ -92,6 +92,10 @@ public final class Bridge: Sendable {
                 try await forward(request, to: subject, nats: nats)
             }
         }
+        for (queue, stream, subject) in config.durableExports {
+            let export = JetStreamExport(queue: queue, stream: stream, subject: subject, log: log)
+            _ = try await export.start(peer: peer, nats: nats) { [self] in counts.withLock { $0.exported += 1 } }
+        }
         // Its state on request: `evbus rpc evbus.bridge.<name>.stats ''` prints it.
         _ = try await peer.respond(on: statsQueue) { [self] (_: Request) async throws -> [UInt8] in
             let state = try? await nats.state()

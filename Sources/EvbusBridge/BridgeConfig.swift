@@ -33,6 +33,9 @@ public struct BridgeConfig: Sendable, Equatable {
     public var importServices: [(subject: String, queue: String)] = []
     /// How long an exported service's local call may take, and an imported one's NATS request.
     public var serviceTimeout: Duration = .seconds(30)
+    /// Durable local queues exported to JetStream streams: each message is acked locally only
+    /// once JetStream has acknowledged storing it.
+    public var durableExports: [(queue: String, stream: String, subject: String)] = []
 
     public static func == (a: BridgeConfig, b: BridgeConfig) -> Bool {
         a.name == b.name && a.socket == b.socket && a.natsServers == b.natsServers && a.mapping == b.mapping
@@ -51,7 +54,7 @@ public struct BridgeConfig: Sendable, Equatable {
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw BridgeConfigError("(file)", "not a JSON object")
         }
-        try known(root, ["name", "socket", "nats", "prefix", "export", "import", "outage", "services"], at: "")
+        try known(root, ["name", "socket", "nats", "prefix", "export", "import", "outage", "services", "jetstream"], at: "")
         guard let name = root["name"] as? String, !name.isEmpty, name.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) }) else {
             throw BridgeConfigError("name", "required: letters, digits, '-', '_' and '.'")
         }
@@ -102,7 +105,23 @@ public struct BridgeConfig: Sendable, Equatable {
                 serviceTimeout = .milliseconds(t)
             }
         }
-        guard !exports.isEmpty || !imports.isEmpty || !exportServices.isEmpty || !importServices.isEmpty else {
+        var durable: [(String, String, String)] = []
+        if let js = root["jetstream"] {
+            guard let list = js as? [[String: Any]] else { throw BridgeConfigError("jetstream", "a list of {\"queue\", \"stream\", \"subject\"}") }
+            for (i, item) in list.enumerated() {
+                let at = "jetstream[\(i)]"
+                try known(item, ["queue", "stream", "subject"], at: at + ".")
+                guard let q = item["queue"] as? String, !q.isEmpty else { throw BridgeConfigError(at + ".queue", "required") }
+                guard let st = item["stream"] as? String, !st.isEmpty, st.allSatisfy({ $0.isLetter || $0.isNumber || "-_".contains($0) }) else {
+                    throw BridgeConfigError(at + ".stream", "required: letters, digits, '-' and '_' (a JetStream stream name)")
+                }
+                guard let sub = item["subject"] as? String, !sub.isEmpty, !sub.contains("*"), !sub.contains(">") else {
+                    throw BridgeConfigError(at + ".subject", "required, without wildcards")
+                }
+                durable.append((q, st, sub))
+            }
+        }
+        guard !exports.isEmpty || !imports.isEmpty || !exportServices.isEmpty || !importServices.isEmpty || !durable.isEmpty else {
             throw BridgeConfigError("export", "nothing to export or import")
         }
         var outage = Outage.drop
@@ -125,6 +144,7 @@ public struct BridgeConfig: Sendable, Equatable {
         config.exportServices = exportServices
         config.importServices = importServices
         config.serviceTimeout = serviceTimeout
+        config.durableExports = durable
         return config
     }
 

@@ -12,11 +12,12 @@ import Testing
 
     func bridge(
         _ name: String, _ broker: BrokerProcess, _ nats: NATSServerProcess, export: [String], import imports: [String],
-        services: [String: Any]? = nil
+        services: [String: Any]? = nil, jetstream: [[String: String]]? = nil
     ) async throws -> RunningProcess {
         let file = TestPaths.dataDirectory("bridge-\(name)") + ".json"
         var json: [String: Any] = ["name": name, "nats": ["servers": [nats.url]], "export": export, "import": imports]
         if let services { json["services"] = services }
+        if let jetstream { json["jetstream"] = jetstream }
         try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: file))
         let p = try RunningProcess(TestPaths.evbusBinary, ["bridge", "--config", file, "--socket", broker.socketPath])
         #expect(await eventually { p.stderr.contains("event=started") || !p.isRunning }, "\(p.stderr)")
@@ -126,6 +127,7 @@ import Testing
         #expect(example.imports.map(\.subject) == ["evbus.commands.robot-1.>", "evbus.fleet.broadcast"])
         #expect(example.outage == .buffer && example.natsServers.count == 2)
         #expect(example.exportServices.map(\.subject) == ["svc.robot-1.status"] && example.importServices.map(\.queue) == ["fleet.planner"])
+        #expect(example.durableExports.map(\.stream) == ["TELEMETRY"])
         let cases: [(String, String)] = [
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a.#.b"]}"#, "export[0]"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a"], "colour": 1}"#, "colour"),
@@ -136,6 +138,7 @@ import Testing
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "import": ["a"], "prefix": "e.*"}"#, "prefix"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "services": {"export": [{"queue": "q", "subject": "a.*"}]}}"#, "services.export[0].subject"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "services": {"import": [{"subject": "s"}]}}"#, "services.import[0].queue"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "jetstream": [{"queue": "q", "stream": "A.B", "subject": "s"}]}"#, "jetstream[0].stream"),
         ]
         for (json, key) in cases {
             #expect { _ = try BridgeConfig.parse(Data(json.utf8)) } throws: { ($0 as? BridgeConfigError)?.keyPath == key }
@@ -176,5 +179,50 @@ import Testing
         _ = await bridgeB.waitForExit()
         await caller.close()
         await shop.close()
+    }
+
+    /// Messages in a JetStream stream, as its server says.
+    func streamMessages(_ nats: NATSServerProcess, _ stream: String) async throws -> Int {
+        let c = try NATSClient(.init(servers: [nats.url], name: "js-probe"))
+        defer { Task { await c.close() } }
+        try await c.waitUntilConnected()
+        let reply = try await c.request("$JS.API.STREAM.INFO.\(stream)", [], timeout: .seconds(5))
+        let info = try JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any]
+        return (info?["state"] as? [String: Any])?["messages"] as? Int ?? -1
+    }
+
+    @Test func aDurableQueueExportedToJetStreamLosesNothingWhenTheBridgeAndNATSDie() async throws {
+        let store = TestPaths.dataDirectory("jetstream")
+        var nats = try await NATSServerProcess(jetStreamDirectory: store)
+        let a = try await BrokerProcess()
+        let producer = try await Peer.connect(to: a.socketPath, name: "producer")
+        _ = try await producer.declareQueue("orders", QueueOptions(durable: true))
+        let js: [[String: String]] = [["queue": "orders", "stream": "ORDERS", "subject": "evbus.orders"]]
+        var bridgeA = try await bridge("a", a, nats, export: [], import: [], jetstream: js)
+        func publish(_ range: Range<Int>) async throws {
+            for i in range {
+                var p = MessageProperties()
+                p.messageID = "order-\(i)"
+                try await producer.publish(to: "", key: "orders", Array("order \(i)".utf8), properties: p, confirm: true, persistent: true)
+            }
+        }
+        try await publish(0..<50)
+        #expect(await eventually(60) { (try? await streamMessages(nats, "ORDERS")) == 50 })
+        // Mid-stream: the NATS node dies, 50 more are published (the bridge holds some, fails
+        // to store them and puts them back), then the bridge dies too; both come back.
+        let port = nats.port
+        await nats.kill()
+        try await publish(50..<100)
+        #expect(await eventually { (try? await producer.topology().queues.first { $0.name == "orders" }?.unacked ?? 0) ?? 0 > 0 })
+        bridgeA.signal(SIGKILL)
+        _ = await bridgeA.waitForExit()
+        nats = try await NATSServerProcess(port: port, jetStreamDirectory: store)
+        bridgeA = try await bridge("a", a, nats, export: [], import: [], jetstream: js)
+        #expect(await eventually(60) { (try? await streamMessages(nats, "ORDERS")) == 100 }, "\(bridgeA.stderr.suffix(2000))")
+        #expect(await eventually { (try? await producer.topology().queues.first { $0.name == "orders" }).map { $0.ready + $0.unacked } == 0 })
+        bridgeA.signal(SIGTERM)
+        _ = await bridgeA.waitForExit()
+        await producer.close()
+        try? FileManager.default.removeItem(atPath: store)
     }
 }

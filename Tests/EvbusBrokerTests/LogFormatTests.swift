@@ -83,11 +83,14 @@ import Testing
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
         let peer = try await broker.connect("noisy")
+        let started = ContinuousClock.now
         for _ in 0..<100 {
             await #expect(throws: EvbusError.self) { _ = try await peer.declareQueue("amq.reserved") }
         }
+        // At most a burst per window begun (a slow machine may see more than one window).
+        let windows = Int((ContinuousClock.now - started) / .seconds(10)) + 1
         let refusals = broker.logLines.all.filter { $0.contains("event=request-refused") }
-        #expect(refusals.count == LogRateLimit().burst, "\(refusals.count) refusal lines")
+        #expect(refusals.count <= LogRateLimit().burst * windows && refusals.count < 100, "\(refusals.count) refusal lines in \(windows) windows")
         #expect(refusals.allSatisfy { $0.contains("uid=\(getuid()) pid=\(getpid()) name=noisy") })
         await peer.close()
     }

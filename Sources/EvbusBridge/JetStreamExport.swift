@@ -1,0 +1,56 @@
+import Evbus
+import EvbusNATS
+import EvbusIO
+import Foundation
+
+/// Exports a durable local queue to a JetStream stream without losing a message: the queue is
+/// consumed with manual acks, each message is published to JetStream as a request, and acked
+/// locally only when JetStream's PubAck says it is stored. A publish JetStream did not confirm
+/// (NATS down, a timeout, an error) is nacked back to the queue and tried again; the message's
+/// `messageID`, when it has one, becomes `Nats-Msg-Id`, so JetStream stores a retried message once.
+struct JetStreamExport: Sendable {
+    let queue: String
+    let stream: String
+    let subject: String
+    let log: @Sendable (String) -> Void
+
+    /// Makes the stream if it does not exist (file storage, this subject), then consumes.
+    func start(peer: Peer, nats: NATSClient, onExported: @escaping @Sendable () -> Void) async throws -> Consumer {
+        await ensureStream(nats)
+        return try await peer.consume(queue, ack: .manual, prefetch: 256) { delivery in
+            Task { await self.forward(delivery, nats: nats, onExported: onExported) }
+        }
+    }
+
+    private func ensureStream(_ nats: NATSClient) async {
+        let config = #"{"name":"\#(stream)","subjects":["\#(subject)"],"storage":"file"}"#
+        do {
+            let reply = try await nats.request("$JS.API.STREAM.CREATE.\(stream)", Array(config.utf8), timeout: .seconds(5))
+            log("event=jetstream-stream stream=\(stream) reply=\(Logger.quoted(String(decoding: reply.payload, as: UTF8.self)))")
+        } catch {
+            log("event=jetstream-stream-unavailable stream=\(stream) reason=\(Logger.quoted("\(error)"))")  // retried per message
+        }
+    }
+
+    private func forward(_ d: Delivery, nats: NATSClient, onExported: @Sendable () -> Void) async {
+        var fields: [(name: String, value: String)] = []
+        if let id = d.properties.messageID { fields.append(("Nats-Msg-Id", id)) }
+        for (k, v) in d.properties.headers.sorted(by: { $0.key < $1.key }) { fields.append((k, v)) }
+        do {
+            let reply = try await nats.request(subject, d.payload, headers: fields.isEmpty ? nil : NATSHeaders(fields: fields), timeout: .seconds(5))
+            let ack = (try? JSONSerialization.jsonObject(with: Data(reply.payload))) as? [String: Any]
+            guard ack?["stream"] as? String == stream, ack?["error"] == nil else {
+                throw NATSError(.protocolViolation, "JetStream did not store it: \(String(decoding: reply.payload, as: UTF8.self))")
+            }
+            try d.ack()
+            onExported()
+        } catch {
+            // Not stored (or not known to be): back to the queue, to be tried again shortly.
+            // Nobody answering the subject means the stream is missing (JetStream was not up
+            // when the bridge started, or it was deleted): make it again.
+            if (error as? NATSError)?.code == .noResponders { await ensureStream(nats) }
+            try? await Task.sleep(for: .milliseconds(200))
+            try? d.nack(requeue: true)
+        }
+    }
+}
