@@ -59,8 +59,8 @@ public final class NATSClient: Sendable {
         try await onLoop { (core, c: CheckedContinuation<Void, any Error>) in core.whenConnected(timeout: timeout, c) }
     }
 
-    /// The server it is connected to, if any; and every server it knows.
-    public var connectedServer: String? { core.loop.inEventLoop ? core.value.connectedURL : nil }
+    /// The server it is connected to (nil while disconnected), every server it knows, and how
+    /// many times it has connected again after losing a connection.
     public func state() async throws -> (connected: String?, known: [String], reconnects: Int) {
         try await onLoop { core, c in c.resume(returning: (core.connectedURL, core.servers.map(\.url), core.reconnects)) }
     }

@@ -68,13 +68,10 @@ final class NATSCore {
         let pending = controller.connect(to: server.address) { NATSLink(core: me, url: server.url) }
         Task {
             do { try await pending.value } catch {
-                try? me.loop.execute { me.value.attemptFailed(server.url, "\(error)") }
+                // Refused or unreachable: the next attempt, after the backoff, tries the next server.
+                try? me.loop.execute { me.value.scheduleReconnect() }
             }
         }
-    }
-
-    private func attemptFailed(_ url: String, _ reason: String) {
-        scheduleReconnect()  // the next attempt tries the next server of the list
     }
 
     private func scheduleReconnect() {
