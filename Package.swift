@@ -45,7 +45,7 @@ let package = Package(
         .testTarget(name: "EvbusWireTests", dependencies: ["EvbusWire"], swiftSettings: strict),
         .testTarget(name: "EvbusIOTests", dependencies: ["EvbusIO", "CEvbusLinux", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusBrokerTests", dependencies: ["EvbusBroker", "EvbusWire", "EvbusTestSupport", "EvbusIO", "Evbus"], swiftSettings: strict),
-        .testTarget(name: "EvbusNATSTests", dependencies: ["EvbusNATS", "EvbusController", "EvbusTestSupport"], swiftSettings: strict),
+        .testTarget(name: "EvbusNATSTests", dependencies: ["EvbusNATS", "EvbusController", "EvbusIO", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusControllerTests", dependencies: ["EvbusController", "EvbusIO", "EvbusTestSupport"], swiftSettings: strict),
         .testTarget(name: "EvbusTests", dependencies: ["Evbus", "EvbusTestSupport", "EvbusWire", "EvbusIO", "EvbusController"], swiftSettings: strict),
         // Depends on the Evbus product's target alone: what compiles here compiles for an outside package.

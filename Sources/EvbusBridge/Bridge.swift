@@ -46,7 +46,8 @@ public final class Bridge: Sendable {
     public let config: BridgeConfig
     private let log: @Sendable (String) -> Void
     private let counts = Mutex(BridgeCounters())
-    private let pending = Mutex<[(subject: String, headers: NATSHeaders, payload: [UInt8])]>([])
+    /// Exports held while NATS is unreachable or backed up (`outage.mode` "buffer").
+    private let pending = Mutex<[HeldExport]>([])
     private let running = Mutex<(peer: Peer?, nats: NATSClient?, tasks: [Task<Void, Never>])>((nil, nil, []))
 
     public init(config: BridgeConfig, log: @escaping @Sendable (String) -> Void) {
@@ -73,6 +74,8 @@ public final class Bridge: Sendable {
                 log("event=nats-disconnected server=\(server) reason=\"\(reason)\"")
             case .discovered(let servers):
                 log("event=nats-servers-discovered servers=\(servers.joined(separator: ","))")
+            case .drained:
+                flushPending()
             }
         }
         let nats = try NATSClient(options)
@@ -101,21 +104,17 @@ public final class Bridge: Sendable {
             let state = try? await nats.state()
             return Array("\(counters) nats=\(state?.connected ?? "disconnected") known_servers=\(state?.known.count ?? 0)".utf8)
         }
-        var tasks: [Task<Void, Never>] = [importTask(peer)]
+        let tasks: [Task<Void, Never>] = [importTask(peer)]
         for (index, (pattern, _)) in config.exports.enumerated() {
-            let subscription = try await peer.subscribe(pattern)
             // A topic matching several export patterns arrives once per subscription: only the
             // first pattern it matches exports it.
             let earlier = config.exports.prefix(index).map(\.topic)
-            tasks.append(Task { [self] in
-                do {
-                    for try await event in subscription where !earlier.contains(where: { TopicRules.matches(pattern: $0, topic: event.topic) }) {
-                        await export(event, peer: peer, nats: nats)
-                    }
-                } catch {
-                    log("event=export-ended pattern=\(pattern) reason=\"\(error)\"")
-                }
-            })
+            // On the peer's loop, synchronously: no task or stream between the socket and NATS.
+            _ = try await peer.subscribeViews(pattern) { [self] view in
+                let topic = view.topic
+                guard !earlier.contains(where: { TopicRules.matches(pattern: $0, topic: topic) }) else { return }
+                export(view.event(), peer: peer, nats: nats)
+            }
         }
         running.withLock { $0.tasks += tasks }
         try? await nats.flush()  // the server has our subscriptions when we say "started" (if connected)
@@ -132,7 +131,7 @@ public final class Bridge: Sendable {
 
     // MARK: Export
 
-    private func export(_ event: Event, peer: Peer, nats: NATSClient) async {
+    private func export(_ event: Event, peer: Peer, nats: NATSClient) {
         if event.publisher == peer.connectionID || event.properties.headers[Header.imported] != nil {
             counts.withLock { $0.loopsStopped += 1 }  // it came from NATS: it goes back nowhere
             return
@@ -148,46 +147,65 @@ public final class Bridge: Sendable {
         if let v = p.messageID { headers.fields.append((Header.messageID, v)) }
         if let v = p.timestamp { headers.fields.append((Header.timestamp, "\(v)")) }
         for (k, v) in p.headers.sorted(by: { $0.key < $1.key }) { headers.fields.append((k, v)) }
-        let subject = config.mapping.subject(event.topic)
-        do {
-            try await nats.publish(subject, event.payload, headers: headers)
-            counts.withLock { $0.exported += 1 }
-        } catch let error as NATSError where error.code == .notConnected {
-            hold(subject, headers, event.payload)
-        } catch {
-            counts.withLock { $0.dropped += 1 }
-            log("event=export-dropped topic=\(event.topic) reason=\"\(error)\"")
-        }
+        send((config.mapping.subject(event.topic), headers, event.payload), nats: nats)
     }
 
-    /// NATS is unreachable: keep the export for later, or count it dropped, as configured.
-    private func hold(_ subject: String, _ headers: NATSHeaders, _ payload: [UInt8]) {
-        let kept = config.outage == .buffer && pending.withLock { list -> Bool in
-            guard list.count < config.bufferMessages else { return false }
-            list.append((subject, headers, payload))
-            return true
-        }
-        counts.withLock { kept ? ($0.buffered += 1) : ($0.dropped += 1) }
-    }
-
-    /// Connected again: send what was held, in order.
-    private func flushPending() {
-        guard let nats = running.withLock({ $0.nats }) else { return }
-        let held = pending.withLock { list in defer { list = [] }; return list }
-        guard !held.isEmpty else { return }
-        Task { [self] in
-            for (i, m) in held.enumerated() {
-                do {
-                    try await nats.publish(m.subject, m.payload, headers: m.headers)
-                    counts.withLock { $0.exported += 1 }
-                } catch {
-                    // Lost the connection again: keep the rest for the next time.
-                    let rest = held[i...]
-                    pending.withLock { $0.insert(contentsOf: rest, at: 0) }
-                    return
+    /// Publishes an export, or, while NATS is unreachable or not keeping up (its connection
+    /// backed up), keeps it for later or counts it dropped, as `outage` says. Held exports go
+    /// first, so NATS sees every export in the order it was made.
+    private func send(_ m: HeldExport, nats: NATSClient) {
+        let outcome = pending.withLock { held -> SendOutcome in
+            if !held.isEmpty { publishHeld(&held, nats) }
+            if held.isEmpty && !nats.isBackedUp {
+                switch Self.publish(m, nats) {
+                case nil: return .sent
+                case let error? where error.code == .notConnected: break  // held below
+                case let error?: return .refused(error)
                 }
             }
+            guard config.outage == .buffer, held.count < config.bufferMessages else { return .dropped }
+            held.append(m)
+            return .held
         }
+        switch outcome {
+        case .sent: counts.withLock { $0.exported += 1 }
+        case .held: counts.withLock { $0.buffered += 1 }
+        case .dropped: counts.withLock { $0.dropped += 1 }
+        case .refused(let error):
+            counts.withLock { $0.dropped += 1 }
+            log("event=export-dropped subject=\(m.subject) reason=\"\(error)\"")
+        }
+    }
+
+    private typealias HeldExport = (subject: String, headers: NATSHeaders, payload: [UInt8])
+    private enum SendOutcome { case sent, held, dropped, refused(NATSError) }
+
+    /// Why NATS did not take it, nil when it did.
+    private static func publish(_ m: HeldExport, _ nats: NATSClient) -> NATSError? {
+        do { try nats.publishWithoutWaiting(m.subject, m.payload, headers: m.headers) } catch { return error }
+        return nil
+    }
+
+    /// Publishes held exports, in order, while NATS takes them. Under `pending`'s lock.
+    private func publishHeld(_ held: inout [HeldExport], _ nats: NATSClient) {
+        var done = 0, refused: UInt64 = 0
+        while done < held.count, !nats.isBackedUp {
+            let m = held[done]
+            if let error = Self.publish(m, nats) {
+                if error.code == .notConnected { break }
+                refused += 1
+                log("event=export-dropped subject=\(m.subject) reason=\"\(error)\"")
+            }
+            done += 1
+        }
+        held.removeFirst(done)
+        if done > 0 { counts.withLock { $0.exported += UInt64(done) - refused; $0.dropped += refused } }
+    }
+
+    /// Connected again, or caught up: send what was held.
+    private func flushPending() {
+        guard let nats = running.withLock({ $0.nats }) else { return }
+        pending.withLock { publishHeld(&$0, nats) }
     }
 
     // MARK: Services

@@ -1,4 +1,4 @@
-import EvbusController
+public import EvbusController
 import EvbusIO
 import Synchronization
 
@@ -26,22 +26,30 @@ public final class NATSClient: Sendable {
         case connected(server: String)
         case disconnected(server: String, reason: String)
         case discovered(servers: [String])
+        /// The socket, backed up before (`isBackedUp`), can take publishes again.
+        case drained
     }
 
     public let options: Options
     let controller: Controller
+    private let ownsController: Bool
     private let core: LoopBound<NATSCore>
+    private let outbox = NATSOutbox()
 
     /// Starts connecting at once (and keeps trying, with backoff, until `close`).
+    /// - Parameter controller: the controller whose thread runs the client (many clients may
+    ///   share one); by default the client makes its own, and stops it at `close`.
     /// - Throws: `invalidArgument` for a server URL that is not `nats://host:port` or `host:port`.
-    public init(_ options: Options) throws {
+    public init(_ options: Options, controller: Controller? = nil) throws {
         let parsed = try options.servers.map { s throws(NATSError) in try NATSCore.address(s) }
         guard !parsed.isEmpty else { throw NATSError(.invalidArgument, "no NATS server given") }
         self.options = options
-        controller = try Controller(name: "nats-\(options.name)", idleSpin: .zero)
+        ownsController = controller == nil
+        self.controller = try controller ?? Controller(name: "nats-\(options.name)", idleSpin: .zero)
         let controller = self.controller
+        let outbox = self.outbox
         core = try controller.loop.runAndWait {
-            let core = NATSCore(options: options, servers: parsed, controller: controller)
+            let core = NATSCore(options: options, servers: parsed, controller: controller, outbox: outbox)
             core.connectNext()
             return LoopBound(core, loop: controller.loop)
         }
@@ -65,19 +73,48 @@ public final class NATSClient: Sendable {
         try await onLoop { core, c in c.resume(returning: (core.connectedURL, core.servers.map(\.url), core.reconnects)) }
     }
 
-    /// Publishes; queued to the socket on the client's thread. Throws `notConnected` while no
-    /// server is connected (the caller decides whether to wait, buffer or drop), `invalidArgument`
-    /// for an unusable subject or header.
+    /// Publishes: the frame is queued at once, and written with every other publish queued
+    /// meanwhile by the client's thread, in the order they were queued. Suspends only while the
+    /// socket is backed up (the server reads slower than this client publishes). Throws
+    /// `notConnected` while no server is connected (the caller decides whether to wait, buffer
+    /// or drop), `invalidArgument` for an unusable subject or header. Like NATS itself, at most
+    /// once: a frame queued just before the connection is lost is lost with it.
     public func publish(_ subject: String, _ payload: [UInt8], replyTo: String? = nil, headers: NATSHeaders? = nil) async throws {
-        let frame = try NATSCore.pubFrame(subject, payload, replyTo: replyTo, headers: headers)
-        try await onLoop { (core, c: CheckedContinuation<Void, any Error>) in c.resume(with: Result { try core.write(frame) }) }
+        if try queue(subject, payload, replyTo: replyTo, headers: headers) { await outbox.waitUntilRoom() }
+    }
+
+    /// The server is reading slower than this client publishes: publishes queued now wait in
+    /// memory (`publish` would suspend). `.drained` is told when this ends.
+    public var isBackedUp: Bool { outbox.isFull }
+
+    /// `publish` that never suspends, even while the socket is backed up: for a handler on the
+    /// client's own thread (a reply to a request), or a caller that bounds its own rate.
+    public func publishWithoutWaiting(_ subject: String, _ payload: [UInt8], replyTo: String? = nil, headers: NATSHeaders? = nil) throws(NATSError) {
+        _ = try queue(subject, payload, replyTo: replyTo, headers: headers)
+    }
+
+    /// Queues the frame; true when the publisher should wait for room.
+    private func queue(_ subject: String, _ payload: [UInt8], replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> Bool {
+        let headerBytes = try NATSFrame.checkPublish(subject: subject, replyTo: replyTo, headers: headers)
+        let (wake, mustWait) = try outbox.append { out in
+            payload.withUnsafeBytes { p in
+                NATSFrame.appendPublish(&out, subject: subject, payload: p, replyTo: replyTo, headers: headers, headerBytes: headerBytes)
+            }
+        }
+        if wake {
+            let core = self.core
+            do { try controller.loop.execute { core.value.drainOutbox() } } catch {
+                throw NATSError(.closed, "the NATS client is closed")
+            }
+        }
+        return mustWait
     }
 
     /// Subscribes (again after every reconnect); `handler` runs on the client's thread, in order.
     /// - Returns: the subscription id, for `unsubscribe`.
     @discardableResult
     public func subscribe(_ subject: String, queueGroup: String? = nil, _ handler: @escaping @Sendable (NATSMessage) -> Void) async throws -> UInt64 {
-        try NATSCore.checkSubject(subject, wildcards: true)
+        try NATSFrame.checkSubject(subject, wildcards: true)
         return try await onLoop { core, c in c.resume(returning: core.subscribe(subject, queueGroup: queueGroup, handler)) }
     }
 
@@ -91,8 +128,8 @@ public final class NATSClient: Sendable {
     /// Sends a request and waits for the first reply. `noResponders` when the server says no
     /// one subscribes (status 503), `timeout` when no reply comes in time.
     public func request(_ subject: String, _ payload: [UInt8], headers: NATSHeaders? = nil, timeout: Duration = .seconds(5)) async throws -> NATSMessage {
-        try NATSCore.checkSubject(subject, wildcards: false)
-        if let headers { _ = try headers.encoded() }
+        try NATSFrame.checkSubject(subject, wildcards: false)
+        if let headers { _ = try headers.encodedCount() }
         return try await onLoop { core, c in core.request(subject, payload, headers: headers, timeout: timeout, c) }
     }
 
@@ -107,6 +144,7 @@ public final class NATSClient: Sendable {
             core.close()
             c.resume()
         }
+        guard ownsController else { return }
         controller.shutdown()
         await controller.stopped()
     }

@@ -16,6 +16,7 @@ final class NATSCore {
     }
 
     let options: NATSClient.Options
+    let outbox: NATSOutbox
     private(set) var servers: [Server]
     private let controller: Controller
     private var next = 0
@@ -36,8 +37,9 @@ final class NATSCore {
     private var pongWaiters: [(waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
     private var connectedWaiters: [(id: UInt64, waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
 
-    init(options: NATSClient.Options, servers: [Server], controller: Controller) {
+    init(options: NATSClient.Options, servers: [Server], controller: Controller, outbox: NATSOutbox) {
         self.options = options
+        self.outbox = outbox
         self.servers = servers
         self.controller = controller
         backoff = options.minBackoff
@@ -82,6 +84,8 @@ final class NATSCore {
             connectNext()
         }
     }
+
+    func isCurrent(_ link: NATSLink) -> Bool { link === self.link }
 
     func linkMade(_ link: NATSLink) {
         guard !closed else {
@@ -133,6 +137,7 @@ final class NATSCore {
         }
         if let inboxSid { link.transport?.write("SUB \(inboxPrefix)* \(inboxSid)\r\n") }
         connectedURL = link.url
+        outbox.setOpen(true)
         if connectedOnce { reconnects += 1 }
         connectedOnce = true
         backoff = options.minBackoff
@@ -160,6 +165,7 @@ final class NATSCore {
     func linkLost(_ link: NATSLink, _ reason: ConnectionLost) {
         guard link === self.link else { return }
         self.link = nil
+        outbox.setOpen(false)
         if let url = connectedURL { options.onEvent?(.disconnected(server: url, reason: "\(reason)")) }
         connectedURL = nil
         let pongs = pongWaiters
@@ -186,11 +192,26 @@ final class NATSCore {
         connectedWaiters.append((id, c, timer))
     }
 
+    /// Writes a frame made on this thread, after the publishes queued before it.
     func write(_ frame: [UInt8]) throws(NATSError) {
         guard connectedURL != nil, let transport = link?.transport else {
             throw NATSError(.notConnected, closed ? "the NATS client is closed" : "not connected to a NATS server")
         }
+        drainOutbox()
         transport.write(frame)
+    }
+
+    /// Writes the publishes queued from other threads (`NATSOutbox`).
+    func drainOutbox() {
+        let transport = link?.transport
+        outbox.drain { transport?.write($0) }  // without a connection the bytes are dropped, as a lost socket's are
+        if let transport, !transport.isWritable { outbox.setBackedUp(true) }
+    }
+
+    /// The socket drained: publishers waiting for room may go on.
+    func writeBufferDrained() {
+        drainOutbox()
+        if link?.transport?.isWritable == true, outbox.setBackedUp(false) { options.onEvent?(.drained) }
     }
 
     func subscribe(_ subject: String, queueGroup: String?, _ handler: @escaping @Sendable (NATSMessage) -> Void) -> UInt64 {
@@ -216,7 +237,13 @@ final class NATSCore {
         let token = nextRequest
         nextRequest += 1
         do {
-            try write(try Self.pubFrame(subject, payload, replyTo: inboxPrefix + "\(token)", headers: headers))
+            let replyTo = inboxPrefix + "\(token)"
+            let headerBytes = try NATSFrame.checkPublish(subject: subject, replyTo: replyTo, headers: headers)
+            var frame: [UInt8] = []
+            payload.withUnsafeBytes { p in
+                NATSFrame.appendPublish(&frame, subject: subject, payload: p, replyTo: replyTo, headers: headers, headerBytes: headerBytes)
+            }
+            try write(frame)
         } catch {
             return c.resume(throwing: error)
         }
@@ -254,6 +281,8 @@ final class NATSCore {
 
     func close() {
         closed = true
+        drainOutbox()
+        outbox.setOpen(false, closed: true)
         link?.transport?.loseConnection()
         link = nil
         connectedURL = nil
@@ -267,31 +296,6 @@ final class NATSCore {
     }
 
     // MARK: Frames
-
-    static func checkSubject(_ subject: String, wildcards: Bool) throws(NATSError) {
-        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
-        guard !subject.isEmpty, !tokens.contains(where: \.isEmpty),
-              !subject.unicodeScalars.contains(where: { $0 == " " || $0 == "\t" || $0 == "\r" || $0 == "\n" }) else {
-            throw NATSError(.invalidArgument, "'\(subject)' is not a NATS subject (dot-separated tokens, no spaces)")
-        }
-        if !wildcards, tokens.contains(where: { $0 == "*" || $0 == ">" }) {
-            throw NATSError(.invalidArgument, "'\(subject)' has a wildcard, which only subscriptions may use")
-        }
-        if let i = tokens.firstIndex(of: ">"), i != tokens.count - 1 {
-            throw NATSError(.invalidArgument, "'\(subject)': '>' may only be the last token")
-        }
-    }
-
-    static func pubFrame(_ subject: String, _ payload: [UInt8], replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> [UInt8] {
-        try checkSubject(subject, wildcards: false)
-        if let replyTo { try checkSubject(replyTo, wildcards: false) }
-        let reply = replyTo.map { " \($0)" } ?? ""
-        if let headers {
-            let h = try headers.encoded()
-            return Array("HPUB \(subject)\(reply) \(h.count) \(h.count + payload.count)\r\n".utf8) + h + payload + [13, 10]
-        }
-        return Array("PUB \(subject)\(reply) \(payload.count)\r\n".utf8) + payload + [13, 10]
-    }
 
     static func nanos(_ d: Duration) -> UInt64 {
         UInt64(max(0, d.components.seconds)) * 1_000_000_000 + UInt64(max(0, d.components.attoseconds) / 1_000_000_000)
@@ -332,5 +336,9 @@ final class NATSLink: StreamProtocol {
     func connectionLost(_ reason: ConnectionLost) {
         transport = nil
         core.value.linkLost(self, reason)
+    }
+
+    func writeBufferDrained() {
+        if core.value.isCurrent(self) { core.value.writeBufferDrained() }
     }
 }

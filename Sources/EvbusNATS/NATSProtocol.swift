@@ -47,31 +47,36 @@ public struct NATSHeaders: Sendable, Equatable {
         fields.first { $0.name.lowercased() == name.lowercased() }?.value
     }
 
-    /// The header block as HPUB carries it; names and values with CR or LF are refused.
-    public func encoded() throws(NATSError) -> [UInt8] {
-        var text = "NATS/1.0\r\n"
-        for (name, value) in fields {
-            guard !name.isEmpty, !name.contains(where: { $0 == ":" || $0.isNewline || $0 == " " }), !value.contains(where: \.isNewline) else {
-                throw NATSError(.invalidArgument, "the header \(name) cannot be sent: names have no ':', spaces or line breaks, values no line breaks")
-            }
-            text += "\(name): \(value)\r\n"
-        }
-        return Array((text + "\r\n").utf8)
-    }
-
+    /// Parses a header block (`NATS/1.0[ status[ description]]\r\n`, `Name: value\r\n`..., `\r\n`).
     static func parse(_ bytes: ArraySlice<UInt8>) throws(NATSError) -> NATSHeaders {
-        let text = String(decoding: bytes, as: UTF8.self)
-        var lines = text.components(separatedBy: "\r\n")
-        guard let first = lines.first, first.hasPrefix("NATS/1.0") else { throw NATSError(.protocolViolation, "headers without NATS/1.0") }
-        lines.removeFirst()
+        var lines: [ArraySlice<UInt8>] = []
+        var i = bytes.startIndex, lineStart = i
+        while i + 1 < bytes.endIndex {
+            if bytes[i] == 13 && bytes[i + 1] == 10 {
+                lines.append(bytes[lineStart..<i])
+                i += 2
+                lineStart = i
+            } else {
+                i += 1
+            }
+        }
+        if lineStart < bytes.endIndex { lines.append(bytes[lineStart..<bytes.endIndex]) }
+        let version = Array("NATS/1.0".utf8)
+        guard let first = lines.first, first.starts(with: version) else { throw NATSError(.protocolViolation, "headers without NATS/1.0") }
         var headers = NATSHeaders()
-        let status = first.dropFirst("NATS/1.0".count).split(separator: " ", maxSplits: 1)
-        if let code = status.first { headers.status = Int(code) }
-        if status.count > 1 { headers.statusDescription = String(status[1]) }
-        for line in lines where !line.isEmpty {
-            guard let colon = line.firstIndex(of: ":") else { throw NATSError(.protocolViolation, "a header line without ':': \(line)") }
-            let value = line[line.index(after: colon)...].drop { $0 == " " }
-            headers.fields.append((String(line[..<colon]), String(value)))
+        let status = first.dropFirst(version.count).drop { $0 == 0x20 }
+        if !status.isEmpty {
+            let code = status.prefix { $0 != 0x20 }
+            headers.status = Int(String(decoding: code, as: UTF8.self))
+            let description = status.dropFirst(code.count).drop { $0 == 0x20 }
+            if !description.isEmpty { headers.statusDescription = String(decoding: description, as: UTF8.self) }
+        }
+        for line in lines.dropFirst() where !line.isEmpty {
+            guard let colon = line.firstIndex(of: 0x3A) else {
+                throw NATSError(.protocolViolation, "a header line without ':': \(String(decoding: line, as: UTF8.self))")
+            }
+            let value = line[(colon + 1)...].drop { $0 == 0x20 }
+            headers.fields.append((String(decoding: line[..<colon], as: UTF8.self), String(decoding: value, as: UTF8.self)))
         }
         return headers
     }
@@ -100,13 +105,16 @@ struct NATSParser {
         buffer += bytes
     }
 
+    /// Where the CRLF ending the line that starts at `i` is.
     private func lineEnd(from i: Int) -> Int? {
-        var j = i
-        while j + 1 < buffer.count {
-            if buffer[j] == 13 && buffer[j + 1] == 10 { return j }
-            j += 1
+        buffer.withUnsafeBufferPointer { b in
+            var j = i + 1
+            while j < b.count {
+                if b[j] == 10 && b[j - 1] == 13 { return j - 1 }
+                j += 1
+            }
+            return nil
         }
-        return nil
     }
 
     /// The next whole operation, nil when more bytes are needed.
@@ -115,46 +123,71 @@ struct NATSParser {
             if buffer.count - start > Self.maxControlLine { throw NATSError(.protocolViolation, "a control line longer than \(Self.maxControlLine) bytes") }
             return nil
         }
+        let first = buffer[start] | 0x20  // ASCII lower case
+        if first == UInt8(ascii: "m") || first == UInt8(ascii: "h") { return try message(lineEnd: end) }
         let line = String(decoding: buffer[start..<end], as: UTF8.self)
-        let words = line.split(separator: " ", omittingEmptySubsequences: true)
-        guard let verb = words.first?.uppercased() else { throw NATSError(.protocolViolation, "an empty control line") }
-        let afterLine = end + 2
+        let verb = line.prefix { $0 != " " }.uppercased()
+        start = end + 2
+        compact()
         switch verb {
-        case "PING": start = afterLine; compact(); return .ping
-        case "PONG": start = afterLine; compact(); return .pong
-        case "+OK": start = afterLine; compact(); return .ok
-        case "-ERR":
-            start = afterLine
-            compact()
-            return .err(line.dropFirst(4).trimmingCharacters(in: [" ", "'"]))
-        case "INFO":
-            start = afterLine
-            compact()
-            return try Self.info(String(line.dropFirst(4)))
-        case "MSG", "HMSG":
-            let hasHeaders = verb == "HMSG"
-            let args = words.dropFirst().map(String.init)
-            let sizes = hasHeaders ? 2 : 1
-            guard args.count == 2 + sizes || args.count == 3 + sizes,
-                  let total = Int(args.last!), total >= 0,
-                  let sid = UInt64(args[1]) else { throw NATSError(.protocolViolation, "a malformed \(verb) line: \(line)") }
-            let headerSize = hasHeaders ? Int(args[args.count - 2]) ?? -1 : 0
-            guard headerSize >= 0, headerSize <= total else { throw NATSError(.protocolViolation, "a malformed \(verb) line: \(line)") }
-            guard buffer.count >= afterLine + total + 2 else { return nil }  // the payload is not all here yet
-            let body = buffer[afterLine..<(afterLine + total)]
-            guard buffer[afterLine + total] == 13, buffer[afterLine + total + 1] == 10 else {
-                throw NATSError(.protocolViolation, "\(verb) payload not followed by CRLF")
-            }
-            let headers = hasHeaders ? try NATSHeaders.parse(body.prefix(headerSize)) : nil
-            let message = NATSMessage(
-                subject: args[0], sid: sid, replyTo: args.count == 3 + sizes ? args[2] : nil, headers: headers,
-                payload: Array(body.dropFirst(headerSize)))
-            start = afterLine + total + 2
-            compact()
-            return .msg(message)
-        default:
-            throw NATSError(.protocolViolation, "an unknown operation from the server: \(verb)")
+        case "PING": return .ping
+        case "PONG": return .pong
+        case "+OK": return .ok
+        case "-ERR": return .err(line.dropFirst(4).trimmingCharacters(in: [" ", "'"]))
+        case "INFO": return try Self.info(String(line.dropFirst(4)))
+        case "": throw NATSError(.protocolViolation, "an empty control line")
+        default: throw NATSError(.protocolViolation, "an unknown operation from the server: \(verb)")
         }
+    }
+
+    /// `MSG <subject> <sid> [reply-to] <size>` or `HMSG <subject> <sid> [reply-to] <header size>
+    /// <total size>`, then the body and CRLF: read from the bytes (the hot path: no line string).
+    private mutating func message(lineEnd end: Int) throws(NATSError) -> NATSServerOp? {
+        var tokens: [Range<Int>] = []
+        tokens.reserveCapacity(6)
+        var i = start
+        while i < end && tokens.count <= 6 {
+            while i < end && buffer[i] == 0x20 { i += 1 }
+            let tokenStart = i
+            while i < end && buffer[i] != 0x20 { i += 1 }
+            if i > tokenStart { tokens.append(tokenStart..<i) }
+        }
+        let verb = tokens.first.map { buffer[$0].map { $0 & ~0x20 } } ?? []
+        let hasHeaders = verb == Array("HMSG".utf8)
+        let malformed = NATSError(.protocolViolation, "a malformed \(hasHeaders ? "HMSG" : "MSG") line: \(String(decoding: buffer[start..<end], as: UTF8.self))")
+        guard hasHeaders || verb == Array("MSG".utf8) else {
+            throw NATSError(.protocolViolation, "an unknown operation from the server: \(String(decoding: verb, as: UTF8.self))")
+        }
+        let sizes = hasHeaders ? 2 : 1
+        guard tokens.count == 3 + sizes || tokens.count == 4 + sizes,
+              let sid = decimal(tokens[2]), let total = decimal(tokens[tokens.count - 1]) else { throw malformed }
+        let headerSize = hasHeaders ? decimal(tokens[tokens.count - 2]) ?? -1 : 0
+        guard headerSize >= 0, headerSize <= total else { throw malformed }
+        let bodyStart = end + 2
+        guard buffer.count >= bodyStart + total + 2 else { return nil }  // the body is not all here yet
+        guard buffer[bodyStart + total] == 13, buffer[bodyStart + total + 1] == 10 else {
+            throw NATSError(.protocolViolation, "\(hasHeaders ? "HMSG" : "MSG") payload not followed by CRLF")
+        }
+        let headers = hasHeaders ? try NATSHeaders.parse(buffer[bodyStart..<(bodyStart + headerSize)]) : nil
+        let message = NATSMessage(
+            subject: String(decoding: buffer[tokens[1]], as: UTF8.self), sid: UInt64(sid),
+            replyTo: tokens.count == 4 + sizes ? String(decoding: buffer[tokens[3]], as: UTF8.self) : nil,
+            headers: headers, payload: Array(buffer[(bodyStart + headerSize)..<(bodyStart + total)]))
+        start = bodyStart + total + 2
+        compact()
+        return .msg(message)
+    }
+
+    /// A non-negative decimal token (at most 18 digits), nil otherwise.
+    private func decimal(_ r: Range<Int>) -> Int? {
+        guard !r.isEmpty, r.count <= 18 else { return nil }
+        var v = 0
+        for i in r {
+            let d = buffer[i] &- 0x30
+            guard d < 10 else { return nil }
+            v = v * 10 + Int(d)
+        }
+        return v
     }
 
     private mutating func compact() {

@@ -12,11 +12,15 @@ public protocol StreamProtocol: AnyObject {
     func dataReceived(_ data: [UInt8])
     /// The connection is gone, for `reason`; nothing more arrives and writes are dropped.
     func connectionLost(_ reason: ConnectionLost)
+    /// The queued output, having passed the transport's high watermark (`isWritable` false),
+    /// drained below its low one: a producer that paused may write again.
+    func writeBufferDrained()
 }
 
 extension StreamProtocol {
     public func connectionMade(_ transport: StreamTransport) {}
     public func connectionLost(_ reason: ConnectionLost) {}
+    public func writeBufferDrained() {}
 }
 
 /// Why a connection ended.
@@ -71,6 +75,9 @@ public final class StreamTransport {
     public var isConnected: Bool { !channel.isClosing }
     /// Bytes queued and not yet taken by the kernel.
     public var bufferedBytes: Int { channel.bufferedBytes }
+    /// False from the moment the queued output passes 1 MiB until it drains below 256 KiB
+    /// (then `writeBufferDrained` is called): a producer should pause meanwhile.
+    public var isWritable: Bool { channel.isWritable }
 
     public func write(_ bytes: [UInt8]) {
         onLoop()
@@ -117,7 +124,7 @@ final class StreamDelegate: ChannelDelegate {
         return bytes.count
     }
 
-    func channelBecameWritable(_ channel: Channel) {}
+    func channelBecameWritable(_ channel: Channel) { user.writeBufferDrained() }
 
     func channelClosed(_ channel: Channel, _ reason: Channel.CloseReason) {
         controller.engineOnLoop?.sockets[ObjectIdentifier(channel)] = nil

@@ -9,6 +9,8 @@ struct BenchCommand: EvbusCommand {
         "workqueue", "workqueue-4", "workqueue-confirm", "workqueue-durable", "workqueue-durable-4", "rpc", "rpc-8", "rpc-poll",
         "burst", "short",
     ]
+    /// Run only when named: they need a program evbus does not ship (nats-server).
+    static let namedOnlyScenarios = ["bridge"]
     static let spec = CommandSpec(
         name: "bench",
         abstract: "Measure the broker (run from a release build).",
@@ -27,7 +29,10 @@ struct BenchCommand: EvbusCommand {
             most, confirmed once synced; syncs per second, messages per sync and publish-to-confirm
             latency); rpc (one client, sequential request/reply round
             trips to a responder echoing 16 bytes: latency), rpc-8 (8 clients at once: round trips/s) and
-            rpc-poll (rpc with the client's loop polling 50 µs before it sleeps: latency for CPU). Publisher and
+            rpc-poll (rpc with the client's loop polling 50 µs before it sleeps: latency for CPU);
+            bridge, only when named (two brokers, each with an `evbus bridge` to one nats-server, started
+            here unless --address names one: A -> NATS -> B throughput, one-way latency at 10,000 msgs/s and
+            request/reply round trips from B to A, each beside plain NATS clients doing the same). Publisher and
             subscribers are peers in this process, each on its own event loop; the broker is a
             separate `evbus broker` process.
             """,
@@ -37,7 +42,7 @@ struct BenchCommand: EvbusCommand {
             .init(long: "connections", short: nil, valueName: "n", help: "Connections for the idle, burst and short scenarios (default: 1,000, 10,000 and 30,000)."),
             .init(long: "warm-up", short: nil, valueName: "n", help: "Connections the idle scenario opens before measuring (default: a tenth of --connections; 0 = a fresh broker)."),
             .init(long: "against", short: nil, valueName: "broker", help: "Measure nats, redis or rabbitmq instead (started by you; see docs/BENCHMARKS.md)."),
-            .init(long: "address", short: nil, valueName: "address", help: "With --against: host:port (nats 127.0.0.1:4222, rabbitmq 127.0.0.1:5672) or a Unix socket path (redis)."),
+            .init(long: "address", short: nil, valueName: "address", help: "With --against: host:port (nats 127.0.0.1:4222, rabbitmq 127.0.0.1:5672) or a Unix socket path (redis); with the bridge scenario, a running NATS server's host:port."),
             .init(long: "server-pid", short: nil, valueName: "pid", help: "With --against: the server's pid, for the idle scenario's memory figure."),
             .init(long: "access", short: nil, valueName: nil, help: "Run the broker with access rules in force (docs/SECURITY.md): what the rules cost."),
         ])
@@ -49,17 +54,19 @@ struct BenchCommand: EvbusCommand {
     var foreign: ForeignBus?
     var serverPID: Int32?
     var withAccess: Bool
+    var natsAddress: String?
 
     init(_ a: ParsedArguments) throws(UsageError) {
         scenarios = a.value("scenario").map { $0.split(separator: ",").map(String.init) } ?? Self.allScenarios
-        for s in scenarios where !Self.allScenarios.contains(s) {
-            throw UsageError("Unknown scenario '\(s)' (known: \(Self.allScenarios.joined(separator: ", ")))")
+        for s in scenarios where !(Self.allScenarios + Self.namedOnlyScenarios).contains(s) {
+            throw UsageError("Unknown scenario '\(s)' (known: \((Self.allScenarios + Self.namedOnlyScenarios).joined(separator: ", ")))")
         }
         messages = try a.int("messages", in: 1...1_000_000_000, spec: Self.spec)
         connections = try a.int("connections", in: 1...100_000, spec: Self.spec)
         warmUp = try a.int("warm-up", in: 0...100_000, spec: Self.spec) ?? MemoryScenarios.idleWarmUp(connections ?? 1000)
         serverPID = try a.int("server-pid", in: 1...Int(Int32.max), spec: Self.spec).map { Int32($0) }
         withAccess = a.flag("access")
+        natsAddress = a.value("address")
         if let against = a.value("against") {
             guard let kind = ForeignKind(rawValue: against) else {
                 throw UsageError("The value '\(against)' is invalid for '--against <broker>': expected nats, redis or rabbitmq")
@@ -74,7 +81,7 @@ struct BenchCommand: EvbusCommand {
         }
     }
 
-    func runForeign(_ bus: ForeignBus) throws -> Int32 {
+    func runForeign(_ bus: ForeignBus) async throws -> Int32 {
         Terminal.out("evbus bench --against \(bus.kind.rawValue) at \(bus.address)\n")
         var lost = 0
         for s in scenarios {
@@ -87,17 +94,19 @@ struct BenchCommand: EvbusCommand {
                 lost += r.lost
                 line = r.line
             case "pubsub", "pubsub-1k", "fanout":
-                let r = try ForeignScenarios.pubsub(
+                let r = try await ForeignScenarios.pubsub(
                     bus, name: s, messages: messages ?? (s == "pubsub" ? 2_000_000 : 500_000),
                     size: s == "pubsub-1k" ? 1024 : 16, subscribers: s == "fanout" ? 10 : 1)
                 lost += r.lost
                 line = r.line
             case "rpc", "rpc-8":
-                line = try ForeignRPC.roundTrips(
-                    bus, name: s, calls: messages ?? (s == "rpc" ? 20_000 : 80_000), clients: s == "rpc" ? 1 : 8)
+                let calls = messages ?? (s == "rpc" ? 20_000 : 80_000), clients = s == "rpc" ? 1 : 8
+                line = bus.kind == .nats
+                    ? try await NATSBench.roundTrips(bus.address, name: s, calls: calls, clients: clients)
+                    : try ForeignRPC.roundTrips(bus, name: s, calls: calls, clients: clients)
             default:
                 guard let serverPID else { throw UsageError("the idle scenario needs --server-pid") }
-                line = try ForeignScenarios.idle(bus, connections: connections ?? 1000, warmUp: warmUp, serverPID: serverPID)
+                line = try await ForeignScenarios.idle(bus, connections: connections ?? 1000, warmUp: warmUp, serverPID: serverPID)
             }
             Terminal.out(line + "\n")
         }
@@ -108,7 +117,7 @@ struct BenchCommand: EvbusCommand {
         #if DEBUG
         Terminal.err("warning: this is a debug build; run `swift run -c release evbus bench` for real figures\n")
         #endif
-        if let foreign { return try runForeign(foreign) }
+        if let foreign { return try await runForeign(foreign) }
         let broker = try BenchBroker(accessRules: withAccess)
         defer { broker.stop() }
         Terminal.out("evbus bench: broker pid \(broker.pid) on \(broker.socketPath)\(withAccess ? " with access rules" : "")\n")
@@ -160,6 +169,8 @@ struct BenchCommand: EvbusCommand {
                 let r = try await Scenarios.latency(socket: socket, messages: 40_000, rate: 20_000)
                 lost += r.lost
                 line = r.line
+            case "bridge":
+                line = try await BridgeScenarios.run(natsAddress: natsAddress, messages: messages).joined(separator: "\n")
             case "burst":
                 let fresh = try BenchBroker()
                 defer { fresh.stop() }

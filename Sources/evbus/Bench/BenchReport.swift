@@ -1,3 +1,5 @@
+import Foundation
+
 /// Formatting and statistics for benchmark output.
 enum BenchReport {
     /// The p-th percentile (0...100) of sorted samples.
@@ -32,4 +34,11 @@ enum BenchReport {
     }
 
     static func micros(_ nanos: UInt64) -> String { format(Double(nanos) / 1000, 1) + " µs" }
+
+    /// A request/reply result: round trips per second and latency percentiles of sorted samples.
+    static func roundTripLine(_ label: String, _ sorted: [UInt64], nanos: UInt64, clients: Int) -> String {
+        "\(label.padding(toLength: 26, withPad: " ", startingAt: 0)) round trips/s \(human(rate(sorted.count, nanos: nanos)))  "
+            + "calls \(sorted.count) clients \(clients)  latency p50 \(micros(percentile(sorted, 50)))"
+            + " p99 \(micros(percentile(sorted, 99))) p99.9 \(micros(percentile(sorted, 99.9)))"
+    }
 }

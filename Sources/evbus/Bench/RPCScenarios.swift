@@ -58,10 +58,7 @@ enum RPCScenarios {
         try await responder.cancel()
         for p in peers { await p.close() }
         await server.close()
-        let rate = BenchReport.rate(latencies.count, nanos: elapsed)
-        return "\(name.padding(toLength: 26, withPad: " ", startingAt: 0)) round trips/s \(BenchReport.human(rate))  "
-            + "calls \(latencies.count) clients \(clients)  latency p50 \(BenchReport.micros(BenchReport.percentile(latencies, 50)))"
-            + " p99 \(BenchReport.micros(BenchReport.percentile(latencies, 99))) p99.9 \(BenchReport.micros(BenchReport.percentile(latencies, 99.9)))"
+        return BenchReport.roundTripLine(name, latencies, nanos: elapsed, clients: clients)
             + "  CPU per round trip: client \(BenchReport.micros(cpu.client)) responder \(BenchReport.micros(cpu.server)) broker \(BenchReport.micros(cpu.broker))"
     }
 

@@ -84,14 +84,19 @@ final class Receiver: Sendable {
     }
 }
 
+/// Where `Publisher` sends: an evbus peer, or a NATS client (a concrete type per run: no
+/// closure or existential per message).
+protocol BenchSink: Sendable {
+    func send(_ payload: [UInt8]) async throws
+    /// Returns once everything sent has reached the server.
+    func finish() async throws
+}
+
 /// Publishes numbered, optionally time-stamped messages.
 enum Publisher {
-    /// Publishes `count` messages of `size` bytes (at least 16) as fast as the peer takes them.
-    /// With `exchange`, publishes there with `topic` as the routing key (and `confirm` if asked).
-    static func run(
-        _ peer: Peer, topic: String, count: Int, size: Int, stampEvery: Int = 64, pacedPerSecond: Int? = nil,
-        exchange: String? = nil, confirm: Bool = false
-    ) async throws {
+    /// Publishes `count` messages of `size` bytes (at least 16) as fast as the sink takes them,
+    /// or paced at `pacedPerSecond`.
+    static func run<Sink: BenchSink>(_ sink: Sink, count: Int, size: Int, stampEvery: Int = 64, pacedPerSecond: Int? = nil) async throws {
         var payload = [UInt8](repeating: 0x61, count: max(size, 16))
         let start = monotonicNanos()
         for i in 0..<count {
@@ -104,13 +109,37 @@ enum Publisher {
                 p.storeBytes(of: UInt64(i), toByteOffset: 0, as: UInt64.self)
                 p.storeBytes(of: stamp, toByteOffset: 8, as: UInt64.self)
             }
+            try await sink.send(payload)
+        }
+        try await sink.finish()
+    }
+
+    /// An evbus peer publishing on a topic, or to an exchange with the topic as routing key.
+    struct PeerSink: BenchSink {
+        let peer: Peer
+        let topic: String
+        var exchange: String?
+        var confirm = false
+
+        func send(_ payload: [UInt8]) async throws {
             if let exchange {
                 try await peer.publish(to: exchange, key: topic, payload, confirm: confirm)
             } else {
                 try await peer.publish(topic, payload)
             }
         }
-        if confirm { try await peer.waitForConfirms() }
-        try await peer.flush()
+
+        func finish() async throws {
+            if confirm { try await peer.waitForConfirms() }
+            try await peer.flush()
+        }
+    }
+
+    static func run(
+        _ peer: Peer, topic: String, count: Int, size: Int, stampEvery: Int = 64, pacedPerSecond: Int? = nil,
+        exchange: String? = nil, confirm: Bool = false
+    ) async throws {
+        try await run(PeerSink(peer: peer, topic: topic, exchange: exchange, confirm: confirm),
+                      count: count, size: size, stampEvery: stampEvery, pacedPerSecond: pacedPerSecond)
     }
 }

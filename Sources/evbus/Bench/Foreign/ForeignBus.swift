@@ -2,9 +2,10 @@ import EvbusIO
 import Foundation
 import Synchronization
 
-/// A broker the benchmark can drive with a minimal hand-written client: NATS (text protocol over
-/// TCP) or Redis (RESP pub/sub over a Unix socket). The clients do no more work than parsing
-/// frames, so they flatter the foreign brokers slightly compared with evbus's full library.
+/// A broker the benchmark measures evbus against: NATS (through the project's own NATS client,
+/// `NATSBench`), Redis (a minimal hand-written RESP pub/sub client over a Unix socket, below: it
+/// does no more work than parsing frames, so it flatters Redis slightly compared with evbus's
+/// full library) or RabbitMQ (`AMQPClient`).
 enum ForeignKind: String {
     case nats, redis, rabbitmq
 }
@@ -12,32 +13,18 @@ enum ForeignKind: String {
 struct ForeignBus {
     let kind: ForeignKind
     let address: String
-    /// `evbus bench` only runs the work-queue scenarios against RabbitMQ (AMQPClient.swift).
-    static let pubSubOnly = "the pub/sub scenarios run against NATS and Redis only"
+    static let redisOnly = "ForeignBus's raw client speaks Redis only (NATS: NATSBench, RabbitMQ: AMQPClient)"
 
     /// A connected, subscribed client whose reader thread feeds `receiver`; returns once subscribed.
     func subscriber(_ subject: String, _ receiver: Receiver) throws -> RawSocket {
+        precondition(kind == .redis, Self.redisOnly)
         let s = try RawSocket(address: address)
-        switch kind {
-        case .nats:
-            s.write("CONNECT {\"verbose\":false,\"pedantic\":false}\r\nSUB \(subject) 1\r\nPING\r\n")
-        case .redis:
-            s.write(resp(["SUBSCRIBE", subject]))
-        case .rabbitmq:
-            preconditionFailure(Self.pubSubOnly)
-        }
+        s.write(resp(["SUBSCRIBE", subject]))
         let ready = DispatchSemaphore(value: 0)
-        let kind = self.kind
         Thread.detachNewThread { @Sendable in
             var buf = ReceiveBuffer()
             var signalled = false
-            while buf.fill(from: s) {
-                switch kind {
-                case .nats: Self.parseNATS(&buf, s, receiver, &signalled, ready)
-                case .redis: Self.parseRedis(&buf, receiver, &signalled, ready)
-                case .rabbitmq: preconditionFailure(Self.pubSubOnly)
-                }
-            }
+            while buf.fill(from: s) { Self.parseRedis(&buf, receiver, &signalled, ready) }
             if !signalled { ready.signal() }
         }
         ready.wait()
@@ -46,13 +33,13 @@ struct ForeignBus {
 
     /// Publishes `count` numbered messages in batches and waits until the broker has processed them.
     func publish(subject: String, count: Int, size: Int, stampEvery: Int = 64) throws {
+        precondition(kind == .redis, Self.redisOnly)
         let s = try RawSocket(address: address)
         let box = ReplyCounter()
-        if kind == .nats { s.write("CONNECT {\"verbose\":false,\"pedantic\":false}\r\n") }
         Thread.detachNewThread { @Sendable in
             var buf = ReceiveBuffer()
             while buf.fill(from: s) {
-                // Count reply lines: Redis answers every PUBLISH with ":n\r\n"; NATS answers PING with PONG.
+                // Count reply lines: Redis answers every PUBLISH with ":n\r\n".
                 var i = buf.start
                 while let e = buf.crlf(from: i) {
                     box.lines.add(1, ordering: .relaxed)
@@ -64,12 +51,7 @@ struct ForeignBus {
         var payload = [UInt8](repeating: 0x61, count: max(size, 16))
         var batch: [UInt8] = []
         batch.reserveCapacity(1 << 20)
-        let header: [UInt8]
-        switch kind {
-        case .nats: header = Array("PUB \(subject) \(payload.count)\r\n".utf8)
-        case .redis: header = Array("*3\r\n$7\r\nPUBLISH\r\n$\(subject.utf8.count)\r\n\(subject)\r\n$\(payload.count)\r\n".utf8)
-        case .rabbitmq: preconditionFailure(Self.pubSubOnly)
-        }
+        let header = Array("*3\r\n$7\r\nPUBLISH\r\n$\(subject.utf8.count)\r\n\(subject)\r\n$\(payload.count)\r\n".utf8)
         for i in 0..<count {
             let stamp: UInt64 = i % stampEvery == 0 ? monotonicNanos() : 0
             payload.withUnsafeMutableBytes { p in
@@ -86,14 +68,7 @@ struct ForeignBus {
             }
         }
         s.write(batch)
-        let expected: Int
-        if kind == .nats {
-            s.write("PING\r\n")
-            expected = 1
-        } else {
-            expected = count
-        }
-        while box.lines.load(ordering: .relaxed) < expected { usleep(200) }
+        while box.lines.load(ordering: .relaxed) < count { usleep(200) }
     }
 
     final class ReplyCounter: Sendable {
@@ -105,29 +80,6 @@ struct ForeignBus {
     }
 
     // MARK: Parsers (reader threads)
-
-    /// NATS: "MSG <subject> <sid> <n>\r\n<payload>\r\n", plus INFO/PING/PONG lines.
-    static func parseNATS(_ buf: inout ReceiveBuffer, _ s: RawSocket, _ receiver: Receiver, _ signalled: inout Bool, _ ready: DispatchSemaphore) {
-        while let e = buf.crlf(from: buf.start) {
-            let first = buf.storage[buf.start]
-            if first == UInt8(ascii: "M") {
-                // The payload size is the last token of the line.
-                var i = e - 1
-                while buf.storage[i] != UInt8(ascii: " ") { i -= 1 }
-                let n = buf.number(i + 1, e)
-                guard e + 2 + n + 2 <= buf.end else { return }
-                receiver.handle(payload: UnsafeRawBufferPointer(rebasing: buf.storage[(e + 2)..<(e + 2 + n)]))
-                buf.start = e + 2 + n + 2
-            } else {
-                if first == UInt8(ascii: "P") && buf.storage[buf.start + 1] == UInt8(ascii: "I") { s.write("PONG\r\n") }
-                if first == UInt8(ascii: "P") && buf.storage[buf.start + 1] == UInt8(ascii: "O") && !signalled {
-                    signalled = true
-                    ready.signal()
-                }
-                buf.start = e + 2
-            }
-        }
-    }
 
     /// Redis: arrays of bulk strings / integers; "message" arrays carry the payload third.
     static func parseRedis(_ buf: inout ReceiveBuffer, _ receiver: Receiver, _ signalled: inout Bool, _ ready: DispatchSemaphore) {

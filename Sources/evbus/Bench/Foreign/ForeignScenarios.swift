@@ -2,9 +2,10 @@ import EvbusIO
 import Synchronization
 import Foundation
 
-/// The evbus scenarios, run against NATS or Redis with the same payloads and measurements.
+/// The evbus scenarios, run against NATS, Redis or RabbitMQ with the same payloads and measurements.
 enum ForeignScenarios {
-    static func pubsub(_ bus: ForeignBus, name: String, messages: Int, size: Int, subscribers: Int) throws -> BenchResult {
+    static func pubsub(_ bus: ForeignBus, name: String, messages: Int, size: Int, subscribers: Int) async throws -> BenchResult {
+        if bus.kind == .nats { return try await NATSBench.pubsub(bus.address, name: name, messages: messages, size: size, subscribers: subscribers) }
         let subject = "bench.\(name).\(getpid())"
         let receivers = (0..<subscribers).map { _ in Receiver() }
         let sockets = try receivers.map { try bus.subscriber(subject, $0) }
@@ -16,13 +17,14 @@ enum ForeignScenarios {
         var latencies = receivers.flatMap { $0.sortedLatencies() }
         latencies.sort()
         return BenchResult(
-            name: "\(bus.kind.rawValue) \(name)", messages: messages, deliveries: messages * subscribers,
+            name: "redis \(name)", messages: messages, deliveries: messages * subscribers,
             received: receivers.reduce(0) { $0 + $1.count.load(ordering: .acquiring) }, nanos: end - start,
             latencies: latencies, outOfOrder: receivers.reduce(0) { $0 + $1.outOfOrder.load(ordering: .relaxed) })
     }
 
     /// The idle scenario against another broker, measured the same way (after the same warm-up).
-    static func idle(_ bus: ForeignBus, connections: Int, warmUp: Int, serverPID: Int32) throws -> String {
+    static func idle(_ bus: ForeignBus, connections: Int, warmUp: Int, serverPID: Int32) async throws -> String {
+        if bus.kind == .nats { return try await NATSBench.idle(bus.address, connections: connections, warmUp: warmUp, serverPID: serverPID) }
         var sockets: [RawSocket] = []
         for i in 0..<warmUp { sockets.append(try bus.subscriber("idle.\(i).\(getpid())", Receiver())) }
         usleep(200_000)
@@ -31,7 +33,7 @@ enum ForeignScenarios {
         usleep(500_000)
         let after = BenchBroker.residentBytes(pid: serverPID)
         withExtendedLifetime(sockets) {}
-        return "\(bus.kind.rawValue) idle    \(connections) connections (after \(warmUp))  server RSS \(before / 1024) KiB -> \(after / 1024) KiB  "
+        return "redis idle    \(connections) connections (after \(warmUp))  server RSS \(before / 1024) KiB -> \(after / 1024) KiB  "
             + "= \(BenchReport.format(Double(after - before) / Double(connections) / 1024, 2)) KiB per connection"
     }
 

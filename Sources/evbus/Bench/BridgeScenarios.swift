@@ -1,0 +1,182 @@
+import Evbus
+import EvbusBridge
+import EvbusIO
+import EvbusNATS
+import Foundation
+import Synchronization
+
+/// `evbus bench --scenario bridge`: two brokers standing for two machines, each with a bridge to
+/// one NATS server, measured beside plain NATS clients doing the same through the same server in
+/// the same sitting. Throughput (machine A's publisher to machine B's subscriber), one-way latency
+/// paced at 10,000 msgs/s, and sequential request/reply round trips from B to a responder on A.
+enum BridgeScenarios {
+    static let subjectPrefix = "evbus"
+
+    static func run(natsAddress: String?, messages: Int?) async throws -> [String] {
+        let server = try natsAddress == nil ? BenchNATSServer() : nil
+        defer { server?.stop() }
+        let address = natsAddress ?? server!.address
+        let brokerA = try BenchBroker(), brokerB = try BenchBroker()
+        defer {
+            brokerA.stop()
+            brokerB.stop()
+        }
+        let tag = "\(getpid())"
+        let bridgeA = try bridge(named: "a\(tag)", socket: brokerA.socketPath, nats: address, """
+            "export": ["bench.bridge.#"], "services": {"export": [{"queue": "bench.bridge.rpc", "subject": "svc.bench.\(tag)"}]}
+            """)
+        let bridgeB = try bridge(named: "b\(tag)", socket: brokerB.socketPath, nats: address, """
+            "import": ["bench.bridge.#"], "services": {"import": [{"subject": "svc.bench.\(tag)", "queue": "bench.bridge.rpc"}]}
+            """)
+        try await bridgeA.start()
+        try await bridgeB.start()
+        var lines = ["evbus bench bridge: brokers pid \(brokerA.pid) (A) and \(brokerB.pid) (B), NATS at \(address)\(server.map { " (nats-server pid \($0.pid))" } ?? "")"]
+
+        let count = messages ?? 500_000
+        let viaBridge = try await throughput(from: brokerA.socketPath, to: brokerB.socketPath, messages: count, paced: nil)
+        let plain = try await NATSBench.pubsub(address, name: "pubsub", messages: count, size: 16, subscribers: 1)
+        lines += [viaBridge.line, plain.line, ratio("throughput bridge/nats", BenchReport.rate(viaBridge.messages, nanos: viaBridge.nanos), BenchReport.rate(plain.messages, nanos: plain.nanos))]
+
+        let paced = min(count, 40_000)
+        let bridgeLatency = try await throughput(from: brokerA.socketPath, to: brokerB.socketPath, messages: paced, paced: 10_000)
+        let plainLatency = try await NATSBench.pubsub(address, name: "latency@10k", messages: paced, size: 16, subscribers: 1, pacedPerSecond: 10_000)
+        lines += [bridgeLatency.line, plainLatency.line,
+                  ratio("one-way p50 bridge/nats", Double(BenchReport.percentile(bridgeLatency.latencies, 50)), Double(BenchReport.percentile(plainLatency.latencies, 50)))]
+
+        let calls = min(count, 20_000)
+        let (bridgeRTT, bridgeLine) = try await bridgeRoundTrips(responderOn: brokerA.socketPath, callerOn: brokerB.socketPath, calls: calls)
+        let plainCallers = [try await NATSBench.connect(address, name: "bench-client")]
+        let responder = try await natsEchoResponder(address, subject: "bench.rpc.\(tag)")
+        let (plainRTT, plainElapsed) = try await RPCTimer.run(plainCallers, calls: calls) { c, p in _ = try await c.request("bench.rpc.\(tag)", p) }
+        for c in plainCallers { await c.close() }
+        await responder.close()
+        lines += [bridgeLine, BenchReport.roundTripLine("nats rpc", plainRTT, nanos: plainElapsed, clients: 1),
+                  ratio("round trip p50 bridge/nats", Double(BenchReport.percentile(bridgeRTT, 50)), Double(BenchReport.percentile(plainRTT, 50)))]
+
+        let counters = (bridgeA.counters, bridgeB.counters)
+        await bridgeA.stop()
+        await bridgeB.stop()
+        lines.append("bridge counters: A \(counters.0)  B \(counters.1)")
+        return lines
+    }
+
+    private static func ratio(_ label: String, _ a: Double, _ b: Double) -> String {
+        "\(label.padding(toLength: 30, withPad: " ", startingAt: 0)) \(BenchReport.format(b == 0 ? 0 : a / b, 2))"
+    }
+
+    private static func bridge(named name: String, socket: String, nats: String, _ rules: String) throws -> Bridge {
+        let url = nats.hasPrefix("nats://") ? nats : "nats://" + nats
+        let json = #"{"name": "\#(name)", "socket": "\#(socket)", "nats": {"servers": ["\#(url)"]}, "prefix": "\#(subjectPrefix)", "#
+            + rules + "}"
+        return Bridge(config: try BridgeConfig.parse(Data(json.utf8))) { line in
+            if line.contains("event=nats-disconnected") || line.contains("failed") { Terminal.err("bridge \(name): \(line)\n") }
+        }
+    }
+
+    /// Machine A's publisher to machine B's subscriber, through both bridges and NATS.
+    private static func throughput(from a: String, to b: String, messages: Int, paced: Int?) async throws -> BenchResult {
+        let topic = "bench.bridge.\(paced == nil ? "data" : "paced")"
+        let receiver = Receiver()
+        let subscriber = try await Peer.connect(to: b, name: "bench-sub")
+        _ = try await subscriber.subscribeViews(topic) { receiver.handle($0) }
+        let publisher = try await Peer.connect(to: a, name: "bench-pub")
+        // The import subscription is on NATS before the bridges report started; one message
+        // through proves the whole path is up (the count below starts after it).
+        let warm = Receiver()
+        _ = try await subscriber.subscribeViews("bench.bridge.warm") { warm.handle($0) }
+        try await publisher.publish("bench.bridge.warm", [UInt8](repeating: 0, count: 16))
+        guard await warm.waitFor(1) > 0, warm.count.load(ordering: .acquiring) == 1 else { throw BenchError("nothing crossed the bridge") }
+        let start = monotonicNanos()
+        try await Publisher.run(publisher, topic: topic, count: messages, size: 16, stampEvery: paced == nil ? 64 : 1, pacedPerSecond: paced)
+        let end = await receiver.waitFor(messages)
+        await publisher.close()
+        await subscriber.close()
+        return BenchResult(
+            name: paced.map { "bridge latency@\($0 / 1000)k" } ?? "bridge A->NATS->B", messages: messages, deliveries: messages,
+            received: receiver.count.load(ordering: .acquiring), nanos: end - start, latencies: receiver.sortedLatencies(),
+            outOfOrder: receiver.outOfOrder.load(ordering: .relaxed))
+    }
+
+    /// A caller on B requests the imported queue; bridge B asks NATS; bridge A asks A's responder.
+    private static func bridgeRoundTrips(responderOn a: String, callerOn b: String, calls: Int) async throws -> ([UInt64], String) {
+        let server = try await Peer.connect(to: a, name: "bench-responder")
+        let responder = try await server.respond(on: "bench.bridge.rpc", prefetch: 64) { (request: Request) -> [UInt8] in request.payload }
+        let caller = try await Peer.connect(to: b, name: "bench-client")
+        let (latencies, elapsed) = try await RPCTimer.run([caller], calls: calls) { p, payload in
+            _ = try await p.request(to: .queue("bench.bridge.rpc"), payload)
+        }
+        try await responder.cancel()
+        await caller.close()
+        await server.close()
+        return (latencies, BenchReport.roundTripLine("bridge rpc B->A", latencies, nanos: elapsed, clients: 1))
+    }
+
+    private static func natsEchoResponder(_ address: String, subject: String) async throws -> NATSClient {
+        let c = try await NATSBench.connect(address, name: "bench-responder")
+        try await c.subscribe(subject) { m in
+            guard let reply = m.replyTo else { return }
+            try? c.publishWithoutWaiting(reply, m.payload)
+        }
+        try await c.flush()
+        return c
+    }
+}
+
+/// A `nats-server` child process on a free loopback port, for the bridge scenario.
+final class BenchNATSServer {
+    let process = Process()
+    let address: String
+
+    init() throws {
+        guard let path = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"].first(where: FileManager.default.isExecutableFile) else {
+            throw BenchError("the bridge scenario needs nats-server (apt-get install -y nats-server), or --address of a running one")
+        }
+        let port = try Self.freePort()
+        address = "127.0.0.1:\(port)"
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = ["-a", "127.0.0.1", "-p", "\(port)"]
+        process.standardError = FileHandle.nullDevice
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = monotonicNanos() + 10_000_000_000
+        while !Self.accepts(port) {
+            guard process.isRunning, monotonicNanos() < deadline else { throw BenchError("nats-server did not start on \(address)") }
+            usleep(10_000)
+        }
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    func stop() {
+        process.terminate()
+        process.waitUntilExit()
+    }
+
+    /// A port the kernel just chose for a socket bound to port 0 (closed again; a small race,
+    /// acceptable for a benchmark).
+    private static func freePort() throws -> UInt16 {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard ok else { throw BenchError("no free TCP port on 127.0.0.1") }
+        return UInt16(bigEndian: a.sin_port)
+    }
+
+    private static func accepts(_ port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var a = sockaddr_in()
+        a.sin_family = sa_family_t(AF_INET)
+        a.sin_port = port.bigEndian
+        a.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &a) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+}
