@@ -268,6 +268,31 @@ public final class Peer: Sendable {
         try await subscribe(patterns, sink: .handler(handler), queue: nil)
     }
 
+    /// Stops reading what the broker sends (deliveries, replies, everything) until a matching
+    /// `resumeDeliveries()`: the broker's slow-consumer policy then applies to this peer's
+    /// subscriptions, as if it read slowly (by default their publishers wait; PROTOCOL.md §8).
+    /// For a handler that must not be fed faster than it can pass events on. Called from a
+    /// handler, no further frame of the current read is handled. Pauses nest.
+    public func pauseDeliveries() {
+        let core = self.core
+        if loop.inEventLoop {
+            core.value.pauseReading()
+        } else {
+            try? loop.execute { core.value.pauseReading() }
+        }
+    }
+
+    /// Ends one `pauseDeliveries()`; reading resumes when no pause (and no full subscription
+    /// buffer) holds it.
+    public func resumeDeliveries() {
+        let core = self.core
+        if loop.inEventLoop {
+            core.value.queueHasRoom()
+        } else {
+            try? loop.execute { core.value.queueHasRoom() }
+        }
+    }
+
     /// Subscribes with a zero-copy handler: no allocation per event. The `EventView`'s buffers are
     /// valid only during the call. Called on the peer's event loop, in order.
     public func subscribeViews(_ patterns: String..., handler: @escaping @Sendable (EventView) -> Void) async throws -> Subscription {

@@ -314,7 +314,11 @@ final class PeerConnection: ChannelDelegate {
         }
     }
 
-    private func pauseForFullQueue() {
+    private func pauseForFullQueue() { pauseReading() }
+
+    /// One more reason not to read (a full subscription buffer, or `Peer.pauseDeliveries`);
+    /// `queueHasRoom` ends one.
+    func pauseReading() {
         fullQueues += 1
         channel.pauseReading()
     }
@@ -422,7 +426,7 @@ final class PeerConnection: ChannelDelegate {
         pending.take(id)?.resume(with: result)
     }
 
-    /// Called (via the loop) when a full queue has room again.
+    /// Called (via the loop) when a full queue has room again, or a pause ends.
     func queueHasRoom() {
         fullQueues -= 1
         if fullQueues == 0 { channel.resumeReading() }

@@ -46,7 +46,9 @@ public final class Bridge: Sendable {
     public let config: BridgeConfig
     private let log: @Sendable (String) -> Void
     private let counts = Mutex(BridgeCounters())
-    /// Exports held while NATS is unreachable or backed up (`outage.mode` "buffer").
+    /// Reading from the local broker is paused while NATS is backed up.
+    private let paused = Mutex(false)
+    /// Exports held while NATS is unreachable (`outage.mode` "buffer").
     private let pending = Mutex<[HeldExport]>([])
     private let running = Mutex<(peer: Peer?, nats: NATSClient?, tasks: [Task<Void, Never>])>((nil, nil, []))
 
@@ -76,6 +78,7 @@ public final class Bridge: Sendable {
                 log("event=nats-servers-discovered servers=\(servers.joined(separator: ","))")
             case .drained:
                 flushPending()
+                resumeExports()
             }
         }
         let nats = try NATSClient(options)
@@ -113,7 +116,7 @@ public final class Bridge: Sendable {
             _ = try await peer.subscribeViews(pattern) { [self] view in
                 let topic = view.topic
                 guard !earlier.contains(where: { TopicRules.matches(pattern: $0, topic: topic) }) else { return }
-                export(view.event(), peer: peer, nats: nats)
+                export(view, topic: topic, peer: peer, nats: nats)
             }
         }
         running.withLock { $0.tasks += tasks }
@@ -131,40 +134,71 @@ public final class Bridge: Sendable {
 
     // MARK: Export
 
-    private func export(_ event: Event, peer: Peer, nats: NATSClient) {
-        if event.publisher == peer.connectionID || event.properties.headers[Header.imported] != nil {
+    /// On the peer's loop, from the view: the payload is copied only into NATS's outbox (or
+    /// into the outage buffer).
+    private func export(_ view: EventView, topic: String, peer: Peer, nats: NATSClient) {
+        let p = view.properties
+        if view.publisher == peer.connectionID || p.headers[Header.imported] != nil {
             counts.withLock { $0.loopsStopped += 1 }  // it came from NATS: it goes back nowhere
             return
         }
         var headers = NATSHeaders(fields: [(Header.origin, config.name)])
-        if let s = event.sender {
+        if let s = view.sender {
             headers.fields += [(Header.publisherUID, "\(s.uid)"), (Header.publisherGID, "\(s.gid)"), (Header.publisherPID, "\(s.pid)")]
             if !s.name.isEmpty { headers.fields.append((Header.publisherName, s.name)) }
         }
-        let p = event.properties
         if let v = p.contentType { headers.fields.append((Header.contentType, v)) }
         if let v = p.correlationID { headers.fields.append((Header.correlationID, v)) }
         if let v = p.messageID { headers.fields.append((Header.messageID, v)) }
         if let v = p.timestamp { headers.fields.append((Header.timestamp, "\(v)")) }
-        for (k, v) in p.headers.sorted(by: { $0.key < $1.key }) { headers.fields.append((k, v)) }
-        send((config.mapping.subject(event.topic), headers, event.payload), nats: nats)
+        if !p.headers.isEmpty {
+            for (k, v) in p.headers.sorted(by: { $0.key < $1.key }) { headers.fields.append((k, v)) }
+        }
+        send(config.mapping.subject(topic), headers, view.payload, nats: nats)
+        if nats.isBackedUp { pauseExports(peer, nats) }
     }
 
-    /// Publishes an export, or, while NATS is unreachable or not keeping up (its connection
-    /// backed up), keeps it for later or counts it dropped, as `outage` says. Held exports go
-    /// first, so NATS sees every export in the order it was made.
-    private func send(_ m: HeldExport, nats: NATSClient) {
+    /// NATS reads slower than the local broker delivers: stop reading from the broker until it
+    /// catches up (`.drained`), so the local publishers wait, under the broker's slow-consumer
+    /// policy, instead of the bridge buffering without end or dropping. Checked under the lock
+    /// the resume takes, so a `.drained` told meanwhile is never missed.
+    private func pauseExports(_ peer: Peer, _ nats: NATSClient) {
+        paused.withLock { paused in
+            guard !paused, nats.isBackedUp else { return }
+            paused = true
+            peer.pauseDeliveries()
+        }
+    }
+
+    private func resumeExports() {
+        guard let peer = running.withLock({ $0.peer }) else { return }
+        paused.withLock { paused in
+            guard paused else { return }
+            paused = false
+            peer.resumeDeliveries()
+        }
+    }
+
+    /// Publishes an export, or, while NATS is unreachable, keeps it for later or counts it
+    /// dropped, as `outage` says. Held exports go first, so NATS sees every export in the order
+    /// it was made. (While NATS is only backed up, reading from the broker is paused, so few
+    /// exports arrive then; those that do are held like an outage's.)
+    private func send(_ subject: String, _ headers: NATSHeaders, _ payload: UnsafeRawBufferPointer, nats: NATSClient) {
         let outcome = pending.withLock { held -> SendOutcome in
             if !held.isEmpty { publishHeld(&held, nats) }
-            if held.isEmpty && !nats.isBackedUp {
-                switch Self.publish(m, nats) {
+            var unreachable = !nats.isConnected
+            if held.isEmpty && !nats.isBackedUp && !unreachable {
+                switch Self.publish(subject, headers, payload, nats) {
                 case nil: return .sent
-                case let error? where error.code == .notConnected: break  // held below
+                case let error? where error.code == .notConnected: unreachable = true  // held below
                 case let error?: return .refused(error)
                 }
             }
-            guard config.outage == .buffer, held.count < config.bufferMessages else { return .dropped }
-            held.append(m)
+            // Only backed up (reading from the broker pauses right after this one): kept
+            // whatever the outage mode, since at most one export per pause arrives so.
+            let keep = unreachable ? config.outage == .buffer && held.count < config.bufferMessages : true
+            guard keep else { return .dropped }
+            held.append(HeldExport(subject: subject, headers: headers, payload: Array(payload)))
             return .held
         }
         switch outcome {
@@ -173,16 +207,20 @@ public final class Bridge: Sendable {
         case .dropped: counts.withLock { $0.dropped += 1 }
         case .refused(let error):
             counts.withLock { $0.dropped += 1 }
-            log("event=export-dropped subject=\(m.subject) reason=\"\(error)\"")
+            log("event=export-dropped subject=\(subject) reason=\"\(error)\"")
         }
     }
 
-    private typealias HeldExport = (subject: String, headers: NATSHeaders, payload: [UInt8])
+    private struct HeldExport: Sendable {
+        var subject: String
+        var headers: NATSHeaders
+        var payload: [UInt8]
+    }
     private enum SendOutcome { case sent, held, dropped, refused(NATSError) }
 
     /// Why NATS did not take it, nil when it did.
-    private static func publish(_ m: HeldExport, _ nats: NATSClient) -> NATSError? {
-        do { try nats.publishWithoutWaiting(m.subject, m.payload, headers: m.headers) } catch { return error }
+    private static func publish(_ subject: String, _ headers: NATSHeaders, _ payload: UnsafeRawBufferPointer, _ nats: NATSClient) -> NATSError? {
+        do { try nats.publishWithoutWaiting(subject, bytes: payload, headers: headers) } catch { return error }
         return nil
     }
 
@@ -191,7 +229,7 @@ public final class Bridge: Sendable {
         var done = 0, refused: UInt64 = 0
         while done < held.count, !nats.isBackedUp {
             let m = held[done]
-            if let error = Self.publish(m, nats) {
+            if let error = m.payload.withUnsafeBytes({ Self.publish(m.subject, m.headers, $0, nats) }) {
                 if error.code == .notConnected { break }
                 refused += 1
                 log("event=export-dropped subject=\(m.subject) reason=\"\(error)\"")
@@ -255,7 +293,14 @@ public final class Bridge: Sendable {
 
     // MARK: Import
 
-    private let imports = AsyncStreamPair<(topic: String, payload: [UInt8], properties: MessageProperties)>()
+    /// A message from NATS on its way to the local broker (a struct: its type is known statically).
+    private struct Imported: Sendable {
+        var topic: String
+        var payload: [UInt8]
+        var properties: MessageProperties
+    }
+
+    private let imports = BatchQueue<Imported>()
 
     private func importMessage(_ m: NATSMessage, pattern: String) {
         let origin = m.headers?[Header.origin]
@@ -277,34 +322,27 @@ public final class Bridge: Sendable {
         }
         headers[Header.imported] = origin ?? "nats"
         p.headers = headers
-        imports.yield((topic, m.payload, p))
+        imports.append(Imported(topic: topic, payload: m.payload, properties: p))
     }
 
     /// Publishes imported messages locally, one at a time, in the order NATS delivered them.
     private func importTask(_ peer: Peer) -> Task<Void, Never> {
-        let stream = imports.stream
+        let queue = imports
         return Task { [self] in
-            for await m in stream {
-                do {
-                    try await peer.publish(m.topic, m.payload, properties: m.properties)
-                    counts.withLock { $0.imported += 1 }
-                } catch {
-                    log("event=import-failed topic=\(m.topic) reason=\"\(error)\"")
+            while true {
+                let batch = await queue.next()
+                if batch.isEmpty { return }  // finished
+                var published: UInt64 = 0
+                for m in batch {
+                    do {
+                        try await peer.publish(m.topic, m.payload, properties: m.properties)
+                        published += 1
+                    } catch {
+                        log("event=import-failed topic=\(m.topic) reason=\"\(error)\"")
+                    }
                 }
+                counts.withLock { $0.imported += published }
             }
         }
     }
-}
-
-/// An AsyncStream and its continuation, made together.
-final class AsyncStreamPair<Element: Sendable>: Sendable {
-    let stream: AsyncStream<Element>
-    private let continuation: AsyncStream<Element>.Continuation
-
-    init() {
-        (stream, continuation) = AsyncStream.makeStream()
-    }
-
-    func yield(_ e: Element) { continuation.yield(e) }
-    func finish() { continuation.finish() }
 }

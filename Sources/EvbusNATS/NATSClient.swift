@@ -26,7 +26,8 @@ public final class NATSClient: Sendable {
         case connected(server: String)
         case disconnected(server: String, reason: String)
         case discovered(servers: [String])
-        /// The socket, backed up before (`isBackedUp`), can take publishes again.
+        /// `isBackedUp` ended: the socket drained, or the connection was lost (publishes then fail
+        /// with `notConnected` instead of waiting). Told after every spell of `isBackedUp`.
         case drained
     }
 
@@ -87,19 +88,30 @@ public final class NATSClient: Sendable {
     /// memory (`publish` would suspend). `.drained` is told when this ends.
     public var isBackedUp: Bool { outbox.isFull }
 
+    /// Connected to a server now (publishes are accepted); readable from any thread.
+    public var isConnected: Bool { outbox.isOpen }
+
     /// `publish` that never suspends, even while the socket is backed up: for a handler on the
     /// client's own thread (a reply to a request), or a caller that bounds its own rate.
     public func publishWithoutWaiting(_ subject: String, _ payload: [UInt8], replyTo: String? = nil, headers: NATSHeaders? = nil) throws(NATSError) {
         _ = try queue(subject, payload, replyTo: replyTo, headers: headers)
     }
 
-    /// Queues the frame; true when the publisher should wait for room.
+    /// `publishWithoutWaiting` from bytes the caller does not own (they are copied before it returns).
+    public func publishWithoutWaiting(_ subject: String, bytes payload: UnsafeRawBufferPointer, replyTo: String? = nil, headers: NATSHeaders? = nil) throws(NATSError) {
+        _ = try queue(subject, payload, replyTo: replyTo, headers: headers)
+    }
+
     private func queue(_ subject: String, _ payload: [UInt8], replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> Bool {
+        let queued = payload.withUnsafeBytes { p in Result { () throws(NATSError) in try queue(subject, p, replyTo: replyTo, headers: headers) } }
+        return try queued.get()
+    }
+
+    /// Queues the frame; true when the publisher should wait for room.
+    private func queue(_ subject: String, _ payload: UnsafeRawBufferPointer, replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> Bool {
         let headerBytes = try NATSFrame.checkPublish(subject: subject, replyTo: replyTo, headers: headers)
         let (wake, mustWait) = try outbox.append { out in
-            payload.withUnsafeBytes { p in
-                NATSFrame.appendPublish(&out, subject: subject, payload: p, replyTo: replyTo, headers: headers, headerBytes: headerBytes)
-            }
+            NATSFrame.appendPublish(&out, subject: subject, payload: payload, replyTo: replyTo, headers: headers, headerBytes: headerBytes)
         }
         if wake {
             let core = self.core

@@ -165,7 +165,7 @@ final class NATSCore {
     func linkLost(_ link: NATSLink, _ reason: ConnectionLost) {
         guard link === self.link else { return }
         self.link = nil
-        outbox.setOpen(false)
+        if outbox.setOpen(false) { options.onEvent?(.drained) }
         if let url = connectedURL { options.onEvent?(.disconnected(server: url, reason: "\(reason)")) }
         connectedURL = nil
         let pongs = pongWaiters
@@ -204,7 +204,8 @@ final class NATSCore {
     /// Writes the publishes queued from other threads (`NATSOutbox`).
     func drainOutbox() {
         let transport = link?.transport
-        outbox.drain { transport?.write($0) }  // without a connection the bytes are dropped, as a lost socket's are
+        // Without a connection the bytes are dropped, as a lost socket's are.
+        if outbox.drain({ transport?.write($0) }) { options.onEvent?(.drained) }
         if let transport, !transport.isWritable { outbox.setBackedUp(true) }
     }
 

@@ -39,6 +39,7 @@ final class NATSOutbox: Sendable {
     }
 
     var isFull: Bool { state.withLock { $0.full } }
+    var isOpen: Bool { state.withLock { $0.open } }
 
     /// Suspends until publishers may go on (at once if they may already).
     func waitUntilRoom() async {
@@ -52,44 +53,53 @@ final class NATSOutbox: Sendable {
     }
 
     /// Client's thread: hands the queued bytes to `write` (which copies them) and keeps the
-    /// buffer for reuse.
-    func drain(_ write: ([UInt8]) -> Void) {
-        var batch = state.withLock { s in
+    /// buffer for reuse. True when this ended a full spell (see `drained`).
+    func drain(_ write: ([UInt8]) -> Void) -> Bool {
+        var (batch, wasFull) = state.withLock { s in
+            let wasFull = s.full
             s.drainQueued = false
             var b: [UInt8] = []
             swap(&b, &s.bytes)
             swap(&s.bytes, &s.spare)
-            return b
+            return (b, wasFull)
         }
-        guard !batch.isEmpty else { return }
+        guard !batch.isEmpty else { return false }
         write(batch)
         batch.removeAll(keepingCapacity: true)
-        state.withLock { s in s.spare = batch }
+        return state.withLock { s in
+            s.spare = batch
+            return wasFull && !s.full
+        }
     }
 
     /// Client's thread: the socket is (not) backed up; publishers waiting may go on once it
-    /// drained. True when this ended a backed-up spell.
+    /// drained. True when this ended a full spell.
     @discardableResult
     func setBackedUp(_ backedUp: Bool) -> Bool {
         let (waiters, ended) = state.withLock { s in
-            let was = s.backedUp
+            let wasFull = s.full
             s.backedUp = backedUp
-            return (s.full ? [] : s.takeWaiters(), was && !backedUp)
+            return (s.full ? [] : s.takeWaiters(), wasFull && !s.full)
         }
         resume(waiters)
         return ended
     }
 
     /// Client's thread: connected (publishes accepted), or not (queued bytes are discarded, as
-    /// bytes in a lost socket's buffer are; waiting publishers go on and then fail).
-    func setOpen(_ open: Bool, closed: Bool = false) {
-        resume(state.withLock { s in
+    /// bytes in a lost socket's buffer are; waiting publishers go on and then fail). True when
+    /// this ended a full spell.
+    @discardableResult
+    func setOpen(_ open: Bool, closed: Bool = false) -> Bool {
+        let (waiters, ended) = state.withLock { s in
+            let wasFull = s.full
             s.open = open
             s.closed = s.closed || closed
             s.backedUp = false
             if !open { s.bytes.removeAll(keepingCapacity: true) }
-            return s.takeWaiters()
-        })
+            return (s.takeWaiters(), wasFull && !s.full)
+        }
+        resume(waiters)
+        return ended
     }
 
     private func resume(_ waiters: [CheckedContinuation<Void, Never>]) {

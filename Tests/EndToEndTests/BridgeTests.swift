@@ -14,14 +14,7 @@ import Testing
         _ name: String, _ broker: BrokerProcess, _ nats: NATSServerProcess, export: [String], import imports: [String],
         services: [String: Any]? = nil, jetstream: [[String: String]]? = nil
     ) async throws -> RunningProcess {
-        let file = TestPaths.dataDirectory("bridge-\(name)") + ".json"
-        var json: [String: Any] = ["name": name, "nats": ["servers": [nats.url]], "export": export, "import": imports]
-        if let services { json["services"] = services }
-        if let jetstream { json["jetstream"] = jetstream }
-        try JSONSerialization.data(withJSONObject: json).write(to: URL(fileURLWithPath: file))
-        let p = try RunningProcess(TestPaths.evbusBinary, ["bridge", "--config", file, "--socket", broker.socketPath])
-        #expect(await eventually { p.stderr.contains("event=started") || !p.isRunning }, "\(p.stderr)")
-        return p
+        try await startBridge(name, socket: broker.socketPath, servers: [nats.url], export: export, import: imports, services: services, jetstream: jetstream)
     }
 
     @Test func aMessageCrossesWithItsPropertiesAndIdentityInOrder() async throws {

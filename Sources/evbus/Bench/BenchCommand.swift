@@ -31,7 +31,7 @@ struct BenchCommand: EvbusCommand {
             trips to a responder echoing 16 bytes: latency), rpc-8 (8 clients at once: round trips/s) and
             rpc-poll (rpc with the client's loop polling 50 µs before it sleeps: latency for CPU);
             bridge, only when named (two brokers, each with an `evbus bridge` to one nats-server, started
-            here unless --address names one: A -> NATS -> B throughput, one-way latency at 10,000 msgs/s and
+            here unless --address names one: A -> NATS -> B throughput and each half alone, one-way latency at 1,000 msgs/s and
             request/reply round trips from B to A, each beside plain NATS clients doing the same). Publisher and
             subscribers are peers in this process, each on its own event loop; the broker is a
             separate `evbus broker` process.

@@ -7,8 +7,8 @@ import Synchronization
 
 /// `evbus bench --scenario bridge`: two brokers standing for two machines, each with a bridge to
 /// one NATS server, measured beside plain NATS clients doing the same through the same server in
-/// the same sitting. Throughput (machine A's publisher to machine B's subscriber), one-way latency
-/// paced at 10,000 msgs/s, and sequential request/reply round trips from B to a responder on A.
+/// the same sitting. Throughput (machine A's publisher to machine B's subscriber, and each half
+/// alone), one-way latency paced at 1,000 msgs/s, and sequential request/reply round trips from B to a responder on A.
 enum BridgeScenarios {
     static let subjectPrefix = "evbus"
 
@@ -23,7 +23,7 @@ enum BridgeScenarios {
         }
         let tag = "\(getpid())"
         let bridgeA = try bridge(named: "a\(tag)", socket: brokerA.socketPath, nats: address, """
-            "export": ["bench.bridge.#"], "services": {"export": [{"queue": "bench.bridge.rpc", "subject": "svc.bench.\(tag)"}]}
+            "export": ["bench.bridge.#", "bench.export.#"], "services": {"export": [{"queue": "bench.bridge.rpc", "subject": "svc.bench.\(tag)"}]}
             """)
         let bridgeB = try bridge(named: "b\(tag)", socket: brokerB.socketPath, nats: address, """
             "import": ["bench.bridge.#"], "services": {"import": [{"subject": "svc.bench.\(tag)", "queue": "bench.bridge.rpc"}]}
@@ -37,9 +37,16 @@ enum BridgeScenarios {
         let plain = try await NATSBench.pubsub(address, name: "pubsub", messages: count, size: 16, subscribers: 1)
         lines += [viaBridge.line, plain.line, ratio("throughput bridge/nats", BenchReport.rate(viaBridge.messages, nanos: viaBridge.nanos), BenchReport.rate(plain.messages, nanos: plain.nanos))]
 
-        let paced = min(count, 40_000)
-        let bridgeLatency = try await throughput(from: brokerA.socketPath, to: brokerB.socketPath, messages: paced, paced: 10_000)
-        let plainLatency = try await NATSBench.pubsub(address, name: "latency@10k", messages: paced, size: 16, subscribers: 1, pacedPerSecond: 10_000)
+        // Each half alone: where the time goes.
+        let exportHalf = try await exportOnly(from: brokerA.socketPath, nats: address, messages: count)
+        let importHalf = try await importOnly(nats: address, to: brokerB.socketPath, messages: count)
+        lines += [exportHalf.line, importHalf.line]
+
+        // Paced slowly enough that the publisher sleeps between messages: on a small machine a
+        // publisher spinning on a core would stand between the bridge's threads and the CPU.
+        let paced = min(count, 5_000)
+        let bridgeLatency = try await throughput(from: brokerA.socketPath, to: brokerB.socketPath, messages: paced, paced: 1_000)
+        let plainLatency = try await NATSBench.pubsub(address, name: "latency@1k", messages: paced, size: 16, subscribers: 1, pacedPerSecond: 1_000)
         lines += [bridgeLatency.line, plainLatency.line,
                   ratio("one-way p50 bridge/nats", Double(BenchReport.percentile(bridgeLatency.latencies, 50)), Double(BenchReport.percentile(plainLatency.latencies, 50)))]
 
@@ -95,6 +102,35 @@ enum BridgeScenarios {
             name: paced.map { "bridge latency@\($0 / 1000)k" } ?? "bridge A->NATS->B", messages: messages, deliveries: messages,
             received: receiver.count.load(ordering: .acquiring), nanos: end - start, latencies: receiver.sortedLatencies(),
             outOfOrder: receiver.outOfOrder.load(ordering: .relaxed))
+    }
+
+    /// Machine A's publisher to a plain NATS subscriber: bridge A's export alone.
+    private static func exportOnly(from a: String, nats: String, messages: Int) async throws -> BenchResult {
+        let receiver = Receiver()
+        let subscriber = try await NATSBench.subscriber(nats, "\(subjectPrefix).bench.export.data", receiver)
+        let publisher = try await Peer.connect(to: a, name: "bench-pub")
+        let start = monotonicNanos()
+        try await Publisher.run(publisher, topic: "bench.export.data", count: messages, size: 16)
+        let end = await receiver.waitFor(messages)
+        await publisher.close()
+        await subscriber.close()
+        return BenchResult(name: "bridge export A->NATS", messages: messages, deliveries: messages,
+                           received: receiver.count.load(ordering: .acquiring), nanos: end - start, latencies: receiver.sortedLatencies())
+    }
+
+    /// A plain NATS publisher to machine B's subscriber: bridge B's import alone.
+    private static func importOnly(nats: String, to b: String, messages: Int) async throws -> BenchResult {
+        let receiver = Receiver()
+        let subscriber = try await Peer.connect(to: b, name: "bench-sub")
+        _ = try await subscriber.subscribeViews("bench.bridge.import") { receiver.handle($0) }
+        let publisher = try await NATSBench.connect(nats, name: "bench-pub")
+        let start = monotonicNanos()
+        try await Publisher.run(NATSBench.Sink(client: publisher, subject: "\(subjectPrefix).bench.bridge.import"), count: messages, size: 16)
+        let end = await receiver.waitFor(messages)
+        await publisher.close()
+        await subscriber.close()
+        return BenchResult(name: "bridge import NATS->B", messages: messages, deliveries: messages,
+                           received: receiver.count.load(ordering: .acquiring), nanos: end - start, latencies: receiver.sortedLatencies())
     }
 
     /// A caller on B requests the imported queue; bridge B asks NATS; bridge A asks A's responder.

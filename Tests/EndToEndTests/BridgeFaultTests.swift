@@ -1,0 +1,149 @@
+import Evbus
+import EvbusBridge
+import EvbusNATS
+import EvbusTestSupport
+import Foundation
+import Testing
+
+/// The bridge when things fail: its NATS node dies (a three-node cluster), NATS is unreachable
+/// for a while (buffer or drop), the local broker restarts.
+@Suite struct BridgeFaultTests {
+    func natsClient(_ url: String, _ name: String) async throws -> NATSClient {
+        let c = try NATSClient(NATSClient.Options(servers: [url], name: name))
+        try await c.waitUntilConnected()
+        return c
+    }
+
+    /// Three routed nodes; machine A's bridge on n1, machine B's on n2. Killing n1 moves A's
+    /// bridge to another node (one it was told about or learned from n1), and topics and
+    /// requests cross again, both ways, in order.
+    @Test func aBridgeFailsOverWhenItsNATSNodeDies() async throws {
+        let n1 = try await NATSServerProcess(cluster: true, name: "n1")
+        let n2 = try await NATSServerProcess(routes: [n1.clusterPort], name: "n2")
+        let n3 = try await NATSServerProcess(routes: [n1.clusterPort, n2.clusterPort], name: "n3")
+        // Each node routes to the other two before the bridges connect (see NATSClientTests on
+        // the server's INFO race).
+        #expect(await eventually(30) {
+            [n1, n2, n3].allSatisfy { occurrences("Route connection created", in: $0.process.stderr) >= 2 }
+        })
+        let a = try await BrokerProcess(), b = try await BrokerProcess()
+        let bridgeA = try await startBridge(
+            "fo-a", socket: a.socketPath, servers: [n1.url, n3.url], export: ["telemetry.#"],
+            services: ["export": [["queue": "planner", "subject": "svc.planner"]]])
+        let bridgeB = try await startBridge(
+            "fo-b", socket: b.socketPath, servers: [n2.url], import: ["telemetry.#"],
+            services: ["import": [["subject": "svc.planner", "queue": "planner"]]])
+        #expect(bridgeA.stderr.contains("event=nats-connected server=\(n1.url)"))
+        let responder = try await Peer.connect(to: a.socketPath, name: "planner")
+        _ = try await responder.respond(on: "planner") { (r: Request) -> [UInt8] in Array("plan for \(r.text)".utf8) }
+        let subscriber = try await Peer.connect(to: b.socketPath, name: "dashboard")
+        let got = Collector<Event>()
+        _ = try await subscriber.subscribe("telemetry.#") { got.add($0) }
+        let publisher = try await Peer.connect(to: a.socketPath, name: "robot")
+        let caller = try await Peer.connect(to: b.socketPath, name: "operator")
+        func speeds() -> [String] { got.items.filter { $0.topic == "telemetry.speed" }.map(\.text) }
+        /// Interest crosses the cluster asynchronously: probe until one is through.
+        func probeUntilThrough(_ topic: String) async -> Bool {
+            await eventually(30) {
+                try? await publisher.publish(topic, "probe")
+                return got.items.contains { $0.topic == topic }
+            }
+        }
+
+        #expect(await probeUntilThrough("telemetry.before"))
+        for i in 0..<20 { try await publisher.publish("telemetry.speed", "\(i)") }
+        #expect(await eventually { speeds().count == 20 })
+        #expect(speeds() == (0..<20).map(String.init))
+        #expect(try await caller.request(to: .queue("planner"), Array("one".utf8), timeout: .seconds(10)).text == "plan for one")
+
+        await n1.kill()
+        #expect(await eventually(30) { occurrences("event=nats-connected", in: bridgeA.stderr) >= 2 }, "\(bridgeA.stderr)")
+        let moved = bridgeA.stderr.components(separatedBy: "\n").last { $0.contains("event=nats-connected") } ?? ""
+        #expect(!moved.contains(n1.url), "\(moved)")
+
+        // After the move: a probe gets through, then 20 more arrive in order; a request crosses again.
+        #expect(await probeUntilThrough("telemetry.after"), "\(bridgeA.stderr.suffix(1500))")
+        for i in 0..<20 { try await publisher.publish("telemetry.speed", "after-\(i)") }
+        #expect(await eventually { speeds().count == 40 })
+        #expect(Array(speeds().dropFirst(20)) == (0..<20).map { "after-\($0)" })
+        #expect(try await caller.request(to: .queue("planner"), Array("two".utf8), timeout: .seconds(10)).text == "plan for two")
+
+        for p in [bridgeA, bridgeB] { p.signal(SIGTERM) }
+        let statusA = await bridgeA.waitForExit(), statusB = await bridgeB.waitForExit()
+        #expect(statusA == 0 && statusB == 0)
+        for p in [responder, subscriber, publisher, caller] { await p.close() }
+        _ = (n2, n3)
+    }
+
+    /// NATS gone: with `outage.mode` "buffer", exports wait (up to `bufferMessages`, the rest
+    /// counted dropped) and go out in order once NATS is back; with "drop" they are counted
+    /// dropped. The bridge is stopped (SIGSTOP) while NATS restarts, so the test's subscriber is
+    /// on the new server before the bridge sends what it held.
+    @Test(arguments: ["buffer", "drop"]) func duringAnOutageExportsWaitOrAreCountedDropped(mode: String) async throws {
+        var nats = try await NATSServerProcess()
+        let a = try await BrokerProcess()
+        let bridge = try await startBridge(
+            "outage-\(mode)", socket: a.socketPath, servers: [nats.url], export: ["log.#"],
+            outage: ["mode": mode, "bufferMessages": 5])
+        let publisher = try await Peer.connect(to: a.socketPath, name: "logger")
+        let port = nats.port
+        await nats.kill()
+        #expect(await eventually { bridge.stderr.contains("event=nats-disconnected") })
+        for i in 0..<8 { try await publisher.publish("log.line", "\(i)") }
+        try await publisher.flush()
+        let statsQueue = "evbus.bridge.outage-\(mode).stats"
+        let expected = mode == "buffer" ? "buffered=5 " : "buffered=0 "
+        #expect(await eventually {
+            let r = try? await RunningProcess.runEvbus(["rpc", statsQueue, "", "--socket", a.socketPath])
+            return r?.stdout.contains(expected) == true && r?.stdout.contains(mode == "buffer" ? "dropped=3 " : "dropped=8 ") == true
+        })
+        bridge.signal(SIGSTOP)
+        nats = try await NATSServerProcess(port: port)
+        let watcher = try await natsClient(nats.url, "watcher")
+        let got = Collector<String>()
+        try await watcher.subscribe("evbus.log.>") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
+        try await watcher.flush()
+        bridge.signal(SIGCONT)
+        #expect(await eventually(30) { occurrences("event=nats-connected", in: bridge.stderr) >= 2 })
+        try await publisher.publish("log.line", "after")
+        #expect(await eventually { got.items.last == "after" }, "\(got.items)")
+        #expect(got.items == (mode == "buffer" ? ["0", "1", "2", "3", "4", "after"] : ["after"]))
+        bridge.signal(SIGTERM)
+        #expect(await bridge.waitForExit() == 0)
+        await watcher.close()
+        await publisher.close()
+    }
+
+    /// The local broker restarts under the bridge: it reconnects, subscribes again to what it
+    /// exports and declares its service queue again; both directions work after.
+    @Test func aBridgeReconnectsAndRedeclaresWhenTheLocalBrokerRestarts() async throws {
+        let nats = try await NATSServerProcess()
+        let socket = TestPaths.socket("bridge-restart"), data = TestPaths.dataDirectory("bridge-restart")
+        var a = try await BrokerProcess(socketPath: socket, dataDir: data)
+        let bridge = try await startBridge(
+            "restart", socket: socket, servers: [nats.url], export: ["status.#"], import: ["commands.#"])
+        let watcher = try await natsClient(nats.url, "watcher")
+        let got = Collector<String>()
+        try await watcher.subscribe("evbus.status.>") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
+        try await watcher.flush()
+
+        #expect(await a.stop() == 0)
+        a = try await BrokerProcess(socketPath: socket, dataDir: data)
+        #expect(await eventually(30) { bridge.stderr.contains("event=broker-reconnected") }, "\(bridge.stderr)")
+
+        // Local → NATS: the export subscription was made again.
+        let publisher = try await Peer.connect(to: socket, name: "robot")
+        try await publisher.publish("status.battery", "80%")
+        #expect(await eventually { got.items == ["80%"] }, "\(got.items) \(bridge.stderr.suffix(800))")
+        // NATS → local: imports still arrive.
+        let commands = try await publisher.subscribe("commands.#")
+        try await watcher.publish("evbus.commands.stop", Array("stop".utf8))
+        var iterator = commands.makeAsyncIterator()
+        #expect(try await iterator.next()?.text == "stop")
+        bridge.signal(SIGTERM)
+        #expect(await bridge.waitForExit() == 0)
+        await publisher.close()
+        await watcher.close()
+        _ = await a.stop()
+    }
+}
