@@ -146,4 +146,49 @@ import Testing
         await watcher.close()
         _ = await a.stop()
     }
+
+    /// NATS stops reading (the server is SIGSTOPped): the bridge's connection backs up, the
+    /// bridge stops reading from the local broker, and the broker's backpressure holds the local
+    /// publisher, with a bounded amount in flight instead of growing memory or dropping. Once
+    /// NATS reads again, every message arrives, in order.
+    @Test func aStalledNATSHoldsTheLocalPublisherAndLosesNothing() async throws {
+        let nats = try await NATSServerProcess()
+        let a = try await BrokerProcess()
+        let bridge = try await startBridge("stall", socket: a.socketPath, servers: [nats.url], export: ["bulk.#"])
+        let watcher = try await natsClient(nats.url, "watcher")
+        let got = Collector<UInt32>()
+        try await watcher.subscribe("evbus.bulk.>") { m in got.add(m.payload.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }) }
+        try await watcher.flush()
+        let publisher = try await Peer.connect(to: a.socketPath, name: "camera")
+        let total = 768  // 48 MiB: far more than every buffer between publisher and NATS together
+        let sent = Collector<Int>()
+        nats.process.signal(SIGSTOP)
+        let publishing = Task {
+            var frame = [UInt8](repeating: 0x61, count: 64 << 10)
+            for i in 0..<total {
+                frame.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(i), as: UInt32.self) }
+                try await publisher.publish("bulk.frame", frame)
+                sent.add(i)
+            }
+        }
+        // The publisher is held: its count stays put for 500 ms, well short of the total.
+        var held = -1
+        for _ in 0..<60 {
+            let before = sent.count
+            try await Task.sleep(for: .milliseconds(500))
+            held = sent.count
+            if held == before { break }
+        }
+        #expect(held < 600, "\(held) frames of 64 KiB published into a NATS server that reads nothing")
+        nats.process.signal(SIGCONT)
+        try await publishing.value
+        #expect(await eventually(60) { got.count == total }, "\(got.count) of \(total)")
+        #expect(got.items == (0..<total).map(UInt32.init))
+        let stats = try await RunningProcess.runEvbus(["rpc", "evbus.bridge.stall.stats", "", "--socket", a.socketPath])
+        #expect(stats.stdout.contains("dropped=0 ") && stats.stdout.contains("exported=\(total) "), "\(stats.stdout)")
+        bridge.signal(SIGTERM)
+        #expect(await bridge.waitForExit() == 0)
+        await watcher.close()
+        await publisher.close()
+    }
 }

@@ -170,7 +170,9 @@ struct BenchCommand: EvbusCommand {
                 lost += r.lost
                 line = r.line
             case "bridge":
-                line = try await BridgeScenarios.run(natsAddress: natsAddress, messages: messages).joined(separator: "\n")
+                let r = try await BridgeScenarios.run(natsAddress: natsAddress, messages: messages)
+                lost += r.lost
+                line = r.lines.joined(separator: "\n")
             case "burst":
                 let fresh = try BenchBroker()
                 defer { fresh.stop() }

@@ -12,7 +12,8 @@ import Synchronization
 enum BridgeScenarios {
     static let subjectPrefix = "evbus"
 
-    static func run(natsAddress: String?, messages: Int?) async throws -> [String] {
+    /// The report's lines, and how many messages were lost on the way.
+    static func run(natsAddress: String?, messages: Int?) async throws -> (lines: [String], lost: Int) {
         let server = try natsAddress == nil ? BenchNATSServer() : nil
         defer { server?.stop() }
         let address = natsAddress ?? server!.address
@@ -64,7 +65,8 @@ enum BridgeScenarios {
         await bridgeA.stop()
         await bridgeB.stop()
         lines.append("bridge counters: A \(counters.0)  B \(counters.1)")
-        return lines
+        let lost = [viaBridge, plain, exportHalf, importHalf, bridgeLatency, plainLatency].reduce(0) { $0 + $1.lost }
+        return (lines, lost)
     }
 
     private static func ratio(_ label: String, _ a: Double, _ b: Double) -> String {
