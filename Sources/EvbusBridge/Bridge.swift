@@ -50,7 +50,7 @@ public final class Bridge: Sendable {
     private let paused = Mutex(false)
     /// Exports held while NATS is unreachable (`outage.mode` "buffer").
     private let pending = Mutex<[HeldExport]>([])
-    private let running = Mutex<(peer: Peer?, nats: NATSClient?, tasks: [Task<Void, Never>])>((nil, nil, []))
+    private let running = Mutex<(peer: Peer?, nats: NATSClient?, loop: EventLoop?, tasks: [Task<Void, Never>])>((nil, nil, nil, []))
 
     public init(config: BridgeConfig, log: @escaping @Sendable (String) -> Void) {
         self.config = config
@@ -84,8 +84,18 @@ public final class Bridge: Sendable {
         let nats = try NATSClient(options)
         var peerOptions = Peer.Options()
         peerOptions.onConnectionEvent = { [log] e in log("event=broker-\(e)") }
-        let peer = try await Peer.connect(to: config.socket, name: "evbus-bridge-\(config.name)", options: peerOptions)
-        running.withLock { $0.peer = peer; $0.nats = nats }
+        // A loop of its own: beside other peers in one process (the bench, a test) the bridge
+        // would otherwise share their thread, as it never does as `evbus bridge`.
+        let loop = try EventLoop.startThread(name: "bridge-\(config.name)")
+        let peer: Peer
+        do {
+            peer = try await Peer.connect(to: config.socket, name: "evbus-bridge-\(config.name)", loop: loop, options: peerOptions)
+        } catch {
+            loop.stopAndJoin()
+            await nats.close()
+            throw error
+        }
+        running.withLock { $0.peer = peer; $0.nats = nats; $0.loop = loop }
         try? await nats.waitUntilConnected(timeout: .seconds(5))  // not fatal: it keeps trying
         for (pattern, subject) in config.imports {
             try await nats.subscribe(subject) { [self] m in importMessage(m, pattern: pattern) }
@@ -125,11 +135,12 @@ public final class Bridge: Sendable {
     }
 
     public func stop() async {
-        let (peer, nats, tasks) = running.withLock { r in defer { r = (nil, nil, []) }; return (r.peer, r.nats, r.tasks) }
+        let (peer, nats, loop, tasks) = running.withLock { r in defer { r = (nil, nil, nil, []) }; return (r.peer, r.nats, r.loop, r.tasks) }
         imports.finish()
         for t in tasks { t.cancel() }
         await nats?.close()
         await peer?.close()
+        loop?.stopAndJoin()
     }
 
     // MARK: Export

@@ -85,10 +85,12 @@ enum BridgeScenarios {
     /// Machine A's publisher to machine B's subscriber, through both bridges and NATS.
     private static func throughput(from a: String, to b: String, messages: Int, paced: Int?) async throws -> BenchResult {
         let topic = "bench.bridge.\(paced == nil ? "data" : "paced")"
+        let (pubLoop, subLoop) = try loops()
+        defer { stop(pubLoop, subLoop) }
         let receiver = Receiver()
-        let subscriber = try await Peer.connect(to: b, name: "bench-sub")
+        let subscriber = try await Peer.connect(to: b, name: "bench-sub", loop: subLoop)
         _ = try await subscriber.subscribeViews(topic) { receiver.handle($0) }
-        let publisher = try await Peer.connect(to: a, name: "bench-pub")
+        let publisher = try await Peer.connect(to: a, name: "bench-pub", loop: pubLoop)
         // The import subscription is on NATS before the bridges report started; one message
         // through proves the whole path is up (the count below starts after it).
         let warm = Receiver()
@@ -109,8 +111,10 @@ enum BridgeScenarios {
     /// Machine A's publisher to a plain NATS subscriber: bridge A's export alone.
     private static func exportOnly(from a: String, nats: String, messages: Int) async throws -> BenchResult {
         let receiver = Receiver()
+        let (pubLoop, subLoop) = try loops()
+        defer { stop(pubLoop, subLoop) }
         let subscriber = try await NATSBench.subscriber(nats, "\(subjectPrefix).bench.export.data", receiver)
-        let publisher = try await Peer.connect(to: a, name: "bench-pub")
+        let publisher = try await Peer.connect(to: a, name: "bench-pub", loop: pubLoop)
         let start = monotonicNanos()
         try await Publisher.run(publisher, topic: "bench.export.data", count: messages, size: 16)
         let end = await receiver.waitFor(messages)
@@ -123,7 +127,9 @@ enum BridgeScenarios {
     /// A plain NATS publisher to machine B's subscriber: bridge B's import alone.
     private static func importOnly(nats: String, to b: String, messages: Int) async throws -> BenchResult {
         let receiver = Receiver()
-        let subscriber = try await Peer.connect(to: b, name: "bench-sub")
+        let (pubLoop, subLoop) = try loops()
+        defer { stop(pubLoop, subLoop) }
+        let subscriber = try await Peer.connect(to: b, name: "bench-sub", loop: subLoop)
         _ = try await subscriber.subscribeViews("bench.bridge.import") { receiver.handle($0) }
         let publisher = try await NATSBench.connect(nats, name: "bench-pub")
         let start = monotonicNanos()
@@ -137,9 +143,11 @@ enum BridgeScenarios {
 
     /// A caller on B requests the imported queue; bridge B asks NATS; bridge A asks A's responder.
     private static func bridgeRoundTrips(responderOn a: String, callerOn b: String, calls: Int) async throws -> ([UInt64], String) {
-        let server = try await Peer.connect(to: a, name: "bench-responder")
+        let (serverLoop, clientLoop) = try loops()
+        defer { stop(serverLoop, clientLoop) }
+        let server = try await Peer.connect(to: a, name: "bench-responder", loop: serverLoop)
         let responder = try await server.respond(on: "bench.bridge.rpc", prefetch: 64) { (request: Request) -> [UInt8] in request.payload }
-        let caller = try await Peer.connect(to: b, name: "bench-client")
+        let caller = try await Peer.connect(to: b, name: "bench-client", loop: clientLoop)
         let (latencies, elapsed) = try await RPCTimer.run([caller], calls: calls) { p, payload in
             _ = try await p.request(to: .queue("bench.bridge.rpc"), payload)
         }
@@ -147,6 +155,15 @@ enum BridgeScenarios {
         await caller.close()
         await server.close()
         return (latencies, BenchReport.roundTripLine("bridge rpc B->A", latencies, nanos: elapsed, clients: 1))
+    }
+
+    /// Two loop threads: each bench peer on its own, as each bridge is (like separate processes).
+    private static func loops() throws -> (EventLoop, EventLoop) {
+        (try EventLoop.startThread(name: "bench-a"), try EventLoop.startThread(name: "bench-b"))
+    }
+
+    private static func stop(_ loops: EventLoop...) {
+        for l in loops { l.stopAndJoin() }
     }
 
     private static func natsEchoResponder(_ address: String, subject: String) async throws -> NATSClient {
