@@ -25,6 +25,25 @@ public final class Broker: Sendable {
         }
     }
 
+    /// Dropped without `shutdown()`: the broker stops anyway, closing its connections at once,
+    /// instead of serving on (its connections refer to the server without retaining it). A
+    /// dispatch thread does the blocking stop and holds the server until the loop has ended,
+    /// so no connection outlives what it refers to. After `shutdown()` this does nothing.
+    deinit {
+        let loop = self.loop, server = self.server
+        DispatchQueue.global().async {
+            let done = DispatchSemaphore(value: 0)
+            do {
+                try loop.execute { server.value.shutdown(graceNanos: 0) { done.signal() } }
+            } catch {
+                return  // already shut down
+            }
+            done.wait()
+            loop.stopAndJoin()
+            withExtendedLifetime(server) {}
+        }
+    }
+
     private init(loop: EventLoop, server: LoopBound<BrokerServer>) {
         self.loop = loop
         self.server = server

@@ -24,6 +24,29 @@ import Testing
         await #expect(throws: EvbusError.self) { try await peer.publish("x", "late") }
     }
 
+    /// A `Broker` dropped without `shutdown()` while a client is connected and publishing stops
+    /// like a shut-down one (its connections refer to the server without retaining it: serving
+    /// on after the last reference went would read freed memory).
+    @Test func aBrokerDroppedWithoutShutdownStopsInsteadOfServingOn() async throws {
+        var broker: InProcessBroker? = try InProcessBroker()
+        let path = broker!.socketPath
+        var once = Peer.Options()
+        once.reconnect = .never
+        let peer = try await Peer.connect(to: path, options: once)
+        let subscription = try await peer.subscribe("x")
+        let publishing = Task { for i in 0..<100_000 { try await peer.publish("x", "\(i)") } }
+        broker = nil
+        var received = 0
+        do {
+            for try await _ in subscription { received += 1 }
+        } catch let error as EvbusError {
+            #expect(error.code == .connectionLost)
+        }
+        _ = await publishing.result
+        #expect(await eventually { access(path, F_OK) != 0 })
+        _ = (broker, received)
+    }
+
     @Test func aSecondBrokerOnALiveSocketIsRefused() throws {
         let first = try InProcessBroker()
         defer { first.shutdown() }
