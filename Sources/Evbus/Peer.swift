@@ -179,6 +179,37 @@ public final class Peer: Sendable {
         try await publish(topic, Array(text.utf8), properties: properties)
     }
 
+    /// `publish` that never suspends: for a caller on the peer's own loop (a handler passing on
+    /// what another connection delivered), which must not block the loop it waits on. The payload
+    /// is copied before it returns.
+    /// - Returns: true when the outbox is now above its high watermark: the caller should stop
+    ///   producing until `waitForRoom()` returns (further publishes are still queued meanwhile).
+    /// - Throws: as `publish`.
+    public func publishWithoutWaiting(_ topic: String, bytes payload: UnsafeRawBufferPointer, properties: MessageProperties? = nil) throws -> Bool {
+        guard let properties else { return try enqueuePublish(topic, payload) }
+        let block = properties.encoded()
+        return try block.withUnsafeBytes { try enqueuePublish(topic, payload, propertiesBlock: $0) }
+    }
+
+    /// `publishWithoutWaiting` from bytes: the topic, and a properties block already encoded as
+    /// PROTOCOL.md lays it out (for a relay that builds it from another format without making a
+    /// `MessageProperties`). The block is checked as the broker checks it: a malformed one is
+    /// refused here (`invalidArgument`), never sent.
+    public func publishWithoutWaiting(topic: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, encodedProperties block: UnsafeRawBufferPointer) throws -> Bool {
+        try Self.check { () throws(WireError) in
+            var r = ByteReader(block)
+            _ = try MessageProperties.validate(&r)
+            guard r.remaining == 0 else { throw WireError(.malformedFrame, "\(r.remaining) bytes after the properties block") }
+        }
+        return try enqueuePublish(topic: topic, payload, propertiesBlock: block)
+    }
+
+    /// Suspends until the outbox is back under its low watermark (at once if it is): after
+    /// `publishWithoutWaiting` said it was full. Throws once the peer is closed.
+    public func waitForRoom() async throws {
+        try await outbox.waitForRoom()
+    }
+
     /// Queues one PUBLISH without properties (the block is a single zero byte, on the stack: the
     /// plain path touches no `MessageProperties` and no array).
     private func enqueuePublish(_ topic: String, _ payload: UnsafeRawBufferPointer) throws -> Bool {
@@ -188,18 +219,19 @@ public final class Peer: Sendable {
 
     private func enqueuePublish(_ topic: String, _ payload: UnsafeRawBufferPointer, propertiesBlock: UnsafeRawBufferPointer) throws -> Bool {
         var topic = topic
-        return try topic.withUTF8 { t in
-            let topicBytes = UnsafeRawBufferPointer(t)
-            try Self.check { () throws(WireError) in try TopicRules.validateTopic(topicBytes) }
-            let size = PublishEncoder.size(topicCount: topicBytes.count, propertiesCount: propertiesBlock.count, payloadCount: payload.count)
-            guard size - 4 <= maxFrameBytes else {
-                throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
-                    "a \(payload.count)-byte payload makes a \(size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
-            }
-            return try admitted(outbox.append(size: size) {
-                PublishEncoder.write(into: $0, topic: topicBytes, properties: propertiesBlock, payload: payload)
-            })
+        return try topic.withUTF8 { try enqueuePublish(topic: UnsafeRawBufferPointer($0), payload, propertiesBlock: propertiesBlock) }
+    }
+
+    private func enqueuePublish(topic: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer, propertiesBlock: UnsafeRawBufferPointer) throws -> Bool {
+        try Self.check { () throws(WireError) in try TopicRules.validateTopic(topic) }
+        let size = PublishEncoder.size(topicCount: topic.count, propertiesCount: propertiesBlock.count, payloadCount: payload.count)
+        guard size - 4 <= maxFrameBytes else {
+            throw EvbusError(.invalidArgument, wireCode: .frameTooLarge,
+                "a \(payload.count)-byte payload makes a \(size - 4)-byte frame; the broker's limit is \(maxFrameBytes)")
         }
+        return try admitted(outbox.append(size: size) {
+            PublishEncoder.write(into: $0, topic: topic, properties: propertiesBlock, payload: payload)
+        })
     }
 
     /// Acts on what the outbox said to a frame: throws if the peer is closed, has the loop drain the

@@ -50,7 +50,9 @@ public final class Bridge: Sendable {
     private let paused = Mutex(false)
     /// Exports held while NATS is unreachable (`outage.mode` "buffer").
     private let pending = Mutex<[HeldExport]>([])
-    private let running = Mutex<(peer: Peer?, nats: NATSClient?, loop: EventLoop?, tasks: [Task<Void, Never>])>((nil, nil, nil, []))
+    /// Imports are not read from NATS while the local broker's outbox is full.
+    private let importsPaused = Atomic<Bool>(false)
+    private let running = Mutex<(peer: Peer?, nats: NATSClient?, controller: Controller?, loop: EventLoop?)>((nil, nil, nil, nil))
 
     public init(config: BridgeConfig, log: @escaping @Sendable (String) -> Void) {
         self.config = config
@@ -81,24 +83,33 @@ public final class Bridge: Sendable {
                 resumeExports()
             }
         }
-        let nats = try NATSClient(options)
+        // One thread for both connections: a message crosses the bridge, either way, without a
+        // thread hand-off (the loop's own queue takes the writes). Its own thread, too: beside
+        // other peers in one process (the bench, a test) the bridge does not share theirs.
+        let loop = try EventLoop.startThread(name: "bridge-\(config.name)")
+        let controller: Controller
+        let nats: NATSClient
+        do {
+            controller = try Controller(name: "bridge-\(config.name)", loop: loop)
+            nats = try NATSClient(options, controller: controller)
+        } catch {
+            loop.stopAndJoin()
+            throw error
+        }
         var peerOptions = Peer.Options()
         peerOptions.onConnectionEvent = { [log] e in log("event=broker-\(e)") }
-        // A loop of its own: beside other peers in one process (the bench, a test) the bridge
-        // would otherwise share their thread, as it never does as `evbus bridge`.
-        let loop = try EventLoop.startThread(name: "bridge-\(config.name)")
         let peer: Peer
         do {
             peer = try await Peer.connect(to: config.socket, name: "evbus-bridge-\(config.name)", loop: loop, options: peerOptions)
         } catch {
-            loop.stopAndJoin()
-            await nats.close()
+            await Self.stop(nats, controller, loop)
             throw error
         }
-        running.withLock { $0.peer = peer; $0.nats = nats; $0.loop = loop }
+        running.withLock { $0 = (peer, nats, controller, loop) }
         try? await nats.waitUntilConnected(timeout: .seconds(5))  // not fatal: it keeps trying
-        for (pattern, subject) in config.imports {
-            try await nats.subscribe(subject) { [self] m in importMessage(m, pattern: pattern) }
+        for (_, subject) in config.imports {
+            let name = Array(config.name.utf8), prefix = Array((config.mapping.prefix + ".").utf8)
+            try await nats.subscribeViews(subject) { [self] m in importMessage(m, name: name, prefix: prefix, peer: peer, nats: nats) }
         }
         for (queue, subject) in config.exportServices {
             try await nats.subscribe(subject, queueGroup: "evbus-bridge") { [self] m in serve(m, queue: queue, peer: peer, nats: nats) }
@@ -117,7 +128,6 @@ public final class Bridge: Sendable {
             let state = try? await nats.state()
             return Array("\(counters) nats=\(state?.connected ?? "disconnected") known_servers=\(state?.known.count ?? 0)".utf8)
         }
-        let tasks: [Task<Void, Never>] = [importTask(peer)]
         for (index, (pattern, _)) in config.exports.enumerated() {
             // A topic matching several export patterns arrives once per subscription: only the
             // first pattern it matches exports it.
@@ -129,18 +139,22 @@ public final class Bridge: Sendable {
                 export(view, topic: topic, peer: peer, nats: nats)
             }
         }
-        running.withLock { $0.tasks += tasks }
         try? await nats.flush()  // the server has our subscriptions when we say "started" (if connected)
         log("event=started name=\(config.name) export=\(config.exports.map(\.subject)) import=\(config.imports.map(\.subject))")
     }
 
     public func stop() async {
-        let (peer, nats, loop, tasks) = running.withLock { r in defer { r = (nil, nil, nil, []) }; return (r.peer, r.nats, r.loop, r.tasks) }
-        imports.finish()
-        for t in tasks { t.cancel() }
-        await nats?.close()
-        await peer?.close()
-        loop?.stopAndJoin()
+        let (peer, nats, controller, loop) = running.withLock { r in defer { r = (nil, nil, nil, nil) }; return r }
+        guard let peer, let nats, let controller, let loop else { return }
+        await peer.close()
+        await Self.stop(nats, controller, loop)
+    }
+
+    private static func stop(_ nats: NATSClient, _ controller: Controller, _ loop: EventLoop) async {
+        await nats.close()
+        controller.shutdown()
+        await controller.stopped()
+        loop.stopAndJoin()
     }
 
     // MARK: Export
@@ -266,7 +280,7 @@ public final class Bridge: Sendable {
         var headers: [String: String] = [:]
         for (name, value) in m.headers?.fields ?? [] { headers[name] = value }
         let timeout = config.serviceTimeout
-        Task { [self] in
+        Task(executorPreference: peer.executor) { [self] in  // on the loop: no thread hand-off
             var replyHeaders: NATSHeaders?
             let payload: [UInt8]
             do {
@@ -304,16 +318,34 @@ public final class Bridge: Sendable {
 
     // MARK: Import
 
-    /// A message from NATS on its way to the local broker (a struct: its type is known statically).
-    private struct Imported: Sendable {
-        var topic: String
-        var payload: [UInt8]
-        var properties: MessageProperties
+    /// A NATS message for the local broker: published at once, on the loop both connections
+    /// share, in the order NATS delivered it. When the local broker reads slower than NATS
+    /// delivers, the peer's outbox fills: reading from NATS pauses until it has room again.
+    private func importMessage(_ m: NATSMessageView, name: [UInt8], prefix: [UInt8], peer: Peer, nats: NATSClient) {
+        let origin = m.header(Header.origin)
+        if let origin, origin.elementsEqual(name) {
+            counts.withLock { $0.loopsStopped += 1 }  // our own export, come back
+            return
+        }
+        guard m.subject.count > prefix.count, m.subject.starts(with: prefix) else { return }
+        let topic = UnsafeRawBufferPointer(rebasing: m.subject[prefix.count...])
+        let unnamed: StaticString = "nats"  // the origin of a message no bridge sent
+        let full: Bool?
+        do {
+            full = try ImportEncoding.withProperties(m, origin: origin ?? UnsafeRawBufferPointer(start: unnamed.utf8Start, count: unnamed.utf8CodeUnitCount)) {
+                try peer.publishWithoutWaiting(topic: topic, payload: m.payload, encodedProperties: $0)
+            }
+        } catch {
+            log("event=import-failed topic=\(String(decoding: topic, as: UTF8.self)) reason=\"\(error)\"")
+            return
+        }
+        guard let full else { return importMessage(m.message(), peer: peer, nats: nats) }  // decoded instead
+        counts.withLock { $0.imported += 1 }
+        if full { pauseImports(peer, nats) }
     }
 
-    private let imports = BatchQueue<Imported>()
-
-    private func importMessage(_ m: NATSMessage, pattern: String) {
+    /// The decoding way in, for what `ImportEncoding` cannot carry byte for byte.
+    private func importMessage(_ m: NATSMessage, peer: Peer, nats: NATSClient) {
         let origin = m.headers?[Header.origin]
         guard origin != config.name else {
             counts.withLock { $0.loopsStopped += 1 }  // our own export, come back
@@ -333,27 +365,24 @@ public final class Bridge: Sendable {
         }
         headers[Header.imported] = origin ?? "nats"
         p.headers = headers
-        imports.append(Imported(topic: topic, payload: m.payload, properties: p))
+        let full: Bool
+        do {
+            full = try m.payload.withUnsafeBytes { try peer.publishWithoutWaiting(topic, bytes: $0, properties: p) }
+        } catch {
+            log("event=import-failed topic=\(topic) reason=\"\(error)\"")
+            return
+        }
+        counts.withLock { $0.imported += 1 }
+        if full { pauseImports(peer, nats) }
     }
 
-    /// Publishes imported messages locally, one at a time, in the order NATS delivered them.
-    private func importTask(_ peer: Peer) -> Task<Void, Never> {
-        let queue = imports
-        return Task { [self] in
-            while true {
-                let batch = await queue.next()
-                if batch.isEmpty { return }  // finished
-                var published: UInt64 = 0
-                for m in batch {
-                    do {
-                        try await peer.publish(m.topic, m.payload, properties: m.properties)
-                        published += 1
-                    } catch {
-                        log("event=import-failed topic=\(m.topic) reason=\"\(error)\"")
-                    }
-                }
-                counts.withLock { $0.imported += published }
-            }
+    private func pauseImports(_ peer: Peer, _ nats: NATSClient) {
+        guard !importsPaused.exchange(true, ordering: .relaxed) else { return }
+        nats.pauseDeliveries()
+        Task(executorPreference: peer.executor) { [self] in
+            try? await peer.waitForRoom()  // or closed: reading from NATS goes on, publishes fail
+            importsPaused.store(false, ordering: .relaxed)
+            nats.resumeDeliveries()
         }
     }
 }

@@ -122,12 +122,40 @@ public final class NATSClient: Sendable {
         return mustWait
     }
 
+    /// Stops handling what the server sends (deliveries, replies, PINGs) and reading its socket,
+    /// until a matching `resumeDeliveries()`; pauses nest. For a handler whose messages go on to
+    /// something slower: the server buffers for this client meanwhile, and, as for any slow NATS
+    /// consumer, disconnects it if the pause outlasts its limits (`max_pending`, the write
+    /// deadline). Called from a handler, no further message of the current read is handled. The
+    /// handshake of a reconnection is not paused.
+    public func pauseDeliveries() {
+        let core = self.core
+        if controller.loop.inEventLoop { core.value.pauseReading() } else { try? controller.loop.execute { core.value.pauseReading() } }
+    }
+
+    /// Ends one `pauseDeliveries()`.
+    public func resumeDeliveries() {
+        let core = self.core
+        if controller.loop.inEventLoop { core.value.resumeReading() } else { try? controller.loop.execute { core.value.resumeReading() } }
+    }
+
     /// Subscribes (again after every reconnect); `handler` runs on the client's thread, in order.
     /// - Returns: the subscription id, for `unsubscribe`.
     @discardableResult
     public func subscribe(_ subject: String, queueGroup: String? = nil, _ handler: @escaping @Sendable (NATSMessage) -> Void) async throws -> UInt64 {
+        try await subscribe(subject, queueGroup: queueGroup, .message(handler))
+    }
+
+    /// Subscribes with a zero-copy handler: each message is seen where it lies in the read buffer,
+    /// with no allocation; the view is valid only during the call. On the client's thread, in order.
+    @discardableResult
+    public func subscribeViews(_ subject: String, queueGroup: String? = nil, _ handler: @escaping @Sendable (NATSMessageView) -> Void) async throws -> UInt64 {
+        try await subscribe(subject, queueGroup: queueGroup, .view(handler))
+    }
+
+    private func subscribe(_ subject: String, queueGroup: String?, _ sink: NATSCore.Sink) async throws -> UInt64 {
         try NATSFrame.checkSubject(subject, wildcards: true)
-        return try await onLoop { core, c in c.resume(returning: core.subscribe(subject, queueGroup: queueGroup, handler)) }
+        return try await onLoop { core, c in c.resume(returning: core.subscribe(subject, queueGroup: queueGroup, sink)) }
     }
 
     public func unsubscribe(_ sid: UInt64) async throws {

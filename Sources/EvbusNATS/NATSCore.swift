@@ -12,7 +12,14 @@ final class NATSCore {
     struct Subscription {
         var subject: String
         var queueGroup: String?
-        var handler: @Sendable (NATSMessage) -> Void
+        var sink: Sink
+    }
+
+    /// What a subscription's messages are handed to.
+    enum Sink {
+        case message(@Sendable (NATSMessage) -> Void)
+        /// Zero-copy: the view is valid only during the call.
+        case view(@Sendable (NATSMessageView) -> Void)
     }
 
     let options: NATSClient.Options
@@ -36,6 +43,9 @@ final class NATSCore {
     private var requests: [UInt64: (waiter: CheckedContinuation<NATSMessage, any Error>, timer: TimerID)] = [:]
     private var pongWaiters: [(waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
     private var connectedWaiters: [(id: UInt64, waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
+    /// `pauseReading` calls not yet ended: while above zero, nothing the server sent after the
+    /// handshake is handled, and the socket is not read (the server's buffer for us fills).
+    private var readPauses = 0
 
     init(options: NATSClient.Options, servers: [Server], controller: Controller, outbox: NATSOutbox) {
         self.options = options
@@ -99,11 +109,32 @@ final class NATSCore {
     func linkData(_ link: NATSLink, _ bytes: [UInt8]) {
         guard link === self.link else { return }
         parser.append(bytes)
+        parseBuffered(link)
+    }
+
+    /// Handles the operations read so far, until a pause stops it. The handshake (INFO, then
+    /// CONNECT) is never paused: a reconnect while paused still connects.
+    private func parseBuffered(_ link: NATSLink) {
         do {
-            while let op = try parser.next() { handle(op, link) }
+            while link === self.link, readPauses == 0 || connectedURL == nil, let op = try parser.next() { handle(op, link) }
         } catch {
             link.transport?.abortConnection()
         }
+    }
+
+    func pauseReading() {
+        readPauses += 1
+        if readPauses == 1, connectedURL != nil { link?.transport?.pauseProducing() }
+    }
+
+    func resumeReading() {
+        guard readPauses > 0 else { return }
+        readPauses -= 1
+        guard readPauses == 0, let link else { return }
+        link.transport?.resumeProducing()
+        // What was read before the pause but not handled yet, after the current work (a resume
+        // from inside a handler must not run the next message before that handler returns).
+        loop.deferWork { [self] in if readPauses == 0 { parseBuffered(link) } }
     }
 
     private func handle(_ op: NATSServerOp, _ link: NATSLink) {
@@ -124,7 +155,7 @@ final class NATSCore {
             // The server closes the connection after most errors; the reconnect follows.
             options.onEvent?(.disconnected(server: link.url, reason: "-ERR \(message)"))
         case .msg(let m):
-            deliver(m)
+            parser.withView(m) { deliver($0) }
         }
     }
 
@@ -138,6 +169,7 @@ final class NATSCore {
         if let inboxSid { link.transport?.write("SUB \(inboxPrefix)* \(inboxSid)\r\n") }
         connectedURL = link.url
         outbox.setOpen(true)
+        if readPauses > 0 { link.transport?.pauseProducing() }
         if connectedOnce { reconnects += 1 }
         connectedOnce = true
         backoff = options.minBackoff
@@ -215,10 +247,10 @@ final class NATSCore {
         if link?.transport?.isWritable == true, outbox.setBackedUp(false) { options.onEvent?(.drained) }
     }
 
-    func subscribe(_ subject: String, queueGroup: String?, _ handler: @escaping @Sendable (NATSMessage) -> Void) -> UInt64 {
+    func subscribe(_ subject: String, queueGroup: String?, _ sink: Sink) -> UInt64 {
         let sid = nextSid
         nextSid += 1
-        subscriptions[sid] = Subscription(subject: subject, queueGroup: queueGroup, handler: handler)
+        subscriptions[sid] = Subscription(subject: subject, queueGroup: queueGroup, sink: sink)
         if connectedURL != nil { link?.transport?.write("SUB \(subject)\(queueGroup.map { " \($0)" } ?? "") \(sid)\r\n") }
         return sid
     }
@@ -265,8 +297,9 @@ final class NATSCore {
         pongWaiters.append((c, timer))
     }
 
-    private func deliver(_ m: NATSMessage) {
-        if m.sid == inboxSid {
+    private func deliver(_ view: NATSMessageView) {
+        if view.sid == inboxSid {
+            let m = view.message()
             guard m.subject.hasPrefix(inboxPrefix), let token = UInt64(m.subject.dropFirst(inboxPrefix.count)),
                   let r = requests.removeValue(forKey: token) else { return }
             loop.cancelTimer(r.timer)
@@ -277,7 +310,11 @@ final class NATSCore {
             }
             return
         }
-        subscriptions[m.sid]?.handler(m)
+        switch subscriptions[view.sid]?.sink {
+        case .message(let handler)?: handler(view.message())
+        case .view(let handler)?: handler(view)
+        case nil: break  // unsubscribed while the server was sending
+        }
     }
 
     func close() {

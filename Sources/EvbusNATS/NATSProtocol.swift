@@ -48,46 +48,28 @@ public struct NATSHeaders: Sendable, Equatable {
     }
 
     /// Parses a header block (`NATS/1.0[ status[ description]]\r\n`, `Name: value\r\n`..., `\r\n`).
-    static func parse(_ bytes: ArraySlice<UInt8>) throws(NATSError) -> NATSHeaders {
-        var lines: [ArraySlice<UInt8>] = []
-        var i = bytes.startIndex, lineStart = i
-        while i + 1 < bytes.endIndex {
-            if bytes[i] == 13 && bytes[i + 1] == 10 {
-                lines.append(bytes[lineStart..<i])
-                i += 2
-                lineStart = i
-            } else {
-                i += 1
-            }
-        }
-        if lineStart < bytes.endIndex { lines.append(bytes[lineStart..<bytes.endIndex]) }
-        let version = Array("NATS/1.0".utf8)
-        guard let first = lines.first, first.starts(with: version) else { throw NATSError(.protocolViolation, "headers without NATS/1.0") }
-        var headers = NATSHeaders()
-        let status = first.dropFirst(version.count).drop { $0 == 0x20 }
-        if !status.isEmpty {
-            let code = status.prefix { $0 != 0x20 }
-            headers.status = Int(String(decoding: code, as: UTF8.self))
-            let description = status.dropFirst(code.count).drop { $0 == 0x20 }
-            if !description.isEmpty { headers.statusDescription = String(decoding: description, as: UTF8.self) }
-        }
-        for line in lines.dropFirst() where !line.isEmpty {
-            guard let colon = line.firstIndex(of: 0x3A) else {
-                throw NATSError(.protocolViolation, "a header line without ':': \(String(decoding: line, as: UTF8.self))")
-            }
-            let value = line[(colon + 1)...].drop { $0 == 0x20 }
-            headers.fields.append((String(decoding: line[..<colon], as: UTF8.self), String(decoding: value, as: UTF8.self)))
-        }
-        return headers
+    static func parse(_ bytes: UnsafeRawBufferPointer) throws(NATSError) -> NATSHeaders {
+        try NATSHeaderBlock.validate(bytes)
+        return NATSHeaderBlock.decode(bytes)
     }
 }
 
 /// What the server sent.
 enum NATSServerOp: Equatable {
     case info([String: String], connectURLs: [String])
-    case msg(NATSMessage)
+    /// A message, where it lies in the parser's buffer (`NATSParser.withView`).
+    case msg(NATSMessageLayout)
     case ping, pong, ok
     case err(String)
+}
+
+/// Where a message's parts lie in the parser's buffer.
+struct NATSMessageLayout: Equatable {
+    var sid: UInt64
+    var subject: Range<Int>
+    var replyTo: Range<Int>?
+    var headers: Range<Int>
+    var payload: Range<Int>
 }
 
 /// Splits a byte stream from a server into operations.
@@ -119,6 +101,7 @@ struct NATSParser {
 
     /// The next whole operation, nil when more bytes are needed.
     mutating func next() throws(NATSError) -> NATSServerOp? {
+        compact()  // the operation returned last has been handled
         guard let end = lineEnd(from: start) else {
             if buffer.count - start > Self.maxControlLine { throw NATSError(.protocolViolation, "a control line longer than \(Self.maxControlLine) bytes") }
             return nil
@@ -128,7 +111,6 @@ struct NATSParser {
         let line = String(decoding: buffer[start..<end], as: UTF8.self)
         let verb = line.prefix { $0 != " " }.uppercased()
         start = end + 2
-        compact()
         switch verb {
         case "PING": return .ping
         case "PONG": return .pong
@@ -141,55 +123,83 @@ struct NATSParser {
     }
 
     /// `MSG <subject> <sid> [reply-to] <size>` or `HMSG <subject> <sid> [reply-to] <header size>
-    /// <total size>`, then the body and CRLF: read from the bytes (the hot path: no line string).
+    /// <total size>`, then the body and CRLF: read from the bytes (the hot path: no string, no
+    /// array; the tokens are counted into a stack allocation).
     private mutating func message(lineEnd end: Int) throws(NATSError) -> NATSServerOp? {
-        var tokens: [Range<Int>] = []
-        tokens.reserveCapacity(6)
-        var i = start
-        while i < end && tokens.count <= 6 {
-            while i < end && buffer[i] == 0x20 { i += 1 }
-            let tokenStart = i
-            while i < end && buffer[i] != 0x20 { i += 1 }
-            if i > tokenStart { tokens.append(tokenStart..<i) }
+        let lineStart = start
+        let parsed = buffer.withUnsafeBytes { b in
+            withUnsafeTemporaryAllocation(of: Range<Int>.self, capacity: 7) { tokens in
+                Result { () throws(NATSError) in try Self.message(b, start: lineStart, lineEnd: end, tokens: tokens) }
+            }
         }
-        let verb = tokens.first.map { buffer[$0].map { $0 & ~0x20 } } ?? []
-        let hasHeaders = verb == Array("HMSG".utf8)
-        let malformed = NATSError(.protocolViolation, "a malformed \(hasHeaders ? "HMSG" : "MSG") line: \(String(decoding: buffer[start..<end], as: UTF8.self))")
-        guard hasHeaders || verb == Array("MSG".utf8) else {
+        guard let layout = try parsed.get() else { return nil }
+        start = layout.payload.upperBound + 2
+        return .msg(layout)
+    }
+
+    private static func message(_ b: UnsafeRawBufferPointer, start: Int, lineEnd end: Int, tokens: UnsafeMutableBufferPointer<Range<Int>>) throws(NATSError) -> NATSMessageLayout? {
+        var count = 0
+        var i = start
+        while i < end && count < tokens.count {
+            while i < end && b[i] == 0x20 { i += 1 }
+            let tokenStart = i
+            while i < end && b[i] != 0x20 { i += 1 }
+            if i > tokenStart {
+                tokens[count] = tokenStart..<i
+                count += 1
+            }
+        }
+        let verb = b[tokens[0]]
+        let hasHeaders = verb.count == 4 && verb[verb.startIndex] | 0x20 == 0x68  // HMSG; else MSG
+        func malformed() -> NATSError {
+            NATSError(.protocolViolation, "a malformed \(hasHeaders ? "HMSG" : "MSG") line: \(String(decoding: b[start..<end], as: UTF8.self))")
+        }
+        guard verb.elementsEqual((hasHeaders ? "HMSG" : "MSG").utf8, by: { $0 & ~0x20 == $1 }) else {
             throw NATSError(.protocolViolation, "an unknown operation from the server: \(String(decoding: verb, as: UTF8.self))")
         }
         let sizes = hasHeaders ? 2 : 1
-        guard tokens.count == 3 + sizes || tokens.count == 4 + sizes,
-              let sid = decimal(tokens[2]), let total = decimal(tokens[tokens.count - 1]) else { throw malformed }
-        let headerSize = hasHeaders ? decimal(tokens[tokens.count - 2]) ?? -1 : 0
-        guard headerSize >= 0, headerSize <= total else { throw malformed }
+        guard count == 3 + sizes || count == 4 + sizes,
+              let sid = decimal(b, tokens[2]), let total = decimal(b, tokens[count - 1]) else { throw malformed() }
+        let headerSize = hasHeaders ? decimal(b, tokens[count - 2]) ?? -1 : 0
+        guard headerSize >= 0, headerSize <= total else { throw malformed() }
         let bodyStart = end + 2
-        guard buffer.count >= bodyStart + total + 2 else { return nil }  // the body is not all here yet
-        guard buffer[bodyStart + total] == 13, buffer[bodyStart + total + 1] == 10 else {
+        guard b.count >= bodyStart + total + 2 else { return nil }  // the body is not all here yet
+        guard b[bodyStart + total] == 13, b[bodyStart + total + 1] == 10 else {
             throw NATSError(.protocolViolation, "\(hasHeaders ? "HMSG" : "MSG") payload not followed by CRLF")
         }
-        let headers = hasHeaders ? try NATSHeaders.parse(buffer[bodyStart..<(bodyStart + headerSize)]) : nil
-        let message = NATSMessage(
-            subject: String(decoding: buffer[tokens[1]], as: UTF8.self), sid: UInt64(sid),
-            replyTo: tokens.count == 4 + sizes ? String(decoding: buffer[tokens[3]], as: UTF8.self) : nil,
-            headers: headers, payload: Array(buffer[(bodyStart + headerSize)..<(bodyStart + total)]))
-        start = bodyStart + total + 2
-        compact()
-        return .msg(message)
+        let headers = bodyStart..<(bodyStart + headerSize)
+        if hasHeaders { try NATSHeaderBlock.validate(UnsafeRawBufferPointer(rebasing: b[headers])) }
+        return NATSMessageLayout(
+            sid: UInt64(sid), subject: tokens[1], replyTo: count == 4 + sizes ? tokens[3] : nil,
+            headers: headers, payload: headers.upperBound..<(bodyStart + total))
+    }
+
+    /// Calls `body` with the message `next()` returned last: valid until `next()` or `append` is
+    /// called again.
+    func withView<R>(_ m: NATSMessageLayout, _ body: (NATSMessageView) throws -> R) rethrows -> R {
+        let buffer = self.buffer  // a reference: no access to the parser held during `body`
+        return try buffer.withUnsafeBytes { b in
+            try body(NATSMessageView(
+                sid: m.sid, subject: UnsafeRawBufferPointer(rebasing: b[m.subject]),
+                replyTo: m.replyTo.map { UnsafeRawBufferPointer(rebasing: b[$0]) },
+                headerBlock: UnsafeRawBufferPointer(rebasing: b[m.headers]),
+                payload: UnsafeRawBufferPointer(rebasing: b[m.payload])))
+        }
     }
 
     /// A non-negative decimal token (at most 18 digits), nil otherwise.
-    private func decimal(_ r: Range<Int>) -> Int? {
+    private static func decimal(_ b: UnsafeRawBufferPointer, _ r: Range<Int>) -> Int? {
         guard !r.isEmpty, r.count <= 18 else { return nil }
         var v = 0
         for i in r {
-            let d = buffer[i] &- 0x30
+            let d = b[i] &- 0x30
             guard d < 10 else { return nil }
             v = v * 10 + Int(d)
         }
         return v
     }
 
+    /// Drops what was handled once it is large; not while a returned message may still be read.
     private mutating func compact() {
         if start > 1 << 16 {
             buffer.removeFirst(start)

@@ -191,4 +191,46 @@ import Testing
         await watcher.close()
         await publisher.close()
     }
+
+    /// The local broker stops reading (SIGSTOPped) while NATS delivers imports: the bridge's
+    /// outbox to it fills, the bridge stops reading from NATS (the server holds the rest, as for
+    /// any slow subscriber) instead of growing its own memory, and once the broker reads again
+    /// every message arrives, in order.
+    @Test func aStalledLocalBrokerPausesImportsAndLosesNothing() async throws {
+        let nats = try await NATSServerProcess()
+        let b = try await BrokerProcess()
+        let bridge = try await startBridge("slow-b", socket: b.socketPath, servers: [nats.url], import: ["bulk.#"])
+        let subscriber = try await Peer.connect(to: b.socketPath, name: "recorder")
+        let got = Collector<UInt32>()
+        _ = try await subscriber.subscribe("bulk.#") { e in got.add(e.payload.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }) }
+        let foreign = try await natsClient(nats.url, "camera")
+        let total = 512  // 32 MiB: far more than the bridge's outbox (4 MiB) and socket buffers
+        let before = try residentBytes(bridge.pid)
+        b.process.signal(SIGSTOP)
+        var frame = [UInt8](repeating: 0x61, count: 64 << 10)
+        for i in 0..<total {
+            frame.withUnsafeMutableBytes { $0.storeBytes(of: UInt32(i), as: UInt32.self) }
+            try await foreign.publish("evbus.bulk.frame", frame)
+        }
+        try await foreign.flush()
+        try await Task.sleep(for: .milliseconds(500))  // time for the bridge to read all of it, were it not paused
+        let grown = try residentBytes(bridge.pid) - before
+        b.process.signal(SIGCONT)
+        #expect(grown < 16 << 20, "the bridge grew by \(grown >> 20) MiB while its broker read nothing")
+        #expect(await eventually(60) { got.count == total }, "\(got.count) of \(total)")
+        #expect(got.items == (0..<total).map(UInt32.init))
+        let stats = try await RunningProcess.runEvbus(["rpc", "evbus.bridge.slow-b.stats", "", "--socket", b.socketPath])
+        #expect(stats.stdout.contains("imported=\(total) ") && stats.stdout.contains("nats_reconnects=0"), "\(stats.stdout)")
+        bridge.signal(SIGTERM)
+        #expect(await bridge.waitForExit() == 0)
+        await foreign.close()
+        await subscriber.close()
+    }
+
+    private func residentBytes(_ pid: pid_t) throws -> Int {
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+              let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else { throw TestSupportError("no VmRSS for \(pid)") }
+        return kib << 10
+    }
 }

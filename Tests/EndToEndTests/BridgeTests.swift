@@ -93,6 +93,51 @@ import Testing
         await onB.close()
     }
 
+    /// Messages from a plain NATS client: headers become properties exactly as docs/BRIDGE.md
+    /// says, on the fast way in (bytes to bytes) and on the decoding one (a value too long for
+    /// an evbus string field).
+    @Test func foreignNATSMessagesArriveWithTheirHeadersMapped() async throws {
+        let nats = try await NATSServerProcess()
+        let b = try await BrokerProcess()
+        let bridgeB = try await bridge("b", b, nats, export: [], import: ["in.#"])
+        let subscriber = try await Peer.connect(to: b.socketPath, name: "sub")
+        let events = try await subscriber.subscribe("in.#")
+        let foreign = try NATSClient(.init(servers: [nats.url], name: "foreign"))
+        try await foreign.waitUntilConnected()
+        let long = String(repeating: "x", count: 70_000)
+        let sent: [NATSHeaders?] = [
+            nil,
+            NATSHeaders(fields: [
+                ("Evbus-Content-Type", "a"), ("X-Other", "v"), ("Evbus-Content-Type", "b"), ("Evbus-Correlation-Id", "c1"),
+                ("Evbus-Message-Id", "m1"), ("Evbus-Timestamp", "123"), ("evbus-bridge-origin", "forged"), ("Ünï", "cödé"),
+            ]),
+            NATSHeaders(fields: [("Evbus-Timestamp", "soon"), ("Evbus-Origin", "elsewhere")]),
+            NATSHeaders(fields: [("Long", long), ("Evbus-Message-Id", "m2")]),
+        ]
+        for (i, h) in sent.enumerated() { try await foreign.publish("evbus.in.m\(i)", Array("p\(i)".utf8), headers: h) }
+        var got: [Event] = []
+        for try await e in events {
+            got.append(e)
+            if got.count == sent.count { break }
+        }
+        #expect(got.map(\.topic) == ["in.m0", "in.m1", "in.m2", "in.m3"] && got.map(\.text) == ["p0", "p1", "p2", "p3"])
+        var expected = [MessageProperties](repeating: MessageProperties(), count: 4)
+        expected[0].headers = [Bridge.Header.imported: "nats"]
+        expected[1].contentType = "b"
+        expected[1].correlationID = "c1"
+        expected[1].messageID = "m1"
+        expected[1].timestamp = 123
+        expected[1].headers = ["X-Other": "v", "Ünï": "cödé", Bridge.Header.imported: "nats"]
+        expected[2].headers = [Bridge.Header.origin: "elsewhere", Bridge.Header.imported: "elsewhere"]
+        expected[3].messageID = "m2"
+        expected[3].headers = ["Long": String(long.prefix(65_535)), Bridge.Header.imported: "nats"]
+        for i in 0..<4 { #expect(got[i].properties == expected[i], "message \(i)") }
+        bridgeB.signal(SIGTERM)
+        _ = await bridgeB.waitForExit()
+        await foreign.close()
+        await subscriber.close()
+    }
+
     @Test func nothingReachesNATSThatTheExportRulesDoNotAllow() async throws {
         let nats = try await NATSServerProcess()
         let a = try await BrokerProcess()

@@ -2,12 +2,22 @@
 import Testing
 
 @Suite struct NATSParserTests {
-    func ops(_ chunks: [String]) throws -> [NATSServerOp] {
+    /// An operation, with a message copied out of the parser's buffer (valid only until `next()`).
+    enum Op: Equatable {
+        case other(NATSServerOp)
+        case msg(NATSMessage)
+        static let ping = Op.other(.ping), pong = Op.other(.pong), ok = Op.other(.ok)
+        static func err(_ s: String) -> Op { .other(.err(s)) }
+    }
+
+    func ops(_ chunks: [String]) throws -> [Op] {
         var p = NATSParser()
-        var out: [NATSServerOp] = []
+        var out: [Op] = []
         for c in chunks {
             p.append(Array(c.utf8))
-            while let op = try p.next() { out.append(op) }
+            while let op = try p.next() {
+                if case .msg(let layout) = op { out.append(.msg(p.withView(layout) { $0.message() })) } else { out.append(.other(op)) }
+            }
         }
         return out
     }
@@ -25,7 +35,7 @@ import Testing
             #expect(try ops(chunks) == whole, "split every \(size) bytes")
         }
         #expect(whole.count == 8)
-        guard case .info(let fields, let urls) = whole[0] else { Issue.record("no INFO"); return }
+        guard case .other(.info(let fields, let urls)) = whole[0] else { Issue.record("no INFO"); return }
         #expect(fields["server_id"] == "x" && fields["max_payload"] == "1048576" && urls == ["10.0.0.2:4222"])
         #expect(whole[1] == .ping && whole[2] == .ok && whole[6] == .pong && whole[7] == .err("Authorization Violation"))
         #expect(whole[3] == .msg(NATSMessage(subject: "a.b", sid: 7, payload: Array("hello".utf8))))
@@ -43,14 +53,36 @@ import Testing
     @Test func headersRoundTripAndRefuseLineBreaks() throws {
         let h = NATSHeaders(fields: [("Evbus-Origin", "bridge-a"), ("content-type", "text/plain")])
         let bytes = try h.encoded()
-        #expect(try NATSHeaders.parse(bytes[...]) == h)
+        #expect(try bytes.withUnsafeBytes { try NATSHeaders.parse($0) } == h)
         #expect(throws: NATSError.self) { try NATSHeaders(fields: [("a", "b\r\nc: d")]).encoded() }
         #expect(throws: NATSError.self) { try NATSHeaders(fields: [("a:b", "c")]).encoded() }
     }
 
     @Test func brokenStreamsAreRefused() {
-        for bad in ["WHAT\r\n", "MSG a\r\n", "MSG a b 5\r\nhello\r\n", "MSG a 1 3\r\nhelloXX", "INFO not json\r\n", "HMSG a 1 9 3\r\nabc\r\n"] {
+        for bad in ["WHAT\r\n", "MSG a\r\n", "MSG a b 5\r\nhello\r\n", "MSG a 1 3\r\nhelloXX", "INFO not json\r\n", "HMSG a 1 9 3\r\nabc\r\n",
+                    "HMSG a 1 17 17\r\nNATS/1.0\r\nbad\r\n\r\n\r\n", "HMSG a 1 12 12\r\nNATS/2.0\r\n\r\n\r\n"] {
             #expect(throws: NATSError.self, "\(bad)") { _ = try ops([bad]) }
+        }
+    }
+
+    @Test func aViewShowsTheMessageWhereItLies() throws {
+        var p = NATSParser()
+        p.append(Array("HMSG s.t 4 reply.x 37 40\r\nNATS/1.0\r\nA-Key:  one\r\nb-key: two\r\n\r\nabc\r\nMSG u 5 2\r\nhi\r\n".utf8))
+        guard case .msg(let layout) = try p.next() else { Issue.record("no HMSG"); return }
+        p.withView(layout) { v in
+            #expect(v.sid == 4 && Array(v.subject) == Array("s.t".utf8) && v.replyTo.map(Array.init) == Array("reply.x".utf8))
+            #expect(Array(v.payload) == Array("abc".utf8))
+            var fields: [String] = []
+            v.forEachHeader { n, value in fields.append(String(decoding: n, as: UTF8.self) + "=" + String(decoding: value, as: UTF8.self)) }
+            #expect(fields == ["A-Key=one", "b-key=two"])
+            #expect(v.header("B-KEY").map(Array.init) == Array("two".utf8) && v.header("c-key") == nil && v.header("a-ke") == nil)
+        }
+        guard case .msg(let plain) = try p.next() else { Issue.record("no MSG"); return }
+        p.withView(plain) { v in
+            #expect(v.headerBlock.isEmpty && v.replyTo == nil && Array(v.payload) == Array("hi".utf8))
+            var any = false
+            v.forEachHeader { _, _ in any = true }
+            #expect(!any && v.message() == NATSMessage(subject: "u", sid: 5, payload: Array("hi".utf8)))
         }
     }
 }

@@ -1,0 +1,100 @@
+import Evbus
+import EvbusNATS
+
+/// The properties block of an imported NATS message (PROTOCOL.md, "Message properties"), written
+/// straight from its header lines into a stack buffer: the bridge's fast way in, with no strings,
+/// no dictionary and no `MessageProperties`. The result is what `MessageProperties` would encode
+/// for the same message (docs/BRIDGE.md, "Mapping"): the `Evbus-Content-Type`,
+/// `Evbus-Correlation-Id`, `Evbus-Message-Id` and `Evbus-Timestamp` headers become those fields
+/// (the last of a repeated one counts), every other header is a header, and
+/// `evbus-bridge-origin` is set to the origin. A message it cannot carry byte for byte (a field
+/// over 65,535 bytes or not UTF-8, more headers than a block holds) gets nil: decode it instead.
+enum ImportEncoding {
+    private static let contentType = Array(Bridge.Header.contentType.utf8)
+    private static let correlationID = Array(Bridge.Header.correlationID.utf8)
+    private static let messageID = Array(Bridge.Header.messageID.utf8)
+    private static let timestamp = Array(Bridge.Header.timestamp.utf8)
+    private static let imported = Array(Bridge.Header.imported.utf8)
+
+    /// What the header lines hold, from a first pass.
+    private struct Fields {
+        var contentType: UnsafeRawBufferPointer?
+        var correlationID: UnsafeRawBufferPointer?
+        var messageID: UnsafeRawBufferPointer?
+        var timestamp: UInt64?
+        var headerCount = 1  // `evbus-bridge-origin`
+        var headerBytes: Int
+        var carried = true
+
+        var size: Int {
+            func field(_ f: UnsafeRawBufferPointer?) -> Int { f.map { 2 + $0.count } ?? 0 }
+            return 1 + field(contentType) + field(correlationID) + field(messageID) + (timestamp == nil ? 0 : 8) + 2 + headerBytes
+        }
+    }
+
+    /// Calls `body` with the block; nil (without calling it) when the message needs decoding.
+    static func withProperties<R>(_ m: NATSMessageView, origin: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+        var f = Fields(headerBytes: 4 + imported.count + origin.count)
+        f.carried = fits(origin)
+        m.forEachHeader { name, value in
+            if name.elementsEqual(contentType) { f.contentType = value; f.carried = f.carried && fits(value) }
+            else if name.elementsEqual(correlationID) { f.correlationID = value; f.carried = f.carried && fits(value) }
+            else if name.elementsEqual(messageID) { f.messageID = value; f.carried = f.carried && fits(value) }
+            else if name.elementsEqual(timestamp) { f.timestamp = decimal(value) }
+            else if !name.elementsEqual(imported) {  // ours replaces any
+                f.headerCount += 1
+                f.headerBytes += 4 + name.count + value.count
+                f.carried = f.carried && fits(name) && fits(value)
+            }
+        }
+        guard f.carried, f.headerCount <= MessageProperties.maxHeaders else { return nil }
+        return try withUnsafeTemporaryAllocation(byteCount: f.size, alignment: 1) { buffer in
+            var w = ByteWriter(buffer.baseAddress!)
+            typealias Flag = MessageProperties.Flag
+            var flags = Flag.headers
+            if f.contentType != nil { flags |= Flag.contentType }
+            if f.correlationID != nil { flags |= Flag.correlationID }
+            if f.messageID != nil { flags |= Flag.messageID }
+            if f.timestamp != nil { flags |= Flag.timestamp }
+            w.u8(flags)
+            if let v = f.contentType { w.string(v) }
+            if let v = f.correlationID { w.string(v) }
+            if let v = f.messageID { w.string(v) }
+            if let v = f.timestamp { w.u64(v) }
+            w.u16(UInt16(f.headerCount))
+            m.forEachHeader { name, value in
+                guard !isField(name) else { return }
+                w.string(name)
+                w.string(value)
+            }
+            imported.withUnsafeBytes { w.string($0) }
+            w.string(origin)
+            return try body(UnsafeRawBufferPointer(start: buffer.baseAddress, count: w.offset))
+        }
+    }
+
+    private static func isField(_ name: UnsafeRawBufferPointer) -> Bool {
+        name.elementsEqual(contentType) || name.elementsEqual(correlationID) || name.elementsEqual(messageID)
+            || name.elementsEqual(timestamp) || name.elementsEqual(imported)
+    }
+
+    /// A string field can carry it as it is.
+    private static func fits(_ b: UnsafeRawBufferPointer) -> Bool {
+        b.count <= Int(UInt16.max) && UTF8Check.isValid(b)
+    }
+
+    /// `UInt64(text)` from bytes: nil unless all decimal digits and in range.
+    private static func decimal(_ b: UnsafeRawBufferPointer) -> UInt64? {
+        guard !b.isEmpty else { return nil }
+        var v: UInt64 = 0
+        for byte in b {
+            let d = byte &- 0x30
+            guard d < 10 else { return nil }
+            let (times10, o1) = v.multipliedReportingOverflow(by: 10)
+            let (sum, o2) = times10.addingReportingOverflow(UInt64(d))
+            guard !o1, !o2 else { return nil }
+            v = sum
+        }
+        return v
+    }
+}
