@@ -133,10 +133,13 @@ public final class Bridge: Sendable {
             // first pattern it matches exports it.
             let earlier = config.exports.prefix(index).map(\.topic)
             // On the peer's loop, synchronously: no task or stream between the socket and NATS.
+            let prefix = Array((config.mapping.prefix + ".").utf8)
             _ = try await peer.subscribeViews(pattern) { [self] view in
-                let topic = view.topic
-                guard !earlier.contains(where: { TopicRules.matches(pattern: $0, topic: topic) }) else { return }
-                export(view, topic: topic, peer: peer, nats: nats)
+                if !earlier.isEmpty {
+                    let topic = view.topic
+                    guard !earlier.contains(where: { TopicRules.matches(pattern: $0, topic: topic) }) else { return }
+                }
+                export(view, prefix: prefix, peer: peer, nats: nats)
             }
         }
         try? await nats.flush()  // the server has our subscriptions when we say "started" (if connected)
@@ -159,28 +162,71 @@ public final class Bridge: Sendable {
 
     // MARK: Export
 
-    /// On the peer's loop, from the view: the payload is copied only into NATS's outbox (or
-    /// into the outage buffer).
-    private func export(_ view: EventView, topic: String, peer: Peer, nats: NATSClient) {
-        let p = view.properties
+    /// The origin and publisher header lines of the last publisher's exports: made once per
+    /// publisher, not per message.
+    private let identity = Mutex<(publisher: UInt64, lines: [UInt8])?>(nil)
+
+    private func identityLines(_ view: EventView) -> [UInt8] {
+        identity.withLock { cached in
+            if let cached, cached.publisher == view.publisher { return cached.lines }
+            var fields = [(Header.origin, config.name)]
+            if let s = view.sender {
+                fields += [(Header.publisherUID, "\(s.uid)"), (Header.publisherGID, "\(s.gid)"), (Header.publisherPID, "\(s.pid)")]
+                if !s.name.isEmpty { fields.append((Header.publisherName, s.name)) }
+            }
+            var lines: [UInt8] = []
+            for (name, value) in fields { lines += Array("\(name): \(value)\r\n".utf8) }
+            cached = (view.publisher, lines)
+            return lines
+        }
+    }
+
+    /// On the peer's loop, from the view: the subject and header block are made in a stack
+    /// buffer (the identity lines come from `identity`), and the payload is copied only into
+    /// NATS's outbox (or the outage buffer). A message with properties has them added as headers.
+    private func export(_ view: EventView, prefix: [UInt8], peer: Peer, nats: NATSClient) {
+        let plain = view.propertiesBytes.count == 1 && view.propertiesBytes[0] == 0
+        let p = plain ? MessageProperties() : view.properties
         if view.publisher == peer.connectionID || p.headers[Header.imported] != nil {
             counts.withLock { $0.loopsStopped += 1 }  // it came from NATS: it goes back nowhere
             return
         }
-        var headers = NATSHeaders(fields: [(Header.origin, config.name)])
-        if let s = view.sender {
-            headers.fields += [(Header.publisherUID, "\(s.uid)"), (Header.publisherGID, "\(s.gid)"), (Header.publisherPID, "\(s.pid)")]
-            if !s.name.isEmpty { headers.fields.append((Header.publisherName, s.name)) }
+        let version: StaticString = "NATS/1.0\r\n"
+        let lines = identityLines(view)
+        let more = plain ? [] : Self.propertyLines(p)
+        let size = prefix.count + view.topicBytes.count + version.utf8CodeUnitCount + lines.count + more.count + 2
+        withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { buffer in
+            var at = 0
+            func put(_ bytes: UnsafeRawBufferPointer) {
+                UnsafeMutableRawBufferPointer(rebasing: buffer[at..<(at + bytes.count)]).copyMemory(from: bytes)
+                at += bytes.count
+            }
+            prefix.withUnsafeBytes { put($0) }
+            put(view.topicBytes)
+            let subjectEnd = at
+            put(UnsafeRawBufferPointer(start: version.utf8Start, count: version.utf8CodeUnitCount))
+            lines.withUnsafeBytes { put($0) }
+            more.withUnsafeBytes { put($0) }
+            buffer[at] = 13  // the empty line ending the block
+            buffer[at + 1] = 10
+            at += 2
+            let frame = UnsafeRawBufferPointer(buffer)
+            send(UnsafeRawBufferPointer(rebasing: frame[..<subjectEnd]), UnsafeRawBufferPointer(rebasing: frame[subjectEnd...]), view.payload, nats: nats)
         }
-        if let v = p.contentType { headers.fields.append((Header.contentType, v)) }
-        if let v = p.correlationID { headers.fields.append((Header.correlationID, v)) }
-        if let v = p.messageID { headers.fields.append((Header.messageID, v)) }
-        if let v = p.timestamp { headers.fields.append((Header.timestamp, "\(v)")) }
-        if !p.headers.isEmpty {
-            for (k, v) in p.headers.sorted(by: { $0.key < $1.key }) { headers.fields.append((k, v)) }
-        }
-        send(config.mapping.subject(topic), headers, view.payload, nats: nats)
         if nats.isBackedUp { pauseExports(peer, nats) }
+    }
+
+    /// A message's properties as header lines (custom headers sorted by name).
+    private static func propertyLines(_ p: MessageProperties) -> [UInt8] {
+        var fields: [(String, String)] = []
+        if let v = p.contentType { fields.append((Header.contentType, v)) }
+        if let v = p.correlationID { fields.append((Header.correlationID, v)) }
+        if let v = p.messageID { fields.append((Header.messageID, v)) }
+        if let v = p.timestamp { fields.append((Header.timestamp, "\(v)")) }
+        for (k, v) in p.headers.sorted(by: { $0.key < $1.key }) { fields.append((k, v)) }
+        var out: [UInt8] = []
+        for (name, value) in fields { out += Array("\(name): \(value)\r\n".utf8) }
+        return out
     }
 
     /// NATS reads slower than the local broker delivers: stop reading from the broker until it
@@ -208,12 +254,12 @@ public final class Bridge: Sendable {
     /// dropped, as `outage` says. Held exports go first, so NATS sees every export in the order
     /// it was made. (While NATS is only backed up, reading from the broker is paused, so few
     /// exports arrive then; those that do are held like an outage's.)
-    private func send(_ subject: String, _ headers: NATSHeaders, _ payload: UnsafeRawBufferPointer, nats: NATSClient) {
+    private func send(_ subject: UnsafeRawBufferPointer, _ headerBlock: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer, nats: NATSClient) {
         let outcome = pending.withLock { held -> SendOutcome in
             if !held.isEmpty { publishHeld(&held, nats) }
             var unreachable = !nats.isConnected
             if held.isEmpty && !nats.isBackedUp && !unreachable {
-                switch Self.publish(subject, headers, payload, nats) {
+                switch Self.publish(subject, headerBlock, payload, nats) {
                 case nil: return .sent
                 case let error? where error.code == .notConnected: unreachable = true  // held below
                 case let error?: return .refused(error)
@@ -223,7 +269,7 @@ public final class Bridge: Sendable {
             // whatever the outage mode, since at most one export per pause arrives so.
             let keep = unreachable ? config.outage == .buffer && held.count < config.bufferMessages : true
             guard keep else { return .dropped }
-            held.append(HeldExport(subject: subject, headers: headers, payload: Array(payload)))
+            held.append(HeldExport(subject: Array(subject), headerBlock: Array(headerBlock), payload: Array(payload)))
             return .held
         }
         switch outcome {
@@ -232,20 +278,20 @@ public final class Bridge: Sendable {
         case .dropped: counts.withLock { $0.dropped += 1 }
         case .refused(let error):
             counts.withLock { $0.dropped += 1 }
-            log("event=export-dropped subject=\(subject) reason=\"\(error)\"")
+            log("event=export-dropped subject=\(String(decoding: subject, as: UTF8.self)) reason=\"\(error)\"")
         }
     }
 
     private struct HeldExport: Sendable {
-        var subject: String
-        var headers: NATSHeaders
+        var subject: [UInt8]
+        var headerBlock: [UInt8]
         var payload: [UInt8]
     }
     private enum SendOutcome { case sent, held, dropped, refused(NATSError) }
 
     /// Why NATS did not take it, nil when it did.
-    private static func publish(_ subject: String, _ headers: NATSHeaders, _ payload: UnsafeRawBufferPointer, _ nats: NATSClient) -> NATSError? {
-        do { try nats.publishWithoutWaiting(subject, bytes: payload, headers: headers) } catch { return error }
+    private static func publish(_ subject: UnsafeRawBufferPointer, _ headerBlock: UnsafeRawBufferPointer, _ payload: UnsafeRawBufferPointer, _ nats: NATSClient) -> NATSError? {
+        do { try nats.publishWithoutWaiting(subject: subject, headerBlock: headerBlock, payload: payload) } catch { return error }
         return nil
     }
 
@@ -254,10 +300,13 @@ public final class Bridge: Sendable {
         var done = 0, refused: UInt64 = 0
         while done < held.count, !nats.isBackedUp {
             let m = held[done]
-            if let error = m.payload.withUnsafeBytes({ Self.publish(m.subject, m.headers, $0, nats) }) {
+            let error = m.subject.withUnsafeBytes { s in
+                m.headerBlock.withUnsafeBytes { h in m.payload.withUnsafeBytes { Self.publish(s, h, $0, nats) } }
+            }
+            if let error {
                 if error.code == .notConnected { break }
                 refused += 1
-                log("event=export-dropped subject=\(m.subject) reason=\"\(error)\"")
+                log("event=export-dropped subject=\(String(decoding: m.subject, as: UTF8.self)) reason=\"\(error)\"")
             }
             done += 1
         }
@@ -322,7 +371,8 @@ public final class Bridge: Sendable {
     /// share, in the order NATS delivered it. When the local broker reads slower than NATS
     /// delivers, the peer's outbox fills: reading from NATS pauses until it has room again.
     private func importMessage(_ m: NATSMessageView, name: [UInt8], prefix: [UInt8], peer: Peer, nats: NATSClient) {
-        let origin = m.header(Header.origin)
+        let fields = ImportEncoding.scan(m)
+        let origin = fields.origin
         if let origin, origin.elementsEqual(name) {
             counts.withLock { $0.loopsStopped += 1 }  // our own export, come back
             return
@@ -332,7 +382,7 @@ public final class Bridge: Sendable {
         let unnamed: StaticString = "nats"  // the origin of a message no bridge sent
         let full: Bool?
         do {
-            full = try ImportEncoding.withProperties(m, origin: origin ?? UnsafeRawBufferPointer(start: unnamed.utf8Start, count: unnamed.utf8CodeUnitCount)) {
+            full = try ImportEncoding.withProperties(m, fields, origin: origin ?? UnsafeRawBufferPointer(start: unnamed.utf8Start, count: unnamed.utf8CodeUnitCount)) {
                 try peer.publishWithoutWaiting(topic: topic, payload: m.payload, encodedProperties: $0)
             }
         } catch {

@@ -1,5 +1,6 @@
 import Evbus
 import EvbusNATS
+import Glibc
 
 /// The properties block of an imported NATS message (PROTOCOL.md, "Message properties"), written
 /// straight from its header lines into a stack buffer: the bridge's fast way in, with no strings,
@@ -15,15 +16,19 @@ enum ImportEncoding {
     private static let messageID = Array(Bridge.Header.messageID.utf8)
     private static let timestamp = Array(Bridge.Header.timestamp.utf8)
     private static let imported = Array(Bridge.Header.imported.utf8)
+    private static let origin = Array(Bridge.Header.origin.utf8)
 
-    /// What the header lines hold, from a first pass.
-    private struct Fields {
+    /// What the header lines hold, from a first pass (`scan`).
+    struct Fields {
+        /// The first `Evbus-Origin` (its name compared without ASCII case, as NATS compares): the
+        /// bridge that sent it.
+        var origin: UnsafeRawBufferPointer?
         var contentType: UnsafeRawBufferPointer?
         var correlationID: UnsafeRawBufferPointer?
         var messageID: UnsafeRawBufferPointer?
         var timestamp: UInt64?
         var headerCount = 1  // `evbus-bridge-origin`
-        var headerBytes: Int
+        var headerBytes = 4 + ImportEncoding.imported.count
         var carried = true
 
         var size: Int {
@@ -32,22 +37,30 @@ enum ImportEncoding {
         }
     }
 
-    /// Calls `body` with the block; nil (without calling it) when the message needs decoding.
-    static func withProperties<R>(_ m: NATSMessageView, origin: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
-        var f = Fields(headerBytes: 4 + imported.count + origin.count)
-        f.carried = fits(origin)
+    /// The first pass over the header lines.
+    static func scan(_ m: NATSMessageView) -> Fields {
+        var f = Fields()
         m.forEachHeader { name, value in
-            if name.elementsEqual(contentType) { f.contentType = value; f.carried = f.carried && fits(value) }
-            else if name.elementsEqual(correlationID) { f.correlationID = value; f.carried = f.carried && fits(value) }
-            else if name.elementsEqual(messageID) { f.messageID = value; f.carried = f.carried && fits(value) }
-            else if name.elementsEqual(timestamp) { f.timestamp = decimal(value) }
-            else if !name.elementsEqual(imported) {  // ours replaces any
+            if same(name, contentType) { f.contentType = value; f.carried = f.carried && fits(value) }
+            else if same(name, correlationID) { f.correlationID = value; f.carried = f.carried && fits(value) }
+            else if same(name, messageID) { f.messageID = value; f.carried = f.carried && fits(value) }
+            else if same(name, timestamp) { f.timestamp = decimal(value) }
+            else if !same(name, imported) {  // ours replaces any
+                if f.origin == nil, sameIgnoringCase(name, origin) { f.origin = value }
                 f.headerCount += 1
                 f.headerBytes += 4 + name.count + value.count
                 f.carried = f.carried && fits(name) && fits(value)
             }
         }
-        guard f.carried, f.headerCount <= MessageProperties.maxHeaders else { return nil }
+        return f
+    }
+
+    /// Calls `body` with the block, `evbus-bridge-origin` set to `origin`; nil (without calling
+    /// it) when the message needs decoding.
+    static func withProperties<R>(_ m: NATSMessageView, _ scanned: Fields, origin: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+        var f = scanned
+        f.headerBytes += origin.count
+        guard f.carried, fits(origin), f.headerCount <= MessageProperties.maxHeaders else { return nil }
         return try withUnsafeTemporaryAllocation(byteCount: f.size, alignment: 1) { buffer in
             var w = ByteWriter(buffer.baseAddress!)
             typealias Flag = MessageProperties.Flag
@@ -74,8 +87,21 @@ enum ImportEncoding {
     }
 
     private static func isField(_ name: UnsafeRawBufferPointer) -> Bool {
-        name.elementsEqual(contentType) || name.elementsEqual(correlationID) || name.elementsEqual(messageID)
-            || name.elementsEqual(timestamp) || name.elementsEqual(imported)
+        same(name, contentType) || same(name, correlationID) || same(name, messageID) || same(name, timestamp) || same(name, imported)
+    }
+
+    /// Byte equality: the lengths first (most of these names differ in length), then memcmp.
+    private static func same(_ name: UnsafeRawBufferPointer, _ wanted: [UInt8]) -> Bool {
+        name.count == wanted.count && wanted.withUnsafeBytes { memcmp($0.baseAddress!, name.baseAddress!, name.count) == 0 }
+    }
+
+    private static func sameIgnoringCase(_ name: UnsafeRawBufferPointer, _ wanted: [UInt8]) -> Bool {
+        guard name.count == wanted.count else { return false }
+        for i in 0..<name.count where name[i] != wanted[i] {
+            let lower = name[i] | 0x20
+            guard lower >= 0x61, lower <= 0x7A, lower == wanted[i] | 0x20 else { return false }
+        }
+        return true
     }
 
     /// A string field can carry it as it is.

@@ -102,6 +102,16 @@ public final class NATSClient: Sendable {
         _ = try queue(subject, payload, replyTo: replyTo, headers: headers)
     }
 
+    /// `publishWithoutWaiting` from bytes: the subject, and a header block the caller encoded as
+    /// HPUB carries it (`NATS/1.0\r\n`, `Name: value\r\n` lines, `\r\n`), for a relay that makes
+    /// it from another format without `NATSHeaders`. Both are checked as `publish` checks them
+    /// (`invalidArgument`: nothing is sent).
+    public func publishWithoutWaiting(subject: UnsafeRawBufferPointer, headerBlock: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) throws(NATSError) {
+        try NATSFrame.checkSubject(subject, wildcards: false)
+        try NATSFrame.checkHeaderBlock(headerBlock)
+        _ = try queue { NATSFrame.appendPublish(&$0, subject: subject, headerBlock: headerBlock, payload: payload) }
+    }
+
     private func queue(_ subject: String, _ payload: [UInt8], replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> Bool {
         let queued = payload.withUnsafeBytes { p in Result { () throws(NATSError) in try queue(subject, p, replyTo: replyTo, headers: headers) } }
         return try queued.get()
@@ -110,9 +120,14 @@ public final class NATSClient: Sendable {
     /// Queues the frame; true when the publisher should wait for room.
     private func queue(_ subject: String, _ payload: UnsafeRawBufferPointer, replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> Bool {
         let headerBytes = try NATSFrame.checkPublish(subject: subject, replyTo: replyTo, headers: headers)
-        let (wake, mustWait) = try outbox.append { out in
+        return try queue { out in
             NATSFrame.appendPublish(&out, subject: subject, payload: payload, replyTo: replyTo, headers: headers, headerBytes: headerBytes)
         }
+    }
+
+    /// Queues what `write` appends; true when the publisher should wait for room.
+    private func queue(_ write: (inout [UInt8]) -> Void) throws(NATSError) -> Bool {
+        let (wake, mustWait) = try outbox.append(write)
         if wake {
             let core = self.core
             do { try controller.loop.execute { core.value.drainOutbox() } } catch {

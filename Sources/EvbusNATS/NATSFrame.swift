@@ -41,6 +41,23 @@ enum NATSFrame {
         out.append(lf)
     }
 
+    /// Appends `HPUB <subject> <h> <h+n>\r\n<header block><payload>\r\n` from bytes `checkSubject`
+    /// and `checkHeaderBlock` passed.
+    static func appendPublish(_ out: inout [UInt8], subject: UnsafeRawBufferPointer, headerBlock: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) {
+        out.append(contentsOf: "HPUB ".utf8)
+        out.append(contentsOf: subject)
+        out.append(space)
+        appendDecimal(&out, headerBlock.count)
+        out.append(space)
+        appendDecimal(&out, headerBlock.count + payload.count)
+        out.append(cr)
+        out.append(lf)
+        out.append(contentsOf: headerBlock)
+        out.append(contentsOf: payload)
+        out.append(cr)
+        out.append(lf)
+    }
+
     static func appendDecimal(_ out: inout [UInt8], _ value: Int) {
         var divisor = 1
         while divisor <= value / 10 { divisor *= 10 }
@@ -57,7 +74,11 @@ enum NATSFrame {
     /// the bytes, no allocation.
     static func checkSubject(_ subject: String, wildcards: Bool) throws(NATSError) {
         var s = subject
-        let verdict: String? = s.withUTF8 { bytes in
+        try s.withUTF8 { bytes in Result { () throws(NATSError) in try checkSubject(UnsafeRawBufferPointer(bytes), wildcards: wildcards) } }.get()
+    }
+
+    static func checkSubject(_ bytes: UnsafeRawBufferPointer, wildcards: Bool) throws(NATSError) {
+        let verdict: String? = {
             guard !bytes.isEmpty else { return "is empty" }
             var tokenStart = 0
             var sawFullWildcard = false
@@ -75,8 +96,35 @@ enum NATSFrame {
                 tokenStart = i + 1
             }
             return nil
+        }()
+        if let verdict { throw NATSError(.invalidArgument, "'\(String(decoding: bytes, as: UTF8.self))' is not a usable NATS subject: it \(verdict)") }
+    }
+
+    /// A header block made by the caller is one `append(to:)` could have made: `NATS/1.0\r\n`,
+    /// `Name: value\r\n` lines (a name without ':' or spaces), `\r\n`; CR and LF only as pairs.
+    static func checkHeaderBlock(_ b: UnsafeRawBufferPointer) throws(NATSError) {
+        let version: StaticString = "NATS/1.0\r\n"
+        let head = UnsafeRawBufferPointer(start: version.utf8Start, count: version.utf8CodeUnitCount)
+        var ok = b.count >= head.count + 2 && b.prefix(head.count).elementsEqual(head) && b[b.count - 2] == cr && b[b.count - 1] == lf
+        var i = head.count, lineStart = i, colon = -1
+        while ok && i < b.count - 2 {
+            switch b[i] {
+            case cr:
+                ok = b[i + 1] == lf && colon > lineStart  // a name before the colon
+                i += 2
+                lineStart = i
+                colon = -1
+                continue
+            case lf: ok = false
+            case 0x3A where colon < 0: colon = i
+            case space, 9: ok = colon >= 0  // only in the value
+            default: break
+            }
+            i += 1
         }
-        if let verdict { throw NATSError(.invalidArgument, "'\(subject)' is not a usable NATS subject: it \(verdict)") }
+        guard ok, lineStart == b.count - 2 else {
+            throw NATSError(.invalidArgument, "not a header block NATS can carry: \(String(decoding: b.prefix(200), as: UTF8.self))")
+        }
     }
 }
 

@@ -1,3 +1,5 @@
+import Glibc
+
 /// A delivered message as it lies in the client's read buffer: no copy and no allocation. Valid
 /// only during the handler call it is passed to (like evbus's `EventView`); `message()` copies it.
 public struct NATSMessageView {
@@ -44,17 +46,23 @@ enum NATSHeaderBlock {
 
     /// Calls `body` with each line, without its CRLF (a last line without one included).
     private static func forEachLine(_ b: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws(NATSError) -> Void) throws(NATSError) {
-        var i = 0, lineStart = 0
-        while i + 1 < b.count {
-            if b[i] == 13 && b[i + 1] == 10 {
-                try body(UnsafeRawBufferPointer(rebasing: b[lineStart..<i]))
-                i += 2
-                lineStart = i
-            } else {
-                i += 1
+        guard let base = b.baseAddress else { return }
+        var lineStart = 0, from = 0
+        while from < b.count, let lf = memchr(base + from, 10, b.count - from) {
+            let i = base.distance(to: UnsafeRawPointer(lf))
+            if i > lineStart && b[i - 1] == 13 {
+                try body(UnsafeRawBufferPointer(start: base + lineStart, count: i - 1 - lineStart))
+                lineStart = i + 1
             }
+            from = i + 1
         }
         if lineStart < b.count { try body(UnsafeRawBufferPointer(rebasing: b[lineStart...])) }
+    }
+
+    /// Where `byte` first is in `b`.
+    private static func index(of byte: UInt8, in b: UnsafeRawBufferPointer) -> Int? {
+        guard let base = b.baseAddress, let p = memchr(base, Int32(byte), b.count) else { return nil }
+        return base.distance(to: UnsafeRawPointer(p))
     }
 
     private static func startsWithVersion(_ line: UnsafeRawBufferPointer) -> Bool {
@@ -69,7 +77,7 @@ enum NATSHeaderBlock {
             if first {
                 first = false
                 guard startsWithVersion(line) else { throw NATSError(.protocolViolation, "headers without NATS/1.0") }
-            } else if !line.isEmpty, !line.contains(0x3A) {
+            } else if !line.isEmpty, index(of: 0x3A, in: line) == nil {
                 throw NATSError(.protocolViolation, "a header line without ':': \(String(decoding: line, as: UTF8.self))")
             }
         }
@@ -81,7 +89,7 @@ enum NATSHeaderBlock {
         var first = true
         try? forEachLine(block) { line in
             if first { first = false; return }
-            guard let colon = line.firstIndex(of: 0x3A) else { return }
+            guard let colon = index(of: 0x3A, in: line) else { return }
             var valueStart = colon + 1
             while valueStart < line.count && line[valueStart] == 0x20 { valueStart += 1 }
             body(UnsafeRawBufferPointer(rebasing: line[..<colon]), UnsafeRawBufferPointer(rebasing: line[valueStart...]))

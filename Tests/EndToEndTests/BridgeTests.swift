@@ -149,10 +149,16 @@ import Testing
         try await watcher.flush()
         let p = try await Peer.connect(to: a.socketPath, name: "p")
         for topic in ["private.x", "public.x.y", "publicity", "public", "secrets.public.x"] { try await p.publish(topic, "no") }
+        var unsendable = MessageProperties()
+        unsendable.headers = ["note": "two\r\nlines"]  // NATS headers cannot carry a line break
+        try await p.publish("public.bad", "no", properties: unsendable)
         try await p.publish("public.ok", "yes")
         #expect(await eventually { onNATS.count >= 1 })
         try await Task.sleep(for: .milliseconds(300))
         #expect(onNATS.items == ["evbus.public.ok"])
+        let stats = try await RunningProcess.runEvbus(["rpc", "evbus.bridge.a.stats", "", "--socket", a.socketPath])
+        #expect(stats.stdout.contains("exported=1 ") && stats.stdout.contains("dropped=1 "), "\(stats.stdout)")
+        #expect(bridgeA.stderr.contains("event=export-dropped subject=evbus.public.bad"), "\(bridgeA.stderr)")
         bridgeA.signal(SIGTERM)
         _ = await bridgeA.waitForExit()
         await watcher.close()

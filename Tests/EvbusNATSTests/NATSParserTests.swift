@@ -85,4 +85,19 @@ import Testing
             #expect(!any && v.message() == NATSMessage(subject: "u", sid: 5, payload: Array("hi".utf8)))
         }
     }
+
+    @Test func aHeaderBlockMadeByTheCallerIsCheckedBeforeSending() throws {
+        func check(_ s: String) throws { try Array(s.utf8).withUnsafeBytes { try NATSFrame.checkHeaderBlock($0) } }
+        try check("NATS/1.0\r\n\r\n")
+        try check("NATS/1.0\r\nA: b\r\nEvbus-Origin: x y\r\n\r\n")
+        try check(String(decoding: try NATSHeaders(fields: [("k", "v:w"), ("Ünï", "")]).encoded(), as: UTF8.self))
+        for bad in ["", "NATS/1.0\r\n", "NATS/2.0\r\n\r\n", "NATS/1.0\r\nA: b\r\n", "NATS/1.0\r\nA: b\nC: d\r\n\r\n",
+                    "NATS/1.0\r\nA: b\rc\r\n\r\n", "NATS/1.0\r\nno colon\r\n\r\n", "NATS/1.0\r\n: empty name\r\n\r\n",
+                    "NATS/1.0\r\nA b: c\r\n\r\n", "NATS/1.0\r\nA: b\r\n\r\nextra"] {
+            #expect(throws: NATSError.self, "\(bad.debugDescription)") { try check(bad) }
+        }
+        for bad in ["", "a..b", "a b", "a.*", "a.>", "a\r\n"] {
+            #expect(throws: NATSError.self, "\(bad)") { try Array(bad.utf8).withUnsafeBytes { try NATSFrame.checkSubject($0, wildcards: false) } }
+        }
+    }
 }
