@@ -204,6 +204,14 @@ public final class Peer: Sendable {
         return try enqueuePublish(topic: topic, payload, propertiesBlock: block)
     }
 
+    /// `publishWithoutWaiting(topic:payload:encodedProperties:)` without checking the block again:
+    /// for this package's own encoders, whose blocks are valid by construction (the bridge's
+    /// `ImportEncoding`, tested against `MessageProperties`). A broken block would make the broker
+    /// close this connection, so nothing outside the package may use it.
+    package func publishWithoutWaiting(topic: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer, wellFormedProperties block: UnsafeRawBufferPointer) throws -> Bool {
+        try enqueuePublish(topic: topic, payload, propertiesBlock: block)
+    }
+
     /// Suspends until the outbox is back under its low watermark (at once if it is): after
     /// `publishWithoutWaiting` said it was full. Throws once the peer is closed.
     public func waitForRoom() async throws {

@@ -383,7 +383,7 @@ public final class Bridge: Sendable {
         let full: Bool?
         do {
             full = try ImportEncoding.withProperties(m, fields, origin: origin ?? UnsafeRawBufferPointer(start: unnamed.utf8Start, count: unnamed.utf8CodeUnitCount)) {
-                try peer.publishWithoutWaiting(topic: topic, payload: m.payload, encodedProperties: $0)
+                try peer.publishWithoutWaiting(topic: topic, payload: m.payload, wellFormedProperties: $0)
             }
         } catch {
             log("event=import-failed topic=\(String(decoding: topic, as: UTF8.self)) reason=\"\(error)\"")

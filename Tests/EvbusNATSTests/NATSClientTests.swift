@@ -31,6 +31,37 @@ import Testing
         await pub.close()
     }
 
+    /// `pauseDeliveries`: nothing handled while paused (pauses nest), a pause from a handler
+    /// stops the rest of that read, and everything arrives after, in order, on the same
+    /// connection; views show the same messages as copies.
+    @Test func pausedDeliveriesWaitAndArriveInOrderAfter() async throws {
+        let server = try await NATSServerProcess()
+        let events = Collector<NATSClient.Event>()
+        let sub = try await client([server.url], name: "sub", events: events)
+        let pub = try await client([server.url], name: "pub")
+        let got = Collector<String>()
+        try await sub.subscribeViews("ticks") { view in
+            got.add(String(decoding: view.payload, as: UTF8.self))
+            if got.count == 1 { sub.pauseDeliveries() }  // from the handler: the rest of the read waits
+        }
+        try await sub.flush()
+        for i in 0..<50 { try pub.publishWithoutWaiting("ticks", Array("\(i)".utf8)) }
+        try await pub.flush()
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(got.items == ["0"], "handled while paused: \(got.items)")
+        sub.pauseDeliveries()  // nested
+        sub.resumeDeliveries()
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(got.count == 1, "one pause is still in force")
+        sub.resumeDeliveries()
+        #expect(await eventually { got.count == 50 })
+        #expect(got.items == (0..<50).map(String.init))
+        try await sub.flush()  // PINGs and PONGs flow again too
+        #expect(!events.items.contains { if case .disconnected = $0 { true } else { false } })
+        await sub.close()
+        await pub.close()
+    }
+
     @Test func requestsGetRepliesNoRespondersAndTimeouts() async throws {
         let server = try await NATSServerProcess()
         let responder = try await client([server.url], name: "responder")
