@@ -34,9 +34,16 @@ enum BridgeScenarios {
         var lines = ["evbus bench bridge: brokers pid \(brokerA.pid) (A) and \(brokerB.pid) (B), NATS at \(address)\(server.map { " (nats-server pid \($0.pid))" } ?? "")"]
 
         let count = messages ?? 500_000
+        // The CPU each part spends per message says what a ratio of rates cannot: where the
+        // bridge's path costs more than NATS's own, and what it could at best come down to.
+        let cpu = { BridgeCPU.sample(brokers: [brokerA.pid, brokerB.pid], natsServer: server?.pid) }
+        let beforeBridge = cpu()
         let viaBridge = try await throughput(from: brokerA.socketPath, to: brokerB.socketPath, messages: count, paced: nil)
+        let beforePlain = cpu()
         let plain = try await NATSBench.pubsub(address, name: "pubsub", messages: count, size: 16, subscribers: 1)
-        lines += [viaBridge.line, plain.line, ratio("throughput bridge/nats", BenchReport.rate(viaBridge.messages, nanos: viaBridge.nanos), BenchReport.rate(plain.messages, nanos: plain.nanos))]
+        let afterPlain = cpu()
+        lines += [viaBridge.line, plain.line, ratio("throughput bridge/nats", BenchReport.rate(viaBridge.messages, nanos: viaBridge.nanos), BenchReport.rate(plain.messages, nanos: plain.nanos)),
+                  (beforePlain - beforeBridge).line("bridge A->NATS->B", messages: count), (afterPlain - beforePlain).line("nats pubsub", messages: count)]
 
         // Each half alone: where the time goes.
         let exportHalf = try await exportOnly(from: brokerA.socketPath, nats: address, messages: count)
