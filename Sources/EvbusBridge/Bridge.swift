@@ -106,10 +106,11 @@ public final class Bridge: Sendable {
             throw error
         }
         running.withLock { $0 = (peer, nats, controller, loop) }
+        let subjectPrefix = Array((config.mapping.prefix + ".").utf8)
         try? await nats.waitUntilConnected(timeout: .seconds(5))  // not fatal: it keeps trying
         for (_, subject) in config.imports {
-            let name = Array(config.name.utf8), prefix = Array((config.mapping.prefix + ".").utf8)
-            try await nats.subscribeViews(subject) { [self] m in importMessage(m, name: name, prefix: prefix, peer: peer, nats: nats) }
+            let name = Array(config.name.utf8)
+            try await nats.subscribeViews(subject) { [self] m in importMessage(m, name: name, prefix: subjectPrefix, peer: peer, nats: nats) }
         }
         for (queue, subject) in config.exportServices {
             try await nats.subscribe(subject, queueGroup: "evbus-bridge") { [self] m in serve(m, queue: queue, peer: peer, nats: nats) }
@@ -133,13 +134,12 @@ public final class Bridge: Sendable {
             // first pattern it matches exports it.
             let earlier = config.exports.prefix(index).map(\.topic)
             // On the peer's loop, synchronously: no task or stream between the socket and NATS.
-            let prefix = Array((config.mapping.prefix + ".").utf8)
             _ = try await peer.subscribeViews(pattern) { [self] view in
                 if !earlier.isEmpty {
                     let topic = view.topic
                     guard !earlier.contains(where: { TopicRules.matches(pattern: $0, topic: topic) }) else { return }
                 }
-                export(view, prefix: prefix, peer: peer, nats: nats)
+                export(view, prefix: subjectPrefix, peer: peer, nats: nats)
             }
         }
         try? await nats.flush()  // the server has our subscriptions when we say "started" (if connected)
@@ -404,13 +404,14 @@ public final class Bridge: Sendable {
         guard let topic = config.mapping.topic(m.subject) else { return }
         var p = MessageProperties()
         var headers: [String: String] = [:]
-        for (name, value) in m.headers?.fields ?? [] {
+        for (name, long) in m.headers?.fields ?? [] {
+            let value = Self.fitted(long)
             switch name {
             case Header.contentType: p.contentType = value
             case Header.correlationID: p.correlationID = value
             case Header.messageID: p.messageID = value
             case Header.timestamp: p.timestamp = UInt64(value)
-            default: headers[name] = value
+            default: headers[Self.fitted(name)] = value
             }
         }
         headers[Header.imported] = origin ?? "nats"
@@ -424,6 +425,19 @@ public final class Bridge: Sendable {
         }
         counts.withLock { $0.imported += 1 }
         if full { pauseImports(peer, nats) }
+    }
+
+    /// An evbus string field holds 65,535 bytes: longer text is cut there, between characters.
+    private static func fitted(_ s: String) -> String {
+        guard s.utf8.count > Int(UInt16.max) else { return s }
+        var scalars = String.UnicodeScalarView()
+        var bytes = 0
+        for c in s.unicodeScalars {
+            bytes += UTF8.width(c)
+            guard bytes <= Int(UInt16.max) else { break }
+            scalars.append(c)
+        }
+        return String(scalars)
     }
 
     private func pauseImports(_ peer: Peer, _ nats: NATSClient) {
