@@ -1,5 +1,6 @@
 import Evbus
 import EvbusNATS
+import Glibc
 import Synchronization
 
 /// What a bridge has done, for its log and `evbus bridge`'s SIGUSR1.
@@ -109,8 +110,8 @@ public final class Bridge: Sendable {
         let subjectPrefix = Array((config.mapping.prefix + ".").utf8)
         try? await nats.waitUntilConnected(timeout: .seconds(5))  // not fatal: it keeps trying
         for (_, subject) in config.imports {
-            let name = Array(config.name.utf8)
-            try await nats.subscribeViews(subject) { [self] m in importMessage(m, name: name, prefix: subjectPrefix, peer: peer, nats: nats) }
+            let name = Array(config.name.utf8), encoding = ImportEncoding()
+            try await nats.subscribeViews(subject) { [self] m in importMessage(m, encoding, name: name, prefix: subjectPrefix, peer: peer, nats: nats) }
         }
         for (queue, subject) in config.exportServices {
             try await nats.subscribe(subject, queueGroup: "evbus-bridge") { [self] m in serve(m, queue: queue, peer: peer, nats: nats) }
@@ -370,19 +371,19 @@ public final class Bridge: Sendable {
     /// A NATS message for the local broker: published at once, on the loop both connections
     /// share, in the order NATS delivered it. When the local broker reads slower than NATS
     /// delivers, the peer's outbox fills: reading from NATS pauses until it has room again.
-    private func importMessage(_ m: NATSMessageView, name: [UInt8], prefix: [UInt8], peer: Peer, nats: NATSClient) {
-        let fields = ImportEncoding.scan(m)
+    private func importMessage(_ m: NATSMessageView, _ encoding: ImportEncoding, name: [UInt8], prefix: [UInt8], peer: Peer, nats: NATSClient) {
+        let fields = encoding.scan(m)
         let origin = fields.origin
-        if let origin, origin.elementsEqual(name) {
+        if let origin, name.withUnsafeBytes({ origin.count == $0.count && memcmp(origin.baseAddress!, $0.baseAddress!, $0.count) == 0 }) {
             counts.withLock { $0.loopsStopped += 1 }  // our own export, come back
             return
         }
-        guard m.subject.count > prefix.count, m.subject.starts(with: prefix) else { return }
+        guard m.subject.count > prefix.count, prefix.withUnsafeBytes({ memcmp(m.subject.baseAddress!, $0.baseAddress!, $0.count) == 0 }) else { return }
         let topic = UnsafeRawBufferPointer(rebasing: m.subject[prefix.count...])
         let unnamed: StaticString = "nats"  // the origin of a message no bridge sent
         let full: Bool?
         do {
-            full = try ImportEncoding.withProperties(m, fields, origin: origin ?? UnsafeRawBufferPointer(start: unnamed.utf8Start, count: unnamed.utf8CodeUnitCount)) {
+            full = try encoding.withProperties(m, fields, origin: origin ?? UnsafeRawBufferPointer(start: unnamed.utf8Start, count: unnamed.utf8CodeUnitCount)) {
                 try peer.publishWithoutWaiting(topic: topic, payload: m.payload, wellFormedProperties: $0)
             }
         } catch {
@@ -404,14 +405,13 @@ public final class Bridge: Sendable {
         guard let topic = config.mapping.topic(m.subject) else { return }
         var p = MessageProperties()
         var headers: [String: String] = [:]
-        for (name, long) in m.headers?.fields ?? [] {
-            let value = Self.fitted(long)
+        for (name, value) in m.headers?.fields ?? [] {
             switch name {
             case Header.contentType: p.contentType = value
             case Header.correlationID: p.correlationID = value
             case Header.messageID: p.messageID = value
             case Header.timestamp: p.timestamp = UInt64(value)
-            default: headers[Self.fitted(name)] = value
+            default: headers[name] = value
             }
         }
         headers[Header.imported] = origin ?? "nats"
@@ -425,19 +425,6 @@ public final class Bridge: Sendable {
         }
         counts.withLock { $0.imported += 1 }
         if full { pauseImports(peer, nats) }
-    }
-
-    /// An evbus string field holds 65,535 bytes: longer text is cut there, between characters.
-    private static func fitted(_ s: String) -> String {
-        guard s.utf8.count > Int(UInt16.max) else { return s }
-        var scalars = String.UnicodeScalarView()
-        var bytes = 0
-        for c in s.unicodeScalars {
-            bytes += UTF8.width(c)
-            guard bytes <= Int(UInt16.max) else { break }
-            scalars.append(c)
-        }
-        return String(scalars)
     }
 
     private func pauseImports(_ peer: Peer, _ nats: NATSClient) {

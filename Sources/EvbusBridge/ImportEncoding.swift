@@ -10,13 +10,16 @@ import Glibc
 /// (the last of a repeated one counts), every other header is a header, and
 /// `evbus-bridge-origin` is set to the origin. A message it cannot carry byte for byte (a field
 /// over 65,535 bytes or not UTF-8, more headers than a block holds) gets nil: decode it instead.
-enum ImportEncoding {
-    private static let contentType = Array(Bridge.Header.contentType.utf8)
-    private static let correlationID = Array(Bridge.Header.correlationID.utf8)
-    private static let messageID = Array(Bridge.Header.messageID.utf8)
-    private static let timestamp = Array(Bridge.Header.timestamp.utf8)
-    private static let imported = Array(Bridge.Header.imported.utf8)
-    private static let origin = Array(Bridge.Header.origin.utf8)
+///
+/// One per subscription, made once: the header names it looks for are its own stored bytes (a
+/// `static let` costs a once-check at every use, and there are several per header line).
+struct ImportEncoding: Sendable {
+    private let contentType = Array(Bridge.Header.contentType.utf8)
+    private let correlationID = Array(Bridge.Header.correlationID.utf8)
+    private let messageID = Array(Bridge.Header.messageID.utf8)
+    private let timestamp = Array(Bridge.Header.timestamp.utf8)
+    private let imported = Array(Bridge.Header.imported.utf8)
+    private let origin = Array(Bridge.Header.origin.utf8)
 
     /// What the header lines hold, from a first pass (`scan`).
     struct Fields {
@@ -28,7 +31,7 @@ enum ImportEncoding {
         var messageID: UnsafeRawBufferPointer?
         var timestamp: UInt64?
         var headerCount = 1  // `evbus-bridge-origin`
-        var headerBytes = 4 + ImportEncoding.imported.count
+        var headerBytes: Int
         var carried = true
 
         var size: Int {
@@ -38,18 +41,18 @@ enum ImportEncoding {
     }
 
     /// The first pass over the header lines.
-    static func scan(_ m: NATSMessageView) -> Fields {
-        var f = Fields()
+    func scan(_ m: NATSMessageView) -> Fields {
+        var f = Fields(headerBytes: 4 + imported.count)
         m.forEachHeader { name, value in
-            if same(name, contentType) { f.contentType = value; f.carried = f.carried && fits(value) }
-            else if same(name, correlationID) { f.correlationID = value; f.carried = f.carried && fits(value) }
-            else if same(name, messageID) { f.messageID = value; f.carried = f.carried && fits(value) }
-            else if same(name, timestamp) { f.timestamp = decimal(value) }
+            if same(name, contentType) { f.contentType = value; f.carried = f.carried && Self.fits(value) }
+            else if same(name, correlationID) { f.correlationID = value; f.carried = f.carried && Self.fits(value) }
+            else if same(name, messageID) { f.messageID = value; f.carried = f.carried && Self.fits(value) }
+            else if same(name, timestamp) { f.timestamp = Self.decimal(value) }
             else if !same(name, imported) {  // ours replaces any
-                if f.origin == nil, sameIgnoringCase(name, origin) { f.origin = value }
+                if f.origin == nil, Self.sameIgnoringCase(name, origin) { f.origin = value }
                 f.headerCount += 1
                 f.headerBytes += 4 + name.count + value.count
-                f.carried = f.carried && fits(name) && fits(value)
+                f.carried = f.carried && Self.fits(name) && Self.fits(value)
             }
         }
         return f
@@ -57,10 +60,10 @@ enum ImportEncoding {
 
     /// Calls `body` with the block, `evbus-bridge-origin` set to `origin`; nil (without calling
     /// it) when the message needs decoding.
-    static func withProperties<R>(_ m: NATSMessageView, _ scanned: Fields, origin: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
+    func withProperties<R>(_ m: NATSMessageView, _ scanned: Fields, origin: UnsafeRawBufferPointer, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R? {
         var f = scanned
         f.headerBytes += origin.count
-        guard f.carried, fits(origin), f.headerCount <= MessageProperties.maxHeaders else { return nil }
+        guard f.carried, Self.fits(origin), f.headerCount <= MessageProperties.maxHeaders else { return nil }
         return try withUnsafeTemporaryAllocation(byteCount: f.size, alignment: 1) { buffer in
             var w = ByteWriter(buffer.baseAddress!)
             typealias Flag = MessageProperties.Flag
@@ -86,12 +89,12 @@ enum ImportEncoding {
         }
     }
 
-    private static func isField(_ name: UnsafeRawBufferPointer) -> Bool {
+    private func isField(_ name: UnsafeRawBufferPointer) -> Bool {
         same(name, contentType) || same(name, correlationID) || same(name, messageID) || same(name, timestamp) || same(name, imported)
     }
 
     /// Byte equality: the lengths first (most of these names differ in length), then memcmp.
-    private static func same(_ name: UnsafeRawBufferPointer, _ wanted: [UInt8]) -> Bool {
+    private func same(_ name: UnsafeRawBufferPointer, _ wanted: [UInt8]) -> Bool {
         name.count == wanted.count && wanted.withUnsafeBytes { memcmp($0.baseAddress!, name.baseAddress!, name.count) == 0 }
     }
 

@@ -1,3 +1,5 @@
+import Glibc
+
 /// What a client sends that carries a message: PUB and HPUB frames, written byte by byte into a
 /// caller's buffer (no string building per message: publishing is the client's hot path).
 enum NATSFrame {
@@ -105,7 +107,7 @@ enum NATSFrame {
     static func checkHeaderBlock(_ b: UnsafeRawBufferPointer) throws(NATSError) {
         let version: StaticString = "NATS/1.0\r\n"
         let head = UnsafeRawBufferPointer(start: version.utf8Start, count: version.utf8CodeUnitCount)
-        var ok = b.count >= head.count + 2 && b.prefix(head.count).elementsEqual(head) && b[b.count - 2] == cr && b[b.count - 1] == lf
+        var ok = b.count >= head.count + 2 && memcmp(b.baseAddress!, head.baseAddress!, head.count) == 0 && b[b.count - 2] == cr && b[b.count - 1] == lf
         var i = head.count, lineStart = i, colon = -1
         while ok && i < b.count - 2 {
             switch b[i] {

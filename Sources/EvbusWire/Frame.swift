@@ -171,15 +171,19 @@ struct BodyBuilder {
     mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-    /// Strings longer than the u16 length can say are cut to fit (callers validate limits first).
+    /// Strings longer than the u16 length can say are cut to fit (callers validate limits first),
+    /// between characters: a cut inside one would leave bytes the receiver refuses as not UTF-8.
     mutating func string(_ s: String) {
-        let count = s.utf8.count
-        if count <= Int(UInt16.max) {
-            u16(UInt16(count))
-            bytes.append(contentsOf: s.utf8)  // the contiguous fast path: no intermediate array
+        let utf8 = s.utf8
+        if utf8.count <= Int(UInt16.max) {
+            u16(UInt16(utf8.count))
+            bytes.append(contentsOf: utf8)  // the contiguous fast path: no intermediate array
         } else {
-            u16(UInt16.max)
-            bytes.append(contentsOf: s.utf8.prefix(Int(UInt16.max)))
+            var end = utf8.index(utf8.startIndex, offsetBy: Int(UInt16.max))
+            while utf8[end] & 0xC0 == 0x80 { end = utf8.index(before: end) }  // a continuation byte: not a start
+            let kept = utf8[..<end]
+            u16(UInt16(kept.count))
+            bytes.append(contentsOf: kept)
         }
     }
 }

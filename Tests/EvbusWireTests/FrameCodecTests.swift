@@ -205,6 +205,23 @@ func wireError(_ body: () throws -> Void) -> WireError? {
         withUnsafeBytes(of: &none) { #expect(!MessageProperties.isPersistent(block: $0)) }
     }
 
+    /// A string longer than its u16 length can say is cut between characters: the block stays
+    /// valid UTF-8, which the broker checks.
+    @Test func anOverlongStringIsCutBetweenCharacters() throws {
+        let value = String(repeating: "x", count: 65_534) + "é" + "tail"  // é's two bytes straddle 65,535
+        let block = MessageProperties(headers: ["k": value]).encoded()
+        let decoded = try block.withUnsafeBytes { b throws(WireError) in
+            var r = ByteReader(b)
+            let (p, _) = try MessageProperties.read(&r)
+            #expect(r.remaining == 0)
+            return p
+        }
+        #expect(decoded.headers["k"] == String(repeating: "x", count: 65_534))
+        let ascii = String(repeating: "y", count: 70_000)
+        let asciiBlock = MessageProperties(messageID: ascii).encoded()
+        #expect(asciiBlock.withUnsafeBytes { MessageProperties.decode(block: $0).messageID }?.utf8.count == 65_535)
+    }
+
     @Test func truncatedPropertiesAreMalformed() {
         let body: [UInt8] = [1, 0, 0x61, 0x02, 9, 0, 0x63]  // correlation id says 9 bytes, 1 follows
         #expect(decodeError(.publish, body)?.message.contains("correlation id") == true)
