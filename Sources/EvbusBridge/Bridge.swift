@@ -164,12 +164,13 @@ public final class Bridge: Sendable {
     // MARK: Export
 
     /// The origin and publisher header lines of the last publisher's exports: made once per
-    /// publisher, not per message.
-    private let identity = Mutex<(publisher: UInt64, lines: [UInt8])?>(nil)
+    /// publisher, not per message. Keyed by the whole identity, not the connection id alone: a
+    /// restarted broker numbers its connections afresh.
+    private let identity = Mutex<(sender: Sender?, lines: [UInt8])?>(nil)
 
     private func identityLines(_ view: EventView) -> [UInt8] {
         identity.withLock { cached in
-            if let cached, cached.publisher == view.publisher { return cached.lines }
+            if let cached, cached.sender == view.sender { return cached.lines }
             var fields = [(Header.origin, config.name)]
             if let s = view.sender {
                 fields += [(Header.publisherUID, "\(s.uid)"), (Header.publisherGID, "\(s.gid)"), (Header.publisherPID, "\(s.pid)")]
@@ -177,7 +178,7 @@ public final class Bridge: Sendable {
             }
             var lines: [UInt8] = []
             for (name, value) in fields { lines += Array("\(name): \(value)\r\n".utf8) }
-            cached = (view.publisher, lines)
+            cached = (view.sender, lines)
             return lines
         }
     }

@@ -123,9 +123,18 @@ import Testing
         let bridge = try await startBridge(
             "restart", socket: socket, servers: [nats.url], export: ["status.#"], import: ["commands.#"])
         let watcher = try await natsClient(nats.url, "watcher")
-        let got = Collector<String>()
-        try await watcher.subscribe("evbus.status.>") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
+        let got = Collector<String>(), names = Collector<String>()
+        try await watcher.subscribe("evbus.status.>") { m in
+            got.add(String(decoding: m.payload, as: UTF8.self))
+            names.add(m.headers?[Bridge.Header.publisherName] ?? "")
+        }
         try await watcher.flush()
+        // A publisher before the restart: the restarted broker numbers connections afresh, so the
+        // next publisher may get this one's id; its exports must carry its own identity.
+        let before = try await Peer.connect(to: socket, name: "before")
+        try await before.publish("status.boot", "up")
+        #expect(await eventually { got.items == ["up"] })
+        await before.close()
 
         #expect(await a.stop() == 0)
         a = try await BrokerProcess(socketPath: socket, dataDir: data)
@@ -134,7 +143,8 @@ import Testing
         // Local → NATS: the export subscription was made again.
         let publisher = try await Peer.connect(to: socket, name: "robot")
         try await publisher.publish("status.battery", "80%")
-        #expect(await eventually { got.items == ["80%"] }, "\(got.items) \(bridge.stderr.suffix(800))")
+        #expect(await eventually { got.items == ["up", "80%"] }, "\(got.items) \(bridge.stderr.suffix(800))")
+        #expect(names.items == ["before", "robot"])
         // NATS → local: imports still arrive.
         let commands = try await publisher.subscribe("commands.#")
         try await watcher.publish("evbus.commands.stop", Array("stop".utf8))
