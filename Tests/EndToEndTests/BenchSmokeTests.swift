@@ -45,7 +45,8 @@ import Testing
         let r = try await RunningProcess.runEvbus(["bench", "--scenario", "bridge", "--messages", "300"], seconds: 180)
         #expect(r.status == 0, "\(r.stdout)\(r.stderr)")
         for name in ["bridge A->NATS->B", "nats pubsub", "bridge export A->NATS", "bridge import NATS->B", "bridge latency@1k",
-                     "nats latency@1k", "bridge rpc B->A", "nats rpc", "throughput bridge/nats", "round trip p50 bridge/nats"] {
+                     "nats latency@1k", "bridge rpc B->A", "nats rpc", "throughput bridge/nats", "round trip p50 bridge/nats",
+                     "bridge rpc NATS->A", "bridge rpc B->NATS", "evbus rpc (on A)", "floor (nats+2 evbus)/nats", "cpu/msg bridge A->NATS->B"] {
             #expect(r.stdout.contains(name), "\(name) missing: \(r.stdout)")
         }
         #expect(!r.stdout.contains("OUT-OF-ORDER") && r.stdout.components(separatedBy: "lost 0").count == 7, "\(r.stdout)")

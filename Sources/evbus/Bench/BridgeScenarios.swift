@@ -27,7 +27,8 @@ enum BridgeScenarios {
             "export": ["bench.bridge.#", "bench.export.#"], "services": {"export": [{"queue": "bench.bridge.rpc", "subject": "svc.bench.\(tag)"}]}
             """)
         let bridgeB = try bridge(named: "b\(tag)", socket: brokerB.socketPath, nats: address, """
-            "import": ["bench.bridge.#"], "services": {"import": [{"subject": "svc.bench.\(tag)", "queue": "bench.bridge.rpc"}]}
+            "import": ["bench.bridge.#"], "services": {"import": [{"subject": "svc.bench.\(tag)", "queue": "bench.bridge.rpc"},
+                                                                 {"subject": "bench.rpc.\(tag)", "queue": "bench.bridge.rpc-nats"}]}
             """)
         try await bridgeA.start()
         try await bridgeB.start()
@@ -59,14 +60,29 @@ enum BridgeScenarios {
                   ratio("one-way p50 bridge/nats", Double(BenchReport.percentile(bridgeLatency.latencies, 50)), Double(BenchReport.percentile(plainLatency.latencies, 50)))]
 
         let calls = min(count, 20_000)
-        let (bridgeRTT, bridgeLine) = try await bridgeRoundTrips(responderOn: brokerA.socketPath, callerOn: brokerB.socketPath, calls: calls)
-        let plainCallers = [try await NATSBench.connect(address, name: "bench-client")]
         let responder = try await natsEchoResponder(address, subject: "bench.rpc.\(tag)")
-        let (plainRTT, plainElapsed) = try await RPCTimer.run(plainCallers, calls: calls) { c, p in _ = try await c.request("bench.rpc.\(tag)", p) }
-        for c in plainCallers { await c.close() }
+        let (serverLoop, clientLoop) = try loops()
+        let responderPeer = try await Peer.connect(to: brokerA.socketPath, name: "bench-responder", loop: serverLoop)
+        let echo = try await responderPeer.respond(on: "bench.bridge.rpc", prefetch: 64) { (request: Request) -> [UInt8] in request.payload }
+        let callerA = try await Peer.connect(to: brokerA.socketPath, name: "bench-client", loop: clientLoop)
+        let callerB = try await Peer.connect(to: brokerB.socketPath, name: "bench-client", loop: clientLoop)
+        let natsCaller = try await NATSBench.connect(address, name: "bench-client")
+        // The whole way (B → NATS → A and back), each bridge alone, and the parts no bridge can
+        // remove: NATS's own round trip and an evbus one.
+        let bridgeRTT = try await roundTrips("bridge rpc B->A", callerB, calls: calls) { p, payload in _ = try await p.request(to: .queue("bench.bridge.rpc"), payload) }
+        let exported = try await roundTrips("bridge rpc NATS->A", natsCaller, calls: calls) { c, payload in _ = try await c.request("svc.bench.\(tag)", payload) }
+        let imported = try await roundTrips("bridge rpc B->NATS", callerB, calls: calls) { p, payload in _ = try await p.request(to: .queue("bench.bridge.rpc-nats"), payload) }
+        let plainRTT = try await roundTrips("nats rpc", natsCaller, calls: calls) { c, payload in _ = try await c.request("bench.rpc.\(tag)", payload) }
+        let evbusRTT = try await roundTrips("evbus rpc (on A)", callerA, calls: calls) { p, payload in _ = try await p.request(to: .queue("bench.bridge.rpc"), payload) }
+        try await echo.cancel()
+        for p in [callerA, callerB, responderPeer] { await p.close() }
+        await natsCaller.close()
         await responder.close()
-        lines += [bridgeLine, BenchReport.roundTripLine("nats rpc", plainRTT, nanos: plainElapsed, clients: 1),
-                  ratio("round trip p50 bridge/nats", Double(BenchReport.percentile(bridgeRTT, 50)), Double(BenchReport.percentile(plainRTT, 50)))]
+        stop(serverLoop, clientLoop)
+        func p50(_ r: (latencies: [UInt64], line: String)) -> Double { Double(BenchReport.percentile(r.latencies, 50)) }
+        lines += [bridgeRTT.line, exported.line, imported.line, plainRTT.line, evbusRTT.line,
+                  ratio("round trip p50 bridge/nats", p50(bridgeRTT), p50(plainRTT)),
+                  ratio("floor (nats+2 evbus)/nats", p50(plainRTT) + 2 * p50(evbusRTT), p50(plainRTT))]
 
         let counters = (bridgeA.counters, bridgeB.counters)
         await bridgeA.stop()
@@ -148,23 +164,14 @@ enum BridgeScenarios {
                            received: receiver.count.load(ordering: .acquiring), nanos: end - start, latencies: receiver.sortedLatencies())
     }
 
-    /// A caller on B requests the imported queue; bridge B asks NATS; bridge A asks A's responder.
-    private static func bridgeRoundTrips(responderOn a: String, callerOn b: String, calls: Int) async throws -> ([UInt64], String) {
-        let (serverLoop, clientLoop) = try loops()
-        defer { stop(serverLoop, clientLoop) }
-        let server = try await Peer.connect(to: a, name: "bench-responder", loop: serverLoop)
-        let responder = try await server.respond(on: "bench.bridge.rpc", prefetch: 64) { (request: Request) -> [UInt8] in request.payload }
-        let caller = try await Peer.connect(to: b, name: "bench-client", loop: clientLoop)
-        let (latencies, elapsed) = try await RPCTimer.run([caller], calls: calls) { p, payload in
-            _ = try await p.request(to: .queue("bench.bridge.rpc"), payload)
-        }
-        try await responder.cancel()
-        await caller.close()
-        await server.close()
-        return (latencies, BenchReport.roundTripLine("bridge rpc B->A", latencies, nanos: elapsed, clients: 1))
+    /// Sequential round trips of one caller, reported as `label`.
+    private static func roundTrips<Caller: Sendable>(
+        _ label: String, _ caller: Caller, calls: Int, _ call: @escaping @Sendable (Caller, [UInt8]) async throws -> Void
+    ) async throws -> (latencies: [UInt64], line: String) {
+        let (latencies, elapsed) = try await RPCTimer.run([caller], calls: calls, call)
+        return (latencies, BenchReport.roundTripLine(label, latencies, nanos: elapsed, clients: 1))
     }
 
-    /// Two loop threads: each bench peer on its own, as each bridge is (like separate processes).
     private static func loops() throws -> (EventLoop, EventLoop) {
         (try EventLoop.startThread(name: "bench-a"), try EventLoop.startThread(name: "bench-b"))
     }
