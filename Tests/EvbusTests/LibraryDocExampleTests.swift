@@ -34,6 +34,30 @@ import Testing
         await peer.close()
     }
 
+    /// Stands for what a relay reads from: counts its pauses and resumes.
+    final class FrameSource: Sendable {
+        let pauses = Collector<String>()
+        func pause() { pauses.add("pause") }
+        func resume() { pauses.add("resume") }
+    }
+
+    @Test func publishingWithoutWaiting() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let peer = try await broker.connect()
+        let source = FrameSource()
+        let payload = [UInt8](repeating: 1, count: 512 << 10)
+        var fulls = 0
+        for _ in 0..<32 {  // 16 MiB queued at once: past the 4 MiB high watermark
+            let full = try payload.withUnsafeBytes { try peer.publishWithoutWaiting("frames.cam0", bytes: $0) }
+            if full { source.pause(); Task { try await peer.waitForRoom(); source.resume() } }
+            if full { fulls += 1 }
+        }
+        #expect(fulls > 0)
+        #expect(await eventually { source.pauses.items.filter { $0 == "resume" }.count == fulls })
+        await peer.close()
+    }
+
     @Test func reconnecting() async throws {
         let socket = TestPaths.socket("doc-reconnect")
         var broker = try InProcessBroker { $0.socketPath = socket }
