@@ -314,23 +314,20 @@ public final class Peer: Sendable {
     /// For a handler that must not be fed faster than it can pass events on. Called from a
     /// handler, no further frame of the current read is handled. Pauses nest.
     public func pauseDeliveries() {
-        let core = self.core
-        if loop.inEventLoop {
-            core.value.pauseReading()
-        } else {
-            try? loop.execute { core.value.pauseReading() }
-        }
+        onLoopNow { $0.pauseReading() }
     }
 
     /// Ends one `pauseDeliveries()`; reading resumes when no pause (and no full subscription
     /// buffer) holds it.
     public func resumeDeliveries() {
+        onLoopNow { $0.queueHasRoom() }
+    }
+
+    /// Runs `body` with the connection: at once from the loop itself (so a handler's pause takes
+    /// effect before the next frame), else soon on it; not at all once the loop has stopped.
+    private func onLoopNow(_ body: @escaping @Sendable (PeerConnection) -> Void) {
         let core = self.core
-        if loop.inEventLoop {
-            core.value.queueHasRoom()
-        } else {
-            try? loop.execute { core.value.queueHasRoom() }
-        }
+        if loop.inEventLoop { body(core.value) } else { try? loop.execute { body(core.value) } }
     }
 
     /// Subscribes with a zero-copy handler: no allocation per event. The `EventView`'s buffers are

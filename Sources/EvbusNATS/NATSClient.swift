@@ -144,14 +144,19 @@ public final class NATSClient: Sendable {
     /// deadline). Called from a handler, no further message of the current read is handled. The
     /// handshake of a reconnection is not paused.
     public func pauseDeliveries() {
-        let core = self.core
-        if controller.loop.inEventLoop { core.value.pauseReading() } else { try? controller.loop.execute { core.value.pauseReading() } }
+        onLoopNow { $0.pauseReading() }
     }
 
     /// Ends one `pauseDeliveries()`.
     public func resumeDeliveries() {
+        onLoopNow { $0.resumeReading() }
+    }
+
+    /// Runs `body` with the core: at once from the client's own thread (so a handler's pause
+    /// takes effect before the next message), else soon on it; not at all once it has stopped.
+    private func onLoopNow(_ body: @escaping @Sendable (NATSCore) -> Void) {
         let core = self.core
-        if controller.loop.inEventLoop { core.value.resumeReading() } else { try? controller.loop.execute { core.value.resumeReading() } }
+        if controller.loop.inEventLoop { body(core.value) } else { try? controller.loop.execute { body(core.value) } }
     }
 
     /// Subscribes (again after every reconnect); `handler` runs on the client's thread, in order.
