@@ -87,6 +87,11 @@ import Testing
             let path = dir + "/" + newest
             let expected: [String]
             let damage = Int.random(in: records[0].start..<size, using: &rng)
+            // Which record the damage falls in, and where in it: what a failure must say to be
+            // reproduced (the test has failed once without saying it).
+            let hit = records.firstIndex { ($0.start..<$0.end).contains(damage) }
+            let place = hit.map { "record \($0) (\(records[$0].start)..<\(records[$0].end)), byte \(damage - records[$0].start)" } ?? "between records"
+            let what = "round \(round): \(round % 2 == 0 ? "cut" : "byte flipped") at \(damage) of \(size), in \(place)"
             if round % 2 == 0 {
                 // Cut: a crash in the middle of a write.
                 truncate(path, off_t(damage))
@@ -100,14 +105,14 @@ import Testing
             }
             let broker = try await BrokerProcess(socketPath: socket, dataDir: dir)
             let served = try Self.drain(socket, expecting: expected.count)
-            #expect(served == expected, "round \(round): damage at \(damage) of \(size): \(served.count) served, \(expected.count) intact")
+            #expect(served == expected, "\(what): \(served.count) served, \(expected.count) intact")
             #expect(await broker.stop() == 0)
             // The line may still be on its way through the stderr pipe when the exit is seen.
             let logged = await eventually(10) {
                 let said = broker.process.stderr
                 return said.contains("torn tail") || said.contains("damaged bytes") || expected.count == 200
             }
-            #expect(logged, "no log line about the damage: \(broker.process.stderr)")
+            #expect(logged, "\(what): no log line about the damage: \(broker.process.stderr)")
         }
     }
 }
