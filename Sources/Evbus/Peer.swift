@@ -167,7 +167,7 @@ public final class Peer: Sendable {
 
     /// Publishes `payload` with message properties (content type, correlation id, reply-to, ...).
     public func publish(_ topic: String, _ payload: [UInt8], properties: MessageProperties) async throws {
-        let block = properties.encoded()
+        let block = try Self.encoded(properties)
         let mustWait = try payload.withUnsafeBytes { p in
             try block.withUnsafeBytes { try enqueuePublish(topic, p, propertiesBlock: $0) }
         }
@@ -187,7 +187,7 @@ public final class Peer: Sendable {
     /// - Throws: as `publish`.
     public func publishWithoutWaiting(_ topic: String, bytes payload: UnsafeRawBufferPointer, properties: MessageProperties? = nil) throws -> Bool {
         guard let properties else { return try enqueuePublish(topic, payload) }
-        let block = properties.encoded()
+        let block = try Self.encoded(properties)
         return try block.withUnsafeBytes { try enqueuePublish(topic, payload, propertiesBlock: $0) }
     }
 
@@ -216,6 +216,13 @@ public final class Peer: Sendable {
     /// `publishWithoutWaiting` said it was full. Throws once the peer is closed.
     public func waitForRoom() async throws {
         try await outbox.waitForRoom()
+    }
+
+    /// The wire block of `properties`; `invalidArgument` when they cannot travel whole (a string
+    /// over 65,535 bytes, too many headers), rather than the cut `encoded()` would make.
+    static func encoded(_ properties: MessageProperties) throws(EvbusError) -> [UInt8] {
+        if let reason = properties.unsendableReason { throw EvbusError(.invalidArgument, reason) }
+        return properties.encoded()
     }
 
     /// Queues one PUBLISH without properties (the block is a single zero byte, on the stack: the

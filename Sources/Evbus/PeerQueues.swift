@@ -99,9 +99,9 @@ extension Peer {
         } else if persistent && !properties.persistent {
             var marked = properties
             marked.persistent = true
-            block = marked.encoded()
+            block = try Self.encoded(marked)
         } else {
-            block = properties.encoded()
+            block = try Self.encoded(properties)
         }
         let flags = (mandatory ? PublishFlag.mandatory : 0) | (confirm ? PublishFlag.confirm : 0)
         var exchange = exchange

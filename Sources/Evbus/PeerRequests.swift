@@ -86,6 +86,7 @@ extension Peer {
         guard destination.exchange.utf8.count <= WireFormat.maxTopicBytes, destination.key.utf8.count <= WireFormat.maxTopicBytes else {
             throw EvbusError(.invalidArgument, "exchange names and routing keys are at most \(WireFormat.maxTopicBytes) bytes")
         }
+        if let reason = MessageProperties.unsendableReason(headers: headers) { throw EvbusError(.invalidArgument, reason) }
         let request = OutgoingRequest(
             flags: flags, destination: destination, number: nextCorrelation.add(1, ordering: .relaxed).oldValue,
             replyTo: facts.inbox, headers: headers, payload: payload, timeout: timeout)

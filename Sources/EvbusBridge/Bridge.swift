@@ -1,4 +1,5 @@
 import Evbus
+import EvbusIO
 import EvbusNATS
 import Glibc
 import Synchronization
@@ -8,7 +9,9 @@ public struct BridgeCounters: Sendable, Equatable, CustomStringConvertible {
     public var exported: UInt64 = 0
     public var imported: UInt64 = 0
     /// Exports dropped while NATS was unreachable (`outage.mode` "drop", or a full buffer), or
-    /// that NATS could not carry (a header name it refuses).
+    /// that NATS could not carry (a header name it refuses); imports the local broker could not
+    /// take (a header longer than an evbus string holds, or the broker gone). Each refusal is
+    /// also logged with its reason (`export-dropped`, `import-dropped`).
     public var dropped: UInt64 = 0
     /// Exports held while NATS was unreachable and sent after.
     public var buffered: UInt64 = 0
@@ -76,7 +79,7 @@ public final class Bridge: Sendable {
                 flushPending()
             case .disconnected(let server, let reason):
                 counts.withLock { $0.natsReconnects += 1 }
-                log("event=nats-disconnected server=\(server) reason=\"\(reason)\"")
+                log("event=nats-disconnected server=\(server) reason=\(Logger.quoted("\(reason)"))")
             case .discovered(let servers):
                 log("event=nats-servers-discovered servers=\(servers.joined(separator: ","))")
             case .drained:
@@ -280,7 +283,7 @@ public final class Bridge: Sendable {
         case .dropped: counts.withLock { $0.dropped += 1 }
         case .refused(let error):
             counts.withLock { $0.dropped += 1 }
-            log("event=export-dropped subject=\(String(decoding: subject, as: UTF8.self)) reason=\"\(error)\"")
+            log("event=export-dropped subject=\(String(decoding: subject, as: UTF8.self)) reason=\(Logger.quoted("\(error)"))")
         }
     }
 
@@ -308,7 +311,7 @@ public final class Bridge: Sendable {
             if let error {
                 if error.code == .notConnected { break }
                 refused += 1
-                log("event=export-dropped subject=\(String(decoding: m.subject, as: UTF8.self)) reason=\"\(error)\"")
+                log("event=export-dropped subject=\(String(decoding: m.subject, as: UTF8.self)) reason=\(Logger.quoted("\(error)"))")
             }
             done += 1
         }
@@ -345,7 +348,7 @@ public final class Bridge: Sendable {
                 payload = Array("\(error)".utf8)
             }
             do { try await nats.publish(replyTo, payload, headers: replyHeaders) } catch {
-                log("event=service-reply-lost queue=\(queue) reason=\"\(error)\"")
+                log("event=service-reply-lost queue=\(queue) reason=\(Logger.quoted("\(error)"))")
             }
         }
     }
@@ -388,8 +391,7 @@ public final class Bridge: Sendable {
                 try peer.publishWithoutWaiting(topic: topic, payload: m.payload, wellFormedProperties: $0)
             }
         } catch {
-            log("event=import-failed topic=\(String(decoding: topic, as: UTF8.self)) reason=\"\(error)\"")
-            return
+            return importDropped(String(decoding: topic, as: UTF8.self), error)
         }
         guard let full else { return importMessage(m.message(), peer: peer, nats: nats) }  // decoded instead
         counts.withLock { $0.imported += 1 }
@@ -421,11 +423,17 @@ public final class Bridge: Sendable {
         do {
             full = try m.payload.withUnsafeBytes { try peer.publishWithoutWaiting(topic, bytes: $0, properties: p) }
         } catch {
-            log("event=import-failed topic=\(topic) reason=\"\(error)\"")
-            return
+            return importDropped(topic, error)
         }
         counts.withLock { $0.imported += 1 }
         if full { pauseImports(peer, nats) }
+    }
+
+    /// An import the local broker did not take: too big for an evbus message's fields (refused
+    /// whole rather than cut), or the peer closed under it.
+    private func importDropped(_ topic: String, _ error: any Error) {
+        counts.withLock { $0.dropped += 1 }
+        log("event=import-dropped topic=\(topic) reason=\(Logger.quoted("\(error)"))")
     }
 
     private func pauseImports(_ peer: Peer, _ nats: NATSClient) {

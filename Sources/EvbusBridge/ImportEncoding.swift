@@ -9,7 +9,8 @@ import Glibc
 /// `Evbus-Correlation-Id`, `Evbus-Message-Id` and `Evbus-Timestamp` headers become those fields
 /// (the last of a repeated one counts), every other header is a header, and
 /// `evbus-bridge-origin` is set to the origin. A message it cannot carry byte for byte (a field
-/// over 65,535 bytes or not UTF-8, more headers than a block holds) gets nil: decode it instead.
+/// over 65,535 bytes or not UTF-8, more headers than a block holds) gets nil: the decoding way
+/// then replaces bytes that are not UTF-8, and refuses (drops, counted) what is too big.
 ///
 /// One per subscription, made once: the header names it looks for are its own stored bytes (a
 /// `static let` costs a once-check at every use, and there are several per header line).

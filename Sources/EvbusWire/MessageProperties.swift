@@ -60,7 +60,35 @@ public struct MessageProperties: Hashable, Sendable {
     /// Most headers one message may carry.
     public static let maxHeaders = 1024
 
-    /// The encoded block (flags byte included).
+    /// Why these properties cannot travel whole, or nil when they can: a string longer than a `str`
+    /// holds (65,535 bytes) or more than `maxHeaders` headers. `encoded()` would cut such
+    /// properties to fit, so a sender refuses them with this reason instead (the Swift library's
+    /// publish and request calls throw `invalidArgument` with it).
+    public var unsendableReason: String? {
+        // One check per field, no array: this runs on every publish that carries properties.
+        if let v = contentType, v.utf8.count > Int(UInt16.max) { return Self.tooLong("content type", v) }
+        if let v = correlationID, v.utf8.count > Int(UInt16.max) { return Self.tooLong("correlation id", v) }
+        if let v = replyTo, v.utf8.count > Int(UInt16.max) { return Self.tooLong("reply-to", v) }
+        if let v = messageID, v.utf8.count > Int(UInt16.max) { return Self.tooLong("message id", v) }
+        return headers.isEmpty ? nil : Self.unsendableReason(headers: headers)
+    }
+
+    /// `unsendableReason` for headers alone (a request's).
+    public static func unsendableReason(headers: [String: String]) -> String? {
+        guard headers.count <= maxHeaders else { return "\(headers.count) headers; a message carries at most \(maxHeaders)" }
+        for (name, value) in headers {
+            if name.utf8.count > Int(UInt16.max) { return tooLong("a header name", name) }
+            if value.utf8.count > Int(UInt16.max) { return tooLong("header \"\(name)\"", value) }
+        }
+        return nil
+    }
+
+    private static func tooLong(_ field: String, _ value: String) -> String {
+        "\(field) is \(value.utf8.count) bytes; a property string is at most 65535"
+    }
+
+    /// The encoded block (flags byte included). Properties that `unsendableReason` refuses are cut
+    /// to fit (strings between characters, headers to the first `maxHeaders` by name).
     public func encoded() -> [UInt8] {
         var out = BodyBuilder()
         var flags: UInt8 = 0

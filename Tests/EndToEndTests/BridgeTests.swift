@@ -94,8 +94,9 @@ import Testing
     }
 
     /// Messages from a plain NATS client: headers become properties exactly as docs/BRIDGE.md
-    /// says, on the fast way in (bytes to bytes) and on the decoding one (a value too long for
-    /// an evbus string field).
+    /// says, on the fast way in (bytes to bytes) and on the decoding one (bytes that are not
+    /// UTF-8); one with a value too long for an evbus string field is refused whole (dropped,
+    /// counted, logged), not cut, and the next one arrives.
     @Test func foreignNATSMessagesArriveWithTheirHeadersMapped() async throws {
         let nats = try await NATSServerProcess()
         let b = try await BrokerProcess()
@@ -115,12 +116,17 @@ import Testing
             NATSHeaders(fields: [("Long", long), ("Evbus-Message-Id", "m2")]),
         ]
         for (i, h) in sent.enumerated() { try await foreign.publish("evbus.in.m\(i)", Array("p\(i)".utf8), headers: h) }
+        let latin1 = Array("NATS/1.0\r\nLatin1: c".utf8) + [0xE9] + Array("\r\n\r\n".utf8)  // a value that is not UTF-8
+        let (subject, payload) = (Array("evbus.in.m4".utf8), Array("p4".utf8))
+        try subject.withUnsafeBytes { s in
+            try latin1.withUnsafeBytes { h in try payload.withUnsafeBytes { try foreign.publishWithoutWaiting(subject: s, headerBlock: h, payload: $0) } }
+        }
         var got: [Event] = []
         for try await e in events {
             got.append(e)
-            if got.count == sent.count { break }
+            if got.count == 4 { break }
         }
-        #expect(got.map(\.topic) == ["in.m0", "in.m1", "in.m2", "in.m3"] && got.map(\.text) == ["p0", "p1", "p2", "p3"])
+        #expect(got.map(\.topic) == ["in.m0", "in.m1", "in.m2", "in.m4"] && got.map(\.text) == ["p0", "p1", "p2", "p4"])
         var expected = [MessageProperties](repeating: MessageProperties(), count: 4)
         expected[0].headers = [Bridge.Header.imported: "nats"]
         expected[1].contentType = "b"
@@ -129,9 +135,12 @@ import Testing
         expected[1].timestamp = 123
         expected[1].headers = ["X-Other": "v", "Ünï": "cödé", Bridge.Header.imported: "nats"]
         expected[2].headers = [Bridge.Header.origin: "elsewhere", Bridge.Header.imported: "elsewhere"]
-        expected[3].messageID = "m2"
-        expected[3].headers = ["Long": String(repeating: "x", count: 65_534), Bridge.Header.imported: "nats"]  // cut before the é
+        expected[3].headers = ["Latin1": "c\u{FFFD}", Bridge.Header.imported: "nats"]
         for i in 0..<4 { #expect(got[i].properties == expected[i], "message \(i)") }
+        bridgeB.signal(SIGUSR1)
+        let counted = await eventually { bridgeB.stderr.contains("imported=4 dropped=1") }
+        #expect(counted && bridgeB.stderr.contains("event=import-dropped topic=in.m3 reason="), "\(bridgeB.stderr)")
+        #expect(bridgeB.stderr.contains("is 69536 bytes; a property string is at most 65535"), "\(bridgeB.stderr)")
         bridgeB.signal(SIGTERM)
         _ = await bridgeB.waitForExit()
         await foreign.close()

@@ -246,6 +246,40 @@ final class Collected: Sendable {
         await peer.close()
     }
 
+    /// Properties a wire string cannot hold whole are refused with the reason, by every way of
+    /// sending them, instead of being cut; nothing is sent and the connection goes on.
+    @Test func propertiesTooBigForTheWireAreRefusedNotCut() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let subscriber = try await broker.connect()
+        let events = try await subscriber.subscribe("#")
+        let peer = try await broker.connect()
+        let long = String(repeating: "x", count: 65_536)
+        var manyHeaders: [String: String] = [:]
+        for i in 0...MessageProperties.maxHeaders { manyHeaders["h\(i)"] = "v" }
+        func isRefusal(_ error: any Error, saying words: String) -> Bool {
+            guard let e = error as? EvbusError, e.code == .invalidArgument else { return false }
+            return e.message.contains(words)
+        }
+        for p in [MessageProperties(correlationID: long), MessageProperties(headers: ["big": long]), MessageProperties(headers: [long: "v"]),
+                  MessageProperties(headers: manyHeaders)] {
+            let words = p.headers.count > 1 ? "at most 1024" : "65536 bytes"
+            await #expect { try await peer.publish("t", Array("x".utf8), properties: p) } throws: { isRefusal($0, saying: words) }
+            await #expect { try await peer.publish(to: "amq.topic", key: "t", "x", properties: p) } throws: { isRefusal($0, saying: words) }
+            #expect { _ = try [1].withUnsafeBytes { try peer.publishWithoutWaiting("t", bytes: $0, properties: p) } } throws: { isRefusal($0, saying: words) }
+        }
+        await #expect { _ = try await peer.request(to: .queue("q"), "x", headers: ["big": long]) } throws: { isRefusal($0, saying: "header \"big\" is 65536 bytes") }
+        // 65,535 bytes fit: that one travels whole, and is the first thing delivered.
+        let fits = String(repeating: "y", count: 65_535)
+        try await peer.publish("after", Array("ok".utf8), properties: MessageProperties(messageID: fits))
+        var first: Event?
+        for try await e in events { first = e; break }
+        #expect(first?.topic == "after" && first?.properties.messageID == fits)
+        #expect(broker.stat("protocol_errors") == 0)
+        await peer.close()
+        await subscriber.close()
+    }
+
     @Test func aBrokerThatGoesAwayFailsPendingWorkWithConnectionLost() async throws {
         let broker = try InProcessBroker()
         var once = Peer.Options()
