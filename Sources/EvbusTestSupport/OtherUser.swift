@@ -13,7 +13,7 @@ public enum OtherUser {
     /// A copy of the `evbus` binary that any user may run (the build folder may not be
     /// reachable by others), made once per test process.
     static let binary: String = {
-        let dir = "/tmp/evbt-\(getpid())-bin"
+        let dir = TestPaths.file("bin")
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         let copy = dir + "/evbus"
         try? FileManager.default.removeItem(atPath: copy)

@@ -87,7 +87,7 @@ func waitForSubscriptions(_ n: UInt64, at socket: String, exactly: Bool = false)
         let broker = try await BrokerProcess()
         let r = try await RunningProcess.runEvbus(["stats"], environment: ["EVBUS_SOCKET": broker.socketPath])
         #expect(r.status == 0, "\(r.stderr)")
-        let dir = "/tmp/evbt-xdg-\(getpid())"
+        let dir = TestPaths.file("xdg")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let xdg = try await BrokerProcess(socketPath: dir + "/evbus.sock")
@@ -175,7 +175,7 @@ func waitForSubscriptions(_ n: UInt64, at socket: String, exactly: Bool = false)
     }
 
     @Test func aBadConfigFileFailsAtStartNamingTheKey() async throws {
-        let file = "/tmp/evbt-\(getpid())-bad.json"
+        let file = TestPaths.file("bad", ".json")
         try Data(#"{"slowConsumerPolicy": "panic"}"#.utf8).write(to: URL(fileURLWithPath: file))
         defer { unlink(file) }
         let r = try await RunningProcess.runEvbus(["broker", "--config", file, "--socket", TestPaths.socket()])

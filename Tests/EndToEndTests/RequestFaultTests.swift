@@ -19,9 +19,7 @@ import Testing
     }
 
     func marker(_ tag: String) -> String {
-        let path = "/tmp/evbt-\(getpid())-\(tag)-\(UInt32.random(in: 0...UInt32.max)).started"
-        unlink(path)
-        return path
+        TestPaths.file(tag, ".started")
     }
 
     func exists(_ path: String) -> Bool { access(path, F_OK) == 0 }

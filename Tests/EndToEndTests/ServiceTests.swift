@@ -12,7 +12,7 @@ final class NotifySocket: Sendable {
 
     /// `abstract`: in the abstract namespace (`@name`), as systemd's own is.
     init(abstract: Bool = false) throws {
-        let name = "/tmp/evbt-\(getpid())-notify-\(UInt32.random(in: 0...UInt32.max))"
+        let name = TestPaths.file("notify")
         address = abstract ? "@" + name : name
         fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         var addr = sockaddr_un()

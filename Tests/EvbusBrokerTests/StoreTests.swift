@@ -8,9 +8,7 @@ import Testing
 /// segments, group commit, and a disk that fills up (a real, small tmpfs).
 @Suite(.serialized) struct StoreTests {
     static func freshDirectory(_ tag: String) -> String {
-        let path = "/tmp/evbus-store-\(getpid())-\(tag)-\(UInt32.random(in: 0...UInt32.max))"
-        try? FileManager.default.removeItem(atPath: path)
-        return path
+        TestPaths.dataDirectory("store-\(tag)")
     }
 
     func record(_ i: Int, size: Int = 40) -> [UInt8] {

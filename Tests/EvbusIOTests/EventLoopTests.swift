@@ -1,4 +1,5 @@
 import EvbusIO
+import EvbusTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -122,8 +123,7 @@ import Testing
 
 @Suite struct ListenerTests {
     @Test func acceptsConnectionsAndRemovesItsSocketFileOnClose() throws {
-        let path = "/tmp/evbt-\(getpid())-listen.sock"
-        unlink(path)
+        let path = TestPaths.socket("listen")
         let loop = try EventLoop.startThread(name: "listen-test")
         defer { loop.stopAndJoin() }
         let accepted = Atomic<Int>(0)
