@@ -136,13 +136,10 @@ public final class Bridge: Sendable {
         for (index, (pattern, _)) in config.exports.enumerated() {
             // A topic matching several export patterns arrives once per subscription: only the
             // first pattern it matches exports it.
-            let earlier = config.exports.prefix(index).map(\.topic)
+            let earlier = config.exports.prefix(index).map { TopicPattern($0.topic) }
             // On the peer's loop, synchronously: no task or stream between the socket and NATS.
             _ = try await peer.subscribeViews(pattern) { [self] view in
-                if !earlier.isEmpty {
-                    let topic = view.topic
-                    guard !earlier.contains(where: { TopicRules.matches(pattern: $0, topic: topic) }) else { return }
-                }
+                guard !earlier.contains(where: { $0.matches(view.topicBytes) }) else { return }
                 export(view, prefix: subjectPrefix, peer: peer, nats: nats)
             }
         }
@@ -191,14 +188,14 @@ public final class Bridge: Sendable {
     /// NATS's outbox (or the outage buffer). A message with properties has them added as headers.
     private func export(_ view: EventView, prefix: [UInt8], peer: Peer, nats: NATSClient) {
         let plain = view.propertiesBytes.count == 1 && view.propertiesBytes[0] == 0
-        let p = plain ? MessageProperties() : view.properties
-        if view.publisher == peer.connectionID || p.headers[Header.imported] != nil {
+        let p = plain ? nil : view.properties  // a plain message (the common case) decodes nothing
+        if view.publisher == peer.connectionID || p?.headers[Header.imported] != nil {
             counts.withLock { $0.loopsStopped += 1 }  // it came from NATS: it goes back nowhere
             return
         }
         let version: StaticString = "NATS/1.0\r\n"
         let lines = identityLines(view)
-        let more = plain ? [] : Self.propertyLines(p)
+        let more = p.map(Self.propertyLines) ?? []
         let size = prefix.count + view.topicBytes.count + version.utf8CodeUnitCount + lines.count + more.count + 2
         withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { buffer in
             var at = 0

@@ -61,3 +61,35 @@ import Testing
         }
     }
 }
+
+/// The bridge's per-message matcher agrees with the reference on the AMQP table and on every
+/// pattern and topic of a small alphabet.
+@Suite struct TopicPatternTests {
+    @Test func agreesWithTheReferenceOnTheRulesTable() {
+        for (pattern, topic, expected) in TopicRulesTests.table {
+            #expect(TopicPattern(pattern).matches(topic) == expected, "\(pattern) vs \(topic)")
+        }
+    }
+
+    @Test func agreesWithTheReferenceOnEveryShortPatternAndTopic() {
+        let patternWords = ["a", "b", "ab", "*", "#"], topicWords = ["a", "b", "ab", "ba"]
+        func all(_ words: [String], upTo n: Int) -> [String] {
+            var out: [[String]] = [[]], level: [[String]] = [[]]
+            for _ in 0..<n {
+                level = level.flatMap { prefix in words.map { prefix + [$0] } }
+                out += level
+            }
+            return out.dropFirst().map { $0.joined(separator: ".") }
+        }
+        let topics = all(topicWords, upTo: 4)
+        var checked = 0
+        for pattern in all(patternWords, upTo: 4) {
+            let compiled = TopicPattern(pattern)
+            for topic in topics where compiled.matches(topic) != TopicRules.matches(pattern: pattern, topic: topic) {
+                Issue.record("\(pattern) vs \(topic): reference says \(TopicRules.matches(pattern: pattern, topic: topic))")
+            }
+            checked += topics.count
+        }
+        #expect(checked == 780 * 340)
+    }
+}
