@@ -14,7 +14,9 @@ final class Outbox: Sendable {
         /// A drain task is queued on the loop (or the socket is full and will drain when writable).
         var drainScheduled = false
         var closed: EvbusError?
-        var waiters: [CheckedContinuation<Void, any Error>] = []
+        /// Publishers waiting for room, by the number `waitForRoom` gave each (so a cancelled one
+        /// can be found and let go).
+        var waiters: [(number: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
         /// Confirmed publishes queued so far: the broker numbers them in the same order (1, 2, 3...).
         var confirmSequence: UInt64 = 0
         /// Confirmed publishes moved to the socket so far (the rest are still here).
@@ -34,6 +36,7 @@ final class Outbox: Sendable {
     }
 
     let state = Mutex(State())
+    private let waiterNumbers = Atomic<UInt64>(0)
     let highWatermark: Int
     let lowWatermark: Int
 
@@ -94,29 +97,42 @@ final class Outbox: Sendable {
     /// The sequence number of the last confirmed publish queued.
     var confirmSequence: UInt64 { state.withLock { $0.confirmSequence } }
 
-    /// Suspends until the queue is back under the low watermark (or the peer closed).
+    /// Suspends until the queue is back under the low watermark (or the peer closed). A cancelled
+    /// task stops waiting with `CancellationError`: what it queued stays queued (a publish is not
+    /// withdrawn), but a cancelled loop of publishes ends instead of growing the queue unbounded.
     func waitForRoom() async throws {
-        try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
-            let resumeNow: Result<Void, any Error>? = state.withLock { s in
-                if let closed = s.closed { return .failure(closed) }
-                if s.queue.count <= lowWatermark { return .success(()) }
-                s.waiters.append(c)
-                return nil
+        let number = waiterNumbers.add(1, ordering: .relaxed).newValue
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                let resumeNow: Result<Void, any Error>? = state.withLock { s in
+                    if let closed = s.closed { return .failure(closed) }
+                    if s.queue.count <= lowWatermark { return .success(()) }
+                    // Checked under the lock: a cancellation handler that ran before this found nothing to resume.
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    s.waiters.append((number, c))
+                    return nil
+                }
+                if let resumeNow { c.resume(with: resumeNow) }
             }
-            if let resumeNow { c.resume(with: resumeNow) }
+        } onCancel: {
+            let waiter = state.withLock { s -> CheckedContinuation<Void, any Error>? in
+                guard let i = s.waiters.firstIndex(where: { $0.number == number }) else { return nil }
+                return s.waiters.remove(at: i).continuation
+            }
+            waiter?.resume(throwing: CancellationError())
         }
     }
 
     /// Loop side: takes everything queued and wakes waiting publishers.
     func take() -> WriteQueue {
-        var waiters: [CheckedContinuation<Void, any Error>] = []
+        var waiters: [(number: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
         let queue = state.withLock { s in
             s.drainScheduled = false
             s.confirmTaken = s.confirmSequence
             swap(&waiters, &s.waiters)
             return s.queue.take()
         }
-        for w in waiters { w.resume() }
+        for w in waiters { w.continuation.resume() }
         return queue
     }
 
@@ -137,6 +153,6 @@ final class Outbox: Sendable {
             s.waiters.removeAll()
             return w
         }
-        for w in waiters { w.resume(throwing: error) }
+        for w in waiters { w.continuation.resume(throwing: error) }
     }
 }

@@ -281,6 +281,56 @@ import Testing
         await producer.close()
     }
 
+    /// A publisher held while the broker is down (its buffer full) whose task is cancelled stops
+    /// with `CancellationError` instead of waiting for the broker, as does a cancelled
+    /// `waitForRoom()`; everything it had queued, the last publish included, goes out once the
+    /// broker is back, in order.
+    @Test func aPublisherHeldWhileDisconnectedStopsWhenCancelledAndItsMessagesGoOut() async throws {
+        let broker = try await RestartableBroker("rc-cancel")
+        let log = EventLog()
+        var options = log.options()
+        options.outboxHighWatermark = 8 << 10
+        options.outboxLowWatermark = 1 << 10
+        let producer = try await broker.connect("producer", options: options)
+        _ = try await producer.declareQueue("held")  // not durable: the producer brings it back
+        await broker.stop()
+        #expect(await eventually { log.disconnects == 1 })
+        let called = Atomic<Int>(0)
+        let publishing = Task {
+            while true {
+                let i = called.add(1, ordering: .relaxed).newValue
+                try await producer.publish(to: "", key: "held", Array("m\(i) ".utf8) + [UInt8](repeating: 46, count: 1000))
+            }
+        }
+        #expect(await eventually { called.load(ordering: .relaxed) >= 2 })
+        publishing.cancel()
+        let ended = Atomic<Bool>(false)
+        let outcome = Task { let r = await publishing.result; ended.store(true, ordering: .relaxed); return r }
+        try #require(await eventually { ended.load(ordering: .relaxed) }, "the cancelled publisher still waits for the broker")
+        let result = await outcome.value
+        #expect(throws: CancellationError.self) { try result.get() }
+        let queued = called.load(ordering: .relaxed)
+        #expect((2...20).contains(queued), "\(queued) publishes before it had to wait")
+        // `waitForRoom()` ends the same way (nothing drains while disconnected: it must wait).
+        let waitEnded = Atomic<Bool>(false)
+        let waiting = Task { try await producer.waitForRoom() }
+        waiting.cancel()
+        let waited = Task { let r = await waiting.result; waitEnded.store(true, ordering: .relaxed); return r }
+        try #require(await eventually { waitEnded.load(ordering: .relaxed) }, "a cancelled waitForRoom still waits")
+        let waitResult = await waited.value
+        #expect(throws: CancellationError.self) { try waitResult.get() }
+        try await broker.start()
+        #expect(await log.waitForReconnect())
+        try await producer.flush()
+        let reader = try await broker.connect("reader", options: log.options(.never))
+        let got = try await reader.consume("held", ack: .auto)
+        var it = got.makeAsyncIterator()
+        for i in 1...queued { #expect(try await it.next()?.text.hasPrefix("m\(i) ") == true, "message \(i)") }
+        await reader.close()
+        await producer.close()
+        await broker.stop()
+    }
+
     @Test func confirmsInFlightAtTheDropAreReportedUnconfirmed() async throws {
         let broker = try await RestartableBroker("rc-confirm")
         let log = EventLog()
