@@ -83,4 +83,10 @@ extension PeerConnection {
         request.write(into: channel.reserve(size))
         channel.commit(size)
     }
+
+    /// The caller's task was cancelled: its call ends now with `CancellationError` (a reply that
+    /// comes later counts as late). Nothing if the call already ended.
+    func cancelCall(_ number: UInt64) {
+        calls.cancel(number, loop: channel.loop)
+    }
 }

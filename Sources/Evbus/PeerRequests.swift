@@ -15,23 +15,33 @@ extension Peer {
     ///   consuming or subscribed where it went), `responderGone` (the responder that accepted it went
     ///   away before replying), `remote` (the responder's handler threw: `remoteCode`, `message`),
     ///   `timeout`, `connectionLost`; `refused` if the broker refused it (e.g. an unknown exchange).
+    ///   `CancellationError` when the calling task is cancelled: at once, and before sending if it
+    ///   already was; a reply that comes after is dropped (`lateReplyCount`).
     public func request(
         to destination: Destination, _ payload: [UInt8], headers: [String: String] = [:], timeout: Duration = .seconds(30)
     ) async throws -> Reply {
+        try Task.checkCancellation()  // a task cancelled already sends nothing
         let request = try outgoingRequest(destination, payload, headers, timeout: timeout)
         let core = self.core
         let loop = self.loop
-        // Unsafe (unchecked) continuation: the request table resumes each call exactly once (see RequestTable).
-        return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Reply, any Error>) in
-            if loop.inEventLoop {
-                core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout)  // already there: no hop
-            } else {
-                do {
-                    try loop.execute { core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout) }
-                } catch {
-                    c.resume(throwing: Self.loopStopped)
+        let number = request.number
+        return try await withTaskCancellationHandler {
+            // Unsafe (unchecked) continuation: the request table resumes each call exactly once (see RequestTable).
+            try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Reply, any Error>) in
+                if loop.inEventLoop {
+                    core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout)  // already there: no hop
+                } else {
+                    do {
+                        try loop.execute { core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout) }
+                    } catch {
+                        c.resume(throwing: Self.loopStopped)
+                        return
+                    }
                 }
+                cancelIfCancelledMeanwhile(number)
             }
+        } onCancel: {
+            cancelCall(number)
         }
     }
 
@@ -49,19 +59,40 @@ extension Peer {
     public func requestAll(
         to exchange: String, key: String, _ payload: [UInt8], headers: [String: String] = [:], within limit: Duration
     ) async throws -> [Reply] {
+        try Task.checkCancellation()
         let request = try outgoingRequest(
             .exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached, timeout: limit)
         let core = self.core
-        return try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<[Reply], any Error>) in
-            do {
-                try loop.execute { core.value.startCall(request, RequestTable.Call(.all(c)), timeout: limit) }
-            } catch {
-                c.resume(throwing: Self.loopStopped)
+        let number = request.number
+        return try await withTaskCancellationHandler {
+            try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<[Reply], any Error>) in
+                do {
+                    try loop.execute { core.value.startCall(request, RequestTable.Call(.all(c)), timeout: limit) }
+                } catch {
+                    c.resume(throwing: Self.loopStopped)
+                    return
+                }
+                cancelIfCancelledMeanwhile(number)
             }
+        } onCancel: {
+            cancelCall(number)
         }
     }
 
     private static var loopStopped: EvbusError { EvbusError(.closed, "the peer's event loop has stopped") }
+
+    /// Ends call `number` with `CancellationError`, on the loop after anything queued there.
+    private func cancelCall(_ number: UInt64) {
+        let core = self.core
+        try? loop.execute { core.value.cancelCall(number) }
+    }
+
+    /// The cancellation handler may run before the call is registered on the loop (a task
+    /// cancelled before it asked); its cancel then finds nothing. Checking once the start is
+    /// queued closes that gap: whichever way the two race, a cancel is queued after the start.
+    private func cancelIfCancelledMeanwhile(_ number: UInt64) {
+        if Task.isCancelled { cancelCall(number) }
+    }
 
     /// Replies that arrived after their request had timed out, and were discarded.
     public func lateReplyCount() async -> Int {

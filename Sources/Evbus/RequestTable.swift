@@ -171,6 +171,12 @@ final class RequestTable {
         }
     }
 
+    /// The caller gave up (its task was cancelled): `request` and `requestAll` throw
+    /// `CancellationError`.
+    func cancel(_ id: UInt64, loop: EventLoop) {
+        finish(id, .cancelled, loop: loop)
+    }
+
     func failAll(_ error: EvbusError, loop: EventLoop) {
         for id in Array(calls.keys) { finish(id, .failure(error), loop: loop) }
         if let timer { loop.cancelTimer(timer) }
@@ -183,6 +189,7 @@ final class RequestTable {
         /// `requestAll` returns what it gathered.
         case success(Void)
         case failure(EvbusError)
+        case cancelled
     }
 
     private func finish(_ id: UInt64, _ outcome: Outcome, loop: EventLoop) {
@@ -195,6 +202,8 @@ final class RequestTable {
         case (.all(let c), .reply(let reply)): c.resume(returning: call.replies + [reply])
         case (.all(let c), .success): c.resume(returning: call.replies)
         case (.all(let c), .failure(let e)): c.resume(throwing: e)
+        case (.one(let c), .cancelled): c.resume(throwing: CancellationError())
+        case (.all(let c), .cancelled): c.resume(throwing: CancellationError())
         }
     }
 }

@@ -107,6 +107,55 @@ import Testing
         await server.close()
     }
 
+    /// Cancelling the calling task ends `request` and `requestAll` at once with
+    /// `CancellationError`, long before their timeouts; the reply that comes later is dropped as
+    /// late, and the peer's next calls are not confused by it. A task cancelled before it asks
+    /// sends nothing.
+    @Test func cancellingTheCallerEndsItsRequestAtOnce() async throws {
+        let broker = try InProcessBroker()
+        defer { broker.shutdown() }
+        let server = try await broker.connect()
+        let client = try await broker.connect()
+        let release = AsyncGate()
+        let started = Atomic<Int>(0)
+        _ = try await server.respond(on: "held", prefetch: 4) { (request: Request) -> String in
+            started.add(1, ordering: .relaxed)
+            await release.wait()
+            return "answer to \(request.text)"
+        }
+        try await client.declareExchange("everyone", kind: .fanout)
+        try await client.bind(queue: "held", exchange: "everyone")
+        let one = Task { try await client.request(to: .queue("held"), "one", timeout: .seconds(600)) }
+        let all = Task { try await client.requestAll(to: "everyone", key: "", Array("all".utf8), within: .seconds(600)) }
+        try #require(await eventually { started.load(ordering: .relaxed) == 2 })
+        one.cancel()
+        all.cancel()
+        let ended = Atomic<Int>(0)
+        let outcomes = Task {
+            let results = (await one.result.map { _ in () }, await all.result.map { _ in () })
+            ended.store(1, ordering: .relaxed)
+            return results
+        }
+        try #require(await eventually { ended.load(ordering: .relaxed) == 1 }, "a cancelled call still waits for its reply")
+        let (oneResult, allResult) = await outcomes.value
+        #expect(throws: CancellationError.self) { try oneResult.get() }
+        #expect(throws: CancellationError.self) { try allResult.get() }
+
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await client.request(to: .queue("held"), "never sent", timeout: .seconds(600))
+        }
+        let earlyResult = await early.result
+        #expect(throws: CancellationError.self) { try earlyResult.get() }
+
+        release.open()
+        #expect(await eventually { await client.lateReplyCount() == 2 }, "both replies arrive after their calls ended")
+        #expect(try await client.request(to: .queue("held"), "next").text == "answer to next")
+        #expect(started.load(ordering: .relaxed) == 3, "the request of the task cancelled before asking was never sent")
+        await client.close()
+        await server.close()
+    }
+
     @Test func shorterTimeoutsExpireFirstWhateverTheOrder() async throws {
         let broker = try InProcessBroker()
         defer { broker.shutdown() }
