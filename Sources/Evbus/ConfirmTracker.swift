@@ -1,10 +1,17 @@
+import EvbusIO
 import EvbusWire
 
 /// Publisher confirms on one peer connection: how far the broker has answered, which sequences it
 /// refused, and who waits for which. Loop-bound. Its methods return the waiters to resume rather
 /// than resuming them, so no access to it is open while a waiter runs.
 struct ConfirmTracker {
-    typealias Waiter = CheckedContinuation<Void, any Error>
+    /// A `waitForConfirms` call: its number (to find it when it gives up), its continuation and
+    /// the loop timer of its timeout.
+    struct Waiter {
+        let number: UInt64
+        let continuation: CheckedContinuation<Void, any Error>
+        let timer: TimerID?
+    }
 
     /// Every sequence up to this one has been answered.
     private(set) var confirmedThrough: UInt64 = 0
@@ -40,11 +47,16 @@ struct ConfirmTracker {
         return ready.map { ($0.waiter, outcome(through: $0.through)) }
     }
 
-    /// Waits for every confirmed publish up to `through`; returns the outcome now if it is known.
-    mutating func wait(through: UInt64, _ waiter: Waiter) -> Result<Void, EvbusError>? {
-        if let known = settled(through: through) { return known }
+    /// Waits for every confirmed publish up to `through` (`settled` said it is not known yet).
+    mutating func wait(through: UInt64, _ waiter: Waiter) {
         waiters.append((through, waiter))
-        return nil
+    }
+
+    /// The waiter numbered `number`, no longer waiting (its timeout passed or its task was
+    /// cancelled); nil if it was answered already.
+    mutating func giveUp(_ number: UInt64) -> Waiter? {
+        guard let i = waiters.firstIndex(where: { $0.waiter.number == number }) else { return nil }
+        return waiters.remove(at: i).waiter
     }
 
     /// The outcome for everything up to `through` if every one has been answered (or put in doubt).

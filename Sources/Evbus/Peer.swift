@@ -34,6 +34,8 @@ public final class Peer: Sendable {
     let acker: Acker
     /// Numbers this peer's requests (their correlation ids).
     let nextCorrelation = Atomic<UInt64>(1)
+    /// Numbers `waitForConfirms` calls, so a timed-out or cancelled one can be found on the loop.
+    let nextConfirmWaiter = Atomic<UInt64>(0)
     /// The current connection's id, frame limit and inbox.
     let facts: ConnectionFacts
     let events: ConnectionEvents

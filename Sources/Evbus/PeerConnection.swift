@@ -333,7 +333,7 @@ final class PeerConnection: ChannelDelegate {
         case .statsReply(let id, let entries):
             resolve(id, .success(.statsReply(requestID: id, entries: entries)))
         case .confirm(let sequence, let flags):
-            for (waiter, outcome) in confirms.confirmed(sequence, flags: flags) { waiter.resume(with: outcome.mapError { $0 }) }
+            for (waiter, outcome) in confirms.confirmed(sequence, flags: flags) { resume(waiter, with: outcome.mapError { $0 }) }
         case .returned(let code, let exchange, let key, let properties, let payload):
             let callID = properties.correlationID.flatMap(CorrelationNumber.parse)
             if code == .responderGone, let id = callID {

@@ -82,7 +82,7 @@ extension PeerConnection {
         let ended = sinks
         sinks.removeAll()
         for (_, sink) in ended { sink.finish(endError) }
-        for w in confirms.takeWaiters() { w.resume(throwing: error) }
+        for w in confirms.takeWaiters() { resume(w, with: .failure(error)) }
         calls.failAll(error, loop: channel.loop)
         acker = nil
         let waiting = closeWaiters

@@ -45,10 +45,26 @@ extension PeerConnection {
     }
 
     /// Resumes once every confirmed publish up to `through` is answered; throws if any was nacked.
-    func waitForConfirms(through: UInt64, _ waiter: CheckedContinuation<Void, any Error>) {
+    func waitForConfirms(through: UInt64, number: UInt64, timeout: Duration, _ continuation: CheckedContinuation<Void, any Error>) {
         // While reconnecting, the unanswered ones still queued go out on the next connection.
-        if confirms.confirmedThrough < through, case .closed = phase, let failure { return waiter.resume(throwing: failure) }
-        if let outcome = confirms.wait(through: through, waiter) { waiter.resume(with: outcome.mapError { $0 }) }
+        if confirms.confirmedThrough < through, case .closed = phase, let failure { return continuation.resume(throwing: failure) }
+        if let outcome = confirms.settled(through: through) { return continuation.resume(with: outcome.mapError { $0 }) }
+        let timer = channel.loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [self] in
+            stopWaitingForConfirms(number, EvbusError(.timeout, "no answer to publisher confirms within \(timeout)"))
+        }
+        confirms.wait(through: through, ConfirmTracker.Waiter(number: number, continuation: continuation, timer: timer))
+    }
+
+    /// Ends waiter `number` with `error` (its timeout, or `CancellationError`), if it still waits.
+    func stopWaitingForConfirms(_ number: UInt64, _ error: any Error) {
+        guard let waiter = confirms.giveUp(number) else { return }
+        resume(waiter, with: .failure(error))
+    }
+
+    /// Resumes a confirm waiter, dropping its timer.
+    func resume(_ waiter: ConfirmTracker.Waiter, with outcome: Result<Void, any Error>) {
+        if let timer = waiter.timer { channel.loop.cancelTimer(timer) }
+        waiter.continuation.resume(with: outcome)
     }
 
     /// Registers a request and sends it (after everything published before it).

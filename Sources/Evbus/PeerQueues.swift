@@ -153,10 +153,22 @@ extension Peer {
     /// Waits until the broker has answered every confirmed publish made so far.
     /// - Throws: `nacked` if it refused any of them (each is reported once), `timeout`, or
     ///   `connectionLost`.
+    ///   `CancellationError` when the calling task is cancelled (at once, whatever the broker does).
     public func waitForConfirms(timeout: Duration = .seconds(30)) async throws {
+        try Task.checkCancellation()
         let through = outbox.confirmSequence
-        try await withTimeout(timeout, "publisher confirms") {
-            try await self.withConnection { $0.waitForConfirms(through: through, $1) }
+        let number = nextConfirmWaiter.add(1, ordering: .relaxed).newValue
+        let core = self.core, loop = self.loop
+        let stop: @Sendable () -> Void = { try? loop.execute { core.value.stopWaitingForConfirms(number, CancellationError()) } }
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, any Error>) in
+                Self.onLoop(loop, else: c) { core.value.waitForConfirms(through: through, number: number, timeout: timeout, c) }
+                // A cancellation that came before the wait was registered found nothing to stop:
+                // checked once it is queued, a stop always lands after it.
+                if Task.isCancelled { stop() }
+            }
+        } onCancel: {
+            stop()
         }
     }
 
@@ -238,17 +250,5 @@ extension Peer {
             throw EvbusError(.protocolViolation, "expected QUEUE_OK, got \(reply.type.name)")
         }
         return info
-    }
-}
-
-/// Runs `body`, failing with `timeout` if it takes longer than `limit` (the body's continuation is
-/// resumed later by the loop and then ignored).
-func withTimeout(_ limit: Duration, _ what: String, _ body: @escaping @Sendable () async throws -> Void) async throws {
-    try await withThrowingTaskGroup(of: Bool.self) { group in
-        group.addTask { try await body(); return true }
-        group.addTask { try await Task.sleep(for: limit); return false }
-        let finished = try await group.next()!
-        group.cancelAll()
-        if !finished { throw EvbusError(.timeout, "no answer to \(what) within \(limit)") }
     }
 }

@@ -50,7 +50,7 @@ extension PeerConnection {
         // them); confirmed publishes it carried are in doubt; what is still queued goes out next time.
         tagBase = highestTag
         let sent = outbox.disconnect(error, failWhenFull: reconnect.whenBufferFull == .fail, tagBase: tagBase)
-        for (waiter, outcome) in confirms.connectionEnded(sentThrough: sent) { waiter.resume(with: outcome.mapError { $0 }) }
+        for (waiter, outcome) in confirms.connectionEnded(sentThrough: sent) { resume(waiter, with: outcome.mapError { $0 }) }
         if firstDrop {
             disconnectedSince = monotonicNanos()
             attempt = 0

@@ -124,6 +124,24 @@ public final class RunningProcess: Sendable {
         if isRunning { kill(pid, sig) }
     }
 
+    /// SIGSTOP, then waits until every thread of the process is stopped: `kill` returns before a
+    /// thread running on another CPU has stopped, and in that moment it may still handle a frame.
+    /// False if it did not stop (it exited, or not within 10 s).
+    public func stopAndWaitUntilStopped() async -> Bool {
+        signal(SIGSTOP)
+        return await eventually(10) { self.allThreadsStopped() }
+    }
+
+    private func allThreadsStopped() -> Bool {
+        guard let threads = try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task"), !threads.isEmpty else { return false }
+        return threads.allSatisfy { tid in
+            // The state is the field after the parenthesised name: "T" stopped.
+            guard let stat = try? String(contentsOfFile: "/proc/\(pid)/task/\(tid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return stat[stat.index(after: close)...].trimmingCharacters(in: .whitespaces).first == "T"
+        }
+    }
+
     /// Waits for exit (up to `seconds`, then SIGKILL) and returns the exit status.
     @discardableResult
     public func waitForExit(seconds: Double = 30) async -> Int32 {
