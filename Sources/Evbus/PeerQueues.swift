@@ -151,9 +151,9 @@ extension Peer {
     }
 
     /// Waits until the broker has answered every confirmed publish made so far.
-    /// - Throws: `nacked` if it refused any of them (each is reported once), `timeout`, or
-    ///   `connectionLost`.
-    ///   `CancellationError` when the calling task is cancelled (at once, whatever the broker does).
+    /// - Throws: `nacked` if it refused any of them (each is reported once), `timeout` (at the
+    ///   deadline, whatever the broker does), `connectionLost`, or `CancellationError` at once when
+    ///   the calling task is cancelled.
     public func waitForConfirms(timeout: Duration = .seconds(30)) async throws {
         try Task.checkCancellation()
         let through = outbox.confirmSequence

@@ -5,8 +5,8 @@
 public struct TopicPattern: Sendable, Equatable {
     /// One word of the pattern: a literal (`start..<start+count` of `text`), `*` or `#`.
     private struct Word: Sendable, Equatable {
-        static let literal: UInt8 = 0, star: UInt8 = 1, hash: UInt8 = 2
-        var kind: UInt8
+        enum Kind: UInt8, Sendable { case literal, star, hash }
+        var kind: Kind
         var start: Int
         var count: Int
     }
@@ -23,7 +23,7 @@ public struct TopicPattern: Sendable, Equatable {
         var start = 0
         for i in 0...bytes.count where i == bytes.count || bytes[i] == TopicRules.separator {
             let count = i - start
-            let kind = count == 1 && bytes[start] == TopicRules.star ? Word.star : count == 1 && bytes[start] == TopicRules.hash ? Word.hash : Word.literal
+            let kind: Word.Kind = count != 1 ? .literal : bytes[start] == TopicRules.star ? .star : bytes[start] == TopicRules.hash ? .hash : .literal
             words.append(Word(kind: kind, start: start, count: count))
             start = i + 1
         }
@@ -45,14 +45,14 @@ public struct TopicPattern: Sendable, Equatable {
         let noWordsLeft = at > topic.count
         guard w < words.count else { return noWordsLeft }
         let word = words[w]
-        if word.kind == Word.hash {
+        if word.kind == .hash {
             // `#` takes no word, or one word and stays.
             if match(w + 1, from: at, topic, text, words) { return true }
             return !noWordsLeft && match(w, from: Self.endOfWord(topic, at) + 1, topic, text, words)
         }
         guard !noWordsLeft else { return false }
         let end = Self.endOfWord(topic, at)
-        if word.kind == Word.literal {
+        if word.kind == .literal {
             guard end - at == word.count else { return false }
             for i in 0..<word.count where topic[at + i] != text[word.start + i] { return false }
         }
