@@ -22,27 +22,7 @@ extension Peer {
     ) async throws -> Reply {
         try Task.checkCancellation()  // a task cancelled already sends nothing
         let request = try outgoingRequest(destination, payload, headers, timeout: timeout)
-        let core = self.core
-        let loop = self.loop
-        let number = request.number
-        return try await withTaskCancellationHandler {
-            // Unsafe (unchecked) continuation: the request table resumes each call exactly once (see RequestTable).
-            try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<Reply, any Error>) in
-                if loop.inEventLoop {
-                    core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout)  // already there: no hop
-                } else {
-                    do {
-                        try loop.execute { core.value.startCall(request, RequestTable.Call(.one(c)), timeout: timeout) }
-                    } catch {
-                        c.resume(throwing: Self.loopStopped)
-                        return
-                    }
-                }
-                cancelIfCancelledMeanwhile(number)
-            }
-        } onCancel: {
-            cancelCall(number)
-        }
+        return try await call(request, timeout: timeout) { RequestTable.Call(.one($0)) }
     }
 
     /// Sends a UTF-8 text request.
@@ -62,36 +42,44 @@ extension Peer {
         try Task.checkCancellation()
         let request = try outgoingRequest(
             .exchange(exchange, key: key), payload, headers, flags: PublishFlag.request | PublishFlag.reportReached, timeout: limit)
-        let core = self.core
-        let number = request.number
+        return try await call(request, timeout: limit) { RequestTable.Call(.all($0)) }
+    }
+
+    private static var loopStopped: EvbusError { EvbusError(.closed, "the peer's event loop has stopped") }
+
+    /// Sends `request` from the loop and waits for its call to end. The continuation is unsafe
+    /// (unchecked): the request table resumes each call exactly once (see RequestTable).
+    /// Cancelling the task ends the call at once with `CancellationError`.
+    private func call<T: Sendable>(
+        _ request: OutgoingRequest, timeout: Duration, _ waiter: @escaping @Sendable (UnsafeContinuation<T, any Error>) -> RequestTable.Call
+    ) async throws -> T {
+        let core = self.core, loop = self.loop, number = request.number
         return try await withTaskCancellationHandler {
-            try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<[Reply], any Error>) in
-                do {
-                    try loop.execute { core.value.startCall(request, RequestTable.Call(.all(c)), timeout: limit) }
-                } catch {
-                    c.resume(throwing: Self.loopStopped)
-                    return
+            try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
+                if loop.inEventLoop {
+                    core.value.startCall(request, waiter(c), timeout: timeout)  // already there: no hop
+                } else {
+                    do {
+                        try loop.execute { core.value.startCall(request, waiter(c), timeout: timeout) }
+                    } catch {
+                        c.resume(throwing: Self.loopStopped)
+                        return
+                    }
                 }
-                cancelIfCancelledMeanwhile(number)
+                // The cancellation handler may have run before the call was registered on the loop
+                // (a task cancelled just now) and found nothing to cancel. Checked once the start is
+                // queued, whichever way the two race, a cancel lands after the start.
+                if Task.isCancelled { cancelCall(number) }
             }
         } onCancel: {
             cancelCall(number)
         }
     }
 
-    private static var loopStopped: EvbusError { EvbusError(.closed, "the peer's event loop has stopped") }
-
     /// Ends call `number` with `CancellationError`, on the loop after anything queued there.
     private func cancelCall(_ number: UInt64) {
         let core = self.core
         try? loop.execute { core.value.cancelCall(number) }
-    }
-
-    /// The cancellation handler may run before the call is registered on the loop (a task
-    /// cancelled before it asked); its cancel then finds nothing. Checking once the start is
-    /// queued closes that gap: whichever way the two race, a cancel is queued after the start.
-    private func cancelIfCancelledMeanwhile(_ number: UInt64) {
-        if Task.isCancelled { cancelCall(number) }
     }
 
     /// Replies that arrived after their request had timed out, and were discarded.
