@@ -58,6 +58,8 @@ public final class Bridge: Sendable {
     private let importsPaused = Atomic<Bool>(false)
     private let running = Mutex<(peer: Peer?, nats: NATSClient?, controller: Controller?, loop: EventLoop?)>((nil, nil, nil, nil))
 
+    /// `log` gets each state change and refusal as logfmt fields (`event=import-dropped
+    /// topic=a.b reason="…"`), for `Logger.log(_:logfmt:)`.
     public init(config: BridgeConfig, log: @escaping @Sendable (String) -> Void) {
         self.config = config
         self.log = log
@@ -75,13 +77,13 @@ public final class Bridge: Sendable {
         options.onEvent = { [self] event in
             switch event {
             case .connected(let server):
-                log("event=nats-connected server=\(server)")
+                log("event=nats-connected server=\(Logger.quoted(server))")
                 flushPending()
             case .disconnected(let server, let reason):
                 counts.withLock { $0.natsReconnects += 1 }
-                log("event=nats-disconnected server=\(server) reason=\(Logger.quoted("\(reason)"))")
+                log("event=nats-disconnected server=\(Logger.quoted(server)) reason=\(Logger.quoted("\(reason)"))")
             case .discovered(let servers):
-                log("event=nats-servers-discovered servers=\(servers.joined(separator: ","))")
+                log("event=nats-servers-discovered servers=\(Logger.quoted(servers.joined(separator: ",")))")
             case .drained:
                 flushPending()
                 resumeExports()
@@ -101,7 +103,7 @@ public final class Bridge: Sendable {
             throw error
         }
         var peerOptions = Peer.Options()
-        peerOptions.onConnectionEvent = { [log] e in log("event=broker-\(e)") }
+        peerOptions.onConnectionEvent = { [log] e in log(Self.logLine(e)) }
         let peer: Peer
         do {
             peer = try await Peer.connect(to: config.socket, name: "evbus-bridge-\(config.name)", loop: loop, options: peerOptions)
@@ -144,7 +146,7 @@ public final class Bridge: Sendable {
             }
         }
         try? await nats.flush()  // the server has our subscriptions when we say "started" (if connected)
-        log("event=started name=\(config.name) export=\(config.exports.map(\.subject)) import=\(config.imports.map(\.subject))")
+        log("event=started name=\(Logger.quoted(config.name)) export=\(Logger.quoted(config.exports.map(\.subject).joined(separator: ","))) import=\(Logger.quoted(config.imports.map(\.subject).joined(separator: ",")))")
     }
 
     public func stop() async {
@@ -280,7 +282,7 @@ public final class Bridge: Sendable {
         case .dropped: counts.withLock { $0.dropped += 1 }
         case .refused(let error):
             counts.withLock { $0.dropped += 1 }
-            log("event=export-dropped subject=\(String(decoding: subject, as: UTF8.self)) reason=\(Logger.quoted("\(error)"))")
+            log("event=export-dropped subject=\(Logger.quoted(String(decoding: subject, as: UTF8.self))) reason=\(Logger.quoted("\(error)"))")
         }
     }
 
@@ -308,7 +310,7 @@ public final class Bridge: Sendable {
             if let error {
                 if error.code == .notConnected { break }
                 refused += 1
-                log("event=export-dropped subject=\(String(decoding: m.subject, as: UTF8.self)) reason=\(Logger.quoted("\(error)"))")
+                log("event=export-dropped subject=\(Logger.quoted(String(decoding: m.subject, as: UTF8.self))) reason=\(Logger.quoted("\(error)"))")
             }
             done += 1
         }
@@ -345,7 +347,7 @@ public final class Bridge: Sendable {
                 payload = Array("\(error)".utf8)
             }
             do { try await nats.publish(replyTo, payload, headers: replyHeaders) } catch {
-                log("event=service-reply-lost queue=\(queue) reason=\(Logger.quoted("\(error)"))")
+                log("event=service-reply-lost queue=\(Logger.quoted(queue)) reason=\(Logger.quoted("\(error)"))")
             }
         }
     }
@@ -426,11 +428,21 @@ public final class Bridge: Sendable {
         if full { pauseImports(peer, nats) }
     }
 
+    /// A change in the bridge's connection to its broker as a logfmt event.
+    static func logLine(_ event: ConnectionEvent) -> String {
+        switch event {
+        case .disconnected(let error): "event=broker-disconnected reason=\(Logger.quoted("\(error)"))"
+        case .reconnecting(let attempt, let after): "event=broker-reconnecting attempt=\(attempt) after=\(Logger.quoted("\(after)"))"
+        case .reconnected(let id): "event=broker-reconnected connection=\(id)"
+        case .gaveUp(let error): "event=broker-gave-up reason=\(Logger.quoted("\(error)"))"
+        }
+    }
+
     /// An import the local broker did not take: too big for an evbus message's fields (refused
     /// whole rather than cut), or the peer closed under it.
     private func importDropped(_ topic: String, _ error: any Error) {
         counts.withLock { $0.dropped += 1 }
-        log("event=import-dropped topic=\(topic) reason=\(Logger.quoted("\(error)"))")
+        log("event=import-dropped topic=\(Logger.quoted(topic)) reason=\(Logger.quoted("\(error)"))")
     }
 
     private func pauseImports(_ peer: Peer, _ nats: NATSClient) {

@@ -26,9 +26,9 @@ struct JetStreamExport: Sendable {
         let config = #"{"name":"\#(stream)","subjects":["\#(subject)"],"storage":"file"}"#
         do {
             let reply = try await nats.request("$JS.API.STREAM.CREATE.\(stream)", Array(config.utf8), timeout: .seconds(5))
-            log("event=jetstream-stream stream=\(stream) reply=\(Logger.quoted(String(decoding: reply.payload, as: UTF8.self)))")
+            log("event=jetstream-stream stream=\(Logger.quoted(stream)) reply=\(Logger.quoted(String(decoding: reply.payload, as: UTF8.self)))")
         } catch {
-            log("event=jetstream-stream-unavailable stream=\(stream) reason=\(Logger.quoted("\(error)"))")  // retried per message
+            log("event=jetstream-stream-unavailable stream=\(Logger.quoted(stream)) reason=\(Logger.quoted("\(error)"))")  // retried per message
         }
     }
 

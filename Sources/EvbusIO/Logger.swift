@@ -61,6 +61,17 @@ public struct Logger: Sendable {
         line += "level=\(messageLevel.rawValue)"
         for (key, value) in fields() { line += " \(key)=\(Self.quoted(value))" }
         line += " msg=\(Self.quoted(message()))"
+        write(line)
+    }
+
+    /// An event whose caller wrote its own fields as logfmt (`event=started name=a reason="…"`,
+    /// values made with `quoted`): they follow the time and level as they are, with no `msg`.
+    public func log(_ messageLevel: LogLevel, logfmt fields: @autoclosure () -> String) {
+        guard messageLevel <= level else { return }
+        write((toJournal ? "<\(messageLevel.syslogPriority)>" : "ts=\(Self.timestamp()) ") + "level=\(messageLevel.rawValue) " + fields())
+    }
+
+    private func write(_ line: String) {
         if let sink {
             sink(line)
         } else {

@@ -36,9 +36,9 @@ struct BridgeCommand: EvbusCommand {
         }
         if let socket { config.socket = socket }
         let log = Logger(label: "evbus-bridge")
-        let bridge = Bridge(config: config) { line in log.info(line) }
+        let bridge = Bridge(config: config) { line in log.log(.info, logfmt: line) }  // the bridge writes logfmt fields
         let signals = TerminationSignals()
-        let usr1 = ReloadSignal(signal: SIGUSR1) { log.info("event=counters \(bridge.counters)") }
+        let usr1 = ReloadSignal(signal: SIGUSR1) { log.log(.info, logfmt: "event=counters \(bridge.counters)") }
         do {
             try await bridge.start()
         } catch {
@@ -48,7 +48,7 @@ struct BridgeCommand: EvbusCommand {
         }
         let name = await signals.wait()
         withExtendedLifetime(usr1) {}
-        log.info("event=stopping signal=\(name) \(bridge.counters)")
+        log.log(.info, logfmt: "event=stopping signal=\(name) \(bridge.counters)")
         await bridge.stop()
         return ExitCode.success
     }
