@@ -1,4 +1,5 @@
 public import Evbus
+import Synchronization
 
 /// Takes `n` elements from a subscription or consumer, failing (not hanging) if they do not come.
 public func take<S: AsyncSequence & Sendable>(_ n: Int, from sequence: S, seconds: Double = 20) async throws -> [S.Element]
@@ -38,4 +39,17 @@ public func callError(_ body: () async throws -> Void) async -> EvbusError? {
 /// The broker's wire code for a refused call (nil if it succeeded or failed otherwise).
 public func refusalCode(_ body: () async throws -> Void) async -> ErrorCode? {
     await callError(body)?.wireCode
+}
+
+/// How `task` ended, or nil if it had not within `seconds`: a call that must end by itself (at a
+/// timeout, or on cancellation) is checked without the test hanging when it does not.
+public func outcome<T: Sendable>(of task: Task<T, any Error>, within seconds: Double = 20) async -> Result<T, any Error>? {
+    let ended = Atomic<Bool>(false)
+    let watcher = Task {
+        let result = await task.result
+        ended.store(true, ordering: .releasing)
+        return result
+    }
+    guard await eventually(seconds, { ended.load(ordering: .acquiring) }) else { return nil }
+    return await watcher.value
 }

@@ -78,11 +78,17 @@ import Testing
         static let fast = ReconnectPolicy(initialDelay: .milliseconds(20), maxDelay: .milliseconds(200))
     }
 
-    /// The process state in /proc/PID/stat is T (stopped by a signal).
-    static func isStopped(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-              let close = stat.lastIndex(of: ")") else { return false }
-        return stat[stat.index(close, offsetBy: 2)] == "T"
+    /// Starts `broker` again, waits until `producer` is back and has sent what it held, and
+    /// reads `count` messages from queue "held" (failing, not hanging, if they do not come).
+    static func restartAndReadHeld(_ broker: RestartableBroker, _ log: EventLog, _ producer: Peer, count: Int) async throws -> [String] {
+        try await broker.start()
+        #expect(await log.waitForReconnect())
+        try await producer.flush()
+        let reader = try await broker.connect("reader", options: log.options(.never))
+        let got = try await reader.consume("held", ack: .auto)
+        let texts = try await take(count, from: got).map(\.text)
+        await reader.close()
+        return texts
     }
 
     /// The broker's summary of `name`, as `peer` reads it (nil while it cannot).
@@ -244,14 +250,8 @@ import Testing
         await broker.stop()
         #expect(await eventually { log.disconnects == 1 })
         for i in 1...3 { try await producer.publish(to: "", key: "held", "while down \(i)") }
-        try await broker.start()
-        #expect(await log.waitForReconnect())
-        try await producer.flush()
-        let reader = try await broker.connect("reader", options: log.options(.never))
-        let got = try await reader.consume("held", ack: .auto)
-        var it = got.makeAsyncIterator()
-        for i in 1...3 { #expect(try await it.next()?.text == "while down \(i)") }
-        await reader.close()
+        let texts = try await Self.restartAndReadHeld(broker, log, producer, count: 3)
+        #expect(texts == (1...3).map { "while down \($0)" })
         await producer.close()
         await broker.stop()
     }
@@ -304,29 +304,17 @@ import Testing
         }
         #expect(await eventually { called.load(ordering: .relaxed) >= 2 })
         publishing.cancel()
-        let ended = Atomic<Bool>(false)
-        let outcome = Task { let r = await publishing.result; ended.store(true, ordering: .relaxed); return r }
-        try #require(await eventually { ended.load(ordering: .relaxed) }, "the cancelled publisher still waits for the broker")
-        let result = await outcome.value
+        let result = try #require(await outcome(of: publishing), "the cancelled publisher still waits for the broker")
         #expect(throws: CancellationError.self) { try result.get() }
         let queued = called.load(ordering: .relaxed)
         #expect((2...20).contains(queued), "\(queued) publishes before it had to wait")
         // `waitForRoom()` ends the same way (nothing drains while disconnected: it must wait).
-        let waitEnded = Atomic<Bool>(false)
         let waiting = Task { try await producer.waitForRoom() }
         waiting.cancel()
-        let waited = Task { let r = await waiting.result; waitEnded.store(true, ordering: .relaxed); return r }
-        try #require(await eventually { waitEnded.load(ordering: .relaxed) }, "a cancelled waitForRoom still waits")
-        let waitResult = await waited.value
+        let waitResult = try #require(await outcome(of: waiting), "a cancelled waitForRoom still waits")
         #expect(throws: CancellationError.self) { try waitResult.get() }
-        try await broker.start()
-        #expect(await log.waitForReconnect())
-        try await producer.flush()
-        let reader = try await broker.connect("reader", options: log.options(.never))
-        let got = try await reader.consume("held", ack: .auto)
-        var it = got.makeAsyncIterator()
-        for i in 1...queued { #expect(try await it.next()?.text.hasPrefix("m\(i) ") == true, "message \(i)") }
-        await reader.close()
+        let texts = try await Self.restartAndReadHeld(broker, log, producer, count: queued)
+        for (i, text) in zip(1..., texts) { #expect(text.hasPrefix("m\(i) "), "message \(i)") }
         await producer.close()
         await broker.stop()
     }
@@ -339,8 +327,7 @@ import Testing
         try await producer.publish(to: "", key: "q", "confirmed", confirm: true)
         try await producer.waitForConfirms()
         let process = try #require(broker.process)
-        process.signal(SIGSTOP)  // it reads nothing more, confirms nothing more
-        #expect(await eventually { Self.isStopped(process.pid) })
+        #expect(await process.stopAndWaitUntilStopped())  // it reads nothing more, confirms nothing more
         for i in 0..<3 { try await producer.publish(to: "", key: "q", "in doubt \(i)", confirm: true) }
         #expect(await eventually { producer.outbox.confirmsNotTaken == 0 })  // on the wire, not in the buffer
         let waiting = Task { try await producer.waitForConfirms(timeout: .seconds(600)) }

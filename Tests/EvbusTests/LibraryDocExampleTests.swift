@@ -5,6 +5,7 @@
 
 import Evbus
 import EvbusTestSupport
+import Glibc
 import Testing
 
 @Suite struct LibraryDocExampleTests {
@@ -42,9 +43,11 @@ import Testing
     }
 
     @Test func publishingWithoutWaiting() async throws {
-        let broker = try InProcessBroker()
-        defer { broker.shutdown() }
-        let peer = try await broker.connect()
+        // A broker that reads nothing meanwhile: otherwise the loop may move each frame to the
+        // socket as fast as it is queued, and the outbox never passes its watermark.
+        let broker = try await BrokerProcess()
+        let peer = try await Peer.connect(to: broker.socketPath, name: "relay")
+        try #require(await broker.process.stopAndWaitUntilStopped())
         let source = FrameSource()
         let payload = [UInt8](repeating: 1, count: 512 << 10)
         var fulls = 0
@@ -54,6 +57,7 @@ import Testing
             if full { fulls += 1 }
         }
         #expect(fulls > 0)
+        broker.process.signal(SIGCONT)
         #expect(await eventually { source.pauses.items.filter { $0 == "resume" }.count == fulls })
         await peer.close()
     }

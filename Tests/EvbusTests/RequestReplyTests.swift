@@ -130,14 +130,8 @@ import Testing
         try #require(await eventually { started.load(ordering: .relaxed) == 2 })
         one.cancel()
         all.cancel()
-        let ended = Atomic<Int>(0)
-        let outcomes = Task {
-            let results = (await one.result.map { _ in () }, await all.result.map { _ in () })
-            ended.store(1, ordering: .relaxed)
-            return results
-        }
-        try #require(await eventually { ended.load(ordering: .relaxed) == 1 }, "a cancelled call still waits for its reply")
-        let (oneResult, allResult) = await outcomes.value
+        let oneResult = try #require(await outcome(of: one), "a cancelled request still waits for its reply")
+        let allResult = try #require(await outcome(of: all), "a cancelled requestAll still waits for its replies")
         #expect(throws: CancellationError.self) { try oneResult.get() }
         #expect(throws: CancellationError.self) { try allResult.get() }
 
