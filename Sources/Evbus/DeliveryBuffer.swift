@@ -47,6 +47,17 @@ final class DeliveryBuffer<Element: Sendable>: Sendable {
         return full
     }
 
+    /// Loop side: nothing more will be pushed (its subscription or consumer is gone). Returns
+    /// true if this queue held the loop's reading paused: the loop lifts that pause itself, so
+    /// a reader that stopped reading cannot stall the connection, and one that drains the
+    /// queue later owes it nothing.
+    func release() -> Bool {
+        state.withLock { s in
+            defer { s.pausedReading = false }
+            return s.pausedReading
+        }
+    }
+
     /// Ends iteration after the buffered events: normally (`nil`) or with `error`.
     func finish(_ error: EvbusError?) {
         let waiter = state.withLock { s -> CheckedContinuation<Element?, any Error>? in

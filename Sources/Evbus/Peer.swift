@@ -34,8 +34,9 @@ public final class Peer: Sendable {
     let acker: Acker
     /// Numbers this peer's requests (their correlation ids).
     let nextCorrelation = Atomic<UInt64>(1)
-    /// Numbers `waitForConfirms` calls, so a timed-out or cancelled one can be found on the loop.
-    let nextConfirmWaiter = Atomic<UInt64>(0)
+    /// Numbers callers waiting on the loop (`waitForConfirms`, control requests), so a cancelled
+    /// one can be found there.
+    let nextWaiter = Atomic<UInt64>(0)
     /// The current connection's id, frame limit and inbox.
     let facts: ConnectionFacts
     let events: ConnectionEvents
@@ -63,6 +64,15 @@ public final class Peer: Sendable {
         public var reconnect = ReconnectPolicy.standard
         /// Called on the peer's event loop for each `ConnectionEvent` (as `connectionEvents()` yields them).
         public var onConnectionEvent: (@Sendable (ConnectionEvent) -> Void)? = nil
+        /// How long a control request (declare, bind, subscribe, consume, flush, stats, ...)
+        /// waits for the broker's answer before it throws `timeout`. The broker may still carry
+        /// it out; a subscription or consumer the caller never got is undone (docs/LIBRARY.md,
+        /// "Timeouts and cancellation").
+        public var controlTimeout: Duration = .seconds(30)
+        /// How long a broker that accepted the connection may take to answer HELLO with
+        /// WELCOME: `connect` then fails with `cannotConnect`, and a reconnect counts it as a
+        /// failed try. A stopped or wedged broker's socket still accepts connections.
+        public var handshakeTimeout: Duration = .seconds(10)
         public init() {}
     }
 
@@ -266,10 +276,32 @@ public final class Peer: Sendable {
         }
     }
 
-    /// Runs `body` on the peer's loop with the connection; `body` resumes the continuation.
-    func withConnection<T: Sendable>(_ body: @escaping @Sendable (PeerConnection, CheckedContinuation<T, any Error>) -> Void) async throws -> T {
-        let core = self.core
-        return try await withCheckedThrowingContinuation { c in Self.onLoop(loop, else: c) { body(core.value, c) } }
+    /// Runs `body` on the peer's loop with the connection and a waiter for the broker's answer to
+    /// `what` (a frame's name). The caller stops waiting at `Options.controlTimeout` (`timeout`)
+    /// or when its task is cancelled (`CancellationError`); the request may still take effect.
+    /// A task cancelled before the call sends nothing, unless `evenIfCancelled`: stopping
+    /// something (unsubscribe, cancel) takes effect locally and is sent all the same.
+    func withConnection<T: Sendable>(
+        asking what: String, evenIfCancelled: Bool = false,
+        _ body: @escaping @Sendable (PeerConnection, ControlWaiter<T>) -> Void
+    ) async throws -> T {
+        if !evenIfCancelled { try Task.checkCancellation() }
+        let number = nextWaiter.add(1, ordering: .relaxed).newValue
+        let core = self.core, loop = self.loop
+        let stop: @Sendable () -> Void = { try? loop.execute { core.value.controlWaiters.giveUp(number, CancellationError()) } }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<T, any Error>) in
+                Self.onLoop(loop, else: c) {
+                    let connection = core.value
+                    body(connection, connection.controlWaiters.make(number, c, asking: what))
+                }
+                // A cancellation that came before the waiter was made found nothing to stop:
+                // checked once the request is queued on the loop, a stop always lands after it.
+                if Task.isCancelled { stop() }
+            }
+        } onCancel: {
+            stop()
+        }
     }
 
     /// Runs `body` on `loop`; if the loop has stopped, fails `c` instead, so no caller waits forever.
@@ -292,7 +324,7 @@ public final class Peer: Sendable {
 
     /// Waits until the broker has handled everything this peer sent before the call.
     public func flush() async throws {
-        try await withConnection { $0.ping($1) }
+        try await withConnection(asking: "PING") { $0.ping($1) }
     }
 
     // MARK: Subscribing
@@ -367,14 +399,14 @@ public final class Peer: Sendable {
             try Self.check { () throws(WireError) in try TopicRules.validatePattern(pattern) }
         }
         let ids = patterns.map { _ in nextID.add(1, ordering: .relaxed).oldValue }
-        try await withConnection { $0.subscribe(ids, patterns: patterns, policy: policy.code, sink: sink, $1) }
+        try await withConnection(asking: "SUBSCRIBE") { $0.subscribe(ids, patterns: patterns, policy: policy.code, sink: sink, $1) }
         return Subscription(patterns: patterns, ids: ids, queue: queue, peer: self)
     }
 
     /// Stops a subscription: no more events are delivered to it and its iteration ends.
     public func unsubscribe(_ subscription: Subscription) async throws {
         let ids = subscription.ids
-        try await withConnection { $0.unsubscribe(ids, $1) }
+        try await withConnection(asking: "UNSUBSCRIBE", evenIfCancelled: true) { $0.unsubscribe(ids, $1) }
     }
 
     // MARK: Stats and close
@@ -382,7 +414,7 @@ public final class Peer: Sendable {
     /// The broker's counters (see PROTOCOL.md, STATS_REPLY).
     public func brokerStats() async throws -> [StatEntry] {
         let id = nextID.add(1, ordering: .relaxed).oldValue
-        let reply: Frame = try await withConnection { $0.request(.stats(requestID: id), id: id, $1) }
+        let reply: Frame = try await withConnection(asking: "STATS") { $0.request(.stats(requestID: id), id: id, $1) }
         guard case .statsReply(_, let entries) = reply else {
             throw EvbusError(.protocolViolation, "expected STATS_REPLY, got \(reply.type.name)")
         }

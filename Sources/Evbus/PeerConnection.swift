@@ -26,6 +26,16 @@ enum Sink: Sendable {
         default: break
         }
     }
+
+    /// The loop stops pushing here; true if an iterating sink held reading paused (see
+    /// `DeliveryBuffer.release`).
+    func release() -> Bool {
+        switch self {
+        case .queue(let q): q.release()
+        case .deliveries(let d): d.release()
+        default: false
+        }
+    }
 }
 
 /// The peer's side of the protocol on its event loop: handshake, control requests and their
@@ -56,6 +66,10 @@ final class PeerConnection: ChannelDelegate {
     var failure: EvbusError?
     /// Requests and PINGs waiting for their answer.
     var pending = PendingReplies()
+    /// Callers waiting on control requests, each with its deadline.
+    let controlWaiters: ControlWaiters
+    /// How long a (re)connection may take from HELLO to WELCOME.
+    let handshakeTimeout: Duration
     /// How to reconnect, where, as whom, and who hears about it.
     let reconnect: ReconnectPolicy
     let socketPath: String
@@ -118,6 +132,8 @@ final class PeerConnection: ChannelDelegate {
         self.reconnect = options.reconnect
         self.events = events
         self.facts = facts
+        self.controlWaiters = ControlWaiters(loop: channel.loop, timeout: options.controlTimeout)
+        self.handshakeTimeout = options.handshakeTimeout
     }
 
     /// Sends the preamble and HELLO; `waiter` resumes on WELCOME.
@@ -126,9 +142,25 @@ final class PeerConnection: ChannelDelegate {
         sendHello()
     }
 
+    /// HELLO on the current channel. A broker that accepted the connection (the kernel does
+    /// that for a stopped or wedged one too) but sends no WELCOME within `handshakeTimeout`
+    /// has the socket closed on it: `connect` fails, a reconnect counts it as a failed try.
     func sendHello() {
         channel.write(WireFormat.preamble)
         channel.write(Frame.hello(clientName: name, flags: HelloFlag.senders).encoded())
+        let hello = channel
+        let timeout = handshakeTimeout
+        channel.loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [weak self] in
+            guard let self, channel === hello, !hello.isClosed else { return }
+            switch phase {
+            case .handshaking:
+                fail(EvbusError(.cannotConnect, "the broker at \(socketPath) accepted the connection but sent no WELCOME within \(timeout)"))
+            case .rehandshaking:
+                hello.close(.local)
+            case .open, .disconnected, .restoring, .closing, .closed:
+                break
+            }
+        }
     }
 
     /// Between a drop and the end of restoring: publishes stay in the outbox.
@@ -167,56 +199,58 @@ final class PeerConnection: ChannelDelegate {
     }
 
     /// A control request from a caller; a declaration the broker accepts is remembered, to be
-    /// made again after a reconnect.
-    func request(_ frame: Frame, id: UInt32, _ waiter: CheckedContinuation<Frame, any Error>) {
+    /// made again after a reconnect (also when the caller gave up waiting before the answer).
+    func request(_ frame: Frame, id: UInt32, _ waiter: ControlWaiter<Frame>) {
         if let failure { return waiter.resume(throwing: failure) }
-        pending.expect(id, .onLoop { [self] result in
+        pending.expect(id) { [self] result in
             if case .success(let reply) = result { topology.succeeded(frame, reply: reply) }
             waiter.resume(with: result)
-        })
+        }
         send(frame)
     }
 
     /// Sends `frame`; `body` runs on the loop with the broker's answer to request `id`.
-    func request(_ frame: Frame, id: UInt32, onLoop body: @escaping (Result<Frame, any Error>) -> Void) {
-        pending.expect(id, .onLoop(body))
+    func request(_ frame: Frame, id: UInt32, onLoop body: @escaping PendingReplies.Handler) {
+        pending.expect(id, body)
         send(frame)
     }
 
-    func subscribe(_ ids: [UInt32], patterns: [String], policy: UInt8, sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
+    /// SUBSCRIBE for each pattern: all or nothing. A caller that gives up first never gets the
+    /// subscription, so its events stop at once and what the broker sets up later is undone.
+    func subscribe(_ ids: [UInt32], patterns: [String], policy: UInt8, sink: Sink, _ waiter: ControlWaiter<Void>) {
         if let failure { return waiter.resume(throwing: failure) }
         for id in ids { sinks[id] = sink }
+        waiter.onGiveUp = { [self] in for id in ids { removeSink(id) } }
         var remaining = ids.count
+        var subscribed: [UInt32] = []
         var firstError: (any Error)?
         for (id, pattern) in zip(ids, patterns) {
             request(.subscribe(subscriptionID: id, pattern: pattern, policy: policy), id: id) { [self] result in
                 switch result {
-                case .success: topology.subscribed(id, pattern: pattern, policy: policy)
+                case .success: subscribed.append(id)
                 case .failure(let e):
-                    sinks[id] = nil
+                    removeSink(id)
                     firstError = firstError ?? e
                 }
                 remaining -= 1
-                if remaining == 0 {
-                    if let firstError {
-                        // All or nothing: undo the patterns that did succeed.
-                        for other in ids where sinks[other] != nil {
-                            sinks[other] = nil
-                            topology.forget(other)
-                            send(.unsubscribe(subscriptionID: other))
-                        }
-                        waiter.resume(throwing: firstError)
-                    } else {
-                        waiter.resume()
+                guard remaining == 0 else { return }
+                if firstError != nil || waiter.gaveUp {
+                    for other in subscribed {
+                        removeSink(other)
+                        send(.unsubscribe(subscriptionID: other))
                     }
+                    if let firstError { waiter.resume(throwing: firstError) }
+                } else {
+                    for (id, pattern) in zip(ids, patterns) { topology.subscribed(id, pattern: pattern, policy: policy) }
+                    waiter.resume()
                 }
             }
         }
     }
 
     /// Stops deliveries for `ids` at once and tells the broker.
-    func unsubscribe(_ ids: [UInt32], _ waiter: CheckedContinuation<Void, any Error>) {
-        let removed = ids.compactMap { sinks.removeValue(forKey: $0) }
+    func unsubscribe(_ ids: [UInt32], _ waiter: ControlWaiter<Void>) {
+        let removed = ids.compactMap { removeSink($0) }
         for sink in removed { sink.finish(nil) }  // finishing twice (two patterns, one queue) is harmless
         for id in ids { topology.forget(id) }
         if let failure { return waiter.resume(throwing: failure) }
@@ -231,7 +265,7 @@ final class PeerConnection: ChannelDelegate {
     }
 
     /// PING; resumes when the PONG comes back, so the broker has handled everything sent before.
-    func ping(_ waiter: CheckedContinuation<Void, any Error>) {
+    func ping(_ waiter: ControlWaiter<Void>) {
         if let failure { return waiter.resume(throwing: failure) }
         send(.ping(token: pending.expectPong(waiter)))
     }
@@ -349,7 +383,7 @@ final class PeerConnection: ChannelDelegate {
             if let id = CorrelationNumber.parse(id) { calls.routed(id, reached: Int(reached), loop: channel.loop) }
         case .cancel(let id):
             topology.forget(id)
-            sinks.removeValue(forKey: id)?.finish(EvbusError(.consumerCancelled, "the broker cancelled consumer \(id): its queue was deleted"))
+            removeSink(id)?.finish(EvbusError(.consumerCancelled, "the broker cancelled consumer \(id): its queue was deleted"))
         case .welcome(_, let maxFrame, let connectionID, let brokerName):
             if case .rehandshaking = phase { return welcomedAgain(connectionID: connectionID, maxFrame: Int(maxFrame)) }
             guard case .handshaking(let waiter) = phase else {
@@ -365,7 +399,7 @@ final class PeerConnection: ChannelDelegate {
                 fail(error)
             } else if id != 0 && pending.isWaiting(for: id) {
                 resolve(id, .failure(error))
-            } else if id != 0, code == .accessRefused, let sink = sinks.removeValue(forKey: id) {
+            } else if id != 0, code == .accessRefused, let sink = removeSink(id) {
                 // A reload of the access rules took this subscription or consumer back; the
                 // CANCEL that follows finds it gone already.
                 topology.forget(id)
@@ -423,7 +457,16 @@ final class PeerConnection: ChannelDelegate {
     }
 
     private func resolve(_ id: UInt32, _ result: Result<Frame, any Error>) {
-        pending.take(id)?.resume(with: result)
+        pending.take(id)?(result)
+    }
+
+    /// Takes subscription or consumer `id`'s sink out: nothing more is delivered to it, and a
+    /// full buffer of it no longer holds reading paused.
+    @discardableResult
+    func removeSink(_ id: UInt32) -> Sink? {
+        guard let sink = sinks.removeValue(forKey: id) else { return nil }
+        if sink.release() { queueHasRoom() }
+        return sink
     }
 
     /// Called (via the loop) when a full queue has room again, or a pause ends.

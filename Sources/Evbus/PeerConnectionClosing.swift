@@ -75,7 +75,7 @@ extension PeerConnection {
         outbox.close(error)
         handshake?.resume(throwing: error)
         let (requests, pings) = pending.takeAll()
-        for w in requests { w.resume(with: .failure(error)) }
+        for handler in requests { handler(.failure(error)) }
         for w in pings { w.resume(throwing: error) }
         // A deliberate close ends iteration normally; a lost connection makes it throw.
         let endError: EvbusError? = wasClosing && error.code == .closed ? nil : error

@@ -4,27 +4,32 @@ import EvbusWire
 /// The queue and request/reply side of the peer connection: consumers, publisher confirms and calls.
 /// Loop-bound, like the rest of `PeerConnection`.
 extension PeerConnection {
-    /// CONSUME: the sink is in place before the broker can deliver; removed again if refused.
-    func consume(_ frame: Frame, id: UInt32, sink: Sink, _ waiter: CheckedContinuation<Void, any Error>) {
+    /// CONSUME: the sink is in place before the broker can deliver; removed again if refused. A
+    /// caller that gives up first never gets the consumer: its deliveries stop at once and the
+    /// consumer is cancelled once the broker has made it (unacknowledged ones go back to the queue).
+    func consume(_ frame: Frame, id: UInt32, sink: Sink, _ waiter: ControlWaiter<Void>) {
         if let failure { return waiter.resume(throwing: failure) }
         sinks[id] = sink
+        waiter.onGiveUp = { [self] in removeSink(id) }
         request(frame, id: id) { [self] result in
             switch result {
+            case .success where waiter.gaveUp:
+                request(.cancel(consumerID: id), id: id) { _ in }
             case .success:
                 if case .consume(_, let queue, let flags, let prefetch) = frame {
                     topology.consuming(id, queue: queue, flags: flags, prefetch: prefetch)
                 }
                 waiter.resume()
             case .failure(let error):
-                sinks[id] = nil
+                removeSink(id)
                 waiter.resume(throwing: error)
             }
         }
     }
 
     /// CANCEL: deliveries stop at once; iteration ends.
-    func cancelConsumer(_ id: UInt32, _ waiter: CheckedContinuation<Void, any Error>) {
-        sinks.removeValue(forKey: id)?.finish(nil)
+    func cancelConsumer(_ id: UInt32, _ waiter: ControlWaiter<Void>) {
+        removeSink(id)?.finish(nil)
         topology.forget(id)
         if case .restoring = phase { cancelAfterRestore.append(id) }
         if let failure { return waiter.resume(throwing: failure) }
@@ -35,7 +40,7 @@ extension PeerConnection {
     /// An iterated consumer's sequence and every iterator of it are gone: nothing will read what
     /// it takes, so it is cancelled, and its unacknowledged deliveries go back to the queue.
     func consumerDropped(_ id: UInt32) {
-        guard sinks.removeValue(forKey: id) != nil else { return }  // cancelled or ended already
+        guard removeSink(id) != nil else { return }  // cancelled or ended already
         topology.forget(id)
         switch phase {
         case .open: request(.cancel(consumerID: id), id: id) { _ in }

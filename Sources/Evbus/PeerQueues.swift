@@ -157,7 +157,7 @@ extension Peer {
     public func waitForConfirms(timeout: Duration = .seconds(30)) async throws {
         try Task.checkCancellation()
         let through = outbox.confirmSequence
-        let number = nextConfirmWaiter.add(1, ordering: .relaxed).newValue
+        let number = nextWaiter.add(1, ordering: .relaxed).newValue
         let core = self.core, loop = self.loop
         let stop: @Sendable () -> Void = { try? loop.execute { core.value.stopWaitingForConfirms(number, CancellationError()) } }
         try await withTaskCancellationHandler {
@@ -216,14 +216,14 @@ extension Peer {
         let id = nextID.add(1, ordering: .relaxed).oldValue
         let frame = Frame.consume(
             consumerID: id, queue: queue, flags: ack == .manual ? ConsumeFlag.manualAck : 0, prefetch: UInt16(prefetch))
-        try await withConnection { $0.consume(frame, id: id, sink: sink, $1) }
+        try await withConnection(asking: "CONSUME") { $0.consume(frame, id: id, sink: sink, $1) }
         return Consumer(queue: queue, id: id, buffer: buffer, peer: self)
     }
 
     /// Stops a consumer; its unacknowledged deliveries go back to the queue.
     public func cancel(_ consumer: Consumer) async throws {
         let id = consumer.id
-        try await withConnection { $0.cancelConsumer(id, $1) }
+        try await withConnection(asking: "CANCEL", evenIfCancelled: true) { $0.cancelConsumer(id, $1) }
     }
 
     /// Acknowledges a delivery by tag (with `multiple`, every outstanding one up to it).
@@ -242,7 +242,7 @@ extension Peer {
     func call(_ make: (UInt32) -> Frame) async throws -> Frame {
         let id = nextID.add(1, ordering: .relaxed).oldValue
         let frame = make(id)
-        return try await withConnection { $0.request(frame, id: id, $1) }
+        return try await withConnection(asking: "\(frame.type.name)") { $0.request(frame, id: id, $1) }
     }
 
     static func queueInfo(_ reply: Frame) throws -> QueueInfo {

@@ -43,7 +43,7 @@ extension PeerConnection {
         // Whatever was in flight on that connection fails now; nothing waits for an answer
         // that cannot come.
         let (requests, pings) = pending.takeAll()
-        for w in requests { w.resume(with: .failure(error)) }
+        for handler in requests { handler(.failure(error)) }
         for w in pings { w.resume(throwing: error) }
         calls.failAll(error, loop: channel.loop)
         // Deliveries of the old connection can no longer be acknowledged (the broker requeued
@@ -127,7 +127,7 @@ extension PeerConnection {
                 // subscription or consumer ends with the reason; the rest carries on.
                 topology.forget(id)
                 let reason = error as? EvbusError ?? EvbusError(.connectionLost, "\(error)")
-                sinks.removeValue(forKey: id)?.finish(reason)
+                removeSink(id)?.finish(reason)
                 onAsyncError?(EvbusError(
                     reason.code, wireCode: reason.wireCode, "could not restore \(Self.describe(entry)) after reconnecting: \(reason.message)"))
             }

@@ -131,10 +131,14 @@ extension EventLoop {
 }
 
 extension Duration {
-    /// Whole nanoseconds, for the loop's timers (negative durations count as zero).
+    /// Whole nanoseconds, for the loop's timers: negative durations count as zero, and one too
+    /// long to be a deadline (such as `.seconds(Int64.max)`, meant as "never") as about 146
+    /// years, so that now plus it still fits a timer's 64-bit signed deadline.
     public var wholeNanoseconds: UInt64 {
         let (seconds, attoseconds) = components
-        let ns = seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-        return ns > 0 ? UInt64(ns) : 0
+        let longest: Int64 = Int64.max / 2
+        guard seconds >= 0 else { return 0 }
+        guard seconds < longest / 1_000_000_000 else { return UInt64(longest) }
+        return UInt64(max(0, seconds * 1_000_000_000 + attoseconds / 1_000_000_000))
     }
 }

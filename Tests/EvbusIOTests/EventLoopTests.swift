@@ -82,6 +82,23 @@ import Testing
         #expect(fired.withLock { $0 } == ["a", "b", "c"])
     }
 
+    @Test func aDurationMeantAsNeverIsAFarDeadlineNotAnOverflow() throws {
+        #expect(Duration.milliseconds(1500).wholeNanoseconds == 1_500_000_000)
+        #expect(Duration.seconds(-1).wholeNanoseconds == 0)
+        #expect(Duration.seconds(Int64.max).wholeNanoseconds == UInt64(Int64.max / 2))
+        // Now plus the longest delay still lies ahead: that timer waits, a near one fires.
+        let loop = try EventLoop.startThread(name: "timer-test")
+        defer { loop.stopAndJoin() }
+        let fired = Mutex<[String]>([])
+        try loop.runAndWait {
+            loop.scheduleTimer(afterNanos: Duration.seconds(Int64.max).wholeNanoseconds) { fired.withLock { $0.append("never") } }
+            loop.scheduleTimer(afterNanos: 10_000_000) { fired.withLock { $0.append("soon") } }
+        }
+        #expect(blockUntil { fired.withLock { $0.count } == 1 })
+        usleep(30_000)
+        #expect(fired.withLock { $0 } == ["soon"])
+    }
+
     @Test func repeatingTimerRunsUntilCancelledAndCanBeRetimed() throws {
         let loop = try EventLoop.startThread(name: "timer-test")
         defer { loop.stopAndJoin() }
