@@ -92,6 +92,29 @@ import Testing
         await peer.close()
     }
 
+    @Test func timeoutsAndCancellation() async throws {
+        let broker = try await BrokerProcess()
+        let socket = broker.socketPath
+        let printed = Collector<String>()
+        func print(_ items: String...) { printed.add(items.joined(separator: " ")) }
+
+        var options = Peer.Options()
+        options.controlTimeout = .seconds(5)       // a wedged broker costs a caller at most 5 s
+        options.handshakeTimeout = .seconds(2)     // ...and a connect or reconnect try at most 2 s
+        let peer = try await Peer.connect(to: socket, name: "planner", options: options)
+
+        try #require(await broker.process.stopAndWaitUntilStopped())
+        do {
+            _ = try await peer.declareQueue("plans")
+        } catch let error as EvbusError where error.code == .timeout {
+            print("broker busy:", error.message)   // the queue may exist all the same
+        }
+        broker.process.signal(SIGCONT)
+        #expect(printed.items == ["broker busy: the broker did not answer DECLARE_QUEUE within 5.0 seconds; it may still carry it out"])
+        #expect(try await eventually { try await peer.topology().queues.contains { $0.name == "plans" } })
+        await peer.close()
+    }
+
     // Compiled only: the default socket and /run/myapp are not this test's.
     func connecting() async throws {
         let peer = try await Peer.connect()                                   // default socket
