@@ -40,17 +40,33 @@ struct TimerHeap {
         guard !heap.isEmpty else { return nil }
         heap.swapAt(0, heap.count - 1)
         let top = heap.removeLast()
-        var i = 0
+        siftDown(from: 0)
+        return top
+    }
+
+    /// Moves the entry at `i` down until neither child is earlier.
+    private mutating func siftDown(from start: Int) {
+        var i = start
         while true {
             let l = 2 * i + 1, r = l + 1
             var m = i
             if l < heap.count && heap[l].deadline < heap[m].deadline { m = l }
             if r < heap.count && heap[r].deadline < heap[m].deadline { m = r }
-            if m == i { break }
+            if m == i { return }
             heap.swapAt(i, m)
             i = m
         }
-        return top
+    }
+
+    /// Drops every cancelled or re-timed entry once they outnumber the live ones, so timeouts
+    /// cancelled long before their deadline (a request answered at once, with 30 s to spare)
+    /// do not pile up in the heap. Amortised O(1) per cancel: a rebuild of n entries follows
+    /// at least n/2 cancels.
+    mutating func compactIfMostlyStale() {
+        guard heap.count > 64, heap.count > 2 * actions.count else { return }
+        heap.removeAll { entry in actions[entry.id].map { $0.deadline != entry.deadline } ?? true }
+        // Floyd's heapify: sift down every parent, last first.
+        for parent in stride(from: heap.count / 2 - 1, through: 0, by: -1) { siftDown(from: parent) }
     }
 
     /// The earliest live deadline, dropping cancelled or re-timed entries from the top.
@@ -93,6 +109,7 @@ extension EventLoop {
     public func cancelTimer(_ timer: TimerID) {
         assertInLoop()
         timers.actions[timer.raw] = nil
+        timers.compactIfMostlyStale()
     }
 
     func armTimerFD() {

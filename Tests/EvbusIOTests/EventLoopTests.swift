@@ -1,4 +1,4 @@
-import EvbusIO
+@testable import EvbusIO
 import EvbusTestSupport
 import Foundation
 import Synchronization
@@ -97,6 +97,27 @@ import Testing
         #expect(blockUntil { fired.withLock { $0.count } == 1 })
         usleep(30_000)
         #expect(fired.withLock { $0 } == ["soon"])
+    }
+
+    @Test func cancelledTimersDoNotPileUpAndTheLiveOnesStillFireInOrder() throws {
+        let loop = try EventLoop.startThread(name: "timer-test")
+        defer { loop.stopAndJoin() }
+        let fired = Mutex<[Int]>([])
+        let size = try loop.runAndWait {
+            // A live timer ahead of them all keeps cancelled ones from surfacing at the top...
+            loop.scheduleTimer(afterNanos: 1_000_000) { fired.withLock { $0.append(0) } }
+            // ...while timeouts are answered long before their deadline, as a busy requester's are.
+            for _ in 0..<100_000 {
+                loop.cancelTimer(loop.scheduleTimer(afterNanos: 30_000_000_000) {})
+            }
+            for i in (1...5).reversed() {
+                loop.scheduleTimer(afterNanos: UInt64(i) * 5_000_000) { fired.withLock { $0.append(i) } }
+            }
+            return loop.timers.heap.count
+        }
+        #expect(size < 200, "\(size) heap entries for 6 live timers")
+        #expect(blockUntil { fired.withLock { $0.count } == 6 })
+        #expect(fired.withLock { $0 } == [0, 1, 2, 3, 4, 5])
     }
 
     @Test func repeatingTimerRunsUntilCancelledAndCanBeRetimed() throws {
