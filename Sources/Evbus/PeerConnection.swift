@@ -68,8 +68,10 @@ final class PeerConnection: ChannelDelegate {
     var pending = PendingReplies()
     /// Callers waiting on control requests, each with its deadline.
     let controlWaiters: ControlWaiters
-    /// How long a (re)connection may take from HELLO to WELCOME.
+    /// How long a (re)connection may take from HELLO to WELCOME, and the deadline of the
+    /// current one (cancelled by WELCOME).
     let handshakeTimeout: Duration
+    var handshakeTimer: TimerID?
     /// How to reconnect, where, as whom, and who hears about it.
     let reconnect: ReconnectPolicy
     let socketPath: String
@@ -150,7 +152,8 @@ final class PeerConnection: ChannelDelegate {
         channel.write(Frame.hello(clientName: name, flags: HelloFlag.senders).encoded())
         let hello = channel
         let timeout = handshakeTimeout
-        channel.loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [weak self] in
+        if let timer = handshakeTimer { channel.loop.cancelTimer(timer) }
+        handshakeTimer = channel.loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [weak self] in
             guard let self, channel === hello, !hello.isClosed else { return }
             switch phase {
             case .handshaking:
@@ -385,6 +388,8 @@ final class PeerConnection: ChannelDelegate {
             topology.forget(id)
             removeSink(id)?.finish(EvbusError(.consumerCancelled, "the broker cancelled consumer \(id): its queue was deleted"))
         case .welcome(_, let maxFrame, let connectionID, let brokerName):
+            if let timer = handshakeTimer { channel.loop.cancelTimer(timer) }
+            handshakeTimer = nil
             if case .rehandshaking = phase { return welcomedAgain(connectionID: connectionID, maxFrame: Int(maxFrame)) }
             guard case .handshaking(let waiter) = phase else {
                 throw WireError(.unexpectedFrame, "WELCOME after the handshake")

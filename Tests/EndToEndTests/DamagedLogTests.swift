@@ -86,7 +86,8 @@ import Testing
             try FileManager.default.copyItem(atPath: original, toPath: dir)
             let path = dir + "/" + newest
             let expected: [String]
-            let damage = Int.random(in: records[0].start..<size, using: &rng)
+            // Round 10 cuts exactly between two records (a crash between writes); the rest at random.
+            let damage = round == 10 ? records[100].start : Int.random(in: records[0].start..<size, using: &rng)
             // Which record the damage falls in, and where in it: what a failure must say to be
             // reproduced (the test has failed once without saying it).
             let hit = records.firstIndex { ($0.start..<$0.end).contains(damage) }
@@ -107,10 +108,12 @@ import Testing
             let served = try Self.drain(socket, expecting: expected.count)
             #expect(served == expected, "\(what): \(served.count) served, \(expected.count) intact")
             #expect(await broker.stop() == 0)
+            // A cut exactly between two records leaves a shorter, intact log: nothing to report.
+            let undamaged = expected.count == 200 || (round % 2 == 0 && records.contains { $0.start == damage })
             // The line may still be on its way through the stderr pipe when the exit is seen.
             let logged = await eventually(10) {
                 let said = broker.process.stderr
-                return said.contains("torn tail") || said.contains("damaged bytes") || expected.count == 200
+                return said.contains("torn tail") || said.contains("damaged bytes") || undamaged
             }
             #expect(logged, "\(what): no log line about the damage: \(broker.process.stderr)")
         }
