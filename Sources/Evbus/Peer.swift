@@ -114,7 +114,9 @@ public final class Peer: Sendable {
     ///   - socketPath: nil resolves `$EVBUS_SOCKET`, then `$XDG_RUNTIME_DIR/evbus.sock`, then `/tmp/evbus-<uid>.sock`.
     ///   - name: shown in the broker's logs.
     ///   - loop: the event loop to use; nil uses `Peer.sharedLoop`.
-    /// - Throws: `EvbusError` with code `cannotConnect` if no broker answers.
+    /// - Throws: `EvbusError` with code `cannotConnect` if no broker answers (or sends no
+    ///   WELCOME within `Options.handshakeTimeout`); `CancellationError` at once when the calling
+    ///   task is cancelled.
     public static func connect(
         to socketPath: String? = nil, name: String? = nil, loop: EventLoop? = nil, options: Options = Options()
     ) async throws -> Peer {
@@ -124,6 +126,7 @@ public final class Peer: Sendable {
             throw EvbusError(.invalidArgument, "peer name is \(name.utf8.count) bytes; the limit is \(WireFormat.maxNameBytes)")
         }
         let loop = loop ?? sharedLoop
+        try Task.checkCancellation()
         let fd: Int32
         do {
             fd = try UnixSocket.connect(path: path)
@@ -136,21 +139,32 @@ public final class Peer: Sendable {
         let outbox = Outbox(highWatermark: options.outboxHighWatermark, lowWatermark: options.outboxLowWatermark)
         let facts = ConnectionFacts()
         let events = ConnectionEvents(callback: options.onConnectionEvent)
-        let (core, welcome) = try await withCheckedThrowingContinuation {
-            (c: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) in
-            Self.onLoop(loop, else: c) {
-                do {
-                    let channel = try Channel(fd: fd, loop: loop, highWatermark: 1 << 20, lowWatermark: 256 << 10)
-                    let connection = PeerConnection(
-                        channel: channel, outbox: outbox, socketPath: path, name: name, options: options, events: events, facts: facts)
-                    channel.delegate = connection
-                    connection.start(waiter: c)
-                } catch {
-                    Glibc.close(fd)
-                    c.resume(throwing: EvbusError(.cannotConnect, "cannot register the connection: \(error)"))
+        // The connection once the loop has made it, so a cancelled task can end its handshake.
+        let started = Mutex<LoopBound<PeerConnection>?>(nil)
+        let stop: @Sendable () -> Void = { try? loop.execute { started.withLock { $0 }?.value.cancelHandshake() } }
+        let (core, welcome) = try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation {
+                (c: CheckedContinuation<(LoopBound<PeerConnection>, Welcome), any Error>) in
+                Self.onLoop(loop, else: c) {
+                    do {
+                        let channel = try Channel(fd: fd, loop: loop, highWatermark: 1 << 20, lowWatermark: 256 << 10)
+                        let connection = PeerConnection(
+                            channel: channel, outbox: outbox, socketPath: path, name: name, options: options, events: events, facts: facts)
+                        channel.delegate = connection
+                        started.withLock { $0 = LoopBound(connection, loop: loop) }
+                        connection.start(waiter: c)
+                    } catch {
+                        Glibc.close(fd)
+                        c.resume(throwing: EvbusError(.cannotConnect, "cannot register the connection: \(error)"))
+                    }
                 }
+                if loop.isStopped { Glibc.close(fd) }
+                // As for control calls: a cancellation before the loop made the connection found
+                // nothing to stop; checked once the start is queued, a stop lands after it.
+                if Task.isCancelled { stop() }
             }
-            if loop.isStopped { Glibc.close(fd) }
+        } onCancel: {
+            stop()
         }
         // Draining is a nudge: once the loop has stopped there is nothing left to drain into.
         let acker = Acker(outbox: outbox) { try? loop.execute { core.value.drainOutbox() } }

@@ -21,6 +21,17 @@ extension PeerConnection {
         channel.loop.scheduleTimer(afterNanos: 2_000_000_000) { [weak self] in self?.channel.close(.local) }
     }
 
+    /// `Peer.connect`'s task was cancelled before WELCOME: it throws `CancellationError` now,
+    /// and the connection ends for good (the broker sees the socket close).
+    func cancelHandshake() {
+        guard case .handshaking(let waiter) = phase else { return }
+        failure = EvbusError(.closed, "connecting was cancelled")
+        phase = .closed
+        if let timer = handshakeTimer { channel.loop.cancelTimer(timer) }
+        channel.close(.local)
+        waiter.resume(throwing: CancellationError())
+    }
+
     /// The connection is unusable: remember why and close the socket.
     func fail(_ error: EvbusError) {
         if failure == nil { failure = error }

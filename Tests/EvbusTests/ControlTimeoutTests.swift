@@ -203,6 +203,36 @@ import Testing
         #expect("\(error)".contains("no WELCOME"))
     }
 
+    @Test func aCancelledConnectEndsWhileTheBrokerSendsNoWelcome() async throws {
+        let broker = try await BrokerProcess()
+        try #require(await broker.process.stopAndWaitUntilStopped())
+        var options = Peer.Options()
+        options.handshakeTimeout = .seconds(600)
+        let path = broker.socketPath, patient = options
+        let connecting = Task { try await Peer.connect(to: path, name: "impatient", options: patient) }
+        // Time to reach the handshake (a cancel before it is the other case, below); waiting
+        // less only makes the test weaker, never wrong.
+        try await Task.sleep(for: .milliseconds(300))
+        connecting.cancel()
+        let ended = await outcome(of: connecting) != nil
+        broker.process.signal(SIGCONT)
+        var error: (any Error)?
+        if case .failure(let e) = await connecting.result { error = e }
+        #expect(ended, "a cancelled connect waited for WELCOME")
+        #expect(error is CancellationError, "\(String(describing: error))")
+        // The broker, running again, sees that connection closed and no other.
+        let observer = try await broker.connect("observer")
+        #expect(try await eventually { try await observer.connections().allSatisfy { $0.name != "impatient" } })
+        // A task cancelled before it connects does not connect at all.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return try await Peer.connect(to: path, name: "never", options: patient)
+        }
+        let result = await early.result
+        #expect(throws: CancellationError.self) { try result.get() }
+        await observer.close()
+    }
+
     @Test func reconnectingToABrokerThatSendsNoWelcomeKeepsTryingUntilOneDoes() async throws {
         let path = TestPaths.socket("ct-rehello")
         let first = try await BrokerProcess(socketPath: path)
