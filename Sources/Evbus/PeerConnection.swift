@@ -155,10 +155,12 @@ final class PeerConnection: ChannelDelegate {
         if let timer = handshakeTimer { channel.loop.cancelTimer(timer) }
         handshakeTimer = channel.loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [weak self] in
             guard let self, channel === hello, !hello.isClosed else { return }
+            let silent = "the broker at \(socketPath) accepted the connection but sent no WELCOME within \(timeout)"
             switch phase {
             case .handshaking:
-                fail(EvbusError(.cannotConnect, "the broker at \(socketPath) accepted the connection but sent no WELCOME within \(timeout)"))
+                fail(EvbusError(.cannotConnect, silent))
             case .rehandshaking:
+                failure = EvbusError(.connectionLost, silent)  // what calls meanwhile are told
                 hello.close(.local)
             case .open, .disconnected, .restoring, .closing, .closed:
                 break

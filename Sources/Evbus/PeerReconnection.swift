@@ -37,7 +37,10 @@ extension PeerConnection {
     func connectionDropped(_ cause: EvbusError) {
         let firstDrop: Bool
         if case .open = phase { firstDrop = true } else { firstDrop = false }
-        let error = EvbusError(.connectionLost, "\(cause.message); reconnecting")
+        // A try that fails after connecting ends with the drop's error still standing: say
+        // "reconnecting" once, not once more per try.
+        let suffix = "; reconnecting"
+        let error = EvbusError(.connectionLost, cause.message.hasSuffix(suffix) ? cause.message : cause.message + suffix)
         phase = .disconnected
         failure = error
         // Whatever was in flight on that connection fails now; nothing waits for an answer
@@ -111,11 +114,21 @@ extension PeerConnection {
     }
 
     /// Sets up `ids` one at a time (a broker-named queue's new name must be known before the
-    /// bindings and consumers that follow it are sent).
+    /// bindings and consumers that follow it are sent). A step unanswered within
+    /// `controlTimeout` (a broker that welcomed and then wedged) drops the connection: it
+    /// counts as a failed try, and the next one starts over.
     private func restore(_ ids: ArraySlice<UInt32>) {
         guard let id = ids.first else { return restored() }
         guard let entry = topology.entries[id] else { return restore(ids.dropFirst()) }  // gone meanwhile
+        let step = channel
+        let timeout = controlWaiters.timeout
+        let deadline = channel.loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [weak self] in
+            guard let self, channel === step, !step.isClosed, case .restoring = phase else { return }
+            failure = EvbusError(.connectionLost, "the broker did not answer while \(Self.describe(entry)) was being restored, within \(timeout)")
+            step.close(.local)
+        }
         request(RestorableTopology.frame(id, entry), id: id) { [self] (result: Result<Frame, any Error>) in
+            step.loop.cancelTimer(deadline)
             guard case .restoring = phase else { return }  // dropped again: the next welcome starts over
             switch result {
             case .success(let reply):

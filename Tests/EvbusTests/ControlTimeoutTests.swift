@@ -1,6 +1,8 @@
 import Evbus
 import EvbusIO
 import EvbusTestSupport
+import EvbusWire
+import Foundation
 import Glibc
 import Synchronization
 import Testing
@@ -252,8 +254,75 @@ import Testing
         // Each try connects, and is given up at the handshake timeout.
         #expect(await eventually { attempts() >= before + 3 }, "\(events.items)")
         #expect(!events.items.contains { if case .reconnected = $0 { true } else { false } })
+        // A call meanwhile fails at once, with the latest reason, said once.
+        do {
+            try await peer.flush()
+            Issue.record("flush succeeded while reconnecting")
+        } catch let error as EvbusError {
+            #expect(error.code == .connectionLost)
+            #expect(error.message.contains("no WELCOME"), "\(error)")
+            #expect(error.message.split(separator: "; reconnecting", omittingEmptySubsequences: false).count == 2, "\(error)")
+        }
         close(silent)
         unlink(path)
+        let second = try await BrokerProcess(socketPath: path)
+        #expect(await eventually { events.items.contains { if case .reconnected = $0 { true } else { false } } }, "\(events.items)")
+        let publisher = try await second.connect("publisher")
+        try await publisher.publish("after", "back")
+        #expect(try await take(1, from: subscription).map(\.text) == ["back"])
+        await publisher.close()
+        await peer.close()
+    }
+
+    /// Something on `path` that welcomes every connection and then answers nothing: a broker
+    /// that wedged right after the handshake.
+    final class WelcomeThenSilence: Sendable {
+        let welcomed = Atomic<Int>(0)
+        private let stopped = Atomic<Bool>(false)
+        private let done = Atomic<Bool>(false)
+
+        init(path: String) throws {
+            unlink(path)
+            let listener = try UnixSocket.listen(path: path, mode: 0o600)
+            let welcome = Frame.welcome(version: WireFormat.version, maxFrame: 1 << 20, connectionID: 99, brokerName: "wedged").encoded()
+            Thread.detachNewThread { [self] in
+                var held: [Int32] = []
+                while !stopped.load(ordering: .relaxed) {
+                    var p = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+                    guard poll(&p, 1, 20) == 1, let fd = try? UnixSocket.accept(listener) else { continue }
+                    _ = welcome.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                    held.append(fd)
+                    welcomed.add(1, ordering: .relaxed)
+                }
+                for fd in held { close(fd) }
+                close(listener)
+                unlink(path)
+                done.store(true, ordering: .releasing)
+            }
+        }
+
+        func stop() async {
+            stopped.store(true, ordering: .relaxed)
+            _ = await eventually { done.load(ordering: .acquiring) }
+        }
+    }
+
+    @Test func aBrokerThatWelcomesAndThenWedgesIsLeftAtTheControlTimeoutAndTriedAgain() async throws {
+        let path = TestPaths.socket("ct-wedged")
+        let first = try await BrokerProcess(socketPath: path)
+        let events = Collector<ConnectionEvent>()
+        var options = Self.options(timeout: .milliseconds(200))
+        options.onConnectionEvent = { events.add($0) }
+        let peer = try await Peer.connect(to: path, name: "restorer", options: options)
+        let subscription = try await peer.subscribe("after")
+        first.process.signal(SIGKILL)
+        _ = await first.process.waitForExit()
+        let wedged = try WelcomeThenSilence(path: path)
+        // Welcomed, the peer restores its subscription; unanswered, it drops that connection
+        // and tries again, again and again.
+        #expect(await eventually { wedged.welcomed.load(ordering: .relaxed) >= 3 })
+        #expect(!events.items.contains { if case .reconnected = $0 { true } else { false } })
+        await wedged.stop()
         let second = try await BrokerProcess(socketPath: path)
         #expect(await eventually { events.items.contains { if case .reconnected = $0 { true } else { false } } }, "\(events.items)")
         let publisher = try await second.connect("publisher")
