@@ -74,6 +74,9 @@ public final class Bridge: Sendable {
     /// then runs until `stop()`. Both connections reconnect by themselves.
     public func start() async throws {
         var options = NATSClient.Options(servers: config.natsServers, name: "evbus-bridge-\(config.name)")
+        options.connectTimeout = config.natsConnectTimeout
+        options.pingInterval = config.natsPingInterval
+        options.maxPingsOutstanding = config.natsMaxPingsOutstanding
         options.onEvent = { [self] event in
             switch event {
             case .connected(let server):
@@ -82,6 +85,8 @@ public final class Bridge: Sendable {
             case .disconnected(let server, let reason):
                 counts.withLock { $0.natsReconnects += 1 }
                 log("event=nats-disconnected server=\(Logger.quoted(server)) reason=\(Logger.quoted("\(reason)"))")
+            case .connectFailed(let server, let reason):
+                log("event=nats-connect-failed server=\(Logger.quoted(server)) reason=\(Logger.quoted(reason))")
             case .discovered(let servers):
                 log("event=nats-servers-discovered servers=\(Logger.quoted(servers.joined(separator: ",")))")
             case .drained:

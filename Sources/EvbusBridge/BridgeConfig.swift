@@ -18,6 +18,10 @@ public struct BridgeConfig: Sendable, Equatable {
     /// The local broker's socket (nil: the usual default).
     public var socket: String?
     public var natsServers: [String]
+    /// The NATS client's connect deadline and keepalive (`NATSClient.Options`).
+    public var natsConnectTimeout: Duration = .seconds(2)
+    public var natsPingInterval: Duration = .seconds(120)
+    public var natsMaxPingsOutstanding = 2
     public var mapping: TopicMapping
     /// Local topic patterns published to NATS, and their subject patterns.
     public var exports: [(topic: String, subject: String)]
@@ -60,13 +64,16 @@ public struct BridgeConfig: Sendable, Equatable {
         }
         let socket = try optionalString(root, "socket")
         guard let nats = root["nats"] as? [String: Any] else { throw BridgeConfigError("nats", "required: an object with \"servers\"") }
-        try known(nats, ["servers"], at: "nats.")
+        try known(nats, ["servers", "connectTimeoutMillis", "pingIntervalMillis", "maxPingsOutstanding"], at: "nats.")
         guard let servers = nats["servers"] as? [String], !servers.isEmpty else {
             throw BridgeConfigError("nats.servers", "required: a non-empty list of \"nats://host:port\"")
         }
         for (i, s) in servers.enumerated() where !s.hasPrefix("nats://") || s.split(separator: ":").count != 3 {
             throw BridgeConfigError("nats.servers[\(i)]", "'\(s)' is not nats://host:port")
         }
+        let connectTimeout = try optionalInt(nats, "connectTimeoutMillis", at: "nats.", in: 1...3_600_000).map(Duration.milliseconds)
+        let pingInterval = try optionalInt(nats, "pingIntervalMillis", at: "nats.", in: 1...3_600_000).map(Duration.milliseconds)
+        let maxPings = try optionalInt(nats, "maxPingsOutstanding", at: "nats.", in: 1...1000)
         let mapping = try TopicMapping(prefix: try optionalString(root, "prefix") ?? "evbus")
         func patterns(_ key: String) throws(BridgeConfigError) -> [(String, String)] {
             guard let value = root[key] else { return [] }
@@ -145,6 +152,9 @@ public struct BridgeConfig: Sendable, Equatable {
         config.importServices = importServices
         config.serviceTimeout = serviceTimeout
         config.durableExports = durable
+        if let connectTimeout { config.natsConnectTimeout = connectTimeout }
+        if let pingInterval { config.natsPingInterval = pingInterval }
+        if let maxPings { config.natsMaxPingsOutstanding = maxPings }
         return config
     }
 
@@ -152,6 +162,14 @@ public struct BridgeConfig: Sendable, Equatable {
         if let unknown = object.keys.sorted().first(where: { !keys.contains($0) }) {
             throw BridgeConfigError(path + unknown, "unknown key (known: \(keys.sorted().joined(separator: ", ")))")
         }
+    }
+
+    private static func optionalInt(_ object: [String: Any], _ key: String, at path: String, in range: ClosedRange<Int>) throws(BridgeConfigError) -> Int? {
+        guard let value = object[key] else { return nil }
+        guard let n = value as? Int, range.contains(n) else {
+            throw BridgeConfigError(path + key, "a whole number between \(range.lowerBound) and \(range.upperBound)")
+        }
+        return n
     }
 
     private static func optionalString(_ object: [String: Any], _ key: String) throws(BridgeConfigError) -> String? {

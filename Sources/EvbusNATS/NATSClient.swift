@@ -13,6 +13,16 @@ public final class NATSClient: Sendable {
         /// Waits between connection attempts: doubling from `minBackoff` to `maxBackoff`.
         public var minBackoff: Duration = .milliseconds(50)
         public var maxBackoff: Duration = .seconds(2)
+        /// How long the TCP connect may take, and then the server's INFO: a server stopped with
+        /// its port open, or a host gone behind a network that drops packets, is given up and
+        /// the next one tried (the kernel alone would wait minutes, or for ever).
+        public var connectTimeout: Duration = .seconds(2)
+        /// Keepalive while connected: a PING this often, and the connection closed as stale when
+        /// `maxPingsOutstanding` of them are unanswered at the next (a wedged server, or a link
+        /// that died without a reset: TCP alone never notices while nothing is sent). Then the
+        /// client reconnects like after any loss. The defaults are NATS's own clients'.
+        public var pingInterval: Duration = .seconds(120)
+        public var maxPingsOutstanding = 2
         /// Told about every connection state change, on the client's thread.
         public var onEvent: (@Sendable (Event) -> Void)?
 
@@ -25,6 +35,9 @@ public final class NATSClient: Sendable {
     public enum Event: Sendable, Equatable {
         case connected(server: String)
         case disconnected(server: String, reason: String)
+        /// One attempt failed (refused, no answer within `connectTimeout`, no INFO); the next
+        /// follows after the backoff.
+        case connectFailed(server: String, reason: String)
         case discovered(servers: [String])
         /// `isBackedUp` ended: the socket drained, or the connection was lost (publishes then fail
         /// with `notConnected` instead of waiting). Told after every spell of `isBackedUp`.
@@ -44,6 +57,9 @@ public final class NATSClient: Sendable {
     public init(_ options: Options, controller: Controller? = nil) throws {
         let parsed = try options.servers.map { s throws(NATSError) in try NATSCore.address(s) }
         guard !parsed.isEmpty else { throw NATSError(.invalidArgument, "no NATS server given") }
+        guard options.pingInterval > .zero, options.connectTimeout > .zero, options.maxPingsOutstanding >= 1 else {
+            throw NATSError(.invalidArgument, "pingInterval and connectTimeout must be above zero, maxPingsOutstanding at least 1")
+        }
         self.options = options
         ownsController = controller == nil
         self.controller = try controller ?? Controller(name: "nats-\(options.name)", idleSpin: .zero)

@@ -41,7 +41,18 @@ final class NATSCore {
     private var inboxSid: UInt64?
     private var nextRequest: UInt64 = 1
     private var requests: [UInt64: (waiter: CheckedContinuation<NATSMessage, any Error>, timer: TimerID)] = [:]
-    private var pongWaiters: [(waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
+    /// Every PING sent on the current connection, oldest first: the server answers them in
+    /// order. A keepalive PING has no waiter, nor has a caller's whose timeout passed (its
+    /// entry stays, to take its PONG should it still come).
+    private var pongQueue: [(id: UInt64, waiter: CheckedContinuation<Void, any Error>?, timer: TimerID?)] = []
+    /// Keepalive PINGs sent since the last PONG, and the timer that sends the next.
+    private var pingsOutstanding = 0
+    private var keepaliveTimer: TimerID?
+    /// The deadline for the server's INFO on a connection just made.
+    private var handshakeTimer: TimerID?
+    /// Why this side is dropping the current connection (stale, no INFO, a protocol
+    /// violation): the reason told, rather than "closed locally".
+    private var dropReason: String?
     private var connectedWaiters: [(id: UInt64, waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
     /// `pauseReading` calls not yet ended: while above zero, nothing the server sent after the
     /// handshake is handled, and the socket is not read (the server's buffer for us fills).
@@ -77,11 +88,15 @@ final class NATSCore {
         let server = servers[next % servers.count]
         next += 1
         let me = bound
-        let pending = controller.connect(to: server.address) { NATSLink(core: me, url: server.url) }
+        let pending = controller.connect(to: server.address, timeout: options.connectTimeout) { NATSLink(core: me, url: server.url) }
         Task {
             do { try await pending.value } catch {
-                // Refused or unreachable: the next attempt, after the backoff, tries the next server.
-                try? me.loop.execute { me.value.scheduleReconnect() }
+                // Refused, unreachable or silent: the next attempt, after the backoff, tries the next server.
+                let reason = (error as? ControllerError)?.message ?? "\(error)"
+                try? me.loop.execute {
+                    me.value.options.onEvent?(.connectFailed(server: server.url, reason: reason))
+                    me.value.scheduleReconnect()
+                }
             }
         }
     }
@@ -104,6 +119,35 @@ final class NATSCore {
         }
         self.link = link
         parser = NATSParser()
+        let timeout = options.connectTimeout
+        handshakeTimer = loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [self] in
+            handshakeTimer = nil
+            if link === self.link, connectedURL == nil { drop(link, "no INFO from the server within \(timeout)") }
+        }
+    }
+
+    /// Closes the current connection from this side, saying why; the reconnect follows.
+    private func drop(_ link: NATSLink, _ reason: String) {
+        guard link === self.link else { return }
+        dropReason = reason
+        link.transport?.abortConnection()
+    }
+
+    /// Every `pingInterval` while connected: a PING, or, with `maxPingsOutstanding` of them
+    /// unanswered, the connection dropped as stale.
+    private func keepalive(_ link: NATSLink) {
+        guard link === self.link, connectedURL != nil else { return }
+        // While reading is paused the server's PONGs wait unread: the silence is ours.
+        if readPauses > 0 {
+            pingsOutstanding = 0
+            return
+        }
+        if pingsOutstanding >= options.maxPingsOutstanding {
+            return drop(link, "stale connection: \(pingsOutstanding) PINGs unanswered (one every \(options.pingInterval))")
+        }
+        do { try write(Array("PING\r\n".utf8)) } catch { return }
+        pingsOutstanding += 1
+        pongQueue.append((0, nil, nil))
     }
 
     func linkData(_ link: NATSLink, _ bytes: [UInt8]) {
@@ -118,7 +162,7 @@ final class NATSCore {
         do {
             while link === self.link, readPauses == 0 || connectedURL == nil, let op = try parser.next() { handle(op, link) }
         } catch {
-            link.transport?.abortConnection()
+            drop(link, "\(error)")
         }
     }
 
@@ -144,11 +188,11 @@ final class NATSCore {
         case .ping:
             link.transport?.write("PONG\r\n")
         case .pong:
-            if !pongWaiters.isEmpty {
-                let w = pongWaiters.removeFirst()
-                loop.cancelTimer(w.timer)
-                w.waiter.resume()
-            }
+            pingsOutstanding = 0
+            guard !pongQueue.isEmpty else { return }
+            let p = pongQueue.removeFirst()
+            if let timer = p.timer { loop.cancelTimer(timer) }
+            p.waiter?.resume()
         case .ok:
             break
         case .err(let message):
@@ -168,6 +212,11 @@ final class NATSCore {
         }
         if let inboxSid { link.transport?.write("SUB \(inboxPrefix)* \(inboxSid)\r\n") }
         connectedURL = link.url
+        if let handshakeTimer { loop.cancelTimer(handshakeTimer) }
+        handshakeTimer = nil
+        pingsOutstanding = 0
+        let interval = options.pingInterval.wholeNanoseconds
+        keepaliveTimer = loop.scheduleTimer(afterNanos: interval, everyNanos: interval) { [self] in keepalive(link) }
         outbox.setOpen(true)
         if readPauses > 0 { link.transport?.pauseProducing() }
         if connectedOnce { reconnects += 1 }
@@ -197,15 +246,17 @@ final class NATSCore {
     func linkLost(_ link: NATSLink, _ reason: ConnectionLost) {
         guard link === self.link else { return }
         self.link = nil
+        stopTimers()
         if outbox.setOpen(false) { options.onEvent?(.drained) }
-        if let url = connectedURL { options.onEvent?(.disconnected(server: url, reason: "\(reason)")) }
-        connectedURL = nil
-        let pongs = pongWaiters
-        pongWaiters = []
-        for w in pongs {
-            loop.cancelTimer(w.timer)
-            w.waiter.resume(throwing: NATSError(.notConnected, "the connection to the NATS server was lost"))
+        let why = dropReason ?? "\(reason)"
+        dropReason = nil
+        if let url = connectedURL {
+            options.onEvent?(.disconnected(server: url, reason: why))
+        } else {
+            options.onEvent?(.connectFailed(server: link.url, reason: why))
         }
+        connectedURL = nil
+        failPings(NATSError(.notConnected, "the connection to the NATS server was lost"))
         scheduleReconnect()
     }
 
@@ -289,12 +340,31 @@ final class NATSCore {
 
     func ping(timeout: Duration, _ c: CheckedContinuation<Void, any Error>) {
         do { try write(Array("PING\r\n".utf8)) } catch { return c.resume(throwing: error) }
+        let id = nextRequest
+        nextRequest += 1
         let timer = loop.scheduleTimer(afterNanos: Self.nanos(timeout)) { [self] in
-            guard !pongWaiters.isEmpty else { return }
-            let w = pongWaiters.removeFirst()
-            w.waiter.resume(throwing: NATSError(.timeout, "no PONG within \(timeout)"))
+            guard let i = pongQueue.firstIndex(where: { $0.id == id }), let waiter = pongQueue[i].waiter else { return }
+            pongQueue[i].waiter = nil
+            pongQueue[i].timer = nil
+            waiter.resume(throwing: NATSError(.timeout, "no PONG within \(timeout)"))
         }
-        pongWaiters.append((c, timer))
+        pongQueue.append((id, c, timer))
+    }
+
+    /// The PINGs in flight will get no PONG: their callers are told `error`.
+    private func failPings(_ error: NATSError) {
+        let pings = pongQueue
+        pongQueue = []
+        for p in pings {
+            if let timer = p.timer { loop.cancelTimer(timer) }
+            p.waiter?.resume(throwing: error)
+        }
+    }
+
+    private func stopTimers() {
+        for timer in [handshakeTimer, keepaliveTimer].compactMap({ $0 }) { loop.cancelTimer(timer) }
+        handshakeTimer = nil
+        keepaliveTimer = nil
     }
 
     private func deliver(_ view: NATSMessageView) {
@@ -324,11 +394,11 @@ final class NATSCore {
         link?.transport?.loseConnection()
         link = nil
         connectedURL = nil
+        stopTimers()
         let error = NATSError(.closed, "the NATS client is closed")
         for (_, r) in requests { loop.cancelTimer(r.timer); r.waiter.resume(throwing: error) }
         requests = [:]
-        for w in pongWaiters { loop.cancelTimer(w.timer); w.waiter.resume(throwing: error) }
-        pongWaiters = []
+        failPings(error)
         for w in connectedWaiters { loop.cancelTimer(w.timer); w.waiter.resume(throwing: error) }
         connectedWaiters = []
     }

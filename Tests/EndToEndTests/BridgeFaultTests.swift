@@ -75,6 +75,38 @@ import Testing
         _ = (n2, n3)
     }
 
+    /// The NATS node stops answering without closing anything (SIGSTOP: to the bridge, a
+    /// network that went silent, or a wedged server): the keepalive (`nats.pingIntervalMillis`,
+    /// `nats.maxPingsOutstanding`) finds the connection stale, the bridge says so and moves to
+    /// the next server, and exports flow through it.
+    @Test func aBridgeLeavesANATSNodeThatStopsAnswering() async throws {
+        let n1 = try await NATSServerProcess(name: "n1"), n2 = try await NATSServerProcess(name: "n2")
+        let a = try await BrokerProcess()
+        let bridge = try await startBridge(
+            "silent", socket: a.socketPath, servers: [n1.url, n2.url], export: ["telemetry.#"],
+            nats: ["pingIntervalMillis": 250, "maxPingsOutstanding": 2, "connectTimeoutMillis": 500])
+        #expect(bridge.stderr.contains("event=nats-connected server=\(n1.url)"), "\(bridge.stderr)")
+        let watcher = try await natsClient(n2.url, "watcher")
+        let got = Collector<String>()
+        try await watcher.subscribe("evbus.telemetry.>") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
+        try await watcher.flush()
+        let publisher = try await Peer.connect(to: a.socketPath, name: "robot")
+
+        n1.process.signal(SIGSTOP)
+        #expect(await eventually(30) { bridge.stderr.contains("event=nats-connected server=\(n2.url)") }, "\(bridge.stderr)")
+        #expect(bridge.stderr.contains(
+            "event=nats-disconnected server=\(n1.url) reason=\"stale connection: 2 PINGs unanswered (one every 0.25 seconds)\""),
+            "\(bridge.stderr)")
+        for i in 0..<20 { try await publisher.publish("telemetry.speed", "\(i)") }
+        #expect(await eventually { got.count == 20 }, "\(bridge.stderr.suffix(1500))")
+        #expect(got.items == (0..<20).map(String.init))
+
+        bridge.signal(SIGTERM)
+        #expect(await bridge.waitForExit() == 0)
+        await watcher.close()
+        await publisher.close()
+    }
+
     /// NATS gone: with `outage.mode` "buffer", exports wait (up to `bufferMessages`, the rest
     /// counted dropped) and go out in order once NATS is back; with "drop" they are counted
     /// dropped. The bridge is stopped (SIGSTOP) while NATS restarts, so the test's subscriber is

@@ -6,10 +6,11 @@ import Testing
 /// rules, and waits for its `event=started` line.
 func startBridge(
     _ name: String, socket: String, servers: [String], export: [String] = [], import imports: [String] = [],
-    services: [String: Any]? = nil, jetstream: [[String: String]]? = nil, outage: [String: Any]? = nil
+    services: [String: Any]? = nil, jetstream: [[String: String]]? = nil, outage: [String: Any]? = nil, nats: [String: Any] = [:]
 ) async throws -> RunningProcess {
     let file = TestPaths.dataDirectory("bridge-\(name)") + ".json"
-    var json: [String: Any] = ["name": name, "nats": ["servers": servers], "export": export, "import": imports]
+    let natsObject = nats.merging(["servers": servers]) { _, new in new }
+    var json: [String: Any] = ["name": name, "nats": natsObject, "export": export, "import": imports]
     if let services { json["services"] = services }
     if let jetstream { json["jetstream"] = jetstream }
     if let outage { json["outage"] = outage }

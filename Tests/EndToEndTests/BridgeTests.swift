@@ -187,6 +187,7 @@ import Testing
         #expect(example.outage == .buffer && example.natsServers.count == 2)
         #expect(example.exportServices.map(\.subject) == ["svc.robot-1.status"] && example.importServices.map(\.queue) == ["fleet.planner"])
         #expect(example.durableExports.map(\.stream) == ["TELEMETRY"])
+        #expect(example.natsPingInterval == .seconds(60) && example.natsMaxPingsOutstanding == 3 && example.natsConnectTimeout == .seconds(2))
         let cases: [(String, String)] = [
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a.#.b"]}"#, "export[0]"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a"], "colour": 1}"#, "colour"),
@@ -198,6 +199,10 @@ import Testing
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "services": {"export": [{"queue": "q", "subject": "a.*"}]}}"#, "services.export[0].subject"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "services": {"import": [{"subject": "s"}]}}"#, "services.import[0].queue"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "jetstream": [{"queue": "q", "stream": "A.B", "subject": "s"}]}"#, "jetstream[0].stream"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "pingIntervalMillis": 0}, "export": ["a"]}"#, "nats.pingIntervalMillis"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "maxPingsOutstanding": "2"}, "export": ["a"]}"#, "nats.maxPingsOutstanding"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "connectTimeoutMillis": -5}, "export": ["a"]}"#, "nats.connectTimeoutMillis"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "pingEvery": 5}, "export": ["a"]}"#, "nats.pingEvery"),
         ]
         for (json, key) in cases {
             #expect { _ = try BridgeConfig.parse(Data(json.utf8)) } throws: { ($0 as? BridgeConfigError)?.keyPath == key }

@@ -5,9 +5,12 @@ import Testing
 
 /// The NATS client against real `nats-server` processes.
 @Suite struct NATSClientTests {
-    func client(_ urls: [String], name: String = "test", events: Collector<NATSClient.Event>? = nil) async throws -> NATSClient {
+    func client(
+        _ urls: [String], name: String = "test", events: Collector<NATSClient.Event>? = nil, tune: (inout NATSClient.Options) -> Void = { _ in }
+    ) async throws -> NATSClient {
         var options = NATSClient.Options(servers: urls, name: name)
         if let events { options.onEvent = { events.add($0) } }
+        tune(&options)
         let c = try NATSClient(options)
         try await c.waitUntilConnected()
         return c
@@ -124,9 +127,68 @@ import Testing
         await pub.close()
     }
 
+    /// A server that stops answering (SIGSTOP: its socket stays open, as across a network that
+    /// dropped without a reset) is noticed by the keepalive and left for the next one; while it
+    /// answered, the same keepalive dropped nothing.
+    @Test func aServerThatStopsAnsweringIsDroppedAsStaleAndTheNextTaken() async throws {
+        let a = try await NATSServerProcess(name: "a"), b = try await NATSServerProcess(name: "b")
+        let events = Collector<NATSClient.Event>()
+        let c = try await client([a.url, b.url], name: "keepalive", events: events) {
+            $0.pingInterval = .milliseconds(250)
+            $0.maxPingsOutstanding = 2
+        }
+        #expect(try await c.state().connected == a.url)
+        let got = Collector<String>()
+        try await c.subscribe("x") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
+        try await c.flush()
+        try await Task.sleep(for: .seconds(1))  // four keepalive rounds, each answered
+        try await c.flush()  // a caller's PING is answered in turn among them
+        #expect(!events.items.contains { if case .disconnected = $0 { true } else { false } }, "\(events.items)")
+
+        a.process.signal(SIGSTOP)
+        #expect(await eventually(30) { (try? await c.state().connected) == b.url }, "\(events.items)")
+        let dropped = events.items.compactMap { if case .disconnected(let server, let reason) = $0 { (server, reason) } else { nil } }
+        #expect(dropped.count == 1 && dropped.first?.0 == a.url, "\(dropped)")
+        #expect(dropped.first?.1 == "stale connection: 2 PINGs unanswered (one every 0.25 seconds)", "\(dropped)")
+        let pub = try await client([b.url], name: "pub")
+        try await pub.publish("x", Array("via b".utf8))
+        try await pub.flush()
+        #expect(await eventually { got.items == ["via b"] }, "resubscribed on b: \(got.items)")
+        await c.close()
+        await pub.close()
+    }
+
+    /// A server that accepts the TCP connection but never sends INFO (stopped), and a listener
+    /// whose backlog is full (its SYNs unanswered, like a host gone behind a firewall), are each
+    /// given up at `connectTimeout`, and the client connects to the next server instead of
+    /// waiting for ever (or for the kernel's minutes of SYN retries).
+    @Test func serversThatNeverAnswerAreGivenUpAtTheConnectTimeout() async throws {
+        let stopped = try await NATSServerProcess(name: "stopped"), good = try await NATSServerProcess(name: "good")
+        stopped.process.signal(SIGSTOP)
+        let full = try FullBacklog()
+        let events = Collector<NATSClient.Event>()
+        let c = try await client([stopped.url, "nats://127.0.0.1:\(full.port)", good.url], name: "patient", events: events) {
+            $0.connectTimeout = .milliseconds(300)
+        }
+        #expect(try await c.state().connected == good.url)
+        let failed = events.items.compactMap { if case .connectFailed(let server, let reason) = $0 { "\(server) \(reason)" } else { nil } }
+        #expect(failed == [
+            "\(stopped.url) no INFO from the server within 0.3 seconds",
+            "nats://127.0.0.1:\(full.port) connect to 127.0.0.1:\(full.port): no answer within 0.3 seconds",
+        ], "\(events.items)")
+        try await c.flush()
+        await c.close()
+    }
+
     @Test func badSubjectsAndServersAreRefused() async throws {
         #expect(throws: NATSError.self) { _ = try NATSClient(.init(servers: ["http://x"])) }
         #expect(throws: NATSError.self) { _ = try NATSClient(.init(servers: [])) }
+        var noKeepalive = NATSClient.Options(servers: ["nats://127.0.0.1:4222"])
+        noKeepalive.pingInterval = .zero
+        #expect { _ = try NATSClient(noKeepalive) } throws: { ($0 as? NATSError)?.code == .invalidArgument }
+        var noPings = NATSClient.Options(servers: ["nats://127.0.0.1:4222"])
+        noPings.maxPingsOutstanding = 0
+        #expect { _ = try NATSClient(noPings) } throws: { ($0 as? NATSError)?.code == .invalidArgument }
         let server = try await NATSServerProcess()
         let c = try await client([server.url])
         for bad in ["", "a..b", "a b", "a.>.b", "a.*"] {
@@ -134,5 +196,37 @@ import Testing
         }
         await #expect(throws: NATSError.self) { try await c.subscribe("a.>.b") { _ in } }
         await c.close()
+    }
+}
+
+/// A TCP listener on loopback with a backlog of 0 that never accepts, holding one connection
+/// in its queue: the kernel drops every further SYN, so a connect to it gets no answer.
+final class FullBacklog {
+    let port: UInt16
+    private let listener: Int32
+    private let queued: Int32
+
+    init() throws {
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.listener = listener
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) + listen(listener, 0) + getsockname(listener, $0, &length) }
+        }
+        port = UInt16(bigEndian: addr.sin_port)
+        let queued = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        self.queued = queued
+        let connected = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(queued, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard bound == 0, connected == 0 else { throw TestSupportError("cannot set up a full backlog: errno \(errno)") }
+    }
+
+    deinit {
+        close(queued)
+        close(listener)
     }
 }

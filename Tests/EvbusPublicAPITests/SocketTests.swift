@@ -121,6 +121,33 @@ final class Silent: DatagramProtocol {
         }
     }
 
+    @Test func aConnectNobodyAnswersFailsAtItsTimeout() async throws {
+        let probe = try Controller(name: "probe")
+        defer { probe.shutdown() }
+        // A listener with a backlog of 0 that never accepts: the kernel queues one connection,
+        // then drops further SYNs, so the next connect gets no answer (as from a host that is
+        // down or firewalled) and the kernel alone would retry it for minutes.
+        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(silent) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) + listen(silent, 0) + getsockname(silent, $0, &length) }
+        }
+        #expect(bound == 0)
+        let port = UInt16(bigEndian: addr.sin_port)
+        try await probe.connect(to: .tcp("127.0.0.1", port), timeout: .seconds(30)) { Sayer("", Log()) }.value
+        do {
+            try await probe.connect(to: .tcp("127.0.0.1", port), timeout: .milliseconds(200)) { Sayer("", Log()) }.value
+            Issue.record("a connect to a full backlog was answered")
+        } catch let error as ControllerError {
+            #expect(error.code == .timedOut)
+            #expect(error.message == "connect to 127.0.0.1:\(port): no answer within 0.2 seconds")
+        }
+    }
+
     @Test func badAddressesAreRefusedByName() throws {
         let c = try Controller(name: "bad")
         defer { c.shutdown() }

@@ -46,9 +46,13 @@ extension Controller {
 
     /// Connects to a stream server; `make` gives the protocol for the connection, which hears
     /// `connectionMade` once it is up. The Pending resolves then, or fails with `socketFailed`
-    /// (refused, unreachable) or `badAddress`.
+    /// (refused, unreachable), `badAddress`, or `timedOut` when a `timeout` is given and nothing
+    /// answered within it (without one, a host that drops the connect is waited for as long as
+    /// the kernel retries: minutes).
     @discardableResult
-    public func connect(to address: SocketAddress, _ make: @escaping @Sendable () -> any StreamProtocol) -> Pending<Void> {
+    public func connect(
+        to address: SocketAddress, timeout: Duration? = nil, _ make: @escaping @Sendable () -> any StreamProtocol
+    ) -> Pending<Void> {
         let done = Pending<Void>(loop: loop)
         let fd: Int32
         do { fd = try SocketCalls.open(address, type: SocketCalls.stream) } catch {
@@ -60,7 +64,7 @@ extension Controller {
                 Glibc.close(fd)
                 return done.resolve(.failure(shutDownError))
             }
-            StreamConnector(fd: fd, address: address, controller: self, user: make(), done: done).start()
+            StreamConnector(fd: fd, address: address, controller: self, user: make(), done: done, timeout: timeout).start()
         }
         if loop.inEventLoop { start() } else if (try? loop.execute(start)) == nil {
             Glibc.close(fd)

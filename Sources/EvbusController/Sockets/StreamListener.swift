@@ -45,21 +45,26 @@ final class StreamListener: Selectable {
 }
 
 /// A connection being set up: waits for the socket to become writable (a TCP connect in
-/// progress), then hands it to the protocol, or fails the caller's Pending. Loop-bound.
+/// progress), then hands it to the protocol, or fails the caller's Pending: at once when the
+/// kernel refuses, or at `timeout` when nothing answers (a host that drops SYNs, a listener
+/// whose backlog is full: the kernel alone would retry for minutes). Loop-bound.
 final class StreamConnector: Selectable {
     private let fd: Int32
     private let address: SocketAddress
     private let controller: Controller
     private let user: any StreamProtocol
     private let done: Pending<Void>
+    private let timeout: Duration?
     private var registration: EventLoop.Registration?
+    private var timer: TimerID?
 
-    init(fd: Int32, address: SocketAddress, controller: Controller, user: any StreamProtocol, done: Pending<Void>) {
+    init(fd: Int32, address: SocketAddress, controller: Controller, user: any StreamProtocol, done: Pending<Void>, timeout: Duration?) {
         self.fd = fd
         self.address = address
         self.controller = controller
         self.user = user
         self.done = done
+        self.timeout = timeout
     }
 
     /// Starts the connect; finishes at once when the kernel does.
@@ -76,13 +81,24 @@ final class StreamConnector: Selectable {
         do {
             registration = try controller.loop.register(fd, events: CEvbus_EPOLLOUT, handler: self)
         } catch {
-            fail(ControllerError(.socketFailed, error.description))
+            return fail(ControllerError(.socketFailed, error.description))
+        }
+        guard let timeout else { return }
+        timer = controller.loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [self] in
+            timer = nil
+            guard let registration else { return }
+            controller.loop.deregister(fd, registration)
+            self.registration = nil
+            fail(ControllerError(.timedOut, "connect to \(address): no answer within \(timeout)"))
         }
     }
 
     func ready(_ events: UInt32) {
-        if let registration { controller.loop.deregister(fd, registration) }
-        registration = nil
+        guard let registration else { return }
+        controller.loop.deregister(fd, registration)
+        self.registration = nil
+        if let timer { controller.loop.cancelTimer(timer) }
+        timer = nil
         var code: Int32 = 0
         var length = socklen_t(MemoryLayout<Int32>.size)
         getsockopt(fd, SOL_SOCKET, SO_ERROR, &code, &length)
