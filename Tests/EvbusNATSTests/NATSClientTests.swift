@@ -94,6 +94,9 @@ import Testing
         await #expect(throws: NATSError.self) { try await sub.publish("a.b", []) }  // not connected: refused, not queued
         let again = try await NATSServerProcess(port: server.port)
         try await sub.waitUntilConnected()
+        // Connected means the SUB is written, not that the server has taken it: the PONG says
+        // so. (The publisher's connection is another; the server orders nothing across the two.)
+        try await sub.flush()
         let pub = try await client([again.url], name: "pub")
         try await pub.publish("a.b", Array("after".utf8))
         try await pub.flush()
@@ -107,9 +110,10 @@ import Testing
         let a = try await NATSServerProcess(cluster: true, name: "a")
         let b = try await NATSServerProcess(routes: [a.clusterPort], name: "b")
         // A client whose CONNECT the server handles while a route forms can miss the INFO update
-        // that announces the new node (the server's race, not the client's): connect once the
-        // cluster has formed, so the first INFO names b.
-        #expect(await eventually { a.process.stderr.contains("Route connection created") && b.process.stderr.contains("Route connection created") })
+        // that announces the new node (the server's race, not the client's; the log's "Route
+        // connection created" comes before the server updates its client URLs): connect once a
+        // fresh connection's INFO already names b.
+        #expect(await eventually(30) { firstINFO(port: a.port)?.contains("127.0.0.1:\(b.port)") == true })
         let events = Collector<NATSClient.Event>()
         let c = try await client([a.url], name: "failover", events: events)  // told about a only
         let learned = await eventually { (try? await c.state().known.contains("nats://127.0.0.1:\(b.port)")) == true }
@@ -119,6 +123,7 @@ import Testing
         try await c.subscribe("x") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
         await a.kill()
         #expect(await eventually { (try? await c.state().connected) == "nats://127.0.0.1:\(b.port)" })
+        try await c.flush()  // b has taken the SUB made again (see the restart test)
         let pub = try await client([b.url], name: "pub")
         try await pub.publish("x", Array("via b".utf8))
         try await pub.flush()
@@ -145,11 +150,12 @@ import Testing
         try await c.flush()  // a caller's PING is answered in turn among them
         #expect(!events.items.contains { if case .disconnected = $0 { true } else { false } }, "\(events.items)")
 
-        a.process.signal(SIGSTOP)
+        #expect(await a.process.stopAndWaitUntilStopped())
         #expect(await eventually(30) { (try? await c.state().connected) == b.url }, "\(events.items)")
         let dropped = events.items.compactMap { if case .disconnected(let server, let reason) = $0 { (server, reason) } else { nil } }
         #expect(dropped.count == 1 && dropped.first?.0 == a.url, "\(dropped)")
         #expect(dropped.first?.1 == "stale connection: 2 PINGs unanswered (one every 0.25 seconds)", "\(dropped)")
+        try await c.flush()  // b has taken the SUB made again (see the restart test)
         let pub = try await client([b.url], name: "pub")
         try await pub.publish("x", Array("via b".utf8))
         try await pub.flush()
@@ -164,17 +170,17 @@ import Testing
     /// waiting for ever (or for the kernel's minutes of SYN retries).
     @Test func serversThatNeverAnswerAreGivenUpAtTheConnectTimeout() async throws {
         let stopped = try await NATSServerProcess(name: "stopped"), good = try await NATSServerProcess(name: "good")
-        stopped.process.signal(SIGSTOP)
+        #expect(await stopped.process.stopAndWaitUntilStopped())  // stopped before any INFO could go out
         let full = try FullBacklog()
         let events = Collector<NATSClient.Event>()
         let c = try await client([stopped.url, "nats://127.0.0.1:\(full.port)", good.url], name: "patient", events: events) {
-            $0.connectTimeout = .milliseconds(300)
+            $0.connectTimeout = .seconds(1)
         }
         #expect(try await c.state().connected == good.url)
         let failed = events.items.compactMap { if case .connectFailed(let server, let reason) = $0 { "\(server) \(reason)" } else { nil } }
         #expect(failed == [
-            "\(stopped.url) no INFO from the server within 0.3 seconds",
-            "nats://127.0.0.1:\(full.port) connect to 127.0.0.1:\(full.port): no answer within 0.3 seconds",
+            "\(stopped.url) no INFO from the server within 1.0 seconds",
+            "nats://127.0.0.1:\(full.port) connect to 127.0.0.1:\(full.port): no answer within 1.0 seconds",
         ], "\(events.items)")
         try await c.flush()
         await c.close()
@@ -229,4 +235,28 @@ final class FullBacklog {
         close(queued)
         close(listener)
     }
+}
+
+/// The INFO line a server sends a new connection first (nil if it sends none within a second).
+func firstINFO(port: UInt16) -> String? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = port.bigEndian
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    var wait = timeval(tv_sec: 1, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
+    let connected = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return nil }
+    var line: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while !line.contains(0x0A) {
+        let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { return nil }
+        line += buffer[..<n]
+    }
+    return String(decoding: line, as: UTF8.self)
 }
