@@ -57,7 +57,7 @@ import Testing
         bytes.withUnsafeBytes { raw in
             var offset = LogFormat.header.count
             while let (body, end) = LogFormat.record(in: raw, at: offset) {
-                if case .message(_, _, _, _, _, _, let tail)? = StoreRecord.decode(body) {
+                if case .message(_, _, _, _, _, _, _, let tail)? = StoreRecord.decode(body) {
                     let payload = tail.withUnsafeBytes { String(decoding: (try! MessageTailView(tail: $0)).payload, as: UTF8.self) }
                     out.append((offset, end, payload))
                 }

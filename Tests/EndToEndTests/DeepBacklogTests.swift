@@ -1,3 +1,4 @@
+import Evbus
 import EvbusTestSupport
 import EvbusWire
 import Foundation
@@ -169,6 +170,53 @@ import Testing
         #expect(try Self.queueFigures(after).ready == 208)
         #expect(try Self.consume(after, count: 208).map(\.number) == Array(1...210).filter { $0 != 150 && $0 != 205 })
         #expect(await again.stop() == 0)
+    }
+
+    /// A request that waited on disk is still a request when read back (PROTOCOL.md §5.13): the
+    /// one whose caller left meanwhile is taken out undelivered, like one kept in memory, and the
+    /// others are answered.
+    @Test func aRequestReadBackFromDiskIsStillARequest() async throws {
+        let scratch = Scratch("paged-requests")
+        let broker = try await Self.broker(scratch.socket, scratch.dataDir, budget: 4096)
+        let probe = try await Peer.connect(to: scratch.socket, name: "probe")
+        _ = try await probe.declareQueue(Self.queue, QueueOptions(durable: true))
+        func stat(_ name: String) async throws -> UInt64 { try await probe.brokerStats().first { $0.name == name }?.value ?? 0 }
+        /// 5 KiB each: more than the queue's whole budget.
+        func job(_ name: String) -> [UInt8] { Array(name.utf8) + [UInt8](repeating: 0x2E, count: 5120) }
+        // A backlog while nobody consumes: the queue pages, and goes on paging what follows
+        // until a consumer has caught up with its region.
+        for i in 0..<20 { try await probe.publish(to: "", key: Self.queue, job("filler\(i)"), confirm: true, persistent: true) }
+        // A responder held by the first filler: a request has someone to answer it (a request to
+        // a queue nobody consumes is refused at once), and the backlog stays on disk.
+        let ran = Collector<String>()
+        let gate = AsyncGate()
+        let responder = try await Peer.connect(to: scratch.socket, name: "responder")
+        _ = try await responder.respond(on: Self.queue, prefetch: 1, concurrency: 1) { (r: Request) async throws -> [UInt8] in
+            let name = String(decoding: r.payload.prefix { $0 != 0x2E }, as: UTF8.self)
+            ran.add(name)
+            if name == "filler0" { await gate.wait() }
+            return Array("done \(name)".utf8)
+        }
+        #expect(await eventually { ran.items == ["filler0"] })
+        let staying = try await Peer.connect(to: scratch.socket, name: "staying")
+        let leaving = try await Peer.connect(to: scratch.socket, name: "leaving")
+        let pagedBefore = try await stat("store_paged_out")
+        let first = Task { try await staying.request(to: .queue(Self.queue), job("first"), timeout: .seconds(120)).text }
+        #expect(try await eventually { try await stat("store_paged_out") == pagedBefore + 1 })
+        let abandoned = Task { try await leaving.request(to: .queue(Self.queue), job("abandoned"), timeout: .seconds(120)) }
+        #expect(try await eventually { try await stat("store_paged_out") == pagedBefore + 2 })
+        let last = Task { try await staying.request(to: .queue(Self.queue), job("last"), timeout: .seconds(120)).text }
+        #expect(try await eventually { try await stat("store_paged_out") == pagedBefore + 3 })
+        await leaving.close()
+        await #expect(throws: EvbusError.self) { _ = try await abandoned.value }
+
+        gate.open()
+        #expect(try await first.value == "done first")
+        #expect(try await last.value == "done last")
+        #expect(ran.items == (0..<20).map { "filler\($0)" } + ["first", "last"], "a request for nobody was run: \(ran.items.suffix(3))")
+        #expect(try await stat("requests_caller_gone") == 1)
+        for p in [responder, staying, probe] { await p.close() }
+        #expect(await broker.stop() == 0)
     }
 
     @Test func purgingOrDeletingAPagedQueueRemovesWhatIsOnDiskToo() async throws {

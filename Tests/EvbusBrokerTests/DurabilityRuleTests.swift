@@ -66,7 +66,7 @@ import Testing
         let (b, p) = try persistingBroker()
         put(b, p, 1)
         #expect(confirms(try frames(b, p)).isEmpty, "confirmed before it reached the disk")
-        #expect(records(b).contains { if case .message(_, _, false, false, false, 0, _) = $0 { true } else { false } })
+        #expect(records(b).contains { if case .message(_, _, false, false, false, false, 0, _) = $0 { true } else { false } })
         b.storageDone()
         #expect(confirms(try frames(b, p)).map(\.0) == [1])
         // A transient message into the same durable queue is not written and confirmed at once.

@@ -72,6 +72,30 @@ import Testing
         #expect(late.messages.map(\.id) == [92, 94, 96, 98, 100])
     }
 
+    /// A message published as a request says so in its record (flag 0x08): read back by the
+    /// reader and decoded by recovery alike, beside the other flags.
+    @Test func theRequestFlagIsRecordedAndReadBack() throws {
+        let dir = Self.freshDirectory("request-flag")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let log = try SegmentLog(directory: dir, segmentBytes: 4096) { _, _ in }
+        var w = RecordWriter()
+        for (id, request) in [(UInt64(1), true), (2, false), (3, true)] {
+            _ = Self.tail("m\(id)").withUnsafeBytes {
+                w.appendMessage(queue: 1, id: id, delivered: id == 3, transient: id == 1, request: request, expiresAtMillis: 0, tail: $0)
+            }
+        }
+        var bytes = w.take()
+        // The first record's body (after its length and checksum), as recovery decodes it.
+        let length = bytes.withUnsafeBytes { Int($0.loadUnaligned(as: UInt32.self)) }
+        let decoded = Array(bytes[8..<(8 + length)]).withUnsafeBytes { StoreRecord.decode($0) }
+        guard case .message(1, 1, false, false, true, true, 0, _)? = decoded else { return #expect(Bool(false), "\(String(describing: decoded))") }
+        try log.writeBatch(&bytes)
+        try log.sync()
+        let r = LogReader.read(request(queue: 1, cursor: 1, from: LogPosition(segment: log.segments[0], offset: 0), maxBytes: 1 << 20), from: log.readableSegments())
+        #expect(r.messages.map(\.isRequest) == [true, false, true])
+        #expect(r.messages.map(\.delivered) == [false, false, true] && r.messages.map(\.transient) == [true, false, false])
+    }
+
     @Test func readsOnlyWhatIsSyncedAndSkipsCompactionCopiesAndDamage() throws {
         let dir = Self.freshDirectory("reader-limits")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -155,16 +179,20 @@ import Testing
         return out
     }
 
-    /// Every message record handed to the storage thread so far: (queue, id, transient, tail).
-    func messageRecords(_ b: MemoryBroker, skipping failed: Set<UInt64> = []) -> [(queue: UInt32, id: UInt64, transient: Bool, tail: [UInt8])] {
-        var out: [(UInt32, UInt64, Bool, [UInt8])] = []
+    /// Every message record handed to the storage thread so far: (queue, id, transient, request, tail).
+    func messageRecords(
+        _ b: MemoryBroker, skipping failed: Set<UInt64> = []
+    ) -> [(queue: UInt32, id: UInt64, transient: Bool, request: Bool, tail: [UInt8])] {
+        var out: [(UInt32, UInt64, Bool, Bool, [UInt8])] = []
         for batch in b.persisted where !failed.contains(batch.number) {
             batch.bytes.withUnsafeBytes { raw in
                 var offset = 0
                 while offset < raw.count {
                     let length = Int(raw.loadUnaligned(fromByteOffset: offset, as: UInt32.self))
                     let body = UnsafeRawBufferPointer(rebasing: raw[(offset + 8)..<(offset + 8 + length)])
-                    if case .message(let q, let id, _, false, let transient, _, let tail)? = StoreRecord.decode(body) { out.append((q, id, transient, tail)) }
+                    if case .message(let q, let id, _, false, let transient, let request, _, let tail)? = StoreRecord.decode(body) {
+                        out.append((q, id, transient, request, tail))
+                    }
                     offset += 8 + length
                 }
             }
@@ -178,7 +206,7 @@ import Testing
             var result = PageResult(request: request, next: LogPosition(segment: 1, offset: 0))
             var bytes = 0
             for r in messageRecords(b, skipping: failed) where r.queue == request.queueID && r.id >= request.cursor && r.id < request.stopBefore && bytes < request.maxBytes {
-                result.messages.append(PagedMessage(id: r.id, delivered: false, transient: r.transient, expiresAtMillis: 0, tail: r.tail))
+                result.messages.append(PagedMessage(id: r.id, delivered: false, transient: r.transient, isRequest: r.request, expiresAtMillis: 0, tail: r.tail))
                 bytes += r.tail.count
             }
             b.pageIn(result)

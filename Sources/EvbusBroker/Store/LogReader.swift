@@ -121,6 +121,7 @@ public struct PagedMessage: Sendable {
     public var id: UInt64
     public var delivered: Bool
     public var transient: Bool
+    public var isRequest: Bool
     public var expiresAtMillis: UInt64
     public var tail: [UInt8]
 }
@@ -180,7 +181,7 @@ enum LogReader {
         if let bits = request.bits, !bits.isLive(id) { return nil }
         return PagedMessage(
             id: id, delivered: flags & StoreRecord.MessageFlag.delivered != 0 || request.bits?.wasDelivered(id) == true,
-            transient: flags & StoreRecord.MessageFlag.transient != 0,
+            transient: flags & StoreRecord.MessageFlag.transient != 0, isRequest: flags & StoreRecord.MessageFlag.request != 0,
             expiresAtMillis: UInt64(littleEndian: body.loadUnaligned(fromByteOffset: 14, as: UInt64.self)),
             tail: Array(body[22...]))
     }

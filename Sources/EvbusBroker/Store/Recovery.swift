@@ -23,6 +23,8 @@ public struct RecoveredStore {
         public var segment: UInt64
         /// Rewritten by compaction into `segment` (its id says nothing of where it is).
         public var moved: Bool
+        /// Published as a request (`StoredMessage.isRequest`).
+        public var isRequest = false
     }
 
     /// A durable queue's messages left on disk (docs/DURABILITY.md §4): read back as consumers
@@ -121,14 +123,15 @@ private struct Replay {
             bindings.insert(.init(queue: queue, exchange: exchange, key: key))
         case .unbound(let queue, let exchange, let key):
             bindings.remove(.init(queue: queue, exchange: exchange, key: key))
-        case .message(let queue, let id, let delivered, let isMoved, let transient, let expires, let tail):
+        case .message(let queue, let id, let delivered, let isMoved, let transient, let request, let expires, let tail):
             maxMessageID = max(maxMessageID, id)
             guard !transient else { return }  // kept its place in a region only while the broker ran
             if isMoved {
                 let wasDelivered = delivered || bits.isDelivered(id) || moved[id]?.delivered == true
                 bits.setLive(id, false)
                 moved[id] = .init(
-                    queue: queue, id: id, delivered: wasDelivered, expiresAtMillis: expires, tail: tail, segment: segment, moved: true)
+                    queue: queue, id: id, delivered: wasDelivered, expiresAtMillis: expires, tail: tail, segment: segment, moved: true,
+                    isRequest: request)
             } else {
                 bits.setLive(id, true)
                 if delivered { bits.setDelivered(id, true) }
@@ -200,7 +203,8 @@ private struct Replay {
                     r.messages.append(.init(
                         queue: queue, id: id, delivered: bits.isDelivered(id),
                         expiresAtMillis: UInt64(littleEndian: body.loadUnaligned(fromByteOffset: 14, as: UInt64.self)),
-                        tail: Array(body[22...]), segment: segment.number, moved: false))
+                        tail: Array(body[22...]), segment: segment.number, moved: false,
+                        isRequest: flags & StoreRecord.MessageFlag.request != 0))
                     live[segment.number, default: 0] += 1
                 }
                 return true

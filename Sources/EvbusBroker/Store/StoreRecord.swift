@@ -22,10 +22,11 @@ enum StoreRecord: Equatable {
     /// exchange, routing key, properties, payload: `MessageTailView`'s layout).
     /// `moved`: a copy written by compaction (an earlier record of the same id is superseded).
     /// `transient`: a transient message written only to keep its place behind paged-out ones
-    /// (docs/DURABILITY.md §4); recovery drops it.
+    /// (docs/DURABILITY.md §4); recovery drops it. `request`: published as a request (read back,
+    /// it is watched and dropped with its caller gone, as one that stayed in memory).
     case message(
-        queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, transient: Bool = false, expiresAtMillis: UInt64,
-        tail: [UInt8])
+        queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, transient: Bool = false, request: Bool = false,
+        expiresAtMillis: UInt64, tail: [UInt8])
     /// These messages were handed to a consumer (a restart delivers them flagged redelivered).
     case delivered(queue: UInt32, ids: [UInt64])
     /// These messages left the queue for good (acknowledged, dead-lettered, expired, dropped, purged).
@@ -39,6 +40,7 @@ enum StoreRecord: Equatable {
         static let delivered: UInt8 = 0x01
         static let moved: UInt8 = 0x02
         static let transient: UInt8 = 0x04
+        static let request: UInt8 = 0x08
     }
 
     enum Kind: UInt8 {
@@ -82,7 +84,8 @@ enum StoreRecord: Equatable {
                 let tail = Array(try r.fixed(r.remaining))
                 record = .message(
                     queue: queue, id: id, delivered: flags & MessageFlag.delivered != 0, moved: flags & MessageFlag.moved != 0,
-                    transient: flags & MessageFlag.transient != 0, expiresAtMillis: expires, tail: tail)
+                    transient: flags & MessageFlag.transient != 0, request: flags & MessageFlag.request != 0, expiresAtMillis: expires,
+                    tail: tail)
             case .delivered, .settled:
                 let queue = try r.u32("queue")
                 let count = Int(try r.u16("count"))
@@ -144,10 +147,11 @@ struct RecordWriter {
 
     mutating func append(_ record: StoreRecord) {
         switch record {
-        case .message(let queue, let id, let delivered, let moved, let transient, let expires, let tail):
+        case .message(let queue, let id, let delivered, let moved, let transient, let request, let expires, let tail):
             _ = tail.withUnsafeBytes {
                 appendMessage(
-                    queue: queue, id: id, delivered: delivered, moved: moved, transient: transient, expiresAtMillis: expires, tail: $0)
+                    queue: queue, id: id, delivered: delivered, moved: moved, transient: transient, request: request,
+                    expiresAtMillis: expires, tail: $0)
             }
             return
         case .delivered(let queue, let ids):
@@ -207,8 +211,8 @@ struct RecordWriter {
     /// A message record, written in place. Returns the bytes it took.
     @discardableResult
     mutating func appendMessage(
-        queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, transient: Bool = false, expiresAtMillis: UInt64,
-        tail: UnsafeRawBufferPointer
+        queue: UInt32, id: UInt64, delivered: Bool, moved: Bool = false, transient: Bool = false, request: Bool = false,
+        expiresAtMillis: UInt64, tail: UnsafeRawBufferPointer
     ) -> Int {
         let start = beginRecord()
         bytes.append(StoreRecord.Kind.message.rawValue)
@@ -216,7 +220,7 @@ struct RecordWriter {
         u64(id)
         bytes.append(
             (delivered ? StoreRecord.MessageFlag.delivered : 0) | (moved ? StoreRecord.MessageFlag.moved : 0)
-                | (transient ? StoreRecord.MessageFlag.transient : 0))
+                | (transient ? StoreRecord.MessageFlag.transient : 0) | (request ? StoreRecord.MessageFlag.request : 0))
         u64(expiresAtMillis)
         bytes.append(contentsOf: tail)
         finishRecord(start)

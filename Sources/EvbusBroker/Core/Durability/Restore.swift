@@ -51,6 +51,7 @@ extension BrokerCore {
             var m = StoredMessage(tail: rm.tail, payloadCount: payloadCount, expiresAt: expiresAt)
             m.storeID = rm.id
             m.redelivered = rm.delivered
+            m.isRequest = rm.isRequest
             if rm.moved { store!.moved[rm.id] = rm.segment }
             q.restore(m)
             q.diskBytes &+= UInt64(rm.tail.count + RecordWriter.messageOverhead)

@@ -36,8 +36,8 @@ extension BrokerCore {
                 // A transient message read back from a region stays transient in its copy.
                 let transient = (try? MessageTailView(tail: tail)).map { !MessageProperties.isPersistent(block: $0.properties) } ?? false
                 return self.store!.writer.appendMessage(
-                    queue: q.durableID, id: m.storeID, delivered: delivered, moved: true, transient: transient, expiresAtMillis: expires,
-                    tail: tail)
+                    queue: q.durableID, id: m.storeID, delivered: delivered, moved: true, transient: transient, request: m.isRequest,
+                    expiresAtMillis: expires, tail: tail)
             }
             self.store!.openMessageBytes += bytes
             self.store!.pendingMoves.insert(m.storeID)

@@ -24,8 +24,8 @@ extension BrokerCore {
         let id = store!.takeMessageID()
         let bytes = m.tail.withUnsafeBytes { tail in
             store!.writer.appendMessage(
-                queue: queue.durableID, id: id, delivered: false, transient: transient, expiresAtMillis: wallMillis(at: m.expiresAt),
-                tail: tail)
+                queue: queue.durableID, id: id, delivered: false, transient: transient, request: m.isRequest,
+                expiresAtMillis: wallMillis(at: m.expiresAt), tail: tail)
         }
         store!.forget(id)
         queue.diskBytes &+= UInt64(bytes)
@@ -107,6 +107,7 @@ extension BrokerCore {
             var m = StoredMessage(tail: pm.tail, payloadCount: payloadCount, expiresAt: clockTime(ofWallMillis: pm.expiresAtMillis, now: nowWall))
             m.storeID = pm.id
             m.redelivered = pm.delivered
+            m.isRequest = pm.isRequest
             queue.restore(m)
             store!.remember(pm.id)
             region.count -= 1

@@ -74,7 +74,8 @@ extension BrokerCore {
         let id = store!.takeMessageID()
         let bytes = m.tail.withUnsafeBytes { tail in
             store!.writer.appendMessage(
-                queue: q.durableID, id: id, delivered: m.redelivered, expiresAtMillis: wallMillis(at: m.expiresAt), tail: tail)
+                queue: q.durableID, id: id, delivered: m.redelivered, request: m.isRequest, expiresAtMillis: wallMillis(at: m.expiresAt),
+                tail: tail)
         }
         q.diskBytes &+= UInt64(bytes)
         store!.openMessageBytes &+= bytes
