@@ -154,6 +154,28 @@ import Testing
         await broker.stop()
     }
 
+    /// `respond --count` stops at Ctrl-C too, short of its count (it used to ignore the signal
+    /// until the count was reached), and its last answer gets out before it exits.
+    @Test func respondWithACountStopsAtItsCountOrAtCtrlC() async throws {
+        let broker = try await BrokerProcess()
+        let socket = broker.socketPath
+        let patient = try RunningProcess.evbus(["respond", "echo", "--exec", "cat", "--count", "3", "--socket", socket])
+        #expect(try await waitForConsumers(1, on: "echo", at: socket))
+        let one = try await RunningProcess.runEvbus(["rpc", "echo", "one", "--socket", socket])
+        #expect(one.status == 0 && one.stdout == "one\n", "\(one.stderr)")
+        patient.signal(SIGINT)
+        #expect(await patient.waitForExit(seconds: 20) == 0, "\(patient.stderr)")
+
+        let counted = try RunningProcess.evbus(["respond", "echo", "--exec", "cat", "--count", "2", "--socket", socket])
+        #expect(try await waitForConsumers(1, on: "echo", at: socket))
+        for word in ["two", "three"] {
+            let r = try await RunningProcess.runEvbus(["rpc", "echo", word, "--socket", socket])
+            #expect(r.status == 0 && r.stdout == word + "\n", "\(r.stderr)")
+        }
+        #expect(await counted.waitForExit(seconds: 20) == 0, "\(counted.stderr)")
+        await broker.stop()
+    }
+
     @Test func scatterGatherAcrossThreeResponderProcesses() async throws {
         let broker = try await BrokerProcess()
         let socket = broker.socketPath

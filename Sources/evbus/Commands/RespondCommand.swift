@@ -50,9 +50,14 @@ struct RespondCommand: EvbusCommand {
             trigger.fire("connection lost")
         }
         let command = self.command
+        let count = self.count
+        let answered = Atomic<Int>(0)
         let responder: Responder
         do {
             responder = try await peer.respond(on: queue, prefetch: prefetch) { (request: Request) -> [UInt8] in
+                defer {
+                    if answered.add(1, ordering: .relaxed).newValue == count { trigger.fire("answered \(count!)") }
+                }
                 let result = await Shell.run(command, input: request.payload)
                 guard result.status == 0 else {
                     let stderr = String(decoding: result.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -65,10 +70,10 @@ struct RespondCommand: EvbusCommand {
             throw error
         }
         Terminal.err("evbus respond: answering requests on \(queue) with: \(command)\n")
-        if let count {
-            while responder.handled < count && lost.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(5)) }
-        } else {
-            _ = await stop.wait()
+        // Until Ctrl-C, a lost connection, or the count-th handler returns; then its reply, sent
+        // just after, is let out before the peer closes (a handler or two's tail, not a poll).
+        if await stop.wait().hasPrefix("answered"), let count {
+            while responder.handled < count && lost.withLock({ $0 }) == nil { try await Task.sleep(for: .milliseconds(1)) }
         }
         try? await responder.cancel()
         await peer.close()
