@@ -77,6 +77,7 @@ public final class Bridge: Sendable {
         options.connectTimeout = config.natsConnectTimeout
         options.pingInterval = config.natsPingInterval
         options.maxPingsOutstanding = config.natsMaxPingsOutstanding
+        (options.user, options.password, options.token) = (config.natsUser, config.natsPassword, config.natsToken)
         options.onEvent = { [self] event in
             switch event {
             case .connected(let server):
@@ -85,6 +86,8 @@ public final class Bridge: Sendable {
             case .disconnected(let server, let reason):
                 counts.withLock { $0.natsReconnects += 1 }
                 log("event=nats-disconnected server=\(Logger.quoted(server)) reason=\(Logger.quoted("\(reason)"))")
+            case .serverError(let server, let message):
+                log("event=nats-error server=\(Logger.quoted(server)) message=\(Logger.quoted(message))")
             case .connectFailed(let server, let reason):
                 log("event=nats-connect-failed server=\(Logger.quoted(server)) reason=\(Logger.quoted(reason))")
             case .discovered(let servers):

@@ -22,6 +22,10 @@ public struct BridgeConfig: Sendable, Equatable {
     public var natsConnectTimeout: Duration = .seconds(2)
     public var natsPingInterval: Duration = .seconds(120)
     public var natsMaxPingsOutstanding = 2
+    /// Credentials for a NATS server that requires them: a user and password, or a token.
+    public var natsUser: String?
+    public var natsPassword: String?
+    public var natsToken: String?
     public var mapping: TopicMapping
     /// Local topic patterns published to NATS, and their subject patterns.
     public var exports: [(topic: String, subject: String)]
@@ -64,7 +68,7 @@ public struct BridgeConfig: Sendable, Equatable {
         }
         let socket = try optionalString(root, "socket")
         guard let nats = root["nats"] as? [String: Any] else { throw BridgeConfigError("nats", "required: an object with \"servers\"") }
-        try known(nats, ["servers", "connectTimeoutMillis", "pingIntervalMillis", "maxPingsOutstanding"], at: "nats.")
+        try known(nats, ["servers", "connectTimeoutMillis", "pingIntervalMillis", "maxPingsOutstanding", "user", "password", "token"], at: "nats.")
         guard let servers = nats["servers"] as? [String], !servers.isEmpty else {
             throw BridgeConfigError("nats.servers", "required: a non-empty list of \"nats://host:port\"")
         }
@@ -74,6 +78,11 @@ public struct BridgeConfig: Sendable, Equatable {
         let connectTimeout = try optionalInt(nats, "connectTimeoutMillis", at: "nats.", in: 1...3_600_000).map(Duration.milliseconds)
         let pingInterval = try optionalInt(nats, "pingIntervalMillis", at: "nats.", in: 1...3_600_000).map(Duration.milliseconds)
         let maxPings = try optionalInt(nats, "maxPingsOutstanding", at: "nats.", in: 1...1000)
+        let user = try optionalString(nats, "user", at: "nats.")
+        let password = try optionalString(nats, "password", at: "nats.")
+        let token = try optionalString(nats, "token", at: "nats.")
+        if password != nil && user == nil { throw BridgeConfigError("nats.password", "given without nats.user") }
+        if token != nil && user != nil { throw BridgeConfigError("nats.token", "a token or a user and password, not both") }
         let mapping = try TopicMapping(prefix: try optionalString(root, "prefix") ?? "evbus")
         func patterns(_ key: String) throws(BridgeConfigError) -> [(String, String)] {
             guard let value = root[key] else { return [] }
@@ -155,6 +164,7 @@ public struct BridgeConfig: Sendable, Equatable {
         if let connectTimeout { config.natsConnectTimeout = connectTimeout }
         if let pingInterval { config.natsPingInterval = pingInterval }
         if let maxPings { config.natsMaxPingsOutstanding = maxPings }
+        (config.natsUser, config.natsPassword, config.natsToken) = (user, password, token)
         return config
     }
 
@@ -172,9 +182,9 @@ public struct BridgeConfig: Sendable, Equatable {
         return n
     }
 
-    private static func optionalString(_ object: [String: Any], _ key: String) throws(BridgeConfigError) -> String? {
+    private static func optionalString(_ object: [String: Any], _ key: String, at path: String = "") throws(BridgeConfigError) -> String? {
         guard let value = object[key] else { return nil }
-        guard let s = value as? String, !s.isEmpty else { throw BridgeConfigError(key, "a non-empty string") }
+        guard let s = value as? String, !s.isEmpty else { throw BridgeConfigError(path + key, "a non-empty string") }
         return s
     }
 }

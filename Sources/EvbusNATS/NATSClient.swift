@@ -23,6 +23,11 @@ public final class NATSClient: Sendable {
         /// client reconnects like after any loss. The defaults are NATS's own clients'.
         public var pingInterval: Duration = .seconds(120)
         public var maxPingsOutstanding = 2
+        /// Credentials sent in CONNECT, for a server that requires them: a user and password, or
+        /// a token. (Without TLS they cross the network in the clear, as with any NATS client.)
+        public var user: String?
+        public var password: String?
+        public var token: String?
         /// Told about every connection state change, on the client's thread.
         public var onEvent: (@Sendable (Event) -> Void)?
 
@@ -38,6 +43,9 @@ public final class NATSClient: Sendable {
         /// One attempt failed (refused, no answer within `connectTimeout`, no INFO); the next
         /// follows after the backoff.
         case connectFailed(server: String, reason: String)
+        /// The server sent -ERR (a refused login, a permission or payload violation). Most
+        /// errors end the connection: `disconnected` follows, with this as its reason.
+        case serverError(server: String, message: String)
         case discovered(servers: [String])
         /// `isBackedUp` ended: the socket drained, or the connection was lost (publishes then fail
         /// with `notConnected` instead of waiting). Told after every spell of `isBackedUp`.

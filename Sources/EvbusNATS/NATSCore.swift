@@ -53,6 +53,8 @@ final class NATSCore {
     /// Why this side is dropping the current connection (stale, no INFO, a protocol
     /// violation): the reason told, rather than "closed locally".
     private var dropReason: String?
+    /// The server's last -ERR on the current connection: the reason its close is told with.
+    private var serverError: String?
     private var connectedWaiters: [(id: UInt64, waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
     /// `pauseReading` calls not yet ended: while above zero, nothing the server sent after the
     /// handshake is handled, and the socket is not read (the server's buffer for us fills).
@@ -197,7 +199,8 @@ final class NATSCore {
             break
         case .err(let message):
             // The server closes the connection after most errors; the reconnect follows.
-            options.onEvent?(.disconnected(server: link.url, reason: "-ERR \(message)"))
+            serverError = message
+            options.onEvent?(.serverError(server: link.url, message: message))
         case .msg(let m):
             parser.withView(m) { deliver($0) }
         }
@@ -205,7 +208,11 @@ final class NATSCore {
 
     private func established(_ link: NATSLink, discovered urls: [String]) {
         var connect = #"{"verbose":false,"pedantic":false,"tls_required":false,"lang":"swift","version":"0.1.0","protocol":1,"headers":true,"no_responders":true,"name":"#
-        connect += jsonString(options.name) + "}"
+        connect += jsonString(options.name)
+        if let user = options.user { connect += #","user":"# + jsonString(user) }
+        if let password = options.password { connect += #","pass":"# + jsonString(password) }
+        if let token = options.token { connect += #","auth_token":"# + jsonString(token) }
+        connect += "}"
         link.transport?.write("CONNECT \(connect)\r\n")
         for (sid, s) in subscriptions.sorted(by: { $0.key < $1.key }) {
             link.transport?.write("SUB \(s.subject)\(s.queueGroup.map { " \($0)" } ?? "") \(sid)\r\n")
@@ -248,8 +255,9 @@ final class NATSCore {
         self.link = nil
         stopTimers()
         if outbox.setOpen(false) { options.onEvent?(.drained) }
-        let why = dropReason ?? "\(reason)"
+        let why = dropReason ?? serverError.map { "-ERR \($0)" } ?? "\(reason)"
         dropReason = nil
+        serverError = nil
         if let url = connectedURL {
             options.onEvent?(.disconnected(server: url, reason: why))
         } else {

@@ -19,7 +19,11 @@ public final class NATSServerProcess: Sendable {
     ///   - cluster: make it a cluster node (routes on a port of its own).
     ///   - routes: route ports of other nodes to join (implies `cluster`).
     ///   - jetStreamDirectory: turns JetStream on, storing under it.
-    public init(port: UInt16? = nil, cluster: Bool = false, routes: [UInt16] = [], name: String = "n", jetStreamDirectory: String? = nil) async throws {
+    ///   - arguments: more of the server's options (`--user`, `--auth`, ...).
+    public init(
+        port: UInt16? = nil, cluster: Bool = false, routes: [UInt16] = [], name: String = "n", jetStreamDirectory: String? = nil,
+        arguments more: [String] = []
+    ) async throws {
         guard let binary = Self.binary else { throw TestSupportError("nats-server is not installed (apt-get install -y nats-server)") }
         var arguments = ["-a", "127.0.0.1", "-p", port.map { "\($0)" } ?? "-1", "-n", name]
         let clustered = cluster || !routes.isEmpty
@@ -28,6 +32,7 @@ public final class NATSServerProcess: Sendable {
             if !routes.isEmpty { arguments += ["--routes", routes.map { "nats://127.0.0.1:\($0)" }.joined(separator: ",")] }
         }
         if let jetStreamDirectory { arguments += ["-js", "-sd", jetStreamDirectory] }
+        arguments += more
         let process = try RunningProcess(binary, arguments)
         self.process = process
         func listening(_ what: String) -> UInt16? {

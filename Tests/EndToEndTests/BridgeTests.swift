@@ -153,6 +153,33 @@ import Testing
         await subscriber.close()
     }
 
+    /// A NATS server that requires a login: the bridge logs in with `nats.user` and
+    /// `nats.password` and exports; with a wrong password it says why, and keeps trying.
+    @Test func aBridgeLogsInToAServerThatRequiresIt() async throws {
+        let nats = try await NATSServerProcess(name: "guarded", arguments: ["--user", "bridge", "--pass", "pa55"])
+        let a = try await BrokerProcess()
+        var options = NATSClient.Options(servers: [nats.url], name: "watcher")
+        (options.user, options.password) = ("bridge", "pa55")
+        let watcher = try NATSClient(options)
+        try await watcher.waitUntilConnected()
+        let onNATS = Collector<String>()
+        try await watcher.subscribe("evbus.>") { onNATS.add(String(decoding: $0.payload, as: UTF8.self)) }
+        try await watcher.flush()
+        let good = try await startBridge("in", socket: a.socketPath, servers: [nats.url], export: ["a.#"], nats: ["user": "bridge", "password": "pa55"])
+        let wrong = try await startBridge("out", socket: a.socketPath, servers: [nats.url], export: ["b.#"], nats: ["user": "bridge", "password": "nope"])
+        #expect(await eventually { wrong.stderr.contains(#"event=nats-disconnected server=\#(nats.url) reason="-ERR Authorization Violation""#) }, "\(wrong.stderr)")
+        #expect(wrong.stderr.contains(#"event=nats-error server=\#(nats.url) message="Authorization Violation""#), "\(wrong.stderr)")
+        let p = try await Peer.connect(to: a.socketPath, name: "p")
+        try await p.publish("a.one", "through")
+        try await p.publish("b.one", "refused")
+        #expect(await eventually { onNATS.items == ["through"] }, "\(good.stderr)")
+        for b in [good, wrong] { b.signal(SIGTERM) }
+        let statusGood = await good.waitForExit(), statusWrong = await wrong.waitForExit()
+        #expect(statusGood == 0 && statusWrong == 0)
+        await watcher.close()
+        await p.close()
+    }
+
     @Test func nothingReachesNATSThatTheExportRulesDoNotAllow() async throws {
         let nats = try await NATSServerProcess()
         let a = try await BrokerProcess()
@@ -203,6 +230,9 @@ import Testing
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "maxPingsOutstanding": "2"}, "export": ["a"]}"#, "nats.maxPingsOutstanding"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "connectTimeoutMillis": -5}, "export": ["a"]}"#, "nats.connectTimeoutMillis"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "pingEvery": 5}, "export": ["a"]}"#, "nats.pingEvery"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "password": "p"}, "export": ["a"]}"#, "nats.password"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "user": "u", "token": "t"}, "export": ["a"]}"#, "nats.token"),
+            (#"{"name": "x", "nats": {"servers": ["nats://h:1"], "user": ""}, "export": ["a"]}"#, "nats.user"),
         ]
         for (json, key) in cases {
             #expect { _ = try BridgeConfig.parse(Data(json.utf8)) } throws: { ($0 as? BridgeConfigError)?.keyPath == key }

@@ -186,6 +186,42 @@ import Testing
         await c.close()
     }
 
+    /// A user and password, or a token, go in CONNECT; a refused login is told once as the
+    /// server's error and once as the reason the connection ended (the bridge counted a
+    /// reconnect twice for it before).
+    @Test func credentialsAreSentAndARefusedLoginIsToldOnce() async throws {
+        let guarded = try await NATSServerProcess(name: "guarded", arguments: ["--user", "robot", "--pass", "s3cret"])
+        let member = try await client([guarded.url], name: "member") {
+            $0.user = "robot"
+            $0.password = "s3cret"
+        }
+        let got = Collector<String>()
+        try await member.subscribe("private") { got.add(String(decoding: $0.payload, as: UTF8.self)) }
+        try await member.flush()
+        try await member.publish("private", Array("in".utf8))
+        #expect(await eventually { got.items == ["in"] })
+
+        let events = Collector<NATSClient.Event>()
+        var options = NATSClient.Options(servers: [guarded.url], name: "intruder")
+        options.user = "robot"
+        options.password = "guess"
+        options.onEvent = { events.add($0) }
+        let intruder = try NATSClient(options)
+        #expect(await eventually { events.items.contains { if case .disconnected = $0 { true } else { false } } })
+        await intruder.close()
+        let errors = events.items.compactMap { if case .serverError(_, let m) = $0 { m } else { nil } }
+        let ends = events.items.compactMap { if case .disconnected(_, let r) = $0 { r } else { nil } }
+        #expect(errors.first == "Authorization Violation", "\(events.items)")
+        #expect(ends.first == "-ERR Authorization Violation" && ends.count <= errors.count, "\(events.items)")
+
+        let tokened = try await NATSServerProcess(name: "tokened", arguments: ["--auth", "t0ken"])
+        let holder = try await client([tokened.url], name: "holder") { $0.token = "t0ken" }
+        try await holder.flush()
+        #expect(try await holder.state().connected == tokened.url)
+        await member.close()
+        await holder.close()
+    }
+
     @Test func badSubjectsAndServersAreRefused() async throws {
         #expect(throws: NATSError.self) { _ = try NATSClient(.init(servers: ["http://x"])) }
         #expect(throws: NATSError.self) { _ = try NATSClient(.init(servers: [])) }
