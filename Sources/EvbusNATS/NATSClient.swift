@@ -3,7 +3,8 @@ import EvbusIO
 import Synchronization
 
 /// A NATS client: TCP to any of a list of `nats://host:port` servers, the text protocol with
-/// headers (HPUB/HMSG), PING/PONG, requests through one wildcard inbox, and reconnection with
+/// headers (HPUB/HMSG), PING/PONG (and a keepalive that drops a silent server), an optional
+/// user/password or token login, requests through one wildcard inbox, and reconnection with
 /// backoff to any known server (the list, plus the cluster URLs servers announce in INFO), after
 /// which every subscription is made again. All its state lives on one controller's thread.
 public final class NATSClient: Sendable {
