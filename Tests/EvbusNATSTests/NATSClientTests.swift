@@ -251,20 +251,11 @@ final class FullBacklog {
     init() throws {
         let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         self.listener = listener
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, length) + listen(listener, 0) + getsockname(listener, $0, &length) }
-        }
-        port = UInt16(bigEndian: addr.sin_port)
-        let queued = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        self.queued = queued
-        let connected = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(queued, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard bound == 0, connected == 0 else { throw TestSupportError("cannot set up a full backlog: errno \(errno)") }
+        let bound = withLoopback(port: 0) { bind(listener, $0, length) + listen(listener, 0) + getsockname(listener, $0, &length) }
+        port = bound.port
+        queued = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard bound.result == 0, connectLoopback(queued, port: port) else { throw TestSupportError("cannot set up a full backlog: errno \(errno)") }
     }
 
     deinit {
@@ -277,16 +268,9 @@ final class FullBacklog {
 func firstINFO(port: UInt16) -> String? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_port = port.bigEndian
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     var wait = timeval(tv_sec: 1, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, socklen_t(MemoryLayout<timeval>.size))
-    let connected = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard connected == 0 else { return nil }
+    guard connectLoopback(fd, port: port) else { return nil }
     var line: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 4096)
     while !line.contains(0x0A) {
@@ -295,4 +279,20 @@ func firstINFO(port: UInt16) -> String? {
         line += buffer[..<n]
     }
     return String(decoding: line, as: UTF8.self)
+}
+
+/// Calls `body` with 127.0.0.1:`port` as a `sockaddr`; its result, and the port the address
+/// holds afterwards (what `getsockname` wrote into it).
+func withLoopback<R>(port: UInt16, _ body: (UnsafeMutablePointer<sockaddr>) -> R) -> (result: R, port: UInt16) {
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = port.bigEndian
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let result = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1, body) }
+    return (result, UInt16(bigEndian: addr.sin_port))
+}
+
+/// A blocking connect of `fd` to 127.0.0.1:`port`.
+func connectLoopback(_ fd: Int32, port: UInt16) -> Bool {
+    withLoopback(port: port) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }.result == 0
 }

@@ -101,14 +101,8 @@ final class Silent: DatagramProtocol {
         defer { probe.shutdown() }
         // A port held bound but not listening: refused, and no other test can take it meanwhile
         // (a closed listener's port could be reused at once by a test running in parallel).
-        let held = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (held, port) = try #require(boundLoopbackSocket(backlog: nil))
         defer { close(held) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(held, $0, length) + getsockname(held, $0, &length) } }
-        let port = UInt16(bigEndian: addr.sin_port)
         do {
             try await probe.connect(to: .tcp("127.0.0.1", port)) { Sayer("", Log()) }.value
             Issue.record("connected to a closed port")
@@ -127,17 +121,8 @@ final class Silent: DatagramProtocol {
         // A listener with a backlog of 0 that never accepts: the kernel queues one connection,
         // then drops further SYNs, so the next connect gets no answer (as from a host that is
         // down or firewalled) and the kernel alone would retry it for minutes.
-        let silent = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (silent, port) = try #require(boundLoopbackSocket(backlog: 0))
         defer { close(silent) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(silent, $0, length) + listen(silent, 0) + getsockname(silent, $0, &length) }
-        }
-        #expect(bound == 0)
-        let port = UInt16(bigEndian: addr.sin_port)
         try await probe.connect(to: .tcp("127.0.0.1", port), timeout: .seconds(30)) { Sayer("", Log()) }.value
         do {
             try await probe.connect(to: .tcp("127.0.0.1", port), timeout: .milliseconds(200)) { Sayer("", Log()) }.value
@@ -146,6 +131,26 @@ final class Silent: DatagramProtocol {
             #expect(error.code == .timedOut)
             #expect(error.message == "connect to 127.0.0.1:\(port): no answer within 0.2 seconds")
         }
+    }
+
+    /// A TCP socket bound to 127.0.0.1 on a port the kernel chose, listening with `backlog` if
+    /// one is given (and never accepting): the socket and its port, nil if a call failed.
+    func boundLoopbackSocket(backlog: Int32?) -> (fd: Int32, port: UInt16)? {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let failed = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) != 0 || (backlog.map { listen(fd, $0) != 0 } ?? false) || getsockname(fd, $0, &length) != 0
+            }
+        }
+        if failed {
+            close(fd)
+            return nil
+        }
+        return (fd, UInt16(bigEndian: addr.sin_port))
     }
 
     @Test func badAddressesAreRefusedByName() throws {
