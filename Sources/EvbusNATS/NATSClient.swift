@@ -45,7 +45,9 @@ public final class NATSClient: Sendable {
         /// follows after the backoff.
         case connectFailed(server: String, reason: String)
         /// The server sent -ERR (a refused login, a permission or payload violation). Most
-        /// errors end the connection: `disconnected` follows, with this as its reason.
+        /// errors end the connection: `disconnected` follows with this as its reason, or
+        /// `connectFailed` for a refused login (the client is connected only once the server
+        /// has answered the PING sent after CONNECT).
         case serverError(server: String, message: String)
         case discovered(servers: [String])
         /// `isBackedUp` ended: the socket drained, or the connection was lost (publishes then fail

@@ -55,6 +55,9 @@ final class NATSCore {
     private var dropReason: String?
     /// The server's last -ERR on the current connection: the reason its close is told with.
     private var serverError: String?
+    /// CONNECT and a PING sent on the current connection: its PONG says the server took CONNECT
+    /// (a refused login gets -ERR and a close instead), and only then is the client connected.
+    private var awaitingAcceptance = false
     private var connectedWaiters: [(id: UInt64, waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
     /// `pauseReading` calls not yet ended: while above zero, nothing the server sent after the
     /// handshake is handled, and the socket is not read (the server's buffer for us fills).
@@ -121,10 +124,12 @@ final class NATSCore {
         }
         self.link = link
         parser = NATSParser()
+        awaitingAcceptance = false
         let timeout = options.connectTimeout
         handshakeTimer = loop.scheduleTimer(afterNanos: timeout.wholeNanoseconds) { [self] in
             handshakeTimer = nil
-            if link === self.link, connectedURL == nil { drop(link, "no INFO from the server within \(timeout)") }
+            guard link === self.link, connectedURL == nil else { return }
+            drop(link, awaitingAcceptance ? "no answer to CONNECT within \(timeout)" : "no INFO from the server within \(timeout)")
         }
     }
 
@@ -186,10 +191,12 @@ final class NATSCore {
     private func handle(_ op: NATSServerOp, _ link: NATSLink) {
         switch op {
         case .info(_, let urls):
-            if connectedURL == nil { established(link, discovered: urls) } else { discover(urls) }
+            if connectedURL == nil && !awaitingAcceptance { sendConnect(link) }
+            discover(urls)
         case .ping:
             link.transport?.write("PONG\r\n")
         case .pong:
+            if awaitingAcceptance { return established(link) }
             pingsOutstanding = 0
             guard !pongQueue.isEmpty else { return }
             let p = pongQueue.removeFirst()
@@ -206,14 +213,21 @@ final class NATSCore {
         }
     }
 
-    private func established(_ link: NATSLink, discovered urls: [String]) {
+    /// CONNECT, then a PING whose PONG means it was accepted (`established`).
+    private func sendConnect(_ link: NATSLink) {
         var connect = #"{"verbose":false,"pedantic":false,"tls_required":false,"lang":"swift","version":"0.1.0","protocol":1,"headers":true,"no_responders":true,"name":"#
         connect += jsonString(options.name)
         if let user = options.user { connect += #","user":"# + jsonString(user) }
         if let password = options.password { connect += #","pass":"# + jsonString(password) }
         if let token = options.token { connect += #","auth_token":"# + jsonString(token) }
         connect += "}"
-        link.transport?.write("CONNECT \(connect)\r\n")
+        link.transport?.write("CONNECT \(connect)\r\nPING\r\n")
+        awaitingAcceptance = true
+    }
+
+    /// The server accepted CONNECT: subscriptions are made again, publishes may flow.
+    private func established(_ link: NATSLink) {
+        awaitingAcceptance = false
         for (sid, s) in subscriptions.sorted(by: { $0.key < $1.key }) {
             link.transport?.write("SUB \(s.subject)\(s.queueGroup.map { " \($0)" } ?? "") \(sid)\r\n")
         }
@@ -229,7 +243,6 @@ final class NATSCore {
         if connectedOnce { reconnects += 1 }
         connectedOnce = true
         backoff = options.minBackoff
-        discover(urls)
         options.onEvent?(.connected(server: link.url))
         let waiters = connectedWaiters
         connectedWaiters = []
@@ -253,6 +266,7 @@ final class NATSCore {
     func linkLost(_ link: NATSLink, _ reason: ConnectionLost) {
         guard link === self.link else { return }
         self.link = nil
+        awaitingAcceptance = false
         stopTimers()
         if outbox.setOpen(false) { options.onEvent?(.drained) }
         let why = dropReason ?? serverError.map { "-ERR \($0)" } ?? "\(reason)"

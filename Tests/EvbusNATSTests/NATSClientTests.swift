@@ -186,9 +186,9 @@ import Testing
         await c.close()
     }
 
-    /// A user and password, or a token, go in CONNECT; a refused login is told once as the
-    /// server's error and once as the reason the connection ended (the bridge counted a
-    /// reconnect twice for it before).
+    /// A user and password, or a token, go in CONNECT; a refused login is a failed attempt
+    /// (never `connected`: that waits for the PONG to the PING after CONNECT), told as the
+    /// server's error and as the attempt's reason.
     @Test func credentialsAreSentAndARefusedLoginIsToldOnce() async throws {
         let guarded = try await NATSServerProcess(name: "guarded", arguments: ["--user", "robot", "--pass", "s3cret"])
         let member = try await client([guarded.url], name: "member") {
@@ -207,12 +207,14 @@ import Testing
         options.password = "guess"
         options.onEvent = { events.add($0) }
         let intruder = try NATSClient(options)
-        #expect(await eventually { events.items.contains { if case .disconnected = $0 { true } else { false } } })
+        #expect(await eventually { events.items.contains { if case .connectFailed = $0 { true } else { false } } })
         await intruder.close()
         let errors = events.items.compactMap { if case .serverError(_, let m) = $0 { m } else { nil } }
-        let ends = events.items.compactMap { if case .disconnected(_, let r) = $0 { r } else { nil } }
+        let failed = events.items.compactMap { if case .connectFailed(_, let r) = $0 { r } else { nil } }
         #expect(errors.first == "Authorization Violation", "\(events.items)")
-        #expect(ends.first == "-ERR Authorization Violation" && ends.count <= errors.count, "\(events.items)")
+        #expect(failed.first == "-ERR Authorization Violation", "\(events.items)")
+        #expect(!events.items.contains { if case .connected = $0 { true } else if case .disconnected = $0 { true } else { false } }, "\(events.items)")
+        #expect(!intruder.isConnected)
 
         let tokened = try await NATSServerProcess(name: "tokened", arguments: ["--auth", "t0ken"])
         let holder = try await client([tokened.url], name: "holder") { $0.token = "t0ken" }

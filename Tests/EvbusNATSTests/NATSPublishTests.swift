@@ -95,7 +95,8 @@ import Testing
     }
 }
 
-/// A NATS server that greets and then reads nothing until `resume`, counting what it then reads.
+/// A NATS server that greets, accepts CONNECT, and then reads nothing until `resume`, counting
+/// what it then reads.
 /// Its connection lives on its controller's thread; `received` is read from the test.
 final class StalledServer: Sendable {
     let received = Atomic<Int>(0)
@@ -113,13 +114,28 @@ final class StalledServer: Sendable {
         let server: StalledServer
         init(_ server: StalledServer) { self.server = server }
 
+        private var transport: StreamTransport?
+        private var accepted = false
+        private var greeting = ""
+
         func connectionMade(_ transport: StreamTransport) {
             transport.write("INFO {\"server_id\":\"stalled\",\"headers\":true,\"max_payload\":1048576}\r\n")
-            transport.pauseProducing()
+            self.transport = transport
             server.connection.withLock { $0 = LoopBoundTransport(transport: transport) }
         }
 
+        /// Accepts CONNECT (a PONG to the PING the client sends after it), then reads nothing
+        /// more until resumed.
         func dataReceived(_ data: [UInt8]) {
+            guard accepted else {
+                greeting += String(decoding: data, as: UTF8.self)
+                if greeting.contains("PING\r\n") {
+                    accepted = true
+                    transport?.write("PONG\r\n")
+                    transport?.pauseProducing()
+                }
+                return
+            }
             server.received.add(data.count, ordering: .relaxed)
         }
     }
