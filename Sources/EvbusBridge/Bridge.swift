@@ -73,11 +73,7 @@ public final class Bridge: Sendable {
     /// Connects to the local broker and to NATS, subscribes both ways, and returns; the bridge
     /// then runs until `stop()`. Both connections reconnect by themselves.
     public func start() async throws {
-        var options = NATSClient.Options(servers: config.natsServers, name: "evbus-bridge-\(config.name)")
-        options.connectTimeout = config.natsConnectTimeout
-        options.pingInterval = config.natsPingInterval
-        options.maxPingsOutstanding = config.natsMaxPingsOutstanding
-        (options.user, options.password, options.token) = (config.natsUser, config.natsPassword, config.natsToken)
+        var options = config.nats
         options.onEvent = { [self] event in
             switch event {
             case .connected(let server):

@@ -1,3 +1,4 @@
+public import EvbusNATS
 public import Foundation
 
 /// A refused bridge config: the key path (`export[1]`, `nats.servers`) and why.
@@ -17,15 +18,9 @@ public struct BridgeConfig: Sendable, Equatable {
     public var name: String
     /// The local broker's socket (nil: the usual default).
     public var socket: String?
-    public var natsServers: [String]
-    /// The NATS client's connect deadline and keepalive (`NATSClient.Options`).
-    public var natsConnectTimeout: Duration = .seconds(2)
-    public var natsPingInterval: Duration = .seconds(120)
-    public var natsMaxPingsOutstanding = 2
-    /// Credentials for a NATS server that requires them: a user and password, or a token.
-    public var natsUser: String?
-    public var natsPassword: String?
-    public var natsToken: String?
+    /// The NATS client as configured: its servers (`nats.servers`), connect deadline,
+    /// keepalive and credentials; named `evbus-bridge-<name>`.
+    public var nats: NATSClient.Options
     public var mapping: TopicMapping
     /// Local topic patterns published to NATS, and their subject patterns.
     public var exports: [(topic: String, subject: String)]
@@ -46,7 +41,7 @@ public struct BridgeConfig: Sendable, Equatable {
     public var durableExports: [(queue: String, stream: String, subject: String)] = []
 
     public static func == (a: BridgeConfig, b: BridgeConfig) -> Bool {
-        a.name == b.name && a.socket == b.socket && a.natsServers == b.natsServers && a.mapping == b.mapping
+        a.name == b.name && a.socket == b.socket && a.nats.servers == b.nats.servers && a.mapping == b.mapping
             && a.exports.map(\.subject) == b.exports.map(\.subject) && a.imports.map(\.subject) == b.imports.map(\.subject)
             && a.outage == b.outage && a.bufferMessages == b.bufferMessages
     }
@@ -154,17 +149,18 @@ public struct BridgeConfig: Sendable, Equatable {
                 buffer = b
             }
         }
+        var client = NATSClient.Options(servers: servers, name: "evbus-bridge-\(name)")
+        if let connectTimeout { client.connectTimeout = connectTimeout }
+        if let pingInterval { client.pingInterval = pingInterval }
+        if let maxPings { client.maxPingsOutstanding = maxPings }
+        (client.user, client.password, client.token) = (user, password, token)
         var config = BridgeConfig(
-            name: name, socket: socket, natsServers: servers, mapping: mapping, exports: exports, imports: imports, outage: outage,
+            name: name, socket: socket, nats: client, mapping: mapping, exports: exports, imports: imports, outage: outage,
             bufferMessages: buffer)
         config.exportServices = exportServices
         config.importServices = importServices
         config.serviceTimeout = serviceTimeout
         config.durableExports = durable
-        if let connectTimeout { config.natsConnectTimeout = connectTimeout }
-        if let pingInterval { config.natsPingInterval = pingInterval }
-        if let maxPings { config.natsMaxPingsOutstanding = maxPings }
-        (config.natsUser, config.natsPassword, config.natsToken) = (user, password, token)
         return config
     }
 

@@ -212,10 +212,10 @@ import Testing
         let example = try BridgeConfig.load(file: Self.root.appendingPathComponent("Configs/bridge.json").path)
         #expect(example.exports.map(\.subject) == ["evbus.sensors.>", "evbus.robot.*.status"])
         #expect(example.imports.map(\.subject) == ["evbus.commands.robot-1.>", "evbus.fleet.broadcast"])
-        #expect(example.outage == .buffer && example.natsServers.count == 2)
+        #expect(example.outage == .buffer && example.nats.servers.count == 2)
         #expect(example.exportServices.map(\.subject) == ["svc.robot-1.status"] && example.importServices.map(\.queue) == ["fleet.planner"])
         #expect(example.durableExports.map(\.stream) == ["TELEMETRY"])
-        #expect(example.natsPingInterval == .seconds(60) && example.natsMaxPingsOutstanding == 3 && example.natsConnectTimeout == .seconds(2))
+        #expect(example.nats.pingInterval == .seconds(60) && example.nats.maxPingsOutstanding == 3 && example.nats.connectTimeout == .seconds(2))
         let cases: [(String, String)] = [
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a.#.b"]}"#, "export[0]"),
             (#"{"name": "x", "nats": {"servers": ["nats://h:1"]}, "export": ["a"], "colour": 1}"#, "colour"),
