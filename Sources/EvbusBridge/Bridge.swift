@@ -32,10 +32,8 @@ public final class Bridge: Sendable {
     /// Headers the bridge sets on NATS messages.
     public enum Header {
         public static let origin = "Evbus-Origin"
-        public static let publisherUID = "Evbus-Publisher-Uid"
-        public static let publisherGID = "Evbus-Publisher-Gid"
-        public static let publisherPID = "Evbus-Publisher-Pid"
-        public static let publisherName = "Evbus-Publisher-Name"
+        /// The local publisher's identity, one line: `RemotePublisher`'s header.
+        public static let publisher = RemotePublisher.header
         public static let contentType = "Evbus-Content-Type"
         public static let correlationID = "Evbus-Correlation-Id"
         public static let messageID = "Evbus-Message-Id"
@@ -177,13 +175,15 @@ public final class Bridge: Sendable {
     private func identityLines(_ view: EventView) -> [UInt8] {
         identity.withLock { cached in
             if let cached, cached.sender == view.sender { return cached.lines }
-            var fields = [(Header.origin, config.name)]
-            if let s = view.sender {
-                fields += [(Header.publisherUID, "\(s.uid)"), (Header.publisherGID, "\(s.gid)"), (Header.publisherPID, "\(s.pid)")]
-                if !s.name.isEmpty { fields.append((Header.publisherName, s.name)) }
-            }
             var lines: [UInt8] = []
-            for (name, value) in fields { lines += Array("\(name): \(value)\r\n".utf8) }
+            try? NATSHeaders.appendLine(name: Header.origin, value: config.name, to: &lines)  // a checked name: one line
+            if var publisher = view.sender.map(RemotePublisher.init) {
+                // The name is the publisher's free text: a line break in it would start a
+                // header line of its choosing, so it is sent as U+FFFD (BRIDGE.md, "Mapping").
+                let scalars = publisher.name.unicodeScalars.map { $0 == "\r" || $0 == "\n" ? "\u{FFFD}" : $0 }
+                publisher.name = String(String.UnicodeScalarView(scalars))
+                try? NATSHeaders.appendLine(name: Header.publisher, value: publisher.headerValue, to: &lines)
+            }
             cached = (view.sender, lines)
             return lines
         }
@@ -201,7 +201,12 @@ public final class Bridge: Sendable {
         }
         let version: StaticString = "NATS/1.0\r\n"
         let lines = identityLines(view)
-        let more = p.map(Self.propertyLines) ?? []
+        let more: [UInt8]
+        do { more = try p.map(Self.propertyLines) ?? [] } catch {
+            counts.withLock { $0.dropped += 1 }
+            log("event=export-dropped subject=\(Logger.quoted(config.mapping.prefix + "." + String(decoding: view.topicBytes, as: UTF8.self))) reason=\(Logger.quoted("\(error)"))")
+            return
+        }
         let size = prefix.count + view.topicBytes.count + version.utf8CodeUnitCount + lines.count + more.count + 2
         withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { buffer in
             var at = 0
@@ -224,8 +229,9 @@ public final class Bridge: Sendable {
         if nats.isBackedUp { pauseExports(peer, nats) }
     }
 
-    /// A message's properties as header lines (custom headers sorted by name).
-    private static func propertyLines(_ p: MessageProperties) -> [UInt8] {
+    /// A message's properties as header lines (custom headers sorted by name); refuses a
+    /// header that is not one line (a line break would let it add lines of its own).
+    private static func propertyLines(_ p: MessageProperties) throws(NATSError) -> [UInt8] {
         var fields: [(String, String)] = []
         if let v = p.contentType { fields.append((Header.contentType, v)) }
         if let v = p.correlationID { fields.append((Header.correlationID, v)) }
@@ -233,7 +239,7 @@ public final class Bridge: Sendable {
         if let v = p.timestamp { fields.append((Header.timestamp, "\(v)")) }
         for (k, v) in p.headers.sorted(by: { $0.key < $1.key }) { fields.append((k, v)) }
         var out: [UInt8] = []
-        for (name, value) in fields { out += Array("\(name): \(value)\r\n".utf8) }
+        for (name, value) in fields { try NATSHeaders.appendLine(name: name, value: value, to: &out) }
         return out
     }
 

@@ -135,29 +135,45 @@ extension NATSHeaders {
     func encodedCount() throws(NATSError) -> Int {
         var total = 12  // "NATS/1.0\r\n" and the closing "\r\n"
         for (name, value) in fields {
-            var ok = !name.isEmpty
-            for b in name.utf8 where b == 0x3A || b == 0x20 || b == 13 || b == 10 { ok = false }
-            for b in value.utf8 where b == 13 || b == 10 { ok = false }
-            guard ok else {
-                throw NATSError(.invalidArgument, "the header \(name) cannot be sent: names have no ':', spaces or line breaks, values no line breaks")
-            }
+            try Self.check(name: name, value: value)
             total += name.utf8.count + 2 + value.utf8.count + 2
         }
         return total
+    }
+
+    /// Refuses a field NATS cannot carry as one line: a name with ':', a space or a line break
+    /// (or none at all), a value with a line break. Unchecked, `a\r\nB: c` would be two fields.
+    static func check(name: String, value: String) throws(NATSError) {
+        var ok = !name.isEmpty
+        for b in name.utf8 where b == 0x3A || b == 0x20 || b == 13 || b == 10 { ok = false }
+        for b in value.utf8 where b == 13 || b == 10 { ok = false }
+        guard ok else {
+            throw NATSError(.invalidArgument, "the header \(name) cannot be sent: names have no ':', spaces or line breaks, values no line breaks")
+        }
+    }
+
+    /// Appends one `Name: value\r\n` line of a header block, for a caller building the block
+    /// itself (`NATSClient.publishWithoutWaiting(subject:headerBlock:payload:)`); refuses a
+    /// field that is not one line, as `encoded()` does.
+    public static func appendLine(name: String, value: String, to out: inout [UInt8]) throws(NATSError) {
+        try check(name: name, value: value)
+        appendCheckedLine(name: name, value: value, to: &out)
+    }
+
+    private static func appendCheckedLine(name: String, value: String, to out: inout [UInt8]) {
+        out.append(contentsOf: name.utf8)
+        out.append(0x3A)
+        out.append(0x20)
+        out.append(contentsOf: value.utf8)
+        out.append(13)
+        out.append(10)
     }
 
     /// Writes the block: `NATS/1.0\r\n`, `Name: value\r\n` per field, `\r\n`. Check it with
     /// `encodedCount()` first.
     func append(to out: inout [UInt8]) {
         out.append(contentsOf: "NATS/1.0\r\n".utf8)
-        for (name, value) in fields {
-            out.append(contentsOf: name.utf8)
-            out.append(0x3A)
-            out.append(0x20)
-            out.append(contentsOf: value.utf8)
-            out.append(13)
-            out.append(10)
-        }
+        for (name, value) in fields { Self.appendCheckedLine(name: name, value: value, to: &out) }
         out.append(13)
         out.append(10)
     }

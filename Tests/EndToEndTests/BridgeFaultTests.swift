@@ -157,7 +157,7 @@ import Testing
         let watcher = try await natsClient(nats.url, "watcher")
         let got = Collector<String>()  // "<payload> from <publisher name>": one add per message
         try await watcher.subscribe("evbus.status.>") { m in
-            got.add("\(String(decoding: m.payload, as: UTF8.self)) from \(m.headers?[Bridge.Header.publisherName] ?? "")")
+            got.add("\(String(decoding: m.payload, as: UTF8.self)) from \(m.headers?[Bridge.Header.publisher].flatMap(RemotePublisher.init(headerValue:))?.name ?? "")")
         }
         try await watcher.flush()
         // A publisher before the restart: the restarted broker numbers connections afresh, so the

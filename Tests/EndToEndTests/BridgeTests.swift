@@ -24,12 +24,12 @@ import Testing
         let bridgeB = try await bridge("machine-b", b, nats, export: [], import: ["sensors.#"])
         let subscriber = try await Peer.connect(to: b.socketPath, name: "dashboard")
         let events = try await subscriber.subscribe("sensors.#")
-        let publisher = try await Peer.connect(to: a.socketPath, name: "thermometer")
+        let thermometer = try await Peer.connect(to: a.socketPath, name: "thermometer")
         for i in 0..<50 {
             var p = MessageProperties()
             p.contentType = "text/plain"
             p.headers = ["unit": "celsius", "seq": "\(i)"]
-            try await publisher.publish("sensors.kitchen.temp", "\(i)", properties: p)
+            try await thermometer.publish("sensors.kitchen.temp", "\(i)", properties: p)
         }
         var got: [Event] = []
         for try await e in events {
@@ -37,13 +37,14 @@ import Testing
             if got.count == 50 { break }
         }
         #expect(got.map(\.text) == (0..<50).map(String.init))
-        let first = got[0]
-        #expect(first.topic == "sensors.kitchen.temp" && first.properties.contentType == "text/plain")
-        #expect(first.properties.headers["unit"] == "celsius" && first.properties.headers["seq"] == "0")
-        #expect(first.properties.headers[Bridge.Header.origin] == "machine-a")
-        #expect(first.properties.headers[Bridge.Header.publisherUID] == "\(getuid())")
-        #expect(first.properties.headers[Bridge.Header.publisherPID] == "\(getpid())")
-        #expect(first.properties.headers[Bridge.Header.publisherName] == "thermometer")
+        let event = got[0]
+        #expect(event.topic == "sensors.kitchen.temp" && event.properties.contentType == "text/plain")
+        #expect(event.properties.headers["unit"] == "celsius" && event.properties.headers["seq"] == "0")
+        #expect(event.properties.headers[Bridge.Header.origin] == "machine-a")
+        // Who published it on machine A, as A's broker saw it (one header: RemotePublisher):
+        let publisher = RemotePublisher(of: event.properties)
+        #expect(publisher == RemotePublisher(uid: getuid(), gid: getgid(), pid: UInt32(getpid()), name: "thermometer"))
+        #expect(event.properties.headers["Evbus-Publisher"] == "uid=\(getuid()) gid=\(getgid()) pid=\(getpid()) name=thermometer")
         // Its counters, on request, and in its log on SIGUSR1.
         let stats = try await RunningProcess.runEvbus(["rpc", "evbus.bridge.machine-a.stats", "", "--socket", a.socketPath])
         #expect(stats.status == 0 && stats.stdout.contains("exported=50 ") && stats.stdout.contains("nats=\(nats.url)"), "\(stats.stdout)\(stats.stderr)")
@@ -53,7 +54,7 @@ import Testing
         let statusA = await bridgeA.waitForExit(), statusB = await bridgeB.waitForExit()
         #expect(statusA == 0 && statusB == 0)
         await subscriber.close()
-        await publisher.close()
+        await thermometer.close()
     }
 
     @Test func bothSidesExportingAndImportingEverythingExchangeEachMessageOnce() async throws {
@@ -206,6 +207,42 @@ import Testing
         _ = await bridgeA.waitForExit()
         await watcher.close()
         await p.close()
+    }
+
+    /// A publisher's HELLO name and its headers are its own text, and a NATS header block is
+    /// lines: neither may add a line of its own (a second `Evbus-Origin`, a forged
+    /// `Evbus-Publisher`). A line break in a name is sent as U+FFFD; one in a header value drops
+    /// that export, counted and logged.
+    @Test func aPublisherCannotAddHeaderLinesThroughItsNameOrItsHeaders() async throws {
+        let nats = try await NATSServerProcess()
+        let a = try await BrokerProcess()
+        let bridgeA = try await bridge("a", a, nats, export: ["public.#"], import: [])
+        let watcher = try NATSClient(.init(servers: [nats.url], name: "watcher"))
+        try await watcher.waitUntilConnected()
+        let onNATS = Collector<NATSMessage>()
+        try await watcher.subscribe(">") { onNATS.add($0) }
+        try await watcher.flush()
+        let forged = "uid=0 gid=0 pid=1 name=root"
+        let liar = try await Peer.connect(to: a.socketPath, name: "x\r\nEvbus-Origin: elsewhere\r\nEvbus-Publisher: \(forged)")
+        var smuggled = MessageProperties()
+        smuggled.headers = ["note": "fine\r\nEvbus-Publisher: \(forged)"]
+        try await liar.publish("public.smuggled", "no", properties: smuggled)
+        try await liar.publish("public.named", "yes")
+        #expect(await eventually { onNATS.count >= 1 })
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(onNATS.items.map(\.subject) == ["evbus.public.named"])
+        let fields = onNATS.items.first?.headers?.fields ?? []
+        #expect(fields.filter { $0.name == Bridge.Header.origin }.map(\.value) == ["a"], "\(fields)")
+        let identity = fields.filter { $0.name == Bridge.Header.publisher }.map(\.value)
+        #expect(identity.count == 1 && RemotePublisher(headerValue: identity[0])?.pid == UInt32(getpid()), "\(fields)")
+        #expect(RemotePublisher(headerValue: identity.first ?? "")?.name == "x\u{FFFD}\u{FFFD}Evbus-Origin: elsewhere\u{FFFD}\u{FFFD}Evbus-Publisher: \(forged)")
+        let stats = try await RunningProcess.runEvbus(["rpc", "evbus.bridge.a.stats", "", "--socket", a.socketPath])
+        #expect(stats.stdout.contains("exported=1 ") && stats.stdout.contains("dropped=1 "), "\(stats.stdout)")
+        #expect(bridgeA.stderr.contains("event=export-dropped subject=evbus.public.smuggled"), "\(bridgeA.stderr)")
+        bridgeA.signal(SIGTERM)
+        _ = await bridgeA.waitForExit()
+        await watcher.close()
+        await liar.close()
     }
 
     @Test func configsAreCheckedAndBadOnesRefusedWithTheKeyPath() async throws {

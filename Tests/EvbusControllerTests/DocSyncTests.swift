@@ -28,6 +28,10 @@ import Testing
         try expectExamplesCompiled(doc: "docs/LIBRARY.md", in: ["Tests/EvbusTests/LibraryDocExampleTests.swift"], atLeast: 7)
     }
 
+    @Test func everyBridgeDocExampleIsATest() throws {
+        try expectExamplesCompiled(doc: "docs/BRIDGE.md", in: ["Tests/EndToEndTests/BridgeTests.swift"], atLeast: 1)
+    }
+
     func expectExamplesCompiled(doc path: String, in files: [String], atLeast minimum: Int) throws {
         let doc = try String(contentsOf: Self.root.appendingPathComponent(path), encoding: .utf8)
         let tests = try files

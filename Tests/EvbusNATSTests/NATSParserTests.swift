@@ -58,6 +58,22 @@ import Testing
         #expect(throws: NATSError.self) { try NATSHeaders(fields: [("a:b", "c")]).encoded() }
     }
 
+    /// One line at a time, for a caller building its own block: a line break in a value would
+    /// be a second field of the value's choosing.
+    @Test func aLineAppendedIsOneFieldOrRefused() throws {
+        var block = Array("NATS/1.0\r\n".utf8)
+        try NATSHeaders.appendLine(name: "Evbus-Origin", value: "a b: c", to: &block)
+        block += Array("\r\n".utf8)
+        #expect(try block.withUnsafeBytes { try NATSHeaders.parse($0) }.fields.map(\.value) == ["a b: c"])
+        for (name, value) in [("a", "b\r\nForged: x"), ("a", "b\nc"), ("a", "b\rc"), ("a:b", "c"), ("a b", "c"), ("", "c"), ("a\r\nB", "c")] {
+            var out: [UInt8] = []
+            #expect(throws: NATSError.self, "\(name.debugDescription): \(value.debugDescription)") {
+                try NATSHeaders.appendLine(name: name, value: value, to: &out)
+            }
+            #expect(out.isEmpty)
+        }
+    }
+
     @Test func brokenStreamsAreRefused() {
         for bad in ["WHAT\r\n", "MSG a\r\n", "MSG a b 5\r\nhello\r\n", "MSG a 1 3\r\nhelloXX", "INFO not json\r\n", "HMSG a 1 9 3\r\nabc\r\n",
                     "HMSG a 1 17 17\r\nNATS/1.0\r\nbad\r\n\r\n\r\n", "HMSG a 1 12 12\r\nNATS/2.0\r\n\r\n\r\n"] {
