@@ -130,7 +130,8 @@ public final class Bridge: Sendable {
         }
         for (queue, stream, subject) in config.durableExports {
             let export = JetStreamExport(queue: queue, stream: stream, subject: subject, log: log)
-            _ = try await export.start(peer: peer, nats: nats) { [self] in counts.withLock { $0.exported += 1 } }
+            _ = try await export.start(peer: peer, nats: nats, onExported: { [self] in counts.withLock { $0.exported += 1 } },
+                                       onRefused: { [self] in counts.withLock { $0.dropped += 1 } })
         }
         // Its state on request: `evbus rpc evbus.bridge.<name>.stats ''` prints it.
         _ = try await peer.respond(on: statsQueue) { [self] (_: Request) async throws -> [UInt8] in
@@ -356,7 +357,11 @@ public final class Bridge: Sendable {
                 replyHeaders = NATSHeaders(fields: [(Header.error, "error")])
                 payload = Array("\(error)".utf8)
             }
-            do { try await nats.publish(replyTo, payload, headers: replyHeaders) } catch {
+            do { try await nats.publish(replyTo, payload, headers: replyHeaders) } catch let error as NATSError where error.code == .payloadTooLarge {
+                // The caller gets why, rather than waiting for its timeout.
+                try? await nats.publish(replyTo, Array(error.message.utf8), headers: NATSHeaders(fields: [(Header.error, "\(error.code)")]))
+                log("event=service-reply-lost queue=\(Logger.quoted(queue)) reason=\(Logger.quoted("\(error)"))")
+            } catch {
                 log("event=service-reply-lost queue=\(Logger.quoted(queue)) reason=\(Logger.quoted("\(error)"))")
             }
         }
@@ -374,6 +379,7 @@ public final class Bridge: Sendable {
             switch error.code {
             case .noResponders: throw RemoteError("no-responder", "no responder on NATS subject \(subject)")
             case .timeout: throw RemoteError("timeout", "no reply from NATS subject \(subject) within \(config.serviceTimeout)")
+            case .payloadTooLarge, .invalidArgument: throw RemoteError("\(error.code)", "NATS cannot carry this request: \(error.message)")
             default: throw RemoteError("nats-unavailable", error.message)
             }
         }

@@ -15,10 +15,10 @@ struct JetStreamExport: Sendable {
     let log: @Sendable (String) -> Void
 
     /// Makes the stream if it does not exist (file storage, this subject), then consumes.
-    func start(peer: Peer, nats: NATSClient, onExported: @escaping @Sendable () -> Void) async throws -> Consumer {
+    func start(peer: Peer, nats: NATSClient, onExported: @escaping @Sendable () -> Void, onRefused: @escaping @Sendable () -> Void) async throws -> Consumer {
         await ensureStream(nats)
         return try await peer.consume(queue, ack: .manual, prefetch: 256) { delivery in
-            Task { await self.forward(delivery, nats: nats, onExported: onExported) }
+            Task { await self.forward(delivery, nats: nats, onExported: onExported, onRefused: onRefused) }
         }
     }
 
@@ -32,7 +32,7 @@ struct JetStreamExport: Sendable {
         }
     }
 
-    private func forward(_ d: Delivery, nats: NATSClient, onExported: @Sendable () -> Void) async {
+    private func forward(_ d: Delivery, nats: NATSClient, onExported: @Sendable () -> Void, onRefused: @Sendable () -> Void) async {
         var fields: [(name: String, value: String)] = []
         if let id = d.properties.messageID { fields.append(("Nats-Msg-Id", id)) }
         for (k, v) in d.properties.headers.sorted(by: { $0.key < $1.key }) { fields.append((k, v)) }
@@ -44,6 +44,13 @@ struct JetStreamExport: Sendable {
             }
             try d.ack()
             onExported()
+        } catch let error as NATSError where error.code == .payloadTooLarge || error.code == .invalidArgument {
+            // This message can never be sent (too large for the server, a header NATS cannot
+            // carry): retrying would loop on it for ever. Refused, so the queue dead-letters it
+            // if it has a dead-letter exchange (ROUTING.md), and said.
+            log("event=jetstream-export-refused queue=\(Logger.quoted(queue)) reason=\(Logger.quoted("\(error)"))")
+            try? d.reject()
+            onRefused()
         } catch {
             // Not stored (or not known to be): back to the queue, to be tried again shortly.
             // Nobody answering the subject means the stream is missing (JetStream was not up

@@ -105,7 +105,8 @@ public final class NATSClient: Sendable {
     /// meanwhile by the client's thread, in the order they were queued. Suspends only while the
     /// socket is backed up (the server reads slower than this client publishes). Throws
     /// `notConnected` while no server is connected (the caller decides whether to wait, buffer
-    /// or drop), `invalidArgument` for an unusable subject or header. Like NATS itself, at most
+    /// or drop), `invalidArgument` for an unusable subject or header, `payloadTooLarge` for a
+    /// message (headers and payload) over the server's `max_payload`. Like NATS itself, at most
     /// once: a frame queued just before the connection is lost is lost with it.
     public func publish(_ subject: String, _ payload: [UInt8], replyTo: String? = nil, headers: NATSHeaders? = nil) async throws {
         if try queue(subject, payload, replyTo: replyTo, headers: headers) { await outbox.waitUntilRoom() }
@@ -136,7 +137,7 @@ public final class NATSClient: Sendable {
     public func publishWithoutWaiting(subject: UnsafeRawBufferPointer, headerBlock: UnsafeRawBufferPointer, payload: UnsafeRawBufferPointer) throws(NATSError) {
         try NATSFrame.checkSubject(subject, wildcards: false)
         try NATSFrame.checkHeaderBlock(headerBlock)
-        _ = try queue { NATSFrame.appendPublish(&$0, subject: subject, headerBlock: headerBlock, payload: payload) }
+        _ = try queue(size: headerBlock.count + payload.count) { NATSFrame.appendPublish(&$0, subject: subject, headerBlock: headerBlock, payload: payload) }
     }
 
     private func queue(_ subject: String, _ payload: [UInt8], replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> Bool {
@@ -147,14 +148,15 @@ public final class NATSClient: Sendable {
     /// Queues the frame; true when the publisher should wait for room.
     private func queue(_ subject: String, _ payload: UnsafeRawBufferPointer, replyTo: String?, headers: NATSHeaders?) throws(NATSError) -> Bool {
         let headerBytes = try NATSFrame.checkPublish(subject: subject, replyTo: replyTo, headers: headers)
-        return try queue { out in
+        return try queue(size: headerBytes + payload.count) { out in
             NATSFrame.appendPublish(&out, subject: subject, payload: payload, replyTo: replyTo, headers: headers, headerBytes: headerBytes)
         }
     }
 
-    /// Queues what `write` appends; true when the publisher should wait for room.
-    private func queue(_ write: (inout [UInt8]) -> Void) throws(NATSError) -> Bool {
-        let (wake, mustWait) = try outbox.append(write)
+    /// Queues what `write` appends, a message of `size` bytes; true when the publisher should
+    /// wait for room.
+    private func queue(size: Int, _ write: (inout [UInt8]) -> Void) throws(NATSError) -> Bool {
+        let (wake, mustWait) = try outbox.append(size: size, write)
         if wake {
             let core = self.core
             do { try controller.loop.execute { core.value.drainOutbox() } } catch {
@@ -213,7 +215,8 @@ public final class NATSClient: Sendable {
     }
 
     /// Sends a request and waits for the first reply. `noResponders` when the server says no
-    /// one subscribes (status 503), `timeout` when no reply comes in time.
+    /// one subscribes (status 503), `timeout` when no reply comes in time; refused as `publish`
+    /// refuses (`invalidArgument`, `payloadTooLarge`, `notConnected`).
     public func request(_ subject: String, _ payload: [UInt8], headers: NATSHeaders? = nil, timeout: Duration = .seconds(5)) async throws -> NATSMessage {
         try NATSFrame.checkSubject(subject, wildcards: false)
         if let headers { _ = try headers.encodedCount() }

@@ -58,6 +58,11 @@ final class NATSCore {
     /// CONNECT and a PING sent on the current connection: its PONG says the server took CONNECT
     /// (a refused login gets -ERR and a close instead), and only then is the client connected.
     private var awaitingAcceptance = false
+    /// The current server's `max_payload` (from its INFO): larger messages are refused here,
+    /// as the server would close the connection for one.
+    private var maxPayload = NATSCore.defaultMaxPayload
+    /// nats-server's default, for an INFO that does not say.
+    static let defaultMaxPayload = 1 << 20
     private var connectedWaiters: [(id: UInt64, waiter: CheckedContinuation<Void, any Error>, timer: TimerID)] = []
     /// `pauseReading` calls not yet ended: while above zero, nothing the server sent after the
     /// handshake is handled, and the socket is not read (the server's buffer for us fills).
@@ -190,8 +195,11 @@ final class NATSCore {
 
     private func handle(_ op: NATSServerOp, _ link: NATSLink) {
         switch op {
-        case .info(_, let urls):
-            if connectedURL == nil && !awaitingAcceptance { sendConnect(link) }
+        case .info(let fields, let urls):
+            if connectedURL == nil && !awaitingAcceptance {
+                maxPayload = fields["max_payload"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil } ?? Self.defaultMaxPayload
+                sendConnect(link)
+            }
             discover(urls)
         case .ping:
             link.transport?.write("PONG\r\n")
@@ -238,7 +246,7 @@ final class NATSCore {
         pingsOutstanding = 0
         let interval = options.pingInterval.wholeNanoseconds
         keepaliveTimer = loop.scheduleTimer(afterNanos: interval, everyNanos: interval) { [self] in keepalive(link) }
-        outbox.setOpen(true)
+        outbox.setOpen(true, maxPayload: maxPayload)
         if readPauses > 0 { link.transport?.pauseProducing() }
         if connectedOnce { reconnects += 1 }
         connectedOnce = true
@@ -345,6 +353,7 @@ final class NATSCore {
         do {
             let replyTo = inboxPrefix + "\(token)"
             let headerBytes = try NATSFrame.checkPublish(subject: subject, replyTo: replyTo, headers: headers)
+            if connectedURL != nil { try NATSOutbox.check(size: headerBytes + payload.count, maxPayload: maxPayload) }
             var frame: [UInt8] = []
             payload.withUnsafeBytes { p in
                 NATSFrame.appendPublish(&frame, subject: subject, payload: p, replyTo: replyTo, headers: headers, headerBytes: headerBytes)

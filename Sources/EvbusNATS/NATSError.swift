@@ -9,6 +9,9 @@ public struct NATSError: Error, Equatable, Sendable, CustomStringConvertible {
         public static let protocolViolation = Code(name: "protocol-violation")
         /// A subject, header or payload that cannot be sent.
         public static let invalidArgument = Code(name: "invalid-argument")
+        /// A message larger than the connected server's `max_payload` (its INFO says; 1 MiB by
+        /// default): not sent. Sent, the server would close the connection.
+        public static let payloadTooLarge = Code(name: "payload-too-large")
         /// A request nobody subscribes to (the server's 503 status).
         public static let noResponders = Code(name: "no-responders")
         /// No reply within the timeout.

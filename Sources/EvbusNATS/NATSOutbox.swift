@@ -15,6 +15,8 @@ final class NATSOutbox: Sendable {
         var closed = false
         /// The socket's queue passed its high watermark and has not drained yet.
         var backedUp = false
+        /// The connected server's `max_payload`: a larger message is refused, not sent.
+        var maxPayload = Int.max
         var waiters: [CheckedContinuation<Void, Never>] = []
 
         var full: Bool { backedUp || bytes.count >= NATSOutbox.limit }
@@ -23,18 +25,27 @@ final class NATSOutbox: Sendable {
     static let limit = 1 << 20
     private let state = Mutex(State())
 
-    /// Appends what `encode` writes. Returns whether the caller must wake the client's thread
-    /// (`drain`), and whether it should wait before publishing more.
-    func append(_ encode: (inout [UInt8]) -> Void) throws(NATSError) -> (wake: Bool, mustWait: Bool) {
+    /// Appends what `encode` writes, a message of `size` bytes (headers and payload). Returns
+    /// whether the caller must wake the client's thread (`drain`), and whether it should wait
+    /// before publishing more.
+    func append(size: Int, _ encode: (inout [UInt8]) -> Void) throws(NATSError) -> (wake: Bool, mustWait: Bool) {
         try state.withLock { (s: inout State) throws(NATSError) -> (wake: Bool, mustWait: Bool) in
             guard s.open else {
                 throw NATSError(s.closed ? .closed : .notConnected, s.closed ? "the NATS client is closed" : "not connected to a NATS server")
             }
+            try NATSOutbox.check(size: size, maxPayload: s.maxPayload)
             let before = s.bytes.count
             encode(&s.bytes)
             let wake = before == 0 && !s.drainQueued
             if wake { s.drainQueued = true }
             return (wake, s.full)
+        }
+    }
+
+    /// Refuses a message the server would close the connection for.
+    static func check(size: Int, maxPayload: Int) throws(NATSError) {
+        guard size <= maxPayload else {
+            throw NATSError(.payloadTooLarge, "a message of \(size) bytes (headers and payload) is larger than the server's max_payload, \(maxPayload) bytes")
         }
     }
 
@@ -85,14 +96,15 @@ final class NATSOutbox: Sendable {
         return ended
     }
 
-    /// Client's thread: connected (publishes accepted), or not (queued bytes are discarded, as
-    /// bytes in a lost socket's buffer are; waiting publishers go on and then fail). True when
-    /// this ended a full spell.
+    /// Client's thread: connected (publishes accepted, up to the server's `maxPayload`), or not
+    /// (queued bytes are discarded, as bytes in a lost socket's buffer are; waiting publishers
+    /// go on and then fail). True when this ended a full spell.
     @discardableResult
-    func setOpen(_ open: Bool, closed: Bool = false) -> Bool {
+    func setOpen(_ open: Bool, maxPayload: Int = .max, closed: Bool = false) -> Bool {
         let (waiters, ended) = state.withLock { s in
             let wasFull = s.full
             s.open = open
+            s.maxPayload = maxPayload
             s.closed = s.closed || closed
             s.backedUp = false
             if !open { s.bytes.removeAll(keepingCapacity: true) }

@@ -313,6 +313,38 @@ import Testing
         await shop.close()
     }
 
+    /// A request or a reply larger than NATS's `max_payload` fails the call with that reason,
+    /// at once, instead of closing the bridge's NATS connection or leaving the caller to time out.
+    @Test func aCallNATSCannotCarryFailsWithTheReasonEitherWay() async throws {
+        let config = TestPaths.file("bridge-rpc-max-payload", ".conf")
+        try "max_payload: 2048\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let nats = try await NATSServerProcess(arguments: ["-c", config])
+        let a = try await BrokerProcess(), b = try await BrokerProcess()
+        let bridgeA = try await bridge("a", a, nats, export: [], import: [], services: ["export": [["queue": "files", "subject": "svc.files"]]])
+        let bridgeB = try await bridge("b", b, nats, export: [], import: [], services: ["import": [["subject": "svc.files", "queue": "files"]], "timeoutMillis": 20000])
+        let server = try await Peer.connect(to: a.socketPath, name: "files")
+        _ = try await server.respond(on: "files") { (r: Request) throws -> [UInt8] in
+            r.text == "big" ? [UInt8](repeating: 0x61, count: 4000) : Array("got \(r.payload.count) bytes".utf8)
+        }
+        let caller = try await Peer.connect(to: b.socketPath, name: "caller")
+        #expect(try await caller.request(to: .queue("files"), "small", timeout: .seconds(30)).text == "got 5 bytes")
+        // Not "timeout": neither waits for the service timeout.
+        await #expect { _ = try await caller.request(to: .queue("files"), [UInt8](repeating: 1, count: 4000), timeout: .seconds(30)) } throws: {
+            ($0 as? EvbusError)?.remoteCode == "payload-too-large" && "\($0)".contains("max_payload")
+        }
+        await #expect { _ = try await caller.request(to: .queue("files"), "big", timeout: .seconds(30)) } throws: {
+            ($0 as? EvbusError)?.remoteCode == "payload-too-large"
+        }
+        #expect(try await caller.request(to: .queue("files"), "after", timeout: .seconds(30)).text == "got 5 bytes")
+        #expect(bridgeA.stderr.contains("event=service-reply-lost queue=files"), "\(bridgeA.stderr)")
+        #expect(!bridgeA.stderr.contains("nats-disconnected") && !bridgeB.stderr.contains("nats-disconnected"))
+        for bridge in [bridgeA, bridgeB] { bridge.signal(SIGTERM) }
+        _ = await bridgeA.waitForExit()
+        _ = await bridgeB.waitForExit()
+        await caller.close()
+        await server.close()
+    }
+
     /// Messages in a JetStream stream, as its server says.
     func streamMessages(_ nats: NATSServerProcess, _ stream: String) async throws -> Int {
         let c = try NATSClient(.init(servers: [nats.url], name: "js-probe"))
@@ -321,6 +353,49 @@ import Testing
         let reply = try await c.request("$JS.API.STREAM.INFO.\(stream)", [], timeout: .seconds(5))
         let info = try JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any]
         return (info?["state"] as? [String: Any])?["messages"] as? Int ?? -1
+    }
+
+    /// A message larger than the NATS server's `max_payload` would, sent, get the bridge's
+    /// connection closed (and, from a durable queue, be retried for ever). A topic export is
+    /// dropped, counted and logged; a durable one is refused to its queue's dead-letter
+    /// exchange; the messages around them go through on the same connection.
+    @Test func aMessageOverNATSMaxPayloadIsDroppedOrDeadLetteredAndTheRestGoThrough() async throws {
+        let config = TestPaths.file("bridge-max-payload", ".conf")
+        try "max_payload: 2048\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let store = TestPaths.dataDirectory("jetstream-max-payload")
+        let nats = try await NATSServerProcess(jetStreamDirectory: store, arguments: ["-c", config])
+        let a = try await BrokerProcess()
+        let p = try await Peer.connect(to: a.socketPath, name: "producer")
+        try await p.declareExchange("dlx", kind: .fanout, durable: true)
+        _ = try await p.declareQueue("orders.dead", QueueOptions(durable: true))
+        try await p.bind(queue: "orders.dead", exchange: "dlx")
+        _ = try await p.declareQueue("orders", QueueOptions(deadLetterExchange: "dlx", durable: true))
+        let js: [[String: String]] = [["queue": "orders", "stream": "ORDERS", "subject": "evbus.orders"]]
+        let bridgeA = try await bridge("a", a, nats, export: ["news.#"], import: [], jetstream: js)
+        let watcher = try NATSClient(.init(servers: [nats.url], name: "watcher"))
+        try await watcher.waitUntilConnected()
+        let onNATS = Collector<String>()
+        try await watcher.subscribe("evbus.news.>") { onNATS.add(String(decoding: $0.payload.prefix(5), as: UTF8.self)) }
+        try await watcher.flush()
+        let big = Array("big: ".utf8) + [UInt8](repeating: 0x61, count: 4000)
+        for (i, payload) in [Array("small".utf8), big, Array("after".utf8)].enumerated() {
+            try await p.publish("news.today", payload)
+            try await p.publish(to: "", key: "orders", payload, properties: MessageProperties(messageID: "o-\(i)"), confirm: true, persistent: true)
+        }
+        #expect(await eventually { onNATS.items == ["small", "after"] }, "\(onNATS.items) \(bridgeA.stderr)")
+        #expect(await eventually(30) { (try? await streamMessages(nats, "ORDERS")) == 2 }, "\(bridgeA.stderr.suffix(2000))")
+        let dead = try await take(1, from: try await p.consume("orders.dead", ack: .auto))
+        #expect(dead[0].payload == big && dead[0].properties.headers["x-death-reason"] == "rejected")
+        #expect(await eventually { (try? await p.topology().queues.first { $0.name == "orders" }).map { $0.ready + $0.unacked } == 0 })
+        let stats = try await RunningProcess.runEvbus(["rpc", "evbus.bridge.a.stats", "", "--socket", a.socketPath])
+        #expect(stats.stdout.contains("exported=4 ") && stats.stdout.contains("dropped=2 ") && stats.stdout.contains("nats_reconnects=0 "), "\(stats.stdout)")
+        #expect(bridgeA.stderr.contains("event=export-dropped subject=evbus.news.today reason=\"payload-too-large"), "\(bridgeA.stderr)")
+        #expect(bridgeA.stderr.contains("event=jetstream-export-refused queue=orders reason=\"payload-too-large"), "\(bridgeA.stderr)")
+        bridgeA.signal(SIGTERM)
+        _ = await bridgeA.waitForExit()
+        await watcher.close()
+        await p.close()
+        try? FileManager.default.removeItem(atPath: store)
     }
 
     @Test func aDurableQueueExportedToJetStreamLosesNothingWhenTheBridgeAndNATSDie() async throws {

@@ -34,6 +34,39 @@ import Testing
         await pub.close()
     }
 
+    /// A server with a smaller `max_payload` than the message: sent, it would get
+    /// `-ERR 'Maximum Payload Violation'` and the connection closed. The client refuses it
+    /// (every way of publishing, and a request) and the connection carries on.
+    @Test func aMessageOverTheServersMaxPayloadIsRefusedAndTheConnectionKept() async throws {
+        let config = TestPaths.file("max-payload", ".conf")
+        try "max_payload: 1024\n".write(toFile: config, atomically: true, encoding: .utf8)
+        let server = try await NATSServerProcess(arguments: ["-c", config])
+        let events = Collector<NATSClient.Event>()
+        let c = try await client([server.url], events: events)
+        let got = Collector<Int>()
+        try await c.subscribe("big") { got.add($0.payload.count) }
+        let headers = NATSHeaders(fields: [("A", "b")])
+        let block = try headers.encoded()  // counted in max_payload, as the server counts it
+        let tooLarge: (any Error) -> Bool = { ($0 as? NATSError)?.code == .payloadTooLarge }
+        await #expect { try await c.publish("big", [UInt8](repeating: 1, count: 1025)) } throws: { tooLarge($0) }
+        #expect { try c.publishWithoutWaiting("big", [UInt8](repeating: 1, count: 1024 - block.count + 1), headers: headers) } throws: { tooLarge($0) }
+        #expect { try [UInt8](repeating: 1, count: 2000).withUnsafeBytes { try c.publishWithoutWaiting("big", bytes: $0) } } throws: { tooLarge($0) }
+        #expect {
+            try Array("big".utf8).withUnsafeBytes { s in
+                try block.withUnsafeBytes { h in try [UInt8](repeating: 1, count: 1024 - block.count + 1).withUnsafeBytes { try c.publishWithoutWaiting(subject: s, headerBlock: h, payload: $0) } }
+            }
+        } throws: { tooLarge($0) }
+        await #expect { _ = try await c.request("big", [UInt8](repeating: 1, count: 4096), timeout: .seconds(2)) } throws: { tooLarge($0) }
+        // At the limit it goes, on the same connection.
+        try await c.publish("big", [UInt8](repeating: 1, count: 1024))
+        try await c.publish("big", [UInt8](repeating: 1, count: 1024 - block.count), headers: headers)
+        try await c.flush()
+        #expect(await eventually { got.items == [1024, 1024 - block.count] }, "\(got.items)")
+        #expect(try await c.state().reconnects == 0)
+        #expect(!events.items.contains { if case .disconnected = $0 { true } else { false } }, "\(events.items)")
+        await c.close()
+    }
+
     /// `pauseDeliveries`: nothing handled while paused (pauses nest), a pause from a handler
     /// stops the rest of that read, and everything arrives after, in order, on the same
     /// connection; views show the same messages as copies.
