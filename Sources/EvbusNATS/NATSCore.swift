@@ -196,6 +196,10 @@ final class NATSCore {
     private func handle(_ op: NATSServerOp, _ link: NATSLink) {
         switch op {
         case .info(let fields, let urls):
+            if connectedURL == nil && !awaitingAcceptance && fields["tls_required"] == "1" {
+                // CONNECT in the clear (credentials and all) would only be garbage to it.
+                return drop(link, "the server requires TLS, which this client does not speak (use a NATS leaf node on this host, or a tunnel)")
+            }
             if connectedURL == nil && !awaitingAcceptance {
                 maxPayload = fields["max_payload"].flatMap(Int.init).flatMap { $0 > 0 ? $0 : nil } ?? Self.defaultMaxPayload
                 sendConnect(link)

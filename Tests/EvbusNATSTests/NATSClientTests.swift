@@ -257,6 +257,26 @@ import Testing
         await holder.close()
     }
 
+    /// This client speaks no TLS. A server that requires it (its INFO says `tls_required`) is
+    /// not sent CONNECT in the clear (with its credentials) to fail on garbage: the attempt
+    /// fails at once, saying why, and the client goes on to the next server.
+    @Test func aServerThatRequiresTLSIsRefusedWithTheReason() async throws {
+        let key = TestPaths.file("nats-tls", ".key"), cert = TestPaths.file("nats-tls", ".crt")
+        let openssl = try RunningProcess("/usr/bin/openssl", [
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+        ])
+        #expect(await openssl.waitForExit() == 0, "\(openssl.stderr)")
+        let secure = try await NATSServerProcess(name: "secure", arguments: ["--tls", "--tlscert", cert, "--tlskey", key])
+        let plain = try await NATSServerProcess(name: "plain")
+        let events = Collector<NATSClient.Event>()
+        let c = try await client([secure.url, plain.url], events: events) { $0.token = "secret" }
+        #expect(try await c.state().connected == plain.url)
+        let failed = events.items.compactMap { if case .connectFailed(let server, let r) = $0 { "\(server) \(r)" } else { nil } }
+        #expect(failed.first == "\(secure.url) the server requires TLS, which this client does not speak (use a NATS leaf node on this host, or a tunnel)", "\(events.items)")
+        #expect(!secure.process.stderr.contains("secret"))
+        await c.close()
+    }
+
     @Test func badSubjectsAndServersAreRefused() async throws {
         #expect(throws: NATSError.self) { _ = try NATSClient(.init(servers: ["http://x"])) }
         #expect(throws: NATSError.self) { _ = try NATSClient(.init(servers: [])) }
