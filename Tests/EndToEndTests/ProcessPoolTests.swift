@@ -99,6 +99,21 @@ import Testing
         #expect(await code(pool.dispatch("fib", 1, as: Int.self))?.0 == .shutDown)
     }
 
+    /// Work dispatched to a pool nobody holds any more: it still runs, then the workers go.
+    func dispatchAndDrop() throws -> (pids: [Int32], results: [Pending<Int>]) {
+        let pool = try pool()
+        return (pool.workerPIDs, (20..<24).map { pool.dispatch("fib", $0, as: Int.self) })
+    }
+
+    @Test func aPoolDroppedWithoutShutdownFinishesItsWorkThenStopsItsWorkers() async throws {
+        let (pids, results) = try dispatchAndDrop()
+        #expect(pids.count == 2 && pids.allSatisfy(alive))
+        var values: [Int] = []
+        for r in results { values.append(try await r.value) }
+        #expect(values == [6765, 10946, 17711, 28657])
+        #expect(await eventually { !pids.contains(where: alive) }, "workers \(pids) still running")
+    }
+
     @Test func aWorkerProgramThatCannotStartIsRetriedSlowlyNotInALoop() async throws {
         let pool = try ProcessPool(name: "broken", workers: 1, executable: "/bin/false")
         let work = pool.dispatch("fib", 1, as: Int.self)

@@ -16,7 +16,10 @@ final class PoolCore {
     final class Worker: StreamProtocol {
         let index: Int
         let pid: pid_t
-        unowned let core: PoolCore
+        /// Strong: a worker's link keeps the pool's state alive until it closes, so a pool
+        /// dropped while its workers stop (ProcessPool's deinit) is still there to collect them.
+        /// The cycle ends when `lost` takes the worker out of `workers`.
+        let core: PoolCore
         var transport: StreamTransport?
         var reader = PoolFrameReader()
         var ready = false

@@ -5,7 +5,7 @@ import Synchronization
 /// workers, each running a controller with a `WorkerBlueprint`'s handlers, hands each piece of
 /// work to an idle one (one at a time per worker, oldest work first) and returns a `Pending` of
 /// the typed result. A worker that crashes fails its work in flight with `workerCrashed` and is
-/// replaced; `shutdown()` lets queued work finish, then stops them all.
+/// replaced; `shutdown()` (or dropping the pool) lets queued work finish, then stops them all.
 ///
 /// ```swift
 /// // First thing in main: in a worker this serves the pool and never returns.
@@ -85,6 +85,12 @@ public final class ProcessPool: Sendable {
 
     /// Suspends until every worker has exited after `shutdown()`.
     public func stopped() async { await io.stopped() }
+
+    /// A pool dropped without `shutdown()` shuts down as `shutdown()` does: what was dispatched
+    /// still runs and its `Pending`s resolve (they hold the pool's state, not the pool), then
+    /// the workers are stopped and collected and the pool's thread ends. Without this they
+    /// would idle until this process exits.
+    deinit { shutdown() }
 }
 
 /// What the pool's loop publishes for other threads to read.
