@@ -18,7 +18,11 @@ struct JetStreamExport: Sendable {
     func start(peer: Peer, nats: NATSClient, onExported: @escaping @Sendable () -> Void, onRefused: @escaping @Sendable () -> Void) async throws -> Consumer {
         await ensureStream(nats)
         return try await peer.consume(queue, ack: .manual, prefetch: 256) { delivery in
-            Task { await self.forward(delivery, nats: nats, onExported: onExported, onRefused: onRefused) }
+            // On the loop both connections share, whose executor starts tasks in the order they
+            // are made: each publish is queued before the next delivery's, so the stream stores
+            // the queue's order (while nothing fails; a retried message comes later). On the
+            // global executor the tasks raced, and the stream held them out of order.
+            Task(executorPreference: peer.executor) { await self.forward(delivery, nats: nats, onExported: onExported, onRefused: onRefused) }
         }
     }
 

@@ -398,6 +398,41 @@ import Testing
         try? FileManager.default.removeItem(atPath: store)
     }
 
+    /// The payloads of a JetStream stream's messages, by sequence, as its server says.
+    func streamPayloads(_ nats: NATSServerProcess, _ stream: String, count: Int) async throws -> [String] {
+        let c = try NATSClient(.init(servers: [nats.url], name: "js-reader"))
+        defer { Task { await c.close() } }
+        try await c.waitUntilConnected()
+        var payloads: [String] = []
+        for seq in 1...count {
+            let reply = try await c.request("$JS.API.STREAM.MSG.GET.\(stream)", Array(#"{"seq":\#(seq)}"#.utf8), timeout: .seconds(5))
+            let message = (try JSONSerialization.jsonObject(with: Data(reply.payload)) as? [String: Any])?["message"] as? [String: Any]
+            let data = (message?["data"] as? String).flatMap { Data(base64Encoded: $0) } ?? Data()
+            payloads.append(String(decoding: data, as: UTF8.self))
+        }
+        return payloads
+    }
+
+    /// With nothing failing, the stream holds the queue's messages in the queue's order.
+    @Test func aDurableQueueReachesItsStreamInOrder() async throws {
+        let store = TestPaths.dataDirectory("jetstream-order")
+        let nats = try await NATSServerProcess(jetStreamDirectory: store)
+        let a = try await BrokerProcess()
+        let producer = try await Peer.connect(to: a.socketPath, name: "producer")
+        _ = try await producer.declareQueue("ledger", QueueOptions(durable: true))
+        let js: [[String: String]] = [["queue": "ledger", "stream": "LEDGER", "subject": "evbus.ledger"]]
+        let bridgeA = try await bridge("a", a, nats, export: [], import: [], jetstream: js)
+        let count = 300
+        for i in 0..<count { try await producer.publish(to: "", key: "ledger", Array("entry \(i)".utf8), confirm: true, persistent: true) }
+        #expect(await eventually(60) { (try? await streamMessages(nats, "LEDGER")) == count })
+        let stored = try await streamPayloads(nats, "LEDGER", count: count)
+        #expect(stored == (0..<count).map { "entry \($0)" }, "\(stored.prefix(20))")
+        bridgeA.signal(SIGTERM)
+        _ = await bridgeA.waitForExit()
+        await producer.close()
+        try? FileManager.default.removeItem(atPath: store)
+    }
+
     @Test func aDurableQueueExportedToJetStreamLosesNothingWhenTheBridgeAndNATSDie() async throws {
         let store = TestPaths.dataDirectory("jetstream")
         var nats = try await NATSServerProcess(jetStreamDirectory: store)
