@@ -52,6 +52,8 @@ public final class Bridge: Sendable {
     private let paused = Mutex(false)
     /// Exports held while NATS is unreachable (`outage.mode` "buffer").
     private let pending = Mutex<[HeldExport]>([])
+    /// Which of an outage's failed attempts to connect to NATS are logged.
+    private let outage = Mutex(OutageLog())
     /// Imports are not read from NATS while the local broker's outbox is full.
     private let importsPaused = Atomic<Bool>(false)
     private let running = Mutex<(peer: Peer?, nats: NATSClient?, controller: Controller?, loop: EventLoop?)>((nil, nil, nil, nil))
@@ -75,15 +77,20 @@ public final class Bridge: Sendable {
         options.onEvent = { [self] event in
             switch event {
             case .connected(let server):
+                outage.withLock { $0.connectedNow() }
                 log("event=nats-connected server=\(Logger.quoted(server))")
                 flushPending()
             case .disconnected(let server, let reason):
                 counts.withLock { $0.natsReconnects += 1 }
+                outage.withLock { $0.connected = false }
                 log("event=nats-disconnected server=\(Logger.quoted(server)) reason=\(Logger.quoted("\(reason)"))")
             case .serverError(let server, let message):
-                log("event=nats-error server=\(Logger.quoted(server)) message=\(Logger.quoted(message))")
+                let (logs, attempt) = outage.withLock { ($0.logsError, $0.currentAttempt) }
+                guard logs else { return }
+                log("event=nats-error server=\(Logger.quoted(server)) message=\(Logger.quoted(message))" + (attempt.map { " attempt=\($0)" } ?? ""))
             case .connectFailed(let server, let reason):
-                log("event=nats-connect-failed server=\(Logger.quoted(server)) reason=\(Logger.quoted(reason))")
+                guard let attempt = outage.withLock({ $0.failed() }) else { return }
+                log("event=nats-connect-failed server=\(Logger.quoted(server)) reason=\(Logger.quoted(reason)) attempt=\(attempt)")
             case .discovered(let servers):
                 log("event=nats-servers-discovered servers=\(Logger.quoted(servers.joined(separator: ",")))")
             case .drained:
@@ -470,4 +477,33 @@ public final class Bridge: Sendable {
             nats.resumeDeliveries()
         }
     }
+}
+
+/// NATS unreachable, the client tries again every couple of seconds: a line per attempt would
+/// bury everything else in the log within an hour. An outage's failed attempts are logged at
+/// the 1st, 2nd, 4th, 8th, … (each line says which), as is a server's -ERR refusing a login at
+/// those attempts; once connected, the count starts again and every -ERR is logged.
+struct OutageLog: Sendable {
+    /// Failed attempts since the client was last connected.
+    private(set) var failures = 0
+    var connected = false
+
+    /// One more failed attempt: its number if it is to be logged.
+    mutating func failed() -> Int? {
+        failures += 1
+        return Self.logged(failures) ? failures : nil
+    }
+
+    mutating func connectedNow() {
+        failures = 0
+        connected = true
+    }
+
+    /// Whether a server's -ERR is logged: always while connected; during an outage only when
+    /// the attempt it belongs to (the one under way) is logged.
+    var logsError: Bool { connected || Self.logged(failures + 1) }
+    /// The attempt under way (nil while connected).
+    var currentAttempt: Int? { connected ? nil : failures + 1 }
+
+    static func logged(_ attempt: Int) -> Bool { attempt > 0 && attempt & (attempt - 1) == 0 }
 }

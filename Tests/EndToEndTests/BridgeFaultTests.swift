@@ -146,6 +146,31 @@ import Testing
         await publisher.close()
     }
 
+    /// A long outage is not a log line every couple of seconds: failed attempts are logged at
+    /// the 1st, 2nd, 4th, 8th, …, each saying which; once connected the count starts again.
+    @Test func anOutageIsLoggedAtDoublingAttemptsNotAtEachOne() async throws {
+        var nats = try await NATSServerProcess()
+        let port = nats.port
+        let a = try await BrokerProcess()
+        let bridge = try await startBridge("quiet", socket: a.socketPath, servers: [nats.url], export: ["log.#"])
+        await nats.kill()
+        func attempts() -> [Int] {
+            bridge.stderr.split(separator: "\n").filter { $0.contains("event=nats-connect-failed") }
+                .compactMap { $0.split(separator: " ").first { $0.hasPrefix("attempt=") }.flatMap { Int($0.dropFirst(8)) } }
+        }
+        // Attempts 1 to 8 take about 5 s (the backoff doubles from 50 ms to 2 s): four lines.
+        #expect(await eventually(30) { attempts().contains(8) }, "\(bridge.stderr)")
+        #expect(Array(attempts().prefix(4)) == [1, 2, 4, 8], "\(bridge.stderr)")
+        nats = try await NATSServerProcess(port: port)
+        #expect(await eventually(30) { occurrences("event=nats-connected", in: bridge.stderr) >= 2 })
+        let before = attempts().count
+        await nats.kill()
+        #expect(await eventually(30) { attempts().count > before }, "\(bridge.stderr)")
+        #expect(attempts()[before] == 1, "\(bridge.stderr)")
+        bridge.signal(SIGTERM)
+        #expect(await bridge.waitForExit() == 0)
+    }
+
     /// The local broker restarts under the bridge: it reconnects, subscribes again to what it
     /// exports and declares its service queue again; both directions work after.
     @Test func aBridgeReconnectsAndRedeclaresWhenTheLocalBrokerRestarts() async throws {
