@@ -36,6 +36,9 @@ struct JetStreamExport: Sendable {
         }
     }
 
+    /// JetStream's error code for "message size exceeds maximum allowed" (`JSStreamMessageExceedsMaximumErr`).
+    static let messageTooLargeForStream = 10054
+
     private func forward(_ d: Delivery, nats: NATSClient, onExported: @Sendable () -> Void, onRefused: @Sendable () -> Void) async {
         var fields: [(name: String, value: String)] = []
         if let id = d.properties.messageID { fields.append(("Nats-Msg-Id", id)) }
@@ -44,13 +47,19 @@ struct JetStreamExport: Sendable {
             let reply = try await nats.request(subject, d.payload, headers: fields.isEmpty ? nil : NATSHeaders(fields: fields), timeout: .seconds(5))
             let ack = (try? JSONSerialization.jsonObject(with: Data(reply.payload))) as? [String: Any]
             guard ack?["stream"] as? String == stream, ack?["error"] == nil else {
-                throw NATSError(.protocolViolation, "JetStream did not store it: \(String(decoding: reply.payload, as: UTF8.self))")
+                let text = String(decoding: reply.payload, as: UTF8.self)
+                // The stream's own limit on a message's size (its max_msg_size): this one will
+                // never be stored. Any other refusal (stream full, not enough resources, no
+                // leader yet) may pass later, so it is retried.
+                let code = ((ack?["error"] as? [String: Any])?["err_code"] as? NSNumber)?.intValue
+                if code == Self.messageTooLargeForStream { throw NATSError(.payloadTooLarge, "JetStream refuses it: \(text)") }
+                throw NATSError(.protocolViolation, "JetStream did not store it: \(text)")
             }
             try d.ack()
             onExported()
         } catch let error as NATSError where error.code == .payloadTooLarge || error.code == .invalidArgument {
-            // This message can never be sent (too large for the server, a header NATS cannot
-            // carry): retrying would loop on it for ever. Refused, so the queue dead-letters it
+            // This message can never be stored (too large for the server or the stream, a
+            // header NATS cannot carry): retrying would loop on it for ever. Refused, so the queue dead-letters it
             // if it has a dead-letter exchange (ROUTING.md), and said.
             log("event=jetstream-export-refused queue=\(Logger.quoted(queue)) reason=\(Logger.quoted("\(error)"))")
             try? d.reject()

@@ -313,6 +313,43 @@ import Testing
         await shop.close()
     }
 
+    /// A stream may set its own limit on a message's size (`max_msg_size`): a message over it
+    /// is refused by JetStream every time, so it is dead-lettered like one over `max_payload`,
+    /// while a refusal that may pass later is retried.
+    @Test func aMessageOverTheStreamsOwnLimitIsDeadLetteredNotRetriedForEver() async throws {
+        let store = TestPaths.dataDirectory("jetstream-max-msg")
+        let nats = try await NATSServerProcess(jetStreamDirectory: store)
+        let setup = try NATSClient(.init(servers: [nats.url], name: "setup"))
+        try await setup.waitUntilConnected()
+        let created = try await setup.request("$JS.API.STREAM.CREATE.AUDIT",
+            Array(#"{"name":"AUDIT","subjects":["evbus.audit"],"storage":"file","max_msg_size":100}"#.utf8), timeout: .seconds(5))
+        #expect(!String(decoding: created.payload, as: UTF8.self).contains("error"), "\(String(decoding: created.payload, as: UTF8.self))")
+        await setup.close()
+        let a = try await BrokerProcess()
+        let p = try await Peer.connect(to: a.socketPath, name: "auditor")
+        try await p.declareExchange("dlx", kind: .fanout, durable: true)
+        _ = try await p.declareQueue("audit.dead", QueueOptions(durable: true))
+        try await p.bind(queue: "audit.dead", exchange: "dlx")
+        _ = try await p.declareQueue("audit", QueueOptions(deadLetterExchange: "dlx", durable: true))
+        let js: [[String: String]] = [["queue": "audit", "stream": "AUDIT", "subject": "evbus.audit"]]
+        let bridgeA = try await bridge("a", a, nats, export: [], import: [], jetstream: js)
+        let big = Array("long entry ".utf8) + [UInt8](repeating: 0x61, count: 500)
+        for payload in [Array("entry 1".utf8), big, Array("entry 2".utf8)] {
+            try await p.publish(to: "", key: "audit", payload, confirm: true, persistent: true)
+        }
+        #expect(await eventually(30) { (try? await streamMessages(nats, "AUDIT")) == 2 }, "\(bridgeA.stderr.suffix(2000))")
+        #expect(try await streamPayloads(nats, "AUDIT", count: 2) == ["entry 1", "entry 2"])
+        let dead = try await take(1, from: try await p.consume("audit.dead", ack: .auto))
+        #expect(dead[0].payload == big)
+        #expect(await eventually { (try? await p.topology().queues.first { $0.name == "audit" }).map { $0.ready + $0.unacked } == 0 })
+        #expect(await eventually { bridgeA.stderr.contains("event=jetstream-export-refused queue=audit reason=\"payload-too-large: JetStream refuses it") }, "\(bridgeA.stderr)")
+        #expect(occurrences("event=jetstream-export-refused", in: bridgeA.stderr) == 1)
+        bridgeA.signal(SIGTERM)
+        _ = await bridgeA.waitForExit()
+        await p.close()
+        try? FileManager.default.removeItem(atPath: store)
+    }
+
     /// A request or a reply larger than NATS's `max_payload` fails the call with that reason,
     /// at once, instead of closing the bridge's NATS connection or leaving the caller to time out.
     @Test func aCallNATSCannotCarryFailsWithTheReasonEitherWay() async throws {
