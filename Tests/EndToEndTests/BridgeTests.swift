@@ -327,10 +327,7 @@ import Testing
         await setup.close()
         let a = try await BrokerProcess()
         let p = try await Peer.connect(to: a.socketPath, name: "auditor")
-        try await p.declareExchange("dlx", kind: .fanout, durable: true)
-        _ = try await p.declareQueue("audit.dead", QueueOptions(durable: true))
-        try await p.bind(queue: "audit.dead", exchange: "dlx")
-        _ = try await p.declareQueue("audit", QueueOptions(deadLetterExchange: "dlx", durable: true))
+        try await declareDeadLettering("audit", on: p)
         let js: [[String: String]] = [["queue": "audit", "stream": "AUDIT", "subject": "evbus.audit"]]
         let bridgeA = try await bridge("a", a, nats, export: [], import: [], jetstream: js)
         let big = Array("long entry ".utf8) + [UInt8](repeating: 0x61, count: 500)
@@ -383,6 +380,15 @@ import Testing
         await server.close()
     }
 
+    /// A durable queue `queue` whose refused messages go to the durable queue `<queue>.dead`
+    /// (through the fanout exchange `dlx`).
+    func declareDeadLettering(_ queue: String, on p: Peer) async throws {
+        try await p.declareExchange("dlx", kind: .fanout, durable: true)
+        _ = try await p.declareQueue("\(queue).dead", QueueOptions(durable: true))
+        try await p.bind(queue: "\(queue).dead", exchange: "dlx")
+        _ = try await p.declareQueue(queue, QueueOptions(deadLetterExchange: "dlx", durable: true))
+    }
+
     /// Messages in a JetStream stream, as its server says.
     func streamMessages(_ nats: NATSServerProcess, _ stream: String) async throws -> Int {
         let c = try NATSClient(.init(servers: [nats.url], name: "js-probe"))
@@ -404,10 +410,7 @@ import Testing
         let nats = try await NATSServerProcess(jetStreamDirectory: store, arguments: ["-c", config])
         let a = try await BrokerProcess()
         let p = try await Peer.connect(to: a.socketPath, name: "producer")
-        try await p.declareExchange("dlx", kind: .fanout, durable: true)
-        _ = try await p.declareQueue("orders.dead", QueueOptions(durable: true))
-        try await p.bind(queue: "orders.dead", exchange: "dlx")
-        _ = try await p.declareQueue("orders", QueueOptions(deadLetterExchange: "dlx", durable: true))
+        try await declareDeadLettering("orders", on: p)
         let js: [[String: String]] = [["queue": "orders", "stream": "ORDERS", "subject": "evbus.orders"]]
         let bridgeA = try await bridge("a", a, nats, export: ["news.#"], import: [], jetstream: js)
         let watcher = try NATSClient(.init(servers: [nats.url], name: "watcher"))
