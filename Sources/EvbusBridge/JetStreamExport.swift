@@ -59,8 +59,8 @@ struct JetStreamExport: Sendable {
             onExported()
         } catch let error as NATSError where error.code == .payloadTooLarge || error.code == .invalidArgument {
             // This message can never be stored (too large for the server or the stream, a
-            // header NATS cannot carry): retrying would loop on it for ever. Refused, so the queue dead-letters it
-            // if it has a dead-letter exchange (ROUTING.md), and said.
+            // header NATS cannot carry): retrying would loop on it for ever. Refused, so the
+            // queue dead-letters it if it has a dead-letter exchange (ROUTING.md), and said.
             log("event=jetstream-export-refused queue=\(Logger.quoted(queue)) reason=\(Logger.quoted("\(error)"))")
             try? d.reject()
             onRefused()
