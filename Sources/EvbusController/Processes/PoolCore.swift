@@ -58,6 +58,12 @@ final class PoolCore {
     /// Called with the worker pids whenever they change (the pool shows them to other threads).
     let published: @Sendable ([Int32], Int) -> Void
     private var restarts = 0
+    /// Workers that ended before they were ready, one after another with none ready in
+    /// between, and how the last one ended. From `brokenAfter` on the pool counts as broken:
+    /// waiting work fails instead of waiting for a worker that may never start.
+    private var failedStarts = 0
+    private var lastFailedStart = ""
+    static let brokenAfter = 3
 
     init(name: String, controller: Controller, executable: String, arguments: [String], count: Int,
          published: @escaping @Sendable ([Int32], Int) -> Void) {
@@ -96,8 +102,26 @@ final class PoolCore {
             job.finish(.failure(ControllerError(.shutDown, "the process pool '\(name)' is shut down")))
             return
         }
+        if let broken = brokenError { return job.finish(.failure(broken)) }
         waiting.append(job)
         assign()
+    }
+
+    /// Why no work can run, while no worker has started since `brokenAfter` failed starts in
+    /// a row (it keeps trying: one that comes up ends this).
+    private var brokenError: ControllerError? {
+        guard failedStarts >= Self.brokenAfter, !workers.contains(where: { $0?.ready == true }) else { return nil }
+        return ControllerError(.workerCrashed, "no worker of the process pool '\(name)' could start (\(failedStarts) tries in a row; the last: \(lastFailedStart))")
+    }
+
+    /// A worker did not come up: counted, and once the pool is broken the waiting work fails.
+    private func failedStart(_ how: String) {
+        failedStarts += 1
+        lastFailedStart = how
+        guard let broken = brokenError else { return }
+        let stranded = waiting
+        waiting = []
+        for job in stranded { job.finish(.failure(broken)) }
     }
 
     /// Gives waiting work to idle workers, oldest first.
@@ -114,6 +138,7 @@ final class PoolCore {
         switch kind {
         case .ready:
             worker.ready = true
+            failedStarts = 0
         case .result, .failure:
             guard let job = worker.running, job.id == id else { return }
             worker.running = nil
@@ -144,22 +169,24 @@ final class PoolCore {
             finishStopIfDone()
             return
         }
+        if !worker.ready { failedStart("\(worker.name) \(how) before it was ready") }
         restarts += 1
         let index = worker.index
         let delay: UInt64 = worker.ready ? 0 : 1_000_000_000
         controller.loop.scheduleTimer(afterNanos: delay) { [self] in
             guard !stopping, workers[index] == nil else { return }
-            do { try startWorker(index) } catch { lostStart(index) }
+            do throws(ControllerError) { try startWorker(index) } catch { lostStart(index, error) }
             assign()
         }
         publish()
     }
 
     /// A replacement could not be started: try again later.
-    private func lostStart(_ index: Int) {
+    private func lostStart(_ index: Int, _ error: ControllerError) {
+        failedStart(error.message)
         controller.loop.scheduleTimer(afterNanos: 1_000_000_000) { [self] in
             guard !stopping, workers[index] == nil else { return }
-            do { try startWorker(index) } catch { lostStart(index) }
+            do throws(ControllerError) { try startWorker(index) } catch { lostStart(index, error) }
             assign()
         }
     }

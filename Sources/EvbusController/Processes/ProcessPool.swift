@@ -53,7 +53,8 @@ public final class ProcessPool: Sendable {
 
     /// Runs `event`'s handler in an idle worker with `input`; the Pending gets its result as
     /// `Output`. Fails with `workerFailed` (the handler threw, or the worker has no handler for
-    /// `event`), `workerCrashed` (the worker died meanwhile), `shutDown`, or a `DecodingError`
+    /// `event`), `workerCrashed` (the worker died meanwhile, or no worker can start: three exited
+    /// in a row before they were ready), `shutDown`, or a `DecodingError`
     /// when the result is not an `Output`.
     @discardableResult
     public func dispatch<Input: Encodable & Sendable, Output: Decodable & Sendable>(
