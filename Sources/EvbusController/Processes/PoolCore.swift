@@ -169,7 +169,6 @@ final class PoolCore {
             finishStopIfDone()
             return
         }
-        if !worker.ready { failedStart("\(worker.name) \(how) before it was ready") }
         restarts += 1
         let index = worker.index
         let delay: UInt64 = worker.ready ? 0 : 1_000_000_000
@@ -179,6 +178,8 @@ final class PoolCore {
             assign()
         }
         publish()
+        // After `publish`: whoever hears of the failure sees the restart counted.
+        if !worker.ready { failedStart("\(worker.name) \(how) before it was ready") }
     }
 
     /// A replacement could not be started: try again later.
