@@ -2,6 +2,7 @@ import Evbus
 import EvbusNATS
 import EvbusIO
 import Foundation
+import Synchronization
 
 /// Exports a durable local queue to a JetStream stream without losing a message: the queue is
 /// consumed with manual acks, each message is published to JetStream as a request, and acked
@@ -13,6 +14,7 @@ struct JetStreamExport: Sendable {
     let stream: String
     let subject: String
     let log: @Sendable (String) -> Void
+    let retryDelay = RetryDelay()
 
     /// Makes the stream if it does not exist (file storage, this subject), then consumes.
     func start(peer: Peer, nats: NATSClient, onExported: @escaping @Sendable () -> Void, onRefused: @escaping @Sendable () -> Void) async throws -> Consumer {
@@ -56,6 +58,7 @@ struct JetStreamExport: Sendable {
                 throw NATSError(.protocolViolation, "JetStream did not store it: \(text)")
             }
             try d.ack()
+            retryDelay.succeeded()
             onExported()
         } catch let error as NATSError where error.code == .payloadTooLarge || error.code == .invalidArgument {
             // This message can never be stored (too large for the server or the stream, a
@@ -65,12 +68,31 @@ struct JetStreamExport: Sendable {
             try? d.reject()
             onRefused()
         } catch {
-            // Not stored (or not known to be): back to the queue, to be tried again shortly.
-            // Nobody answering the subject means the stream is missing (JetStream was not up
-            // when the bridge started, or it was deleted): make it again.
+            // Not stored (or not known to be): back to the queue, to be tried again after a
+            // while. Nobody answering the subject means the stream is missing (JetStream was
+            // not up when the bridge started, or it was deleted): make it again.
             if (error as? NATSError)?.code == .noResponders { await ensureStream(nats) }
-            try? await Task.sleep(for: .milliseconds(200))
+            try? await Task.sleep(for: retryDelay.failed())
             try? d.nack(requeue: true)
         }
     }
+}
+
+/// How long a message JetStream did not store waits before it goes back to its queue: 200 ms,
+/// doubling up to 5 s while JetStream keeps refusing (a full stream, no leader, NATS away), and
+/// 200 ms again after the next success. Shared by every message of one export: a refusal that
+/// lasts costs a few tries a second, not one per message in flight every 200 ms.
+final class RetryDelay: Sendable {
+    static let shortest = Duration.milliseconds(200), longest = Duration.seconds(5)
+    private let next = Mutex(RetryDelay.shortest)
+
+    /// The wait for this failure; the next one waits twice as long.
+    func failed() -> Duration {
+        next.withLock { next in
+            defer { next = min(next * 2, Self.longest) }
+            return next
+        }
+    }
+
+    func succeeded() { next.withLock { $0 = Self.shortest } }
 }

@@ -347,6 +347,38 @@ import Testing
         try? FileManager.default.removeItem(atPath: store)
     }
 
+    /// A stream that refuses for a while (here: full, `discard: new`) costs a few tries, not one
+    /// per message every 200 ms: the wait before a refused message goes back to its queue
+    /// doubles while JetStream keeps refusing. Nothing is lost meanwhile.
+    @Test func aStreamThatKeepsRefusingIsTriedLessAndLessOften() async throws {
+        let store = TestPaths.dataDirectory("jetstream-full")
+        let nats = try await NATSServerProcess(jetStreamDirectory: store)
+        let setup = try NATSClient(.init(servers: [nats.url], name: "setup"))
+        try await setup.waitUntilConnected()
+        let created = try await setup.request("$JS.API.STREAM.CREATE.FULL",
+            Array(#"{"name":"FULL","subjects":["evbus.jobs"],"storage":"file","max_msgs":1,"discard":"new"}"#.utf8), timeout: .seconds(5))
+        #expect(!String(decoding: created.payload, as: UTF8.self).contains("error"), "\(String(decoding: created.payload, as: UTF8.self))")
+        await setup.close()
+        let a = try await BrokerProcess()
+        let p = try await Peer.connect(to: a.socketPath, name: "producer")
+        _ = try await p.declareQueue("jobs", QueueOptions(durable: true))
+        let js: [[String: String]] = [["queue": "jobs", "stream": "FULL", "subject": "evbus.jobs"]]
+        let bridgeA = try await bridge("a", a, nats, export: [], import: [], jetstream: js)
+        for i in 0..<3 { try await p.publish(to: "", key: "jobs", Array("job \(i)".utf8), confirm: true, persistent: true) }
+        #expect(await eventually(30) { (try? await streamMessages(nats, "FULL")) == 1 })
+        let start = ContinuousClock.now
+        try await Task.sleep(for: .seconds(3))
+        let seconds = (ContinuousClock.now - start) / .seconds(1)
+        let queue = try #require(try await p.topology().queues.first { $0.name == "jobs" })
+        // Two refused messages, tried every 200 ms, would be delivered 30 times in 3 s.
+        #expect(queue.delivered <= 3 + 2 * UInt64(seconds.rounded(.up)), "\(queue.delivered) deliveries in \(seconds) s")
+        #expect(queue.ready + queue.unacked == 2)
+        bridgeA.signal(SIGTERM)
+        _ = await bridgeA.waitForExit()
+        await p.close()
+        try? FileManager.default.removeItem(atPath: store)
+    }
+
     /// A request or a reply larger than NATS's `max_payload` fails the call with that reason,
     /// at once, instead of closing the bridge's NATS connection or leaving the caller to time out.
     @Test func aCallNATSCannotCarryFailsWithTheReasonEitherWay() async throws {
