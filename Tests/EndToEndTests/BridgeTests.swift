@@ -319,12 +319,7 @@ import Testing
     @Test func aMessageOverTheStreamsOwnLimitIsDeadLetteredNotRetriedForEver() async throws {
         let store = TestPaths.dataDirectory("jetstream-max-msg")
         let nats = try await NATSServerProcess(jetStreamDirectory: store)
-        let setup = try NATSClient(.init(servers: [nats.url], name: "setup"))
-        try await setup.waitUntilConnected()
-        let created = try await setup.request("$JS.API.STREAM.CREATE.AUDIT",
-            Array(#"{"name":"AUDIT","subjects":["evbus.audit"],"storage":"file","max_msg_size":100}"#.utf8), timeout: .seconds(5))
-        #expect(!String(decoding: created.payload, as: UTF8.self).contains("error"), "\(String(decoding: created.payload, as: UTF8.self))")
-        await setup.close()
+        try await createStream(nats, #"{"name":"AUDIT","subjects":["evbus.audit"],"storage":"file","max_msg_size":100}"#)
         let a = try await BrokerProcess()
         let p = try await Peer.connect(to: a.socketPath, name: "auditor")
         try await declareDeadLettering("audit", on: p)
@@ -353,12 +348,7 @@ import Testing
     @Test func aStreamThatKeepsRefusingIsTriedLessAndLessOften() async throws {
         let store = TestPaths.dataDirectory("jetstream-full")
         let nats = try await NATSServerProcess(jetStreamDirectory: store)
-        let setup = try NATSClient(.init(servers: [nats.url], name: "setup"))
-        try await setup.waitUntilConnected()
-        let created = try await setup.request("$JS.API.STREAM.CREATE.FULL",
-            Array(#"{"name":"FULL","subjects":["evbus.jobs"],"storage":"file","max_msgs":1,"discard":"new"}"#.utf8), timeout: .seconds(5))
-        #expect(!String(decoding: created.payload, as: UTF8.self).contains("error"), "\(String(decoding: created.payload, as: UTF8.self))")
-        await setup.close()
+        try await createStream(nats, #"{"name":"FULL","subjects":["evbus.jobs"],"storage":"file","max_msgs":1,"discard":"new"}"#)
         let a = try await BrokerProcess()
         let p = try await Peer.connect(to: a.socketPath, name: "producer")
         _ = try await p.declareQueue("jobs", QueueOptions(durable: true))
@@ -419,6 +409,17 @@ import Testing
         _ = try await p.declareQueue("\(queue).dead", QueueOptions(durable: true))
         try await p.bind(queue: "\(queue).dead", exchange: "dlx")
         _ = try await p.declareQueue(queue, QueueOptions(deadLetterExchange: "dlx", durable: true))
+    }
+
+    /// Makes a JetStream stream as an operator would, before the bridge starts (`config` is
+    /// the stream's JSON, its name included).
+    func createStream(_ nats: NATSServerProcess, _ config: String) async throws {
+        let setup = try NATSClient(.init(servers: [nats.url], name: "setup"))
+        defer { Task { await setup.close() } }
+        try await setup.waitUntilConnected()
+        let name = try #require((try JSONSerialization.jsonObject(with: Data(config.utf8)) as? [String: Any])?["name"] as? String)
+        let created = try await setup.request("$JS.API.STREAM.CREATE.\(name)", Array(config.utf8), timeout: .seconds(5))
+        #expect(!String(decoding: created.payload, as: UTF8.self).contains("error"), "\(String(decoding: created.payload, as: UTF8.self))")
     }
 
     /// Messages in a JetStream stream, as its server says.
